@@ -1,0 +1,1 @@
+"""Tests of the tooling: codegen, xtask, and the files they generate."""
