@@ -1,0 +1,92 @@
+"""The ASGI application: both contracts mounted on one connexion AsyncApp.
+
+Routing goes through the generated operation table: each operationId resolves to the
+handler `handler_table` found for it. Bodies are validated by the generated pydantic
+models (`body_validation`), credentials by the plane's key ring (`auth`), and every error
+renders as an ErrorEnvelope (`errors`). One interactive API page at `/docs` shows both
+contracts; the contracts themselves are served at `/openapi/data.json` and
+`/openapi/control.json`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from importlib import resources
+from typing import Any
+
+from connexion import AsyncApp
+from connexion.exceptions import ResolverError
+from connexion.options import SwaggerUIOptions
+from connexion.resolver import Resolver
+from starlette.requests import Request
+from starlette.responses import Response
+
+from orchestratord_server.auth import apply_route_security, security_map
+from orchestratord_server.body_validation import validator_map
+from orchestratord_server.errors import install_error_handlers
+from orchestratord_server.handlers import handler_table
+from orchestratord_server.state import ServerState
+
+PLANES = ("control", "data")
+DOCS_PATH = "/docs"
+
+
+def contract(plane: str) -> dict[str, Any]:
+    """The served copy of a contract (generated from contracts/openapi/<plane>.yaml)."""
+    text = resources.files("orchestratord_server.generated").joinpath(f"openapi_{plane}.json")
+    spec: dict[str, Any] = json.loads(text.read_text(encoding="utf-8"))
+    return spec
+
+
+def _resolver(table: dict[str, Callable[..., Any]]) -> Resolver:
+    def resolve(operation_id: str) -> Callable[..., Any]:
+        try:
+            return table[operation_id]
+        except KeyError:
+            raise ResolverError(f"no handler for operation {operation_id}") from None
+
+    return Resolver(function_resolver=resolve)
+
+
+def _spec_route(spec: dict[str, Any]) -> Callable[[Request], Any]:
+    body = json.dumps(spec).encode()
+
+    async def serve(_request: Request) -> Response:
+        return Response(body, media_type="application/json")
+
+    return serve
+
+
+def build_app(state: ServerState) -> AsyncApp:
+    """Build the application for `state` (config, keys, registry)."""
+    config = state.config
+    app = AsyncApp("orchestratord", strict_validation=True)
+    resolver = _resolver(handler_table(state))
+    validators = validator_map(config.server.max_body_bytes)
+    specs = {plane: apply_route_security(contract(plane), config.auth) for plane in PLANES}
+    page = {"urls": [{"url": f"/openapi/{p}.json", "name": p} for p in ("data", "control")]}
+    for plane in PLANES:
+        # connexion serves the spec and page of one API per base path; the data API's
+        # page lists both contracts, the control contract is served by its own route.
+        ui = (
+            SwaggerUIOptions(
+                spec_path="/openapi/data.json", swagger_ui_path=DOCS_PATH, swagger_ui_config=page
+            )
+            if plane == "data"
+            else SwaggerUIOptions(serve_spec=False, swagger_ui=False)
+        )
+        keys = state.key_rings[plane] if state.key_rings else None
+        app.add_api(
+            specs[plane],
+            name=plane,
+            resolver=resolver,
+            validator_map=validators,
+            security_map=security_map(keys) if keys else None,
+            swagger_ui_options=ui,
+        )
+    app.add_url_rule(
+        "/openapi/control.json", "control_contract", _spec_route(specs["control"]), methods=["GET"]
+    )
+    install_error_handlers(app)
+    return app

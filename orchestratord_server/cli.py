@@ -1,0 +1,111 @@
+"""The `orchestratord` command: `serve` the daemon, or `--check-config FILE` and exit.
+
+Exit codes: 0 success, 2 usage or configuration error (ORCH-3030: a bad config never
+starts a half-working daemon).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import uvicorn
+
+from orchestratord_server.auth import MissingApiKeys, generate_key, key_rings
+from orchestratord_server.config import Config, ConfigError, load_config
+from orchestratord_server.state import ServerState
+
+log = logging.getLogger("orchestratord")
+
+EXIT_CONFIG = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="orchestratord",
+        description="Orchestrate LLM inference engines behind one queued, streaming API.",
+    )
+    parser.add_argument(
+        "--check-config", type=Path, metavar="FILE", help="validate a config file and exit"
+    )
+    commands = parser.add_subparsers(dest="command")
+    serve = commands.add_parser("serve", help="run the daemon")
+    serve.add_argument("--config", type=Path, metavar="FILE", help="YAML config file")
+    serve.add_argument("--host", help="bind address (overrides the config)")
+    serve.add_argument("--port", type=int, help="bind port (overrides the config)")
+    return parser
+
+
+def _check_config(path: Path) -> int:
+    try:
+        config, warnings = load_config(path)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_CONFIG
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"{path}: valid ({len(config.pools)} pool(s), mode {config.mode.value})")
+    return 0
+
+
+def _load(path: Path | None) -> tuple[Config, bool]:
+    """The config to serve and whether it is the embedded development default."""
+    if path is None:
+        return Config(), True
+    config, warnings = load_config(path)
+    for warning in warnings:
+        log.warning("config: %s", warning)
+    return config, False
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from orchestratord_server.app import build_app
+
+    try:
+        config, embedded = _load(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        rings = key_rings(config.auth) if config.auth.enabled else None
+    except MissingApiKeys as exc:
+        if not embedded:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+        key = generate_key()
+        rings = key_rings(config.auth.model_copy(update={"api_keys": (key,)}))
+        print(f"orchestratord: no API key configured; this run's key is {key}", flush=True)
+    host = args.host or config.server.host
+    port = args.port if args.port is not None else config.server.port
+    app = build_app(ServerState(config=config, key_rings=rings))
+    gc.collect()
+    gc.freeze()
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        loop="uvloop",
+        http="httptools",
+    )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `orchestratord` console script."""
+    args = _parser().parse_args(argv)
+    if args.check_config is not None:
+        return _check_config(args.check_config)
+    if args.command == "serve":
+        return _serve(args)
+    _parser().print_help()
+    return EXIT_CONFIG
+
+
+if __name__ == "__main__":
+    sys.exit(main())

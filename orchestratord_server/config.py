@@ -1,0 +1,384 @@
+"""The daemon's configuration: pydantic models, loading and validation (ORCH-3030).
+
+One YAML file describes the server, authentication, sessions and the pools. The models
+below are the single source of the config JSON Schema (`python xtask.py regen-schema`
+writes `contracts/config.schema.json` from `Config`).
+
+Validation is strict by default: an unknown field anywhere is an error naming its path.
+With `mode: compat` unknown fields are reported as warnings and dropped instead. Either
+way a config that is wrong in any other respect never starts a daemon: `load_config`
+raises `ConfigError` listing every problem with its path.
+
+CPU-backed pools are refused unless `allow_cpu_pools: true` is set, an explicit
+development-only switch that the daemon announces loudly at start (ORCH-1101).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+POOL_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+MAX_SESSION_TTL_MS = 600_000
+MAX_SESSION_TURNS = 8
+
+
+class _Strict(BaseModel):
+    """Base for every config section: unknown fields are errors, values are frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EngineName(StrEnum):
+    """The engines a pool can run (ORCH-2008)."""
+
+    llamacpp = "llamacpp"
+    vllm = "vllm"
+    tgi = "tgi"
+    triton = "triton"
+
+
+class FullPolicy(StrEnum):
+    """What a full queue does with a newcomer (ORCH-3005)."""
+
+    reject = "reject"
+    drop_lru = "drop-lru"
+    shed_low_priority = "shed-low-priority"
+
+
+class PriorityName(StrEnum):
+    """Priority classes of the queue (ORCH-3004)."""
+
+    interactive = "interactive"
+    batch = "batch"
+
+
+class DeviceKind(StrEnum):
+    """What a pool's device mask refers to (ORCH-1101, ORCH-3011)."""
+
+    gpu = "gpu"
+    cpu = "cpu"
+
+
+class LogFormat(StrEnum):
+    """How log records are written (ORCH-3027): JSON lines, or text for a terminal."""
+
+    json = "json"
+    text = "text"
+
+
+class ConfigMode(StrEnum):
+    """How unknown fields are treated (ORCH-3030)."""
+
+    strict = "strict"
+    compat = "compat"
+
+
+OpenRoute = Literal["/livez", "/readyz", "/metrics"]
+
+
+class AuthConfig(_Strict):
+    """API keys for the data and control planes (ORCH-3035).
+
+    Keys come from environment variables (comma-separated for several). Literal keys in
+    the file are accepted for tests and throwaway setups; never commit real ones.
+    """
+
+    enabled: bool = Field(True, description="Require an API key on data and control routes.")
+    api_keys_env: str = Field(
+        "ORCHD_API_KEY",
+        description="Environment variable holding the data-plane keys, comma-separated.",
+    )
+    api_keys: tuple[str, ...] = Field(
+        (), description="Literal data-plane keys, added to those from the environment."
+    )
+    control_api_keys_env: str | None = Field(
+        None,
+        description=(
+            "Environment variable holding control-plane keys. When neither this nor "
+            "control_api_keys is set, the control plane accepts the data-plane keys."
+        ),
+    )
+    control_api_keys: tuple[str, ...] = Field((), description="Literal control-plane keys.")
+    open_routes: tuple[OpenRoute, ...] = Field(
+        ("/livez", "/readyz", "/metrics"),
+        description="Routes that answer without a key; remove one to protect it.",
+    )
+
+    @field_validator("api_keys", "control_api_keys")
+    @classmethod
+    def _keys_not_blank(cls, keys: tuple[str, ...]) -> tuple[str, ...]:
+        if any(not key.strip() for key in keys):
+            raise ValueError("an API key must not be empty")
+        return keys
+
+
+class ServerConfig(_Strict):
+    """Where the HTTP server listens and how it logs."""
+
+    host: str = Field("127.0.0.1", description="Bind address.")
+    port: int = Field(8080, ge=0, le=65535, description="Bind port; 0 picks a free one.")
+    log_format: LogFormat = LogFormat.json
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    max_body_bytes: int = Field(
+        1_048_576, ge=1024, description="Largest accepted request body, in bytes."
+    )
+
+
+class SessionConfig(_Strict):
+    """Session limits (ORCH-3021, ORCH-3022)."""
+
+    ttl_ms: int = Field(
+        MAX_SESSION_TTL_MS,
+        ge=1000,
+        le=MAX_SESSION_TTL_MS,
+        description="Idle time after which a session is forgotten (at most 10 minutes).",
+    )
+    max_turns: int = Field(
+        MAX_SESSION_TURNS,
+        ge=1,
+        le=MAX_SESSION_TURNS,
+        description="Turns a session may take (at most 8).",
+    )
+    kv_budget_bytes: int = Field(
+        1 << 30,
+        ge=0,
+        description="KV bytes all sessions together may hold before the least recently "
+        "used are evicted.",
+    )
+
+
+class QueueConfig(_Strict):
+    """A pool's bounded queue (ORCH-3004, ORCH-3005)."""
+
+    capacity: int = Field(256, ge=1, description="Tasks the queue holds, all priorities.")
+    full_policy: FullPolicy = FullPolicy.reject
+    interactive_burst: int = Field(
+        4,
+        ge=1,
+        description="Interactive dispatches in a row, at most, while batch work waits.",
+    )
+
+
+class PriorityConfig(_Strict):
+    """Per-priority admission limits (ORCH-3006)."""
+
+    name: PriorityName
+    queue_capacity: int | None = Field(
+        None, ge=1, description="Cap on this priority's share of the queue."
+    )
+    rate_limit_rps: float | None = Field(
+        None, gt=0, description="Per-client sustained rate, tasks per second."
+    )
+    rate_limit_burst: int | None = Field(
+        None, ge=1, description="Per-client burst; defaults to max(1, ceil(rate))."
+    )
+
+
+class AdmissionConfig(_Strict):
+    """Admission rules applied before enqueue (ORCH-3006, ORCH-3036)."""
+
+    priorities: tuple[PriorityConfig, ...] = ()
+    tenant_max_concurrent: int | None = Field(
+        None, ge=1, description="Jobs one tenant may have queued or running at once."
+    )
+
+    @field_validator("priorities")
+    @classmethod
+    def _one_entry_per_priority(
+        cls, priorities: tuple[PriorityConfig, ...]
+    ) -> tuple[PriorityConfig, ...]:
+        names = [p.name for p in priorities]
+        if len(names) != len(set(names)):
+            raise ValueError("each priority may be listed once")
+        return priorities
+
+
+class TimeoutConfig(_Strict):
+    """Watchdog limits per pool (ORCH-3016)."""
+
+    wall_ms: int = Field(60_000, ge=1, description="Longest a task may run, dispatch to end.")
+    idle_ms: int = Field(5_000, ge=1, description="Longest gap between two tokens.")
+
+
+class ReplicaConfig(_Strict):
+    """One engine server of a pool: where it is and, optionally, how to start it."""
+
+    id: Annotated[str, Field(pattern=POOL_ID_PATTERN)]
+    url: AnyHttpUrl = Field(description="Base URL of the engine's HTTP server.")
+    slots: int | None = Field(
+        None, ge=1, description="Slots, when the engine cannot report them itself."
+    )
+    command: tuple[str, ...] | None = Field(
+        None, description="Command line the pool manager starts and supervises."
+    )
+    devices: tuple[int, ...] | None = Field(
+        None, description="Devices of this replica; must lie within the pool's mask."
+    )
+
+
+class PoolConfig(_Strict):
+    """One pool: a model on a device mask, served by one or more replicas (ORCH-3001)."""
+
+    id: Annotated[str, Field(pattern=POOL_ID_PATTERN)]
+    engine: EngineName
+    model: str = Field(min_length=1, description="sha256:<hex>, repo:Org/Name or a catalog name.")
+    model_path: Path | None = Field(
+        None, description="Local model file, checksummed before load (ORCH-3037)."
+    )
+    model_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
+    quant: str | None = None
+    ctx: int = Field(ge=1, description="The model's context limit (ORCH-3014).")
+    device_kind: DeviceKind = DeviceKind.gpu
+    devices: tuple[int, ...] = Field(description="Device mask (ORCH-3011).")
+    tensor_split: tuple[float, ...] | None = Field(
+        None, description="Explicit per-device ratios; no split unless given (ORCH-3012)."
+    )
+    preload: bool = True
+    require_same_engine_version: bool = True
+    sampler_profile_version: str = "v1"
+    queue: QueueConfig = QueueConfig()
+    admission: AdmissionConfig = AdmissionConfig()
+    timeouts: TimeoutConfig = TimeoutConfig()
+    replicas: list[ReplicaConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PoolConfig:
+        if not self.devices:
+            raise ValueError("devices: the device mask must name at least one device")
+        if len(set(self.devices)) != len(self.devices):
+            raise ValueError("devices: a device may be listed once")
+        if self.tensor_split is not None:
+            if len(self.tensor_split) != len(self.devices):
+                raise ValueError("tensor_split: give one ratio per device of the mask")
+            if any(r <= 0 for r in self.tensor_split) or not math.isclose(
+                sum(self.tensor_split), 1.0, abs_tol=1e-6
+            ):
+                raise ValueError("tensor_split: ratios must be positive and sum to 1")
+        replica_ids = [r.id for r in self.replicas]
+        if len(set(replica_ids)) != len(replica_ids):
+            raise ValueError("replicas: replica ids must be unique within a pool")
+        mask = set(self.devices)
+        for replica in self.replicas:
+            if replica.devices is not None and not set(replica.devices) <= mask:
+                raise ValueError(f"replicas: {replica.id} uses devices outside the pool's mask")
+        return self
+
+
+class Config(_Strict):
+    """The whole daemon configuration."""
+
+    mode: ConfigMode = ConfigMode.strict
+    allow_cpu_pools: bool = Field(
+        False, description="Development only: allow pools on CPU devices (ORCH-1101)."
+    )
+    server: ServerConfig = ServerConfig()
+    auth: AuthConfig = AuthConfig()
+    sessions: SessionConfig = SessionConfig()
+    pools: tuple[PoolConfig, ...] = ()
+
+    @model_validator(mode="after")
+    def _pools_allowed(self) -> Config:
+        ids = [p.id for p in self.pools]
+        if len(set(ids)) != len(ids):
+            raise ValueError("pools: pool ids must be unique")
+        if not self.allow_cpu_pools:
+            cpu = [p.id for p in self.pools if p.device_kind is DeviceKind.cpu]
+            if cpu:
+                raise ValueError(
+                    f"pools: {', '.join(cpu)} run on CPU devices; inference is served by "
+                    "GPU workers only. Set allow_cpu_pools: true for development (ORCH-1101)."
+                )
+        return self
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; `problems` holds one line per fault."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"invalid configuration {source}:\n{lines}")
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path or "(top level)"
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    loc = _location(tuple(error["loc"]))
+    if error["type"] == "extra_forbidden":
+        return f"{loc}: unknown field"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return f"{loc}: {message}"
+
+
+def _drop(data: Any, loc: tuple[int | str, ...]) -> None:
+    """Remove the value at `loc` from nested dicts/lists, if it is still there."""
+    *parents, last = loc
+    node = data
+    for part in parents:
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            return
+    if isinstance(node, dict):
+        node.pop(last, None)
+
+
+def parse_config(data: Any, source: str = "<config>") -> tuple[Config, list[str]]:
+    """Validate raw config data; return the config and warnings (compat mode drops).
+
+    Raises ConfigError naming every problem with its path.
+    """
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(source, ["(top level): expected a mapping of sections"])
+    warnings: list[str] = []
+    try:
+        return Config.model_validate(data), warnings
+    except ValidationError as exc:
+        errors = exc.errors()
+    compat = data.get("mode") == ConfigMode.compat.value
+    unknown = [e for e in errors if e["type"] == "extra_forbidden"]
+    if not compat or len(unknown) != len(errors):
+        raise ConfigError(source, [_describe(e) for e in errors]) from None
+    for error in unknown:
+        warnings.append(f"{_describe(error)} (ignored in compat mode)")
+        _drop(data, tuple(error["loc"]))
+    try:
+        return Config.model_validate(data), warnings
+    except ValidationError as exc:
+        raise ConfigError(source, [_describe(e) for e in exc.errors()]) from None
+
+
+def load_config(path: Path) -> tuple[Config, list[str]]:
+    """Read and validate a YAML config file; see `parse_config`."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(path), [f"cannot read the file: {exc.strerror}"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(str(path), [f"not valid YAML: {exc}"]) from None
+    return parse_config(data, str(path))

@@ -1,0 +1,202 @@
+"""Every failure leaves the server as an `ErrorEnvelope` (ORCH-2006, ORCH-3025).
+
+Handlers build error responses with `error_response`; exceptions raised anywhere in the
+stack (connexion's problems, Starlette's routing errors, `ApiError`, anything unexpected)
+are turned into the same envelope by the handlers `install_error_handlers` registers, so
+no framework default body ever reaches a client.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from connexion import AsyncApp
+from connexion.exceptions import ProblemException
+from connexion.lifecycle import ConnexionRequest, ConnexionResponse
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+
+from orchestratord_server.generated.models import ErrorEnvelope, ErrorKind, FieldError
+
+log = logging.getLogger("orchestratord.errors")
+
+JSON = "application/json"
+
+#: Error codes that invite a retry (ORCH-3025); every other code does not.
+RETRIABLE: frozenset[ErrorKind] = frozenset(
+    {
+        ErrorKind.ADMISSION_REJECT,
+        ErrorKind.QUEUE_FULL_DROP_LRU,
+        ErrorKind.RATE_LIMITED,
+        ErrorKind.QUOTA_EXCEEDED,
+        ErrorKind.POOL_UNREADY,
+        ErrorKind.POOL_UNAVAILABLE,
+        ErrorKind.REPLICA_EXHAUSTED,
+        ErrorKind.WORKER_RESET,
+    }
+)
+
+#: The code a bare HTTP status is reported with when nothing more specific is known.
+STATUS_CODES: Mapping[int, ErrorKind] = {
+    400: ErrorKind.INVALID_PARAMS,
+    401: ErrorKind.UNAUTHORIZED,
+    403: ErrorKind.FORBIDDEN,
+    404: ErrorKind.NOT_FOUND,
+    405: ErrorKind.METHOD_NOT_ALLOWED,
+    413: ErrorKind.INVALID_PARAMS,
+    415: ErrorKind.INVALID_PARAMS,
+    501: ErrorKind.NOT_IMPLEMENTED,
+}
+
+
+class ApiError(Exception):
+    """An error a handler raises deep in a call; rendered as its envelope and status."""
+
+    def __init__(
+        self,
+        status: int,
+        code: ErrorKind,
+        message: str,
+        *,
+        engine: str | None = None,
+        errors: Sequence[FieldError] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.engine = engine
+        self.errors = errors
+        self.headers = headers
+
+    def response(self) -> Response:
+        """The HTTP response for this error."""
+        return error_response(
+            self.status,
+            self.code,
+            self.message,
+            engine=self.engine,
+            errors=self.errors,
+            headers=self.headers,
+        )
+
+
+class InvalidBody(ProblemException):  # type: ignore[misc]
+    """A request body that failed validation; carries every bad field (ORCH-2006)."""
+
+    def __init__(self, errors: Sequence[FieldError], status: int = 400) -> None:
+        summary = "; ".join(f"{e.loc}: {e.msg}" for e in errors)
+        super().__init__(status=status, title="Invalid request", detail=summary)
+        self.field_errors = list(errors)
+
+
+def envelope_bytes(
+    code: ErrorKind,
+    message: str,
+    *,
+    engine: str | None = None,
+    errors: Sequence[FieldError] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> bytes:
+    """The JSON bytes of an ErrorEnvelope; `retriable` follows the code (ORCH-3025)."""
+    envelope = ErrorEnvelope(
+        code=code,
+        message=message,
+        engine=engine,
+        retriable=code in RETRIABLE,
+        errors=list(errors) if errors else None,
+        **(extra or {}),
+    )
+    return envelope.model_dump_json(exclude_none=True).encode()
+
+
+def error_response(
+    status: int,
+    code: ErrorKind,
+    message: str,
+    *,
+    engine: str | None = None,
+    errors: Sequence[FieldError] | None = None,
+    headers: Mapping[str, str] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> Response:
+    """A Starlette response carrying an ErrorEnvelope."""
+    body = envelope_bytes(code, message, engine=engine, errors=errors, extra=extra)
+    return Response(body, status_code=status, media_type=JSON, headers=dict(headers or {}))
+
+
+def _connexion_error(
+    status: int,
+    code: ErrorKind,
+    message: str,
+    *,
+    errors: Sequence[FieldError] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> ConnexionResponse:
+    return ConnexionResponse(
+        status_code=status,
+        mimetype=JSON,
+        content_type=JSON,
+        body=envelope_bytes(code, message, errors=errors),
+        headers=dict(headers or {}),
+    )
+
+
+def _auth_headers(status: int) -> dict[str, str]:
+    return {"WWW-Authenticate": 'Bearer realm="orchestratord"'} if status == 401 else {}
+
+
+def _on_problem(_request: ConnexionRequest, exc: ProblemException) -> ConnexionResponse:
+    status = exc.status
+    code = STATUS_CODES.get(status, ErrorKind.INTERNAL)
+    if isinstance(exc, InvalidBody):
+        return _connexion_error(status, code, "invalid request", errors=exc.field_errors)
+    if status == 415:
+        wrong_type = FieldError(
+            loc="header.Content-Type", msg="the body must be application/json", type="media_type"
+        )
+        return _connexion_error(
+            status, code, "the body must be application/json", errors=[wrong_type]
+        )
+    message = str(exc.detail or exc.title or "error")
+    if status >= 500:
+        log.error("request failed: %s", message)
+    return _connexion_error(status, code, message, headers=_auth_headers(status))
+
+
+def _on_http_exception(_request: ConnexionRequest, exc: HTTPException) -> ConnexionResponse:
+    status = exc.status_code
+    code = STATUS_CODES.get(status, ErrorKind.INTERNAL)
+    messages = {
+        404: "no such route",
+        405: "method not allowed on this route",
+    }
+    message = messages.get(status) or str(exc.detail)
+    headers = {**(exc.headers or {}), **_auth_headers(status)}
+    return _connexion_error(status, code, message, headers=headers)
+
+
+def _on_api_error(_request: ConnexionRequest, exc: ApiError) -> ConnexionResponse:
+    return ConnexionResponse(
+        status_code=exc.status,
+        mimetype=JSON,
+        content_type=JSON,
+        body=envelope_bytes(exc.code, exc.message, engine=exc.engine, errors=exc.errors),
+        headers=dict(exc.headers or {}),
+    )
+
+
+def _on_unexpected(_request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
+    log.error("unhandled error", exc_info=exc)
+    return _connexion_error(500, ErrorKind.INTERNAL, "internal error")
+
+
+def install_error_handlers(app: AsyncApp) -> None:
+    """Make every error path of `app` answer with an ErrorEnvelope."""
+    app.add_error_handler(ApiError, _on_api_error)
+    app.add_error_handler(ProblemException, _on_problem)
+    app.add_error_handler(HTTPException, _on_http_exception)
+    app.add_error_handler(Exception, _on_unexpected)

@@ -1,0 +1,33 @@
+"""Operational routes of the daemon itself: liveness, readiness, Prometheus metrics."""
+
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.responses import Response
+
+from orchestratord_server.generated.models import Liveness, Readiness
+from orchestratord_server.state import ServerState
+
+JSON = "application/json"
+
+
+class Operations:
+    """Handlers for getLivez, getReadyz and getMetrics."""
+
+    def __init__(self, state: ServerState) -> None:
+        self._state = state
+
+    async def getLivez(self) -> Response:
+        """The process answers: it is live."""
+        return Response(Liveness(status="ok").model_dump_json(), media_type=JSON)
+
+    async def getReadyz(self) -> Response:
+        """200 once at least one pool is Ready, else 503 (ORCH-3002)."""
+        ready = self._state.ready_pools
+        pools = [{"pool_id": p.id, "ready": p.id in ready} for p in self._state.config.pools]
+        body = Readiness.model_validate({"ready": bool(ready), "pools": pools})
+        return Response(body.model_dump_json(), status_code=200 if ready else 503, media_type=JSON)
+
+    async def getMetrics(self) -> Response:
+        """Prometheus text exposition of this server's registry (ORCH-3028)."""
+        return Response(generate_latest(self._state.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,52 @@
+"""Prometheus metrics registered from the metrics contract (ORCH-3028).
+
+Names, types, label sets, help texts and histogram buckets all come from
+`contracts/metrics.yaml` (served from its generated JSON copy), so `/metrics` cannot
+drift from the contract. Handlers and the runtime reach a family by its exposed name:
+`metrics["tasks_enqueued_total"].labels(...).inc()`. Labels never carry task, session or
+client ids or prompt text.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase, disable_created_metrics
+
+disable_created_metrics()  # type: ignore[no-untyped-call]
+
+
+def metrics_contract() -> dict[str, Any]:
+    """The metrics contract, as generated from contracts/metrics.yaml."""
+    text = resources.files("orchestratord_server.generated").joinpath("metrics_contract.json")
+    contract: dict[str, Any] = json.loads(text.read_text(encoding="utf-8"))
+    return contract
+
+
+class Metrics:
+    """Every metric family of the contract, registered on one registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        contract = metrics_contract()
+        buckets = [float(b) for b in contract["histogram_buckets_ms"]]
+        self._families: dict[str, MetricWrapperBase] = {}
+        for entry in contract["metrics"]:
+            name, labels, help_text = entry["name"], entry["labels"], entry["help"]
+            family: MetricWrapperBase
+            if entry["type"] == "counter":
+                family = Counter(name.removesuffix("_total"), help_text, labels, registry=registry)
+            elif entry["type"] == "gauge":
+                family = Gauge(name, help_text, labels, registry=registry)
+            else:
+                family = Histogram(name, help_text, labels, buckets=buckets, registry=registry)
+            self._families[name] = family
+
+    def __getitem__(self, name: str) -> Any:
+        return self._families[name]
+
+    def names(self) -> tuple[str, ...]:
+        """The exposed names of every family."""
+        return tuple(self._families)

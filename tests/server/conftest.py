@@ -1,0 +1,134 @@
+"""Fixtures for the HTTP shell: an in-process app and a client whose every response is
+checked against the contracts with openapi-core (ORCH-2006, ORCH-3044)."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from openapi_core import OpenAPI
+from openapi_core.datatypes import RequestParameters
+from openapi_core.templating.paths.exceptions import OperationNotFound, PathNotFound
+
+from orchestratord_server.app import build_app, contract
+from orchestratord_server.auth import key_rings
+from orchestratord_server.config import Config, parse_config
+from orchestratord_server.state import ServerState
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    from starlette.testclient import TestClient
+
+DATA_KEY = "data-key-for-tests"
+CONTROL_KEY = "control-key-for-tests"
+POOL_CONFIG: dict[str, Any] = {
+    "id": "pool-a",
+    "engine": "llamacpp",
+    "model": "tiny",
+    "ctx": 2048,
+    "devices": [0],
+    "replicas": [{"id": "r1", "url": "http://127.0.0.1:9"}],
+}
+
+
+@dataclass
+class _Request:
+    host_url: str
+    path: str
+    method: str
+    content_type: str
+    body: bytes | None
+    parameters: RequestParameters = field(default_factory=RequestParameters)
+
+
+@dataclass
+class _Response:
+    status_code: int
+    content_type: str
+    headers: dict[str, str]
+    data: bytes
+
+
+_SPECS = {plane: OpenAPI.from_dict(contract(plane)) for plane in ("data", "control")}
+
+
+def assert_conforms(response: Any) -> None:
+    """Fail unless `response` is one the contracts allow for its request.
+
+    Requests to a path or method no contract declares have no contract to keep; their
+    responses are checked by the tests that send them (an envelope with NOT_FOUND or
+    METHOD_NOT_ALLOWED).
+    """
+    request = response.request
+    path = request.url.path
+    plane = "data" if path.startswith(("/v1/tasks", "/v1/sessions")) else "control"
+    checked_request = _Request(
+        host_url="http://testserver",
+        path=path,
+        method=request.method.lower(),
+        content_type=request.headers.get("content-type", ""),
+        body=request.content or None,
+    )
+    checked_response = _Response(
+        status_code=response.status_code,
+        content_type=response.headers.get("content-type", "").split(";")[0],
+        headers=dict(response.headers),
+        data=response.content,
+    )
+    try:
+        _SPECS[plane].validate_response(checked_request, checked_response)
+    except (PathNotFound, OperationNotFound):
+        if response.status_code not in (404, 405):
+            raise
+
+
+class CheckedClient:
+    """A TestClient whose responses are validated against the contracts."""
+
+    def __init__(self, client: TestClient, key: str | None, state: ServerState) -> None:
+        self._client = client
+        self._key = key
+        self.app_state = state
+
+    def request(self, method: str, path: str, *, key: str | None = "default", **kwargs: Any):
+        headers = dict(kwargs.pop("headers", {}) or {})
+        use = self._key if key == "default" else key
+        if use is not None:
+            headers.setdefault("Authorization", f"Bearer {use}")
+        response = self._client.request(method, path, headers=headers, **kwargs)
+        if not response.request.url.path.startswith(("/docs", "/openapi")):
+            assert_conforms(response)
+        return response
+
+    def get(self, path: str, **kwargs: Any):
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path: str, **kwargs: Any):
+        return self.request("POST", path, **kwargs)
+
+    def delete(self, path: str, **kwargs: Any):
+        return self.request("DELETE", path, **kwargs)
+
+
+def make_client(config: Config, key: str | None = DATA_KEY) -> CheckedClient:
+    rings = key_rings(config.auth, environ={}) if config.auth.enabled else None
+    state = ServerState(config=config, key_rings=rings)
+    app = build_app(state)
+    return CheckedClient(TestClient(app, raise_server_exceptions=False), key, state)
+
+
+@pytest.fixture
+def config() -> Config:
+    data = {
+        "auth": {"api_keys": [DATA_KEY], "control_api_keys": [CONTROL_KEY]},
+        "pools": [POOL_CONFIG],
+    }
+    return parse_config(data)[0]
+
+
+@pytest.fixture
+def client(config: Config) -> Iterator[CheckedClient]:
+    yield make_client(config)
