@@ -1,0 +1,1 @@
+"""Engine adapters: one client per inference engine behind a common interface (ORCH-3054)."""

@@ -1,0 +1,196 @@
+"""The engine-neutral adapter interface every inference engine implements.
+
+An adapter is the daemon's only way to talk to one engine server (one replica): health
+and properties for placement and readiness (ORCH-3019, ORCH-3032), prompt token counts
+for the token budget (ORCH-3015), a streamed completion that is cancelled by closing its
+async generator (ORCH-3017), the engine's own metrics text, and typed errors.
+
+Determinism (ORCH-3045, ORCH-3058): a :class:`CompletionRequest` carries a
+:class:`SamplerProfile` that pins every sampler parameter, so a seed selects the same
+token stream on every replica of a replica set; adapters map the profile onto their
+engine's knobs and switch off every other sampler the engine has.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Mapping
+from dataclasses import dataclass
+from typing import Literal, Protocol, runtime_checkable
+
+EngineName = Literal["llamacpp", "vllm", "tgi", "triton"]
+
+#: The ErrorKind codes (ORCH-2006) an adapter failure is reported with.
+EngineErrorKind = Literal["INVALID_PARAMS", "WORKER_RESET", "DECODE_TIMEOUT", "INTERNAL"]
+
+FinishReason = Literal["stop", "length"]
+
+
+class EngineError(Exception):
+    """An engine call failed; ``kind`` is the ErrorKind code the task or pool reports.
+
+    INVALID_PARAMS: the engine refused the request (HTTP 400). WORKER_RESET: the engine
+    could not be reached, dropped the connection (also mid-stream) or answered 5xx.
+    DECODE_TIMEOUT: the engine stopped answering within the read timeout. INTERNAL: the
+    engine answered something this adapter cannot understand.
+    """
+
+    def __init__(self, kind: EngineErrorKind, message: str, status: int | None = None) -> None:
+        where = "" if status is None else f" (HTTP {status})"
+        super().__init__(f"{kind}{where}: {message}")
+        self.kind: EngineErrorKind = kind
+        self.message = message
+        self.status = status
+
+
+@dataclass(frozen=True, slots=True)
+class EngineHealth:
+    """``live``: the server answers at all; ``ready``: it can take completions now."""
+
+    live: bool
+    ready: bool
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class EngineProps:
+    """What a replica is running (ORCH-3019, ORCH-3032).
+
+    ``ctx_limit`` is the context one request can use (one slot's share). ``model_digest``
+    is ``sha256:<hex>`` of the model file when the adapter knows where that file is.
+    """
+
+    engine: EngineName
+    engine_version: str
+    slots_total: int
+    ctx_limit: int
+    model_name: str
+    model_path: str | None
+    model_digest: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SlotUsage:
+    """Continuous-batching slots of one replica, for placement (ORCH-3019)."""
+
+    total: int
+    busy: int
+
+    @property
+    def free(self) -> int:
+        return max(0, self.total - self.busy)
+
+
+@dataclass(frozen=True, slots=True)
+class SamplerProfile:
+    """Every sampler parameter, pinned (ORCH-3058).
+
+    A profile is named by ``version``; a replica set pins the version (ORCH-3046), so two
+    replicas given the same seed sample the same way. Values follow the usual engine
+    conventions: ``top_k`` 0 disables top-k, ``top_p``/``typical_p`` 1.0 and ``min_p``
+    0.0 disable those filters, penalties of 1.0 (repetition) or 0.0 are neutral.
+    """
+
+    version: str
+    temperature: float
+    top_k: int
+    top_p: float
+    min_p: float
+    typical_p: float
+    repetition_penalty: float
+    repeat_last_n: int
+    presence_penalty: float
+    frequency_penalty: float
+
+
+#: Profile ``v1``: llama.cpp's long-standing defaults, written out in full.
+SAMPLER_PROFILE_V1 = SamplerProfile(
+    version="v1",
+    temperature=0.8,
+    top_k=40,
+    top_p=0.95,
+    min_p=0.05,
+    typical_p=1.0,
+    repetition_penalty=1.0,
+    repeat_last_n=64,
+    presence_penalty=0.0,
+    frequency_penalty=0.0,
+)
+
+SAMPLER_PROFILES: Mapping[str, SamplerProfile] = {SAMPLER_PROFILE_V1.version: SAMPLER_PROFILE_V1}
+
+
+def sampler_profile(version: str) -> SamplerProfile:
+    """The profile named ``version``; ``ValueError`` for an unknown version."""
+    try:
+        return SAMPLER_PROFILES[version]
+    except KeyError:
+        known = ", ".join(sorted(SAMPLER_PROFILES))
+        raise ValueError(f"unknown sampler profile {version!r} (known: {known})") from None
+
+
+@dataclass(frozen=True, slots=True)
+class CompletionRequest:
+    """One completion as the core hands it to an adapter.
+
+    ``seed`` None lets the engine pick one (non-deterministic); the core normally derives
+    a seed from the task id (ORCH-3045). ``stop`` strings end the generation and are not
+    part of the output. ``reuse_prompt_cache`` lets the engine reuse KV of an earlier
+    request with the same prefix: faster, but engines do not promise bit-identical logits
+    across batch shapes, so it is off unless determinism is best-effort.
+    """
+
+    prompt: str
+    max_tokens: int
+    seed: int | None = None
+    sampler: SamplerProfile = SAMPLER_PROFILE_V1
+    stop: tuple[str, ...] = ()
+    reuse_prompt_cache: bool = False
+
+    def __post_init__(self) -> None:
+        if self.max_tokens < 1:
+            raise ValueError(f"max_tokens must be at least 1, not {self.max_tokens}")
+        if any(not word for word in self.stop):
+            raise ValueError("stop strings must not be empty")
+
+
+@dataclass(frozen=True, slots=True)
+class TokenChunk:
+    """Generated text; the concatenation of a stream's chunks is the engine's output."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class FinalChunk:
+    """The end of a stream: why it ended, token counts, the seed the engine used."""
+
+    finish_reason: FinishReason
+    tokens_in: int
+    tokens_out: int
+    seed: int | None
+
+
+StreamChunk = TokenChunk | FinalChunk
+
+
+@runtime_checkable
+class EngineAdapter(Protocol):
+    """One engine server. Methods raise :class:`EngineError`; ``health`` never does."""
+
+    engine: EngineName
+
+    async def health(self) -> EngineHealth: ...
+
+    async def props(self) -> EngineProps: ...
+
+    async def slots(self) -> SlotUsage: ...
+
+    async def count_tokens(self, text: str) -> int: ...
+
+    def stream(self, req: CompletionRequest) -> AsyncGenerator[StreamChunk, None]:
+        """Token chunks, then exactly one final chunk. ``aclose()`` cancels upstream."""
+        ...
+
+    async def metrics_text(self) -> str: ...
+
+    async def close(self) -> None: ...

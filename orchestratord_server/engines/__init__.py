@@ -1,0 +1,1 @@
+"""Embedded engine processes the daemon starts and supervises, and the models they run."""

@@ -1,0 +1,1 @@
+"""Tests of the engine adapters and the embedded llama.cpp engine process."""

@@ -1,0 +1,1 @@
+"""Shared test helpers: the tiny GGUF model and real llama.cpp servers for tests."""
