@@ -1,0 +1,142 @@
+"""Admission checks: every reason to refuse a task, as a typed `Refused` decision.
+
+Checks run in this order, and nothing is changed until all have passed:
+
+1. the request's numbers — ctx and max_tokens positive, prompt tokens + max_tokens within
+   ctx (ORCH-3015): 400 INVALID_PARAMS naming the field;
+2. the id is not already in use (ORCH-3024): 409 DUPLICATE_TASK (checked by the facade);
+3. the target — some pool serves {engine, model_ref} (narrowed by `pool_id` and
+   `sampler_profile_version`) with a context limit of at least ctx (ORCH-3014): else 400
+   INVALID_PARAMS naming the field;
+4. the pool: a candidate pool that is live and Ready, else 503 POOL_UNAVAILABLE (no live
+   replica, ORCH-3018) or POOL_UNREADY (loading or draining), backoff = the retry hint;
+5. the client's token bucket for this priority (ORCH-3006): 429 RATE_LIMITED, backoff =
+   time until the bucket holds a token;
+6. the tenant's concurrency quota in the pool (ORCH-3036): 429 QUOTA_EXCEEDED, backoff =
+   the predicted end of the tenant's oldest task in flight;
+7. the queue capacity and the pool's full policy (ORCH-3004, ORCH-3005): 429
+   ADMISSION_REJECT with the policy, backoff = predicted time for the queue to fall below
+   the limit (see `prediction`).
+
+Among several candidate pools (one replica set may span pools), the pool chosen is the
+first by: has room in its queue, holds the session's last replica (unless the client
+asked for a cold start), shortest predicted start, most free slots, config order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from orchestrator_core._task import Task
+from orchestrator_core.decisions import Refused
+from orchestrator_core.errors import ErrorKind
+from orchestrator_core.pools import Pool
+from orchestrator_core.prediction import backoff_ms, predict_start_ms
+from orchestrator_core.queue import Limit
+from orchestrator_core.ratelimit import TokenBuckets
+from orchestrator_core.specs import Priority, TaskSpec
+
+
+def _invalid(spec: TaskSpec, field: str, message: str) -> Refused:
+    return Refused(spec.task_id, ErrorKind.INVALID_PARAMS, message, 0, engine=spec.engine,
+                   field=field)
+
+
+def check_request(spec: TaskSpec) -> Refused | None:
+    """Refuse a request whose numbers cannot be served by any pool."""
+    if spec.ctx < 1:
+        return _invalid(spec, "ctx", "ctx must be at least 1")
+    if spec.max_tokens < 1:
+        return _invalid(spec, "max_tokens", "max_tokens must be at least 1")
+    if spec.prompt_tokens < 0:
+        return _invalid(spec, "prompt_tokens", "prompt_tokens must not be negative")
+    if spec.prompt_tokens + spec.max_tokens > spec.ctx:
+        return _invalid(spec, "max_tokens",
+                        f"prompt tokens ({spec.prompt_tokens}) + max_tokens "
+                        f"({spec.max_tokens}) exceed ctx ({spec.ctx})")
+    return None
+
+
+def select_pool(spec: TaskSpec, candidates: Sequence[Pool], affine: Pool | None,
+                now_ms: int) -> Pool | Refused:
+    """The pool the task goes to, or the refusal that says why none can take it."""
+    if len(candidates) == 1 and spec.pool_id is None and spec.sampler_profile_version is None:
+        only = candidates[0]
+        if only.is_ready and spec.ctx <= only.spec.ctx_limit:
+            return only
+    if spec.pool_id is not None:
+        candidates = [p for p in candidates if p.spec.pool_id == spec.pool_id]
+    if not candidates:
+        field = "pool_id" if spec.pool_id is not None else "model_ref"
+        return _invalid(spec, field,
+                        f"no pool serves engine {spec.engine!r} with model {spec.model_ref!r}")
+    wanted = spec.sampler_profile_version
+    if wanted is not None:
+        candidates = [p for p in candidates if p.spec.sampler_profile_version == wanted]
+        if not candidates:
+            return _invalid(spec, "sampler_profile_version",
+                            f"no pool of this model runs sampler profile {wanted!r}")
+    fitting = [p for p in candidates if spec.ctx <= p.spec.ctx_limit]
+    if not fitting:
+        limit = max(p.spec.ctx_limit for p in candidates)
+        return _invalid(spec, "ctx", f"ctx {spec.ctx} exceeds the model's limit of {limit}")
+    ready = [p for p in fitting if p.is_ready]
+    if len(ready) == 1:
+        return ready[0]
+    if ready:
+        return min(ready, key=lambda p: _rank(p, spec.priority, affine))
+    live = [p for p in fitting if p.is_live]
+    kind = ErrorKind.POOL_UNREADY if live else ErrorKind.POOL_UNAVAILABLE
+    shown = live or fitting
+    hint = min(p.retry_hint_ms(now_ms) for p in shown)
+    what = "is not Ready" if live else "has no live replica"
+    return Refused(spec.task_id, kind, f"pool {shown[0].pool_id!r} {what}", hint,
+                   pool_id=shown[0].pool_id, engine=spec.engine)
+
+
+def _rank(pool: Pool, priority: Priority, affine: Pool | None) -> tuple[bool, bool, int, int]:
+    queue = pool.queue
+    total, free = pool.slots()
+    wait = predict_start_ms(queue.position(priority, queue.depth(priority)), total, free,
+                            pool.service.estimate_ms)
+    return queue.blocking_limit(priority) is not None, pool is not affine, wait, -free
+
+
+def check_rate(pool: Pool, buckets: TokenBuckets, spec: TaskSpec,
+               now_ms: int) -> Refused | None:
+    """Refuse when the client's bucket for this priority is empty (ORCH-3006)."""
+    wait = buckets.wait_ms(spec.client_id, now_ms)
+    if wait == 0:
+        return None
+    return Refused(spec.task_id, ErrorKind.RATE_LIMITED,
+                   f"client rate limit for {spec.priority} tasks in pool {pool.pool_id!r}",
+                   wait, pool_id=pool.pool_id, engine=spec.engine)
+
+
+def check_quota(pool: Pool, quota: int, spec: TaskSpec, now_ms: int,
+                tasks: Mapping[str, Task]) -> Refused | None:
+    """Refuse when the tenant already has its quota of tasks in flight (ORCH-3036)."""
+    in_flight = pool.tenants.get(spec.tenant_id)
+    if in_flight is None or len(in_flight) < quota:
+        return None
+    oldest = tasks[next(iter(in_flight))]
+    wait = max(1, oldest.expected_start_ms() + pool.service.estimate_ms - now_ms)
+    return Refused(spec.task_id, ErrorKind.QUOTA_EXCEEDED,
+                   f"tenant has {quota} tasks in flight in pool {pool.pool_id!r}", wait,
+                   pool_id=pool.pool_id, engine=spec.engine)
+
+
+def queue_backoff_ms(pool: Pool, priority: Priority, limit: Limit) -> int:
+    """Predicted ms until a newcomer of `priority` would fit under `limit` again."""
+    total, free = pool.slots()
+    return backoff_ms(pool.queue.dispatches_to_fit(priority, limit), total, free,
+                      pool.service.estimate_ms)
+
+
+def queue_full(pool: Pool, spec: TaskSpec, limit: Limit, backoff: int) -> Refused:
+    """The refusal of a newcomer that the full policy will not make room for (ORCH-3005)."""
+    policy = pool.spec.full_policy
+    what = "the queue" if limit is Limit.POOL else f"the {spec.priority} share of the queue"
+    return Refused(spec.task_id, ErrorKind.ADMISSION_REJECT,
+                   f"{what} of pool {pool.pool_id!r} is full (policy {policy})", backoff,
+                   pool_id=pool.pool_id, engine=spec.engine, policy=policy)

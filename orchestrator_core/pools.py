@@ -1,0 +1,129 @@
+"""The runtime state of one pool: replicas, queue, watchdog, predictor and limits.
+
+A pool is *live* when any replica is live, and *Ready* when it is not draining and at least
+one replica is usable (see `placement`). Admission refuses a pool that is not live with
+POOL_UNAVAILABLE and one that is live but not Ready with POOL_UNREADY (ORCH-3018); the
+retry hint is when the pool manager expects a replica back, else the pool's configured
+hint, and for a draining pool at least the rest of the drain window.
+
+Readiness, the pinned engine version and the list of usable replicas only change when a
+replica reports, fails, or the pool drains; `refresh` recomputes them then, and the slot
+totals of usable replicas are kept up to date on every dispatch and release, so admission
+and dispatch read them without scanning.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from orchestrator_core.placement import (
+    Replica,
+    ReplicaSetKey,
+    choose_replica,
+    pin_version,
+    usable,
+)
+from orchestrator_core.prediction import ServiceTime
+from orchestrator_core.queue import PoolQueue
+from orchestrator_core.ratelimit import TokenBuckets
+from orchestrator_core.specs import PoolSpec, Priority
+from orchestrator_core.watchdog import Watchdog
+
+
+class Pool:
+    """One configured pool and everything the core tracks about it."""
+
+    __slots__ = ("buckets", "drain_deadline_ms", "draining", "free_slots", "is_live",
+                 "is_ready", "mask", "pinned_version", "queue", "replicas", "running",
+                 "service", "spec", "tenants", "total_slots", "usable_replicas", "watchdog")
+
+    def __init__(self, spec: PoolSpec, rate_limit_clients: int) -> None:
+        self.spec = spec
+        self.mask = frozenset(spec.devices)
+        self.replicas: dict[str, Replica] = {
+            r.replica_id: Replica(r, spec.devices) for r in spec.replicas
+        }
+        self.queue = PoolQueue(spec.capacity, spec.interactive.queue_capacity,
+                               spec.batch.queue_capacity, spec.interactive_burst)
+        self.watchdog = Watchdog(spec.wall_timeout_ms, spec.idle_timeout_ms)
+        self.service = ServiceTime(spec.initial_service_ms, spec.ewma_alpha)
+        self.buckets: dict[Priority, TokenBuckets] = {}
+        for priority in Priority:
+            limits = spec.limits(priority)
+            if limits.rate_limit_rps is not None:
+                self.buckets[priority] = TokenBuckets(limits.rate_limit_rps, limits.burst,
+                                                      rate_limit_clients)
+        self.tenants: dict[str, OrderedDict[str, None]] = {}
+        self.pinned_version: str | None = None
+        self.draining = False
+        self.drain_deadline_ms = 0
+        self.running = 0
+        self.usable_replicas: tuple[Replica, ...] = ()
+        self.is_live = False
+        self.is_ready = False
+        self.total_slots = 0
+        self.free_slots = 0
+        self.refresh()
+
+    @property
+    def pool_id(self) -> str:
+        """The pool's configured id."""
+        return self.spec.pool_id
+
+    def refresh(self) -> None:
+        """Recompute the pin, the usable replicas, liveness and readiness."""
+        replicas = self.replicas.values()
+        self.pinned_version = pin_version(replicas, self.mask, self.pinned_version)
+        self.usable_replicas = tuple(
+            r for r in replicas
+            if usable(r, self.mask, self.pinned_version, self.spec.require_same_engine_version)
+        )
+        for replica in replicas:
+            replica.usable = replica in self.usable_replicas
+        self.total_slots = sum(r.slots_total for r in self.usable_replicas)
+        self.free_slots = sum(r.slots_free for r in self.usable_replicas)
+        self.is_live = any(r.live for r in replicas)
+        self.is_ready = bool(self.usable_replicas) and not self.draining
+
+    def slots(self) -> tuple[int, int]:
+        """(total, free) slots over usable replicas: the prediction's S and F."""
+        return self.total_slots, self.free_slots
+
+    def occupy(self, replica: Replica, task_id: str) -> None:
+        """A task was placed on `replica` (a usable one with a free slot)."""
+        replica.busy += 1
+        replica.running[task_id] = None
+        self.running += 1
+        self.free_slots -= 1
+
+    def vacate(self, replica: Replica, task_id: str) -> None:
+        """A task left `replica`'s slot."""
+        before = replica.slots_free
+        replica.busy -= 1
+        del replica.running[task_id]
+        self.running -= 1
+        if replica.usable:
+            self.free_slots += replica.slots_free - before
+
+    def place(self, prefer: Replica | None) -> Replica | None:
+        """The replica for the next task, or None when no usable replica has a free slot.
+
+        The caller never places on a draining pool (ORCH-3010).
+        """
+        return choose_replica(self.usable_replicas, prefer)
+
+    def retry_hint_ms(self, now_ms: int) -> int:
+        """How long a refused client should wait for this pool to take work again."""
+        hint = self.spec.unready_retry_ms
+        if self.draining:
+            return max(hint, self.drain_deadline_ms - now_ms)
+        announced = [r.retry_at_ms for r in self.replicas.values() if r.retry_at_ms is not None]
+        if announced:
+            return max(1, min(announced) - now_ms)
+        return hint
+
+    def key_of(self, replica: Replica) -> ReplicaSetKey:
+        """The replica-set key of one of this pool's replicas."""
+        spec = self.spec
+        return ReplicaSetKey(spec.engine, spec.model_ref, spec.quant, spec.ctx_limit,
+                             replica.engine_version, spec.sampler_profile_version)

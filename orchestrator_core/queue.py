@@ -1,0 +1,147 @@
+"""A pool's bounded two-class queue and its scheduling rule (ORCH-3004, ORCH-3005, ORCH-3051).
+
+Each priority class is an insertion-ordered map from task id to admission sequence number,
+so push, pop, cancel-removal and eviction are all O(1).
+
+Scheduling rule: `interactive` goes first, but while `batch` work waits, at most `burst`
+interactive tasks are dispatched in a row; then the oldest batch task goes. Hence the batch
+task at index j of its class is dispatched after at most (j + 1) x burst interactive
+tasks and j batch tasks, however many interactive tasks keep arriving: batch is never
+starved.
+
+Capacity: the pool's `capacity` bounds the whole queue, and each class may have its own
+cap. `blocking_limit` tells which limit a newcomer hits; `victim` applies the pool's full
+policy (ORCH-3005):
+
+* reject            — nobody is evicted, the newcomer is refused;
+* drop-lru          — the oldest queued task whose removal makes room (the class's oldest
+                      when the class cap is hit, otherwise the oldest of the pool);
+* shed-low-priority — an interactive newcomer blocked by the pool capacity evicts the
+                      newest batch task; otherwise (batch newcomer, interactive cap hit, or
+                      no batch task queued) the newcomer is refused.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from enum import StrEnum
+
+from orchestrator_core.specs import Priority, QueuePolicy
+
+
+class Limit(StrEnum):
+    """Which capacity a newcomer runs into."""
+
+    POOL = "pool"
+    CLASS = "class"
+
+
+class PoolQueue:
+    """Two FIFO classes with a shared capacity and the anti-starvation rule."""
+
+    __slots__ = ("_batch", "_interactive", "_streak", "batch_cap", "burst", "capacity",
+                 "interactive_cap")
+
+    def __init__(self, capacity: int, interactive_cap: int | None, batch_cap: int | None,
+                 burst: int) -> None:
+        self.capacity = capacity
+        self.interactive_cap = interactive_cap
+        self.batch_cap = batch_cap
+        self.burst = burst
+        self._interactive: OrderedDict[str, int] = OrderedDict()
+        self._batch: OrderedDict[str, int] = OrderedDict()
+        self._streak = 0
+
+    def __len__(self) -> int:
+        return len(self._interactive) + len(self._batch)
+
+    def _class(self, priority: Priority) -> OrderedDict[str, int]:
+        return self._interactive if priority is Priority.INTERACTIVE else self._batch
+
+    def depth(self, priority: Priority) -> int:
+        """Tasks queued in one class."""
+        return len(self._class(priority))
+
+    def ids(self, priority: Priority) -> list[str]:
+        """Queued ids of one class, oldest first."""
+        return list(self._class(priority))
+
+    def blocking_limit(self, priority: Priority) -> Limit | None:
+        """The limit a newcomer of `priority` would exceed, or None when it fits."""
+        cap = self.interactive_cap if priority is Priority.INTERACTIVE else self.batch_cap
+        if cap is not None and len(self._class(priority)) >= cap:
+            return Limit.CLASS
+        if len(self._interactive) + len(self._batch) >= self.capacity:
+            return Limit.POOL
+        return None
+
+    def push(self, task_id: str, priority: Priority, seq: int) -> None:
+        """Append a task to the tail of its class."""
+        self._class(priority)[task_id] = seq
+
+    def remove(self, task_id: str, priority: Priority) -> None:
+        """Take a queued task out (cancel, eviction, drain)."""
+        del self._class(priority)[task_id]
+
+    def _batch_next(self) -> bool:
+        if not self._interactive:
+            return True
+        return bool(self._batch) and self._streak >= self.burst
+
+    def peek_next(self) -> str | None:
+        """The id that `pop_next` would return, or None when empty."""
+        if not (self._interactive or self._batch):
+            return None
+        return next(iter(self._batch if self._batch_next() else self._interactive))
+
+    def pop_next(self) -> str:
+        """Remove and return the next task under the scheduling rule (queue not empty)."""
+        if self._batch_next():
+            self._streak = 0
+            return self._batch.popitem(last=False)[0]
+        self._streak = self._streak + 1 if self._batch else 0
+        return self._interactive.popitem(last=False)[0]
+
+    def position(self, priority: Priority, index: int) -> int:
+        """How many tasks go before the one at `index` of its class, if nobody arrives."""
+        waiting = len(self._batch)
+        if priority is Priority.INTERACTIVE and waiting == 0:
+            return index
+        burst = self.burst
+        lead = max(0, burst - self._streak)
+        if priority is Priority.INTERACTIVE:
+            if index < lead:
+                return index
+            return index + min(waiting, 1 + (index - lead) // burst)
+        return index + min(len(self._interactive), lead + index * burst)
+
+    def dispatches_to_fit(self, priority: Priority, limit: Limit) -> int:
+        """How many dispatches bring the queue under `limit` for a newcomer of `priority`."""
+        if limit is Limit.POOL:
+            return len(self) - self.capacity + 1
+        cap = self.interactive_cap if priority is Priority.INTERACTIVE else self.batch_cap
+        excess = len(self._class(priority)) - (cap or 0)
+        return self.position(priority, excess) + 1
+
+    def victim(self, policy: QueuePolicy, priority: Priority,
+               limit: Limit) -> tuple[str, Priority] | None:
+        """The queued task the full policy evicts for a newcomer, or None to refuse it."""
+        if policy is QueuePolicy.DROP_LRU:
+            if limit is Limit.CLASS:
+                return next(iter(self._class(priority))), priority
+            return self._oldest()
+        if (policy is QueuePolicy.SHED_LOW_PRIORITY and priority is Priority.INTERACTIVE
+                and limit is Limit.POOL and self._batch):
+            return next(reversed(self._batch)), Priority.BATCH
+        return None
+
+    def _oldest(self) -> tuple[str, Priority]:
+        if not self._batch:
+            return next(iter(self._interactive)), Priority.INTERACTIVE
+        if not self._interactive:
+            return next(iter(self._batch)), Priority.BATCH
+        first_i, seq_i = next(iter(self._interactive.items()))
+        first_b, seq_b = next(iter(self._batch.items()))
+        if seq_i < seq_b:
+            return first_i, Priority.INTERACTIVE
+        return first_b, Priority.BATCH
