@@ -11,7 +11,8 @@ contracts; the contracts themselves are served at `/openapi/data.json` and
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Any
 
@@ -61,7 +62,16 @@ def _spec_route(spec: dict[str, Any]) -> Callable[[Request], Any]:
 def build_app(state: ServerState) -> AsyncApp:
     """Build the application for `state` (config, keys, registry)."""
     config = state.config
-    app = AsyncApp("orchestratord", strict_validation=True)
+
+    @asynccontextmanager
+    async def lifespan(_app: object) -> AsyncIterator[None]:
+        await state.runtime.start()
+        try:
+            yield
+        finally:
+            await state.runtime.stop()
+
+    app = AsyncApp("orchestratord", strict_validation=True, lifespan=lifespan)
     resolver = _resolver(handler_table(state))
     validators = validator_map(config.server.max_body_bytes)
     specs = {plane: apply_route_security(contract(plane), config.auth) for plane in PLANES}

@@ -11,6 +11,7 @@ requirement.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import os
 import secrets
@@ -80,9 +81,16 @@ def generate_key() -> str:
     return secrets.token_urlsafe(24)
 
 
+def key_fingerprint(key: str) -> str:
+    """A short, non-reversible name for a key: the caller's id in limits and logs."""
+    return "key-" + hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
 def _verifier(ring: KeyRing) -> Callable[..., dict[str, Any] | None]:
     def verify(token: str, *_args: Any, **_kwargs: Any) -> dict[str, Any] | None:
-        return {"sub": f"{ring.plane}-client", "plane": ring.plane} if ring.accepts(token) else None
+        if not ring.accepts(token):
+            return None
+        return {"sub": key_fingerprint(token), "plane": ring.plane}
 
     return verify
 

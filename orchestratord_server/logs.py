@@ -1,0 +1,100 @@
+"""Structured logs: one JSON object per line, carrying the ORCH-3027 fields.
+
+Task events are logged with `task_event(name, fields)`; `fields` holds the ORCH-3027
+names (job_id, session_id, client_id, engine, pool_id, replica_id, model_id, quant, ctx,
+tensor_split, engine_version, sampler_profile_version, kv_warmth, queue_time_ms,
+decode_time_ms, tokens_in, tokens_out, eviction_events, oom_events, driver_reset_events)
+plus admission's queue_position and predicted_start_ms (ORCH-3029). Prompts, token text
+and API keys are never logged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from orchestratord_server.config import LogFormat
+
+TASK_LOGGER = "orchestratord.task"
+
+#: Every field ORCH-3027 requires of a task log record, in a stable order.
+TASK_FIELDS: tuple[str, ...] = (
+    "job_id",
+    "session_id",
+    "client_id",
+    "engine",
+    "pool_id",
+    "replica_id",
+    "model_id",
+    "quant",
+    "ctx",
+    "tensor_split",
+    "engine_version",
+    "sampler_profile_version",
+    "kv_warmth",
+    "queue_time_ms",
+    "decode_time_ms",
+    "tokens_in",
+    "tokens_out",
+    "eviction_events",
+    "oom_events",
+    "driver_reset_events",
+)
+
+_task_log = logging.getLogger(TASK_LOGGER)
+
+
+class JsonLineFormatter(logging.Formatter):
+    """Format a record as one JSON object: ts, level, logger, event, then its fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "event": record.getMessage(),
+        }
+        fields = getattr(record, "fields", None)
+        if fields:
+            line.update(fields)
+        if record.exc_info:
+            line["error"] = self.formatException(record.exc_info)
+        return json.dumps(line, separators=(",", ":"), default=str)
+
+
+class TextFormatter(logging.Formatter):
+    """Human-readable lines for a terminal: the event, then key=value fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = getattr(record, "fields", None) or {}
+        tail = " ".join(f"{k}={v}" for k, v in fields.items() if v is not None)
+        text = f"{record.levelname.lower():7} {record.name}: {record.getMessage()}"
+        text = f"{text} {tail}" if tail else text
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        return text
+
+
+def configure_logging(log_format: LogFormat, level: str) -> None:
+    """Send the daemon's logs to stderr in the configured format."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonLineFormatter() if log_format is LogFormat.json else TextFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for noisy in ("connexion", "uvicorn.error"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def task_event(event: str, fields: Mapping[str, Any], level: int = logging.INFO) -> None:
+    """Log a task event with every ORCH-3027 field (absent ones as null)."""
+    if not _task_log.isEnabledFor(level):
+        return
+    record = {name: fields.get(name) for name in TASK_FIELDS}
+    record.update({k: v for k, v in fields.items() if k not in record})
+    _task_log.log(level, event, extra={"fields": record})

@@ -1,0 +1,62 @@
+"""Translate the daemon's config into orchestrator_core's pool and session specs."""
+
+from __future__ import annotations
+
+from orchestrator_core import (
+    PoolSpec,
+    PriorityLimits,
+    QueuePolicy,
+    ReplicaSpec,
+    SessionConfig,
+)
+from orchestratord_server.config import Config, PoolConfig, PriorityName
+
+
+def _limits(pool: PoolConfig, name: PriorityName) -> PriorityLimits:
+    for entry in pool.admission.priorities:
+        if entry.name is name:
+            return PriorityLimits(
+                queue_capacity=entry.queue_capacity,
+                rate_limit_rps=entry.rate_limit_rps,
+                rate_limit_burst=entry.rate_limit_burst,
+            )
+    return PriorityLimits()
+
+
+def pool_spec(pool: PoolConfig) -> PoolSpec:
+    """The core's view of one configured pool (ORCH-3001, ORCH-3004, ORCH-3016)."""
+    return PoolSpec(
+        pool_id=pool.id,
+        engine=pool.engine.value,
+        model_ref=pool.model,
+        ctx_limit=pool.ctx,
+        devices=pool.devices,
+        replicas=tuple(
+            ReplicaSpec(
+                replica_id=r.id,
+                devices=r.devices,
+                slots_total=r.slots or (r.launch.slots if r.launch else None),
+            )
+            for r in pool.replicas
+        ),
+        quant=pool.quant,
+        sampler_profile_version=pool.sampler_profile_version,
+        require_same_engine_version=pool.require_same_engine_version,
+        capacity=pool.queue.capacity,
+        full_policy=QueuePolicy(pool.queue.full_policy.value),
+        interactive_burst=pool.queue.interactive_burst,
+        interactive=_limits(pool, PriorityName.interactive),
+        batch=_limits(pool, PriorityName.batch),
+        tenant_max_concurrent=pool.admission.tenant_max_concurrent,
+        wall_timeout_ms=pool.timeouts.wall_ms,
+        idle_timeout_ms=pool.timeouts.idle_ms,
+    )
+
+
+def session_config(config: Config) -> SessionConfig:
+    """The core's session limits (ORCH-3021, ORCH-3022)."""
+    return SessionConfig(
+        ttl_ms=config.sessions.ttl_ms,
+        max_turns=config.sessions.max_turns,
+        kv_budget_bytes=config.sessions.kv_budget_bytes,
+    )

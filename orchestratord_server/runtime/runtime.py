@@ -1,0 +1,610 @@
+"""The runtime: orchestrator_core driven by real time, real engines and real streams.
+
+Theory of operation. Every event is fed to the core with the current monotonic time, and
+every action the core returns is carried out here and nowhere else (`_perform`):
+
+- a `Dispatch` records the `started` frame and starts an asyncio task that streams the
+  completion from the replica's engine; each token is offered to the core first
+  (`on_token`) and recorded only if the core accepts it, so after a cancel no token is
+  ever emitted (ORCH-3026);
+- `TaskEnded` / `TaskCanceled` / `TaskFailed` close the task's transcript with its one
+  terminal frame, count it in the metrics and log it with the ORCH-3027 fields;
+- an `Abort` cancels the streaming asyncio task, which closes the upstream HTTP request
+  and so frees the engine's slot (ORCH-3017).
+
+A timer task sleeps until the core's next deadline (watchdog, drain) or until woken by a
+new event, then polls the core. Replica health is probed periodically; preload gates
+readiness (ORCH-3002). Finished transcripts stay readable for late subscribers for
+`server.transcript_retention_ms`, then the task is reaped from the core.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from orchestrator_core import (
+    Abort,
+    Action,
+    Admitted,
+    CancelStatus,
+    Dispatch,
+    ErrorKind,
+    FinishReason,
+    KvHint,
+    Orchestrator,
+    PoolDrained,
+    PoolHealth,
+    Priority,
+    Refused,
+    ReplicaSetSnapshot,
+    SessionEvicted,
+    SessionInfo,
+    TaskCanceled,
+    TaskEnded,
+    TaskFailed,
+    TaskSpec,
+)
+from orchestratord_server.adapters.base import (
+    CompletionRequest,
+    EngineError,
+    FinalChunk,
+    sampler_profile,
+)
+from orchestratord_server.config import Config, PoolConfig
+from orchestratord_server.generated.models import Determinism, TaskRequest
+from orchestratord_server.logs import task_event
+from orchestratord_server.metrics import Metrics
+from orchestratord_server.runtime.clock import now_ms
+from orchestratord_server.runtime.pool_specs import pool_spec, session_config
+from orchestratord_server.runtime.replicas import PreloadFailed, ReplicaHandle
+from orchestratord_server.transcripts import Transcript, sse_frame, token_frame
+
+log = logging.getLogger("orchestratord.runtime")
+
+PRELOAD_RETRY_MS = (500, 1_000, 2_000, 5_000, 10_000)
+UNKNOWN_VERSION = "unknown"
+
+
+@dataclass(slots=True)
+class TaskContext:
+    """What the runtime keeps per task beside the core: the request and its stream."""
+
+    request: TaskRequest
+    pool: PoolConfig
+    client_id: str
+    transcript: Transcript
+    admitted_ms: int
+    replica_id: str | None = None
+    dispatched_ms: int | None = None
+    engine_version: str = UNKNOWN_VERSION
+    first_token_ms: int | None = None
+    tokens_out: int = 0
+    cancel_label: str = "client"
+
+
+class Runtime:
+    """Owns the core, the replicas and the transcripts of one daemon."""
+
+    def __init__(self, config: Config, metrics: Metrics) -> None:
+        self.config = config
+        self.metrics = metrics
+        self.core = Orchestrator([pool_spec(p) for p in config.pools], session_config(config))
+        self.pools = {p.id: p for p in config.pools}
+        self.replicas = {
+            (p.id, r.id): ReplicaHandle(p.id, r) for p in config.pools for r in p.replicas
+        }
+        self.ready_replicas: set[tuple[str, str]] = set()
+        self.tasks: dict[str, TaskContext] = {}
+        self._streams: dict[str, asyncio.Task[None]] = {}
+        self._background: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+        self._retention_s = config.server.transcript_retention_ms / 1000
+
+    # -- life cycle --------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start launched engines, preload every replica, and begin timers and probes."""
+        for pool in self.config.pools:
+            if pool.device_kind.value == "cpu":
+                log.warning(
+                    "DEVELOPMENT SETUP: pool %s runs inference on CPU; production pools "
+                    "are GPU-only (ORCH-1101)",
+                    pool.id,
+                )
+        self._spawn(self._timer_loop())
+        for handle in self.replicas.values():
+            self._spawn(self._supervise(handle))
+
+    async def stop(self) -> None:
+        """Cancel every stream and background task, then stop launched engines."""
+        for task in [*self._streams.values(), *self._background]:
+            task.cancel()
+        await asyncio.gather(*self._streams.values(), *self._background, return_exceptions=True)
+        await asyncio.gather(*(h.close() for h in self.replicas.values()))
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    @property
+    def ready_pools(self) -> set[str]:
+        """Pools with at least one Ready replica (ORCH-3002)."""
+        return {pool_id for pool_id, _ in self.ready_replicas}
+
+    # -- replicas ----------------------------------------------------------------------
+
+    async def _supervise(self, handle: ReplicaHandle) -> None:
+        """Preload with backoff until Ready, then probe health; repeat after a loss."""
+        interval = self.config.server.health_interval_ms / 1000
+        attempt = 0
+        while True:
+            try:
+                status = await handle.preload()
+            except (PreloadFailed, EngineError, OSError) as exc:
+                self._preload_outcome(handle, "failure")
+                delay = PRELOAD_RETRY_MS[min(attempt, len(PRELOAD_RETRY_MS) - 1)]
+                attempt += 1
+                log.warning(
+                    "preload failed, retrying in %d ms: %s",
+                    delay,
+                    exc,
+                    extra={"fields": {"replica": handle.label}},
+                )
+                await asyncio.sleep(delay / 1000)
+                continue
+            attempt = 0
+            self._preload_outcome(handle, "success")
+            self._replica_update(handle, status)
+            log.info("replica ready", extra={"fields": {"replica": handle.label}})
+            while True:
+                await asyncio.sleep(interval)
+                live, ready = await handle.probe()
+                if live and ready:
+                    continue
+                self._replica_update(handle, handle.status(live=live, ready=False))
+                log.warning("replica lost", extra={"fields": {"replica": handle.label}})
+                break
+
+    def _preload_outcome(self, handle: ReplicaHandle, outcome: str) -> None:
+        pool = self.pools[handle.pool_id]
+        version = handle.props.engine_version if handle.props else UNKNOWN_VERSION
+        self.metrics["preload_outcomes_total"].labels(
+            pool.engine.value, version, pool.id, outcome
+        ).inc()
+
+    def _replica_update(self, handle: ReplicaHandle, status: Any) -> None:
+        key = (handle.pool_id, handle.replica_id)
+        if status.ready:
+            self.ready_replicas.add(key)
+        else:
+            self.ready_replicas.discard(key)
+        self._perform(self.core.update_replica(*key, status, now_ms()))
+        self._pump()
+
+    # -- admission ---------------------------------------------------------------------
+
+    async def submit(self, request: TaskRequest, client_id: str) -> Admitted | Refused:
+        """Admit a task (ORCH-2001) or say why not; the token budget is checked first."""
+        task_id = str(request.task_id)
+        prompt_tokens = await self._prompt_tokens(request)
+        spec = TaskSpec(
+            task_id=task_id,
+            engine=request.engine.value,
+            model_ref=request.model_ref,
+            ctx=request.ctx,
+            max_tokens=request.max_tokens,
+            prompt_tokens=prompt_tokens,
+            priority=Priority(request.priority.value),
+            session_id=str(request.session_id),
+            client_id=client_id,
+            tenant_id=client_id,
+            seed=request.seed,
+            sampler_profile_version=request.sampler_profile_version,
+            kv_hint=KvHint(request.kv_hint.value) if request.kv_hint else None,
+        )
+        now = now_ms()
+        decision = self.core.submit(spec, now)
+        if isinstance(decision, Refused):
+            self._refused(decision, request)
+            return decision
+        pool = self.pools[decision.pool_id]
+        self.tasks[task_id] = TaskContext(request, pool, client_id, Transcript(), now)
+        labels = (pool.engine.value, UNKNOWN_VERSION, pool.id, pool.id, request.priority.value)
+        self.metrics["tasks_enqueued_total"].labels(*labels).inc()
+        task_event(
+            "task.admitted",
+            {
+                **self._fields(task_id),
+                "queue_position": decision.queue_position,
+                "predicted_start_ms": decision.predicted_start_ms,
+                "seed": decision.seed,
+            },
+        )
+        if decision.evicted is not None:
+            self.metrics["admission_backpressure_events_total"].labels(
+                pool.engine.value, pool.queue.full_policy.value
+            ).inc()
+            self._perform([decision.evicted])
+        self._pump()
+        return decision
+
+    async def _prompt_tokens(self, request: TaskRequest) -> int:
+        """Prompt tokens for the budget check (ORCH-3015).
+
+        Byte-level tokenizers never produce more tokens than UTF-8 bytes, so bytes + 2
+        (for BOS/EOS) bounds the count without asking the engine. Only when that bound
+        would not fit the context is the engine's tokenizer asked for the exact count.
+        """
+        prompt = request.prompt or ""
+        bound = len(prompt.encode()) + 2
+        if bound + request.max_tokens <= request.ctx:
+            return bound
+        for pool_id, replica_id in sorted(self.ready_replicas):
+            pool = self.pools[pool_id]
+            if pool.engine.value == request.engine.value and pool.model == request.model_ref:
+                adapter = self.replicas[pool_id, replica_id].adapter
+                if adapter is not None:
+                    with contextlib.suppress(EngineError):
+                        return await adapter.count_tokens(prompt)
+        return bound
+
+    def _refused(self, decision: Refused, request: TaskRequest) -> None:
+        engine = request.engine.value
+        self.metrics["tasks_rejected_total"].labels(engine, decision.kind.value).inc()
+        if decision.policy is not None:
+            self.metrics["admission_backpressure_events_total"].labels(
+                engine, decision.policy.value
+            ).inc()
+        task_event(
+            "task.refused",
+            {
+                "job_id": str(request.task_id),
+                "session_id": str(request.session_id),
+                "engine": engine,
+                "model_id": request.model_ref,
+                "ctx": request.ctx,
+                "pool_id": decision.pool_id,
+                "code": decision.kind.value,
+                "backoff_ms": decision.backoff_ms,
+            },
+        )
+
+    # -- streams -----------------------------------------------------------------------
+
+    def transcript(self, task_id: str) -> Transcript | None:
+        """The task's transcript, while the task is known."""
+        context = self.tasks.get(task_id)
+        return context.transcript if context else None
+
+    def cancel(self, task_id: str, label: str = "client") -> CancelStatus:
+        """Cancel a task in any state; idempotent (ORCH-3017, ORCH-3026)."""
+        context = self.tasks.get(task_id)
+        if context is not None:
+            context.cancel_label = label
+        outcome = self.core.cancel(task_id, now_ms())
+        actions: list[Action] = []
+        if outcome.abort is not None:
+            actions.append(outcome.abort)
+        if outcome.canceled is not None:
+            actions.append(outcome.canceled)
+        self._perform(actions)
+        self._pump()
+        return outcome.status
+
+    def stream_abandoned(self, task_id: str) -> None:
+        """The last open stream of an unfinished task closed: cancel it (no slot leaks)."""
+        self.cancel(task_id, label="disconnect")
+
+    # -- sessions and snapshots --------------------------------------------------------
+
+    def session_info(self, session_id: str) -> SessionInfo | None:
+        """A session's TTL, turns, KV bytes and warmth (ORCH-2004)."""
+        return self.core.session_info(session_id, now_ms())
+
+    def delete_session(self, session_id: str) -> bool:
+        """Forget a session (ORCH-2005); False when it is unknown."""
+        evicted = self.core.delete_session(session_id, now_ms())
+        if evicted is not None:
+            self._perform([evicted])
+        return evicted is not None
+
+    def pool_health(self, pool_id: str) -> PoolHealth:
+        """The core's health snapshot of one pool (raises UnknownPool)."""
+        return self.core.pool_health(pool_id)
+
+    def replica_sets(self) -> tuple[ReplicaSetSnapshot, ...]:
+        """Replica sets with their members, slots and load (ORCH-2104)."""
+        return self.core.replica_sets()
+
+    def refresh_gauges(self) -> None:
+        """Set the queue-depth gauges from the core; called when /metrics is scraped."""
+        gauge = self.metrics["queue_depth"]
+        for pool in self.config.pools:
+            health = self.core.pool_health(pool.id)
+            version = health.engine_version or UNKNOWN_VERSION
+            engine = pool.engine.value
+            gauge.labels(engine, version, pool.id, "interactive").set(
+                health.queue_depth_interactive
+            )
+            gauge.labels(engine, version, pool.id, "batch").set(health.queue_depth_batch)
+
+    # -- the loop ----------------------------------------------------------------------
+
+    def _pump(self) -> None:
+        """Poll the core now and wake the timer so it re-reads the next deadline."""
+        self._perform(self.core.poll(now_ms()))
+        self._wake.set()
+
+    async def _timer_loop(self) -> None:
+        while True:
+            deadline = self.core.next_deadline_ms()
+            timeout = None if deadline is None else max(0, deadline - now_ms()) / 1000
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            self._perform(self.core.poll(now_ms()))
+
+    def _perform(self, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, Dispatch):
+                self._start(action)
+            elif isinstance(action, TaskEnded | TaskCanceled | TaskFailed):
+                self._finish(action)
+            elif isinstance(action, Abort):
+                stream = self._streams.get(action.task_id)
+                if stream is not None:
+                    stream.cancel()
+            elif isinstance(action, SessionEvicted):
+                log.info(
+                    "session evicted",
+                    extra={"fields": {"reason": action.reason.value, "kv_bytes": action.kv_bytes}},
+                )
+            elif isinstance(action, PoolDrained):
+                log.info("pool drained", extra={"fields": {"pool_id": action.pool_id}})
+
+    def _start(self, dispatch: Dispatch) -> None:
+        context = self.tasks[dispatch.task_id]
+        pool = context.pool
+        context.replica_id = dispatch.replica_id
+        context.dispatched_ms = now_ms()
+        context.engine_version = dispatch.engine_version or UNKNOWN_VERSION
+        request = context.request
+        context.transcript.append(
+            sse_frame(
+                "started",
+                {
+                    "queue_position": dispatch.queue_position,
+                    "predicted_start_ms": dispatch.predicted_start_ms,
+                    "task_id": dispatch.task_id,
+                    "pool_id": dispatch.pool_id,
+                    "replica_id": dispatch.replica_id,
+                    "engine": pool.engine.value,
+                    "engine_version": context.engine_version,
+                    "model_digest": dispatch.model_digest,
+                    "sampler_profile_version": pool.sampler_profile_version,
+                    "kv_warmth": dispatch.kv_warmth,
+                    "seed": dispatch.seed,
+                    "queue_time_ms": dispatch.queue_time_ms,
+                },
+            )
+        )
+        self.metrics["tasks_started_total"].labels(
+            pool.engine.value,
+            context.engine_version,
+            pool.id,
+            dispatch.replica_id,
+            request.priority.value,
+        ).inc()
+        task_event(
+            "task.started",
+            {
+                **self._fields(dispatch.task_id),
+                "kv_warmth": dispatch.kv_warmth,
+                "queue_time_ms": dispatch.queue_time_ms,
+                "queue_position": dispatch.queue_position,
+                "predicted_start_ms": dispatch.predicted_start_ms,
+                "seed": dispatch.seed,
+            },
+        )
+        loop = asyncio.get_running_loop()
+        stream = loop.create_task(self._stream(dispatch), name=dispatch.task_id)
+        self._streams[dispatch.task_id] = stream
+        stream.add_done_callback(self._stream_done)
+
+    def _stream_done(self, stream: asyncio.Task[None]) -> None:
+        """Forget a finished stream task (its name is the task id)."""
+        self._streams.pop(stream.get_name(), None)
+
+    async def _stream(self, dispatch: Dispatch) -> None:
+        """Stream one completion from its replica into the transcript, through the core."""
+        task_id = dispatch.task_id
+        context = self.tasks[task_id]
+        request = context.request
+        handle = self.replicas[dispatch.pool_id, dispatch.replica_id]
+        completion = CompletionRequest(
+            prompt=request.prompt or "",
+            max_tokens=request.max_tokens,
+            seed=dispatch.seed,
+            sampler=sampler_profile(context.pool.sampler_profile_version),
+            reuse_prompt_cache=request.determinism is Determinism.BEST_EFFORT,
+        )
+        transcript = context.transcript
+        core = self.core
+        outcome: list[Action] = []
+        try:
+            chunks = handle.engine().stream(completion)
+            try:
+                async for chunk in chunks:
+                    if isinstance(chunk, FinalChunk):
+                        ended = core.on_finish(
+                            task_id,
+                            FinishReason(chunk.finish_reason),
+                            chunk.tokens_in,
+                            chunk.tokens_out,
+                            now_ms(),
+                        )
+                        outcome = [ended] if ended is not None else []
+                        break
+                    accepted = core.on_token(task_id, now_ms())
+                    if accepted is None:
+                        break
+                    if accepted.index == 0:
+                        context.first_token_ms = now_ms()
+                    context.tokens_out = accepted.index + 1
+                    transcript.append(token_frame(chunk.text, accepted.index))
+            finally:
+                await chunks.aclose()
+        except EngineError as exc:
+            outcome = self._engine_failed(dispatch, exc)
+        except PreloadFailed as exc:
+            failed = core.on_failure(task_id, ErrorKind.WORKER_RESET, str(exc), now_ms())
+            outcome = [failed] if failed is not None else []
+        self._perform(outcome)
+        self._pump()
+
+    def _engine_failed(self, dispatch: Dispatch, exc: EngineError) -> list[Action]:
+        """Map an engine error onto the task; a worker reset also marks the replica down."""
+        now = now_ms()
+        if exc.kind == ErrorKind.WORKER_RESET.value:
+            return self.core.replica_failed(dispatch.pool_id, dispatch.replica_id, now, exc.message)
+        failed = self.core.on_failure(dispatch.task_id, ErrorKind(exc.kind), exc.message, now)
+        return [failed] if failed is not None else []
+
+    def _finish(self, outcome: TaskEnded | TaskCanceled | TaskFailed) -> None:
+        task_id = outcome.task_id
+        context = self.tasks.get(task_id)
+        if context is None or context.transcript.closed:
+            return
+        pool = context.pool
+        engine, version = pool.engine.value, context.engine_version
+        replica = outcome.replica_id or pool.id
+        fields = self._fields(task_id)
+        if isinstance(outcome, TaskEnded):
+            self._record_ended(context, outcome)
+            fields |= {
+                "queue_time_ms": outcome.queue_time_ms,
+                "decode_time_ms": outcome.decode_ms,
+                "tokens_in": outcome.tokens_in,
+                "tokens_out": outcome.tokens_out,
+                "finish_reason": outcome.finish_reason.value,
+            }
+            task_event("task.end", fields)
+        elif isinstance(outcome, TaskCanceled):
+            label = "drain" if outcome.reason.value == "drain" else context.cancel_label
+            context.transcript.close(
+                sse_frame(
+                    "end",
+                    {
+                        "tokens_out": context.tokens_out,
+                        "decode_ms": self._decode_ms(context),
+                        "finish_reason": FinishReason.CANCELED.value,
+                    },
+                )
+            )
+            self.metrics["tasks_canceled_total"].labels(
+                engine, version, pool.id, replica, label
+            ).inc()
+            task_event(
+                "task.canceled", fields | {"reason": label, "tokens_out": context.tokens_out}
+            )
+        else:
+            context.transcript.close(
+                sse_frame(
+                    "error",
+                    {
+                        "code": outcome.kind.value,
+                        "message": outcome.message,
+                        "engine": engine,
+                        "retriable": outcome.retriable,
+                    },
+                )
+            )
+            if outcome.kind in (ErrorKind.QUEUE_FULL_DROP_LRU, ErrorKind.ADMISSION_REJECT):
+                self.metrics["tasks_rejected_total"].labels(engine, outcome.kind.value).inc()
+            fields |= {
+                "code": outcome.kind.value,
+                "eviction_events": int(outcome.kind is ErrorKind.QUEUE_FULL_DROP_LRU),
+                "driver_reset_events": int(outcome.kind is ErrorKind.WORKER_RESET),
+            }
+            task_event("task.error", fields, level=logging.WARNING)
+        asyncio.get_running_loop().call_later(self._retention_s, self._reap, task_id)
+
+    def _record_ended(self, context: TaskContext, outcome: TaskEnded) -> None:
+        pool = context.pool
+        engine, version = pool.engine.value, context.engine_version
+        priority = context.request.priority.value
+        context.transcript.append(
+            sse_frame(
+                "metrics",
+                {
+                    "tokens_out": outcome.tokens_out,
+                    "decode_ms": outcome.decode_ms,
+                    "queue_time_ms": outcome.queue_time_ms,
+                    "queue_depth": self.core.pool_health(pool.id).queue_depth,
+                },
+            )
+        )
+        context.transcript.close(
+            sse_frame(
+                "end",
+                {
+                    "tokens_out": outcome.tokens_out,
+                    "decode_ms": outcome.decode_ms,
+                    "tokens_in": outcome.tokens_in,
+                    "finish_reason": outcome.finish_reason.value,
+                },
+            )
+        )
+        replica = outcome.replica_id
+        self.metrics["tokens_in_total"].labels(engine, version, pool.id, replica).inc(
+            outcome.tokens_in
+        )
+        self.metrics["tokens_out_total"].labels(engine, version, pool.id, replica).inc(
+            outcome.tokens_out
+        )
+        if context.first_token_ms is not None:
+            self.metrics["latency_first_token_ms"].labels(
+                engine, version, pool.id, priority
+            ).observe(context.first_token_ms - context.admitted_ms)
+        self.metrics["latency_decode_ms"].labels(engine, version, pool.id, priority).observe(
+            outcome.decode_ms
+        )
+
+    @staticmethod
+    def _decode_ms(context: TaskContext) -> int:
+        """Milliseconds since dispatch; 0 for a task that never left the queue."""
+        if context.dispatched_ms is None:
+            return 0
+        return max(0, now_ms() - context.dispatched_ms)
+
+    def _reap(self, task_id: str) -> None:
+        self.core.reap(task_id)
+        self.tasks.pop(task_id, None)
+
+    def _fields(self, task_id: str) -> dict[str, Any]:
+        """The ORCH-3027 fields known for a task."""
+        context = self.tasks[task_id]
+        pool = context.pool
+        request = context.request
+        return {
+            "job_id": task_id,
+            "session_id": str(request.session_id),
+            "client_id": context.client_id,
+            "engine": pool.engine.value,
+            "pool_id": pool.id,
+            "replica_id": context.replica_id,
+            "model_id": pool.model,
+            "quant": pool.quant,
+            "ctx": request.ctx,
+            "tensor_split": list(pool.tensor_split) if pool.tensor_split else None,
+            "engine_version": context.engine_version,
+            "sampler_profile_version": pool.sampler_profile_version,
+            "eviction_events": 0,
+            "oom_events": 0,
+            "driver_reset_events": 0,
+        }
