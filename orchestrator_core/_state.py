@@ -9,7 +9,8 @@ one terminal state and never leaves it:
 * ENDED    — the engine finished (finish reason `stop` or `length`);
 * CANCELED — the client canceled it, or a drain did, in any non-terminal state;
 * FAILED   — with an ErrorKind: evicted from a full queue, the pool was lost while it
-             waited, the watchdog fired, the worker reset, or the adapter reported a fault.
+             waited, the watchdog fired, the task's own deadline ran out (queued or
+             running), the worker reset, or the adapter reported a fault.
 
 The facade never assigns a state itself: every change goes through `advance`, so this
 table is the whole life cycle. Events that arrive after a terminal state (a late token
@@ -49,6 +50,7 @@ class Event(StrEnum):
     EVICT = "evict"
     POOL_LOST = "pool_lost"
     TIMEOUT = "timeout"
+    DEADLINE = "deadline"
     WORKER_RESET = "worker_reset"
 
 
@@ -62,12 +64,14 @@ TRANSITIONS: Mapping[tuple[State, Event], State] = MappingProxyType(
         (_Q, Event.DRAIN): _CAN,
         (_Q, Event.EVICT): _FAIL,
         (_Q, Event.POOL_LOST): _FAIL,
+        (_Q, Event.DEADLINE): _FAIL,
         (_D, Event.TOKEN): _S,
         (_D, Event.FINISH): _END,
         (_D, Event.CANCEL): _CAN,
         (_D, Event.DRAIN): _CAN,
         (_D, Event.FAIL): _FAIL,
         (_D, Event.TIMEOUT): _FAIL,
+        (_D, Event.DEADLINE): _FAIL,
         (_D, Event.WORKER_RESET): _FAIL,
         (_S, Event.TOKEN): _S,
         (_S, Event.FINISH): _END,
@@ -75,6 +79,7 @@ TRANSITIONS: Mapping[tuple[State, Event], State] = MappingProxyType(
         (_S, Event.DRAIN): _CAN,
         (_S, Event.FAIL): _FAIL,
         (_S, Event.TIMEOUT): _FAIL,
+        (_S, Event.DEADLINE): _FAIL,
         (_S, Event.WORKER_RESET): _FAIL,
     }
 )

@@ -50,6 +50,8 @@ def check_request(spec: TaskSpec) -> Refused | None:
         return _invalid(spec, "max_tokens", "max_tokens must be at least 1")
     if spec.prompt_tokens < 0:
         return _invalid(spec, "prompt_tokens", "prompt_tokens must not be negative")
+    if spec.deadline_ms is not None and spec.deadline_ms < 1:
+        return _invalid(spec, "deadline_ms", "deadline_ms must be at least 1")
     if spec.prompt_tokens + spec.max_tokens > spec.ctx:
         return _invalid(spec, "max_tokens",
                         f"prompt tokens ({spec.prompt_tokens}) + max_tokens "

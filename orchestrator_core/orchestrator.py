@@ -27,6 +27,7 @@ from collections.abc import Iterable
 from orchestrator_core import admission
 from orchestrator_core._state import RUNNING, TERMINAL, Event, State, advance
 from orchestrator_core._task import Task
+from orchestrator_core.deadlines import Deadlines
 from orchestrator_core.decisions import (
     Abort,
     AbortReason,
@@ -95,6 +96,7 @@ class Orchestrator:
         self._reaped: OrderedDict[str, None] = OrderedDict()
         self._sessions = SessionTable(session_config)
         self._outbox: list[Action] = []
+        self._deadlines = Deadlines()
         self._now = -(1 << 62)
         self._seq = 0
         for spec in pools:
@@ -293,6 +295,8 @@ class Orchestrator:
         self._seq += 1
         self._tasks[task_id] = Task(spec, pool, self._seq, now, position, predicted, seed)
         queue.push(task_id, priority, self._seq)
+        if spec.deadline_ms is not None:
+            self._deadlines.arm(task_id, now + spec.deadline_ms)
         return Admitted(task_id, pool.pool_id, position, predicted, backoff, seed, evicted)
 
     def _evict(self, pool: Pool, task_id: str) -> TaskFailed:
@@ -310,12 +314,15 @@ class Orchestrator:
     def poll(self, now_ms: int) -> list[Action]:
         """Fire due timers, dispatch queued work onto free slots, hand over pending actions.
 
-        Per pool, in order: watchdog timeouts (FAILED DECODE_TIMEOUT + Abort, ORCH-3016),
+        Tasks whose own deadline ran out fail first (DECODE_TIMEOUT, with an Abort when
+        running), so an expired queued task is never dispatched. Then per pool, in order:
+        watchdog timeouts (FAILED DECODE_TIMEOUT + Abort, ORCH-3016),
         an expired drain window (CANCELED + Abort), then dispatches in scheduling order.
         Expired sessions are evicted first.
         """
         now = self._clock(now_ms)
         self._sessions.expire(now, self._emit_session)
+        self._expire_deadlines(now)
         for pool in self._pools.values():
             if pool.running:
                 self._fire_watchdog(pool, now)
@@ -326,7 +333,8 @@ class Orchestrator:
         return self._flush()
 
     def next_deadline_ms(self) -> int | None:
-        """The earliest time at which `poll` has timed work (watchdog, drain, session TTL)."""
+        """The earliest time at which `poll` has timed work (watchdog, drain, session TTL,
+        task deadlines)."""
         due = [d for d in (p.watchdog.next_deadline_ms() for p in self._pools.values())
                if d is not None]
         due.extend(p.drain_deadline_ms for p in self._pools.values()
@@ -334,7 +342,19 @@ class Orchestrator:
         expiry = self._sessions.next_expiry_ms()
         if expiry is not None:
             due.append(expiry)
+        deadline = self._deadlines.next_deadline_ms()
+        if deadline is not None:
+            due.append(deadline)
         return min(due) if due else None
+
+    def _expire_deadlines(self, now: int) -> None:
+        for task_id in self._deadlines.expired(now):
+            task = self._tasks[task_id]
+            budget = task.spec.deadline_ms
+            failed = self._failed(task, ErrorKind.DECODE_TIMEOUT,
+                                  f"deadline of {budget} ms from admission exceeded")
+            abort = AbortReason.TIMEOUT if task.state in RUNNING else None
+            self._end(task, Event.DEADLINE, failed, emit=True, abort=abort)
 
     def _fire_watchdog(self, pool: Pool, now: int) -> None:
         for task_id, timeout in pool.watchdog.expired(now):
@@ -489,6 +509,8 @@ class Orchestrator:
         previous = task.state
         task.state = advance(previous, event)
         task.outcome = outcome
+        if task.spec.deadline_ms is not None:
+            self._deadlines.disarm(task.spec.task_id)
         if emit:
             self._outbox.append(outcome)
             if abort is not None:

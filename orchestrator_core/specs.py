@@ -208,7 +208,8 @@ class TaskSpec:
     The target is the replica set serving {engine, model_ref} (optionally narrowed to one
     `pool_id` and one `sampler_profile_version`). `prompt_tokens` is counted by the caller
     (adapter tokenizer or estimate). `client_id` keys the rate limiter and `tenant_id` the
-    concurrency quota; an empty string is the anonymous caller.
+    concurrency quota; an empty string is the anonymous caller. `deadline_ms`, when given,
+    is the task's budget from admission: spent, queued or running, it fails DECODE_TIMEOUT.
     """
 
     task_id: str
@@ -225,6 +226,7 @@ class TaskSpec:
     seed: int | None = None
     sampler_profile_version: str | None = None
     kv_hint: KvHint | None = None
+    deadline_ms: int | None = None
 
 
 def _positive(where: str, name: str, value: int) -> None:

@@ -206,6 +206,7 @@ class Runtime:
             seed=request.seed,
             sampler_profile_version=request.sampler_profile_version,
             kv_hint=KvHint(request.kv_hint.value) if request.kv_hint else None,
+            deadline_ms=request.deadline_ms,
         )
         now = now_ms()
         decision = self.core.submit(spec, now)
