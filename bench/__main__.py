@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Sequence
 
-from bench import core_bench
+from bench import admission, core_bench, streaming
 
 BENCHES: dict[str, Callable[[Sequence[str]], int]] = {
+    "admission": admission.main,
     "core": core_bench.main,
+    "streaming": streaming.main,
 }
 
 

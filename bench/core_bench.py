@@ -28,9 +28,9 @@ import random
 import sys
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import cast
 
+from bench.results import RESULTS, write_section
 from orchestrator_core import (
     Admitted,
     Dispatch,
@@ -45,7 +45,6 @@ from orchestrator_core import (
     derive_seed,
 )
 
-RESULTS = Path(__file__).with_name("RESULTS.md")
 SECTION = "## Core operations"
 DEPTHS = (10, 10_000, 100_000)
 DEEP = 400_000
@@ -54,8 +53,16 @@ ENGINE, MODEL = "llamacpp", "sha256:" + "ab" * 32
 
 
 def _orchestrator(capacity: int, policy: QueuePolicy = QueuePolicy.REJECT) -> Orchestrator:
-    spec = PoolSpec("p0", ENGINE, MODEL, 8192, (0,), (ReplicaSpec("r0", slots_total=1),),
-                    capacity=capacity, full_policy=policy)
+    spec = PoolSpec(
+        "p0",
+        ENGINE,
+        MODEL,
+        8192,
+        (0,),
+        (ReplicaSpec("r0", slots_total=1),),
+        capacity=capacity,
+        full_policy=policy,
+    )
     orch = Orchestrator([spec])
     orch.update_replica("p0", "r0", ReplicaStatus(True, True, "b4000", "sha256:feed", 1), 0)
     return orch
@@ -69,8 +76,10 @@ class Ids:
 
     def specs(self, count: int) -> list[TaskSpec]:
         start, self.n = self.n, self.n + count
-        return [TaskSpec(f"00000000-0000-4000-8000-{k:012d}", ENGINE, MODEL, 4096, 128, 256)
-                for k in range(start, start + count)]
+        return [
+            TaskSpec(f"00000000-0000-4000-8000-{k:012d}", ENGINE, MODEL, 4096, 128, 256)
+            for k in range(start, start + count)
+        ]
 
 
 def _fill(orch: Orchestrator, ids: Ids, count: int, now: int = 0) -> list[str]:
@@ -195,8 +204,14 @@ def measure(ops: int, repeats: int) -> tuple[dict[str, dict[int, float]], float,
     return table, floor_us, deep
 
 
-def render(table: dict[str, dict[int, float]], floor_us: float, deep: float, command: str,
-           ops: int, repeats: int) -> str:
+def render(
+    table: dict[str, dict[int, float]],
+    floor_us: float,
+    deep: float,
+    command: str,
+    ops: int,
+    repeats: int,
+) -> str:
     head = " | ".join(f"{d:,} queued" for d in DEPTHS)
     lines = [
         SECTION,
@@ -245,29 +260,23 @@ def render(table: dict[str, dict[int, float]], floor_us: float, deep: float, com
     return "\n".join(lines)
 
 
-def write_section(text: str) -> None:
-    """Replace (or append) the core section of RESULTS.md, keeping other sections."""
-    old = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmarks\n\n"
-    start = old.find(SECTION)
-    if start < 0:
-        new = old.rstrip("\n") + "\n\n" + text
-    else:
-        end = old.find("\n## ", start + len(SECTION))
-        new = old[:start] + text + (old[end + 1:] if end >= 0 else "")
-    RESULTS.write_text(new.rstrip("\n") + "\n", encoding="utf-8")
-
-
 def main(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench core", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench core",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--ops", type=int, default=100_000, help="operations per run")
     parser.add_argument("--repeats", type=int, default=5, help="runs per cell; best is kept")
     parser.add_argument("--no-write", action="store_true", help="do not touch RESULTS.md")
     ns = parser.parse_args(argv)
     table, floor_us, deep = measure(ns.ops, ns.repeats)
-    command = "python -m bench core" + ("" if ns.ops == 100_000 else f" --ops {ns.ops}") + (
-        "" if ns.repeats == 5 else f" --repeats {ns.repeats}")
+    command = (
+        "python -m bench core"
+        + ("" if ns.ops == 100_000 else f" --ops {ns.ops}")
+        + ("" if ns.repeats == 5 else f" --repeats {ns.repeats}")
+    )
     if not ns.no_write:
-        write_section(render(table, floor_us, deep, command, ns.ops, ns.repeats))
+        write_section(SECTION, render(table, floor_us, deep, command, ns.ops, ns.repeats))
         print(f"wrote {RESULTS}", file=sys.stderr)
     return 0

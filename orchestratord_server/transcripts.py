@@ -62,15 +62,22 @@ class Transcript:
                 waiter.set_result(None)
 
     async def follow(self) -> AsyncIterator[bytes]:
-        """Yield every frame from the first, waiting for new ones, until the terminal."""
+        """Yield every frame from the first, waiting for new ones, until the terminal.
+
+        Frames that are already waiting go out joined in one chunk, so a subscriber that
+        fell behind (or arrived late) catches up in one write instead of one per frame.
+        """
         self.subscribers += 1
         try:
             sent = 0
             while True:
                 frames = self.frames
-                while sent < len(frames):
+                pending = len(frames) - sent
+                if pending == 1:
                     yield frames[sent]
-                    sent += 1
+                elif pending > 1:
+                    yield b"".join(frames[sent:])
+                sent = len(frames)
                 if self.closed:
                     return
                 waiter = asyncio.get_running_loop().create_future()

@@ -1,0 +1,263 @@
+"""Admission throughput: POST /v1/tasks req/s and latency, validation and auth on.
+
+Method (the one stack.md used for the server stack): the daemon is pinned to one core,
+wrk (one thread, 32 connections, 10 s after a 3 s warm-up) to the other. Every request
+carries a fresh task_id (a Lua script makes a random UUID per request), passes pydantic
+validation and API-key auth, and is admitted into a Ready pool whose queue is large. The
+pool's one slot is held by a deliberately slow stand-in engine (one token every few
+seconds), so every admitted task stays queued: the figure is the cost of admission
+alone, not of decoding. A second run fills a small queue first and measures the 429 path.
+
+Run: `python -m bench admission` (needs `wrk` and `taskset` on PATH).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import yaml
+from aiohttp import web
+
+from bench.results import write_section
+
+KEY = "bench-admission-key"
+MODEL = "bench-model"
+WRK_SCRIPT = r"""
+local random = math.random
+math.randomseed(os.time() + tonumber(tostring({}):sub(8), 16))
+local function uuid()
+  return string.format("%08x-%04x-4%03x-%04x-%012x",
+    random(0, 0xffffffff), random(0, 0xffff), random(0, 0xfff),
+    random(0x8000, 0xbfff), random(0, 0xffffffffffff))
+end
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer KEY"
+request = function()
+  local body = string.format('{"task_id":"%s","session_id":"%s","workload":"completion",'
+    .. '"model_ref":"MODEL","engine":"llamacpp","ctx":1024,"priority":"interactive",'
+    .. '"prompt":"Say something short.","max_tokens":16,"deadline_ms":30000}', uuid(), uuid())
+  return wrk.format(nil, "/v1/tasks", nil, body)
+end
+""".replace("KEY", KEY).replace("MODEL", MODEL)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _slow_engine_app() -> web.Application:
+    """A llama.cpp stand-in: healthy, one slot, and a completion that barely moves."""
+
+    async def health(_request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def props(_request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "total_slots": 1,
+                "default_generation_settings": {"n_ctx": 1024},
+                "model_path": "/bench/slow.gguf",
+                "build_info": "bench-slow-engine",
+            }
+        )
+
+    async def completion(request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        limit = int(body.get("n_predict", 1))
+        for index in range(limit):
+            last = index == limit - 1
+            frame = {"content": "x", "tokens": [1], "stop": last}
+            if last:
+                frame |= {"stop_type": "limit", "tokens_predicted": limit, "tokens_evaluated": 4}
+            await response.write(f"data: {json.dumps(frame)}\n\n".encode())
+            if limit > 1 and not last:
+                await asyncio.sleep(3)
+        return response
+
+    async def tokenize(request: web.Request) -> web.Response:
+        body = await request.json()
+        return web.json_response({"tokens": list(range(len(body.get("content", "")) // 4 + 1))})
+
+    async def slots(_request: web.Request) -> web.Response:
+        return web.json_response([{"id": 0, "n_ctx": 1024, "is_processing": False}])
+
+    app = web.Application()
+    app.router.add_get("/health", health)
+    app.router.add_get("/props", props)
+    app.router.add_get("/slots", slots)
+    app.router.add_post("/completion", completion)
+    app.router.add_post("/tokenize", tokenize)
+    return app
+
+
+@contextlib.contextmanager
+def slow_engine() -> Iterator[str]:
+    """Run the stand-in engine in a thread; yields its base URL."""
+    port = _free_port()
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(_slow_engine_app())
+    loop.run_until_complete(runner.setup())
+    loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", port).start())
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(timeout=10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=5)
+
+
+def _config(engine_url: str, port: int, capacity: int) -> dict[str, object]:
+    return {
+        "allow_cpu_pools": True,
+        "server": {"port": port, "log_level": "warning"},
+        "auth": {"api_keys": [KEY]},
+        "pools": [
+            {
+                "id": "bench",
+                "engine": "llamacpp",
+                "model": MODEL,
+                "ctx": 1024,
+                "device_kind": "cpu",
+                "devices": [0],
+                "queue": {"capacity": capacity, "full_policy": "reject"},
+                "timeouts": {"wall_ms": 3_600_000, "idle_ms": 3_600_000},
+                "replicas": [{"id": "slow", "url": engine_url}],
+            }
+        ],
+    }
+
+
+@contextlib.contextmanager
+def daemon(config: dict[str, object], workdir: Path, *, pin: bool = True) -> Iterator[str]:
+    """Start orchestratord (pinned to core 0 unless `pin` is false); yields its base URL
+    once /readyz is 200."""
+    path = workdir / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    port = config["server"]["port"]  # type: ignore[index]
+    exe = Path(sys.executable).with_name("orchestratord")
+    log = (workdir / "daemon.log").open("w")
+    pinning = ["taskset", "-c", "0"] if pin else []
+    process = subprocess.Popen(
+        [*pinning, str(exe), "serve", "--config", str(path)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(f"{base}/readyz", timeout=1) as answer,
+            ):
+                if answer.status == 200:
+                    break
+            time.sleep(0.2)
+        else:
+            raise RuntimeError(f"daemon not ready; see {workdir / 'daemon.log'}")
+        yield base
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+        log.close()
+
+
+def _wrk(base: str, script: Path, seconds: int) -> dict[str, float]:
+    command = [
+        "taskset",
+        "-c",
+        "1",
+        "wrk",
+        "-t1",
+        "-c32",
+        f"-d{seconds}s",
+        "--latency",
+        "-s",
+        str(script),
+        base,
+    ]
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
+        **{
+            f"p{q}": _ms(re.search(rf"\s{q}%\s+([\d.]+\w+)", out).group(1))  # type: ignore[union-attr]
+            for q in ("50", "90", "99")
+        },
+        "non2xx": float(m.group(1)) if (m := re.search(r"Non-2xx.*?:\s+(\d+)", out)) else 0.0,
+    }
+
+
+def _ms(value: str) -> float:
+    number, unit = re.match(r"([\d.]+)(\w+)", value).groups()  # type: ignore[union-attr]
+    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+SECTION = "## Admission (POST /v1/tasks)"
+
+
+def run() -> str:
+    """Run both measurements; return the Markdown section for RESULTS.md."""
+    for tool in ("wrk", "taskset"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"bench admission needs `{tool}` on PATH")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp, slow_engine() as engine:
+        work = Path(tmp)
+        script = work / "admit.lua"
+        script.write_text(WRK_SCRIPT)
+        for label, capacity in (("202 admitted (queue 10M)", 10_000_000), ("429 queue full", 1)):
+            with daemon(_config(engine, _free_port(), capacity), work) as base:
+                _wrk(base, script, 3)
+                result = _wrk(base, script, 10)
+            rows.append((label, result))
+    lines = [
+        SECTION,
+        "",
+        f"Machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}. Command: "
+        "`python -m bench admission`. Daemon pinned to core 0, `wrk -t1 -c32 -d10s` on core 1 "
+        "after a 3 s warm-up; a fresh UUID per request; pydantic validation and API-key auth on; "
+        "admitted tasks stay queued behind a slow stand-in engine (admission cost only).",
+        "",
+        "| case | req/s | p50 ms | p90 ms | p99 ms | non-2xx |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for label, r in rows:
+        lines.append(
+            f"| {label} | {r['rps']:,.0f} | {r['p50']:.2f} | {r['p90']:.2f} | {r['p99']:.2f} "
+            f"| {r['non2xx']:,.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str]) -> int:
+    """`python -m bench admission [--no-write]`: measure, then update RESULTS.md."""
+    parser = argparse.ArgumentParser(prog="python -m bench admission", description=__doc__)
+    parser.add_argument("--no-write", action="store_true", help="do not touch RESULTS.md")
+    ns = parser.parse_args(argv)
+    text = run()
+    print(text)
+    if not ns.no_write:
+        write_section(SECTION, text)
+    return 0
