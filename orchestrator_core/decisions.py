@@ -166,8 +166,9 @@ Action = Dispatch | TaskEnded | TaskCanceled | TaskFailed | Abort | SessionEvict
 class Admitted:
     """The task is queued (HTTP 202).
 
-    `backoff_ms` is 0 unless admission had to evict another task, in which case it is the
-    predicted time for the queue to fall below capacity: a hint to slow down. `evicted` is
+    `backoff_ms` is 0 while the queue still has room after this admission; when this
+    admission filled the queue (or had to evict another task to fit), it is the queue-full
+    backoff a next newcomer would be told: a hint to slow down (ORCH-2007). `evicted` is
     the terminal decision of the task that made room (ORCH-3005).
     """
 
@@ -221,11 +222,15 @@ class Refused:
         return _retry_after_s(self.backoff_ms) if self.retriable else None
 
     def headers(self) -> dict[str, str]:
-        """The backpressure headers of this refusal (ORCH-2007)."""
+        """The backpressure headers of this refusal (ORCH-2007); a queue-full refusal also
+        says when the queue is predicted to have room (`X-Queue-ETA-Ms`)."""
         if not self.retriable:
             return {}
-        return {"Retry-After": str(_retry_after_s(self.backoff_ms)),
-                "X-Backoff-Ms": str(self.backoff_ms)}
+        headers = {"Retry-After": str(_retry_after_s(self.backoff_ms)),
+                   "X-Backoff-Ms": str(self.backoff_ms)}
+        if self.policy is not None:
+            headers["X-Queue-ETA-Ms"] = str(self.backoff_ms)
+        return headers
 
 
 @dataclass(frozen=True, slots=True)

@@ -233,10 +233,16 @@ class Orchestrator:
         return self._flush()
 
     def undrain(self, pool_id: str) -> None:
-        """Let a drained pool admit and dispatch again (after a reload, say)."""
+        """Let a drained pool admit and dispatch again (after a reload, say).
+
+        A `PoolDrained` of this pool still waiting in the outbox is withdrawn: the pool
+        serves again, and a stale notice must not let a reload proceed.
+        """
         pool = self._pool(pool_id)
         pool.draining = False
         pool.refresh()
+        self._outbox = [a for a in self._outbox
+                        if not (isinstance(a, PoolDrained) and a.pool_id == pool_id)]
 
     # -- admission ---------------------------------------------------------------------
 
@@ -295,6 +301,10 @@ class Orchestrator:
         self._seq += 1
         self._tasks[task_id] = Task(spec, pool, self._seq, now, position, predicted, seed)
         queue.push(task_id, priority, self._seq)
+        if evicted is None:
+            filled = queue.blocking_limit(priority)
+            if filled is not None:
+                backoff = admission.queue_backoff_ms(pool, priority, filled)
         if spec.deadline_ms is not None:
             self._deadlines.arm(task_id, now + spec.deadline_ms)
         return Admitted(task_id, pool.pool_id, position, predicted, backoff, seed, evicted)

@@ -180,7 +180,9 @@ def test_orch_3005_reject_refuses_the_newcomer_with_a_predicted_backoff() -> Non
         ErrorKind.ADMISSION_REJECT, 429, QueuePolicy.REJECT)
     # One dispatch brings the queue under capacity; the busy slot frees in ~1000 ms.
     assert refused.backoff_ms == 1000
-    assert refused.headers() == {"Retry-After": "1", "X-Backoff-Ms": "1000"}
+    assert refused.headers() == {
+        "Retry-After": "1", "X-Backoff-Ms": "1000", "X-Queue-ETA-Ms": "1000"
+    }
 
 
 def test_orch_3005_backoff_grows_with_the_queue_and_the_service_time() -> None:

@@ -255,3 +255,13 @@ def test_a_second_failure_report_of_a_down_replica_changes_nothing() -> None:
     first = orch.replica_failed("p0", "r0", 1)
     assert len(first) == 2
     assert orch.replica_failed("p0", "r0", 2) == []
+
+
+def test_orch_2101_undrain_withdraws_a_pending_drained_notice() -> None:
+    """A pool undrained before its PoolDrained was handed over never reports it."""
+    orch = running(1)
+    orch.drain("p0", 1_000, 0)
+    outcome = orch.cancel(uid(0), 1)
+    assert outcome.status is CancelStatus.CANCELED_RUNNING
+    orch.undrain("p0")
+    assert not [a for a in orch.poll(2) if isinstance(a, PoolDrained)]

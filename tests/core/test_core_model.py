@@ -269,14 +269,18 @@ class CoreModel(RuleBasedStateMachine):
         pool = self.pools[result.pool_id]
         if self.quota is not None:
             assert self.in_flight(result.pool_id, tenant) < self.quota
-        if self.full(pool, priority):
+        was_full = self.full(pool, priority)
+        if was_full:
             assert result.evicted is not None and result.backoff_ms >= 1
             self.check_eviction(pool, priority, result.evicted)
         else:
-            assert result.evicted is None and result.backoff_ms == 0
+            assert result.evicted is None
         self.seq += 1
         self.tasks[spec.task_id] = RefTask(result.pool_id, priority, tenant, seq=self.seq)
         pool.queues[priority].append(spec.task_id)
+        if not was_full:
+            # ORCH-2007: backoff only when this admission left the queue full.
+            assert (result.backoff_ms >= 1) == self.full(pool, priority)
 
     def check_refusal(self, refused: Refused, priority: Priority, tenant: str,
                       candidates: list[str], ready: list[str]) -> None:
