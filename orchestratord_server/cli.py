@@ -12,12 +12,14 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from types import FrameType
 
 import uvicorn
 
 from orchestratord_server.auth import MissingApiKeys, generate_key, key_rings
 from orchestratord_server.config import Config, ConfigError, embedded_default, load_config
 from orchestratord_server.logs import configure_logging
+from orchestratord_server.runtime import Runtime
 from orchestratord_server.state import ServerState
 
 log = logging.getLogger("orchestratord")
@@ -89,19 +91,44 @@ def _serve(args: argparse.Namespace) -> int:
         )
     host = args.host or config.server.host
     port = args.port if args.port is not None else config.server.port
-    app = build_app(ServerState(config=config, key_rings=rings))
+    state = ServerState(config=config, key_rings=rings)
+    app = build_app(state)
     gc.collect()
     gc.freeze()
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        log_level="warning",
-        access_log=False,
-        loop="uvloop",
-        http="httptools",
+    grace_s = config.server.shutdown_grace_ms / 1000
+    server = _DrainingServer(
+        uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+            loop="uvloop",
+            http="httptools",
+            timeout_graceful_shutdown=int(grace_s) + 5,
+        ),
+        state.runtime,
     )
+    server.run()
     return 0
+
+
+class _DrainingServer(uvicorn.Server):
+    """uvicorn, but SIGTERM/SIGINT first drain every pool (graceful shutdown).
+
+    uvicorn waits for open connections before it stops; an open stream lasts until its
+    task ends. Draining cancels queued tasks at once and gives running ones
+    `server.shutdown_grace_ms` before canceling them, so every stream ends with its
+    terminal event and the daemon exits promptly.
+    """
+
+    def __init__(self, config: uvicorn.Config, runtime: Runtime) -> None:
+        super().__init__(config)
+        self._runtime = runtime
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self._runtime.request_shutdown()
+        super().handle_exit(sig, frame)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

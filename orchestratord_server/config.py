@@ -145,6 +145,11 @@ class ServerConfig(_Strict):
     health_interval_ms: int = Field(
         1_000, ge=50, description="How often each replica's health is probed."
     )
+    shutdown_grace_ms: int = Field(
+        5_000,
+        ge=0,
+        description="On SIGTERM, how long running tasks may finish before they are canceled.",
+    )
 
 
 class SessionConfig(_Strict):
@@ -303,6 +308,13 @@ class PoolConfig(_Strict):
             raise ValueError("replicas: replica ids must be unique within a pool")
         if self.engine is not EngineName.llamacpp and any(r.launch for r in self.replicas):
             raise ValueError("replicas: only llamacpp replicas can be launched by the daemon")
+        for replica in self.replicas:
+            if replica.launch is not None and replica.launch.ctx_per_slot < self.ctx:
+                raise ValueError(
+                    f"replicas: {replica.id} launches slots of {replica.launch.ctx_per_slot} "
+                    f"tokens, fewer than the pool's ctx {self.ctx}; a task the pool admits "
+                    "could not run (raise ctx_per_slot or lower ctx)"
+                )
         mask = set(self.devices)
         for replica in self.replicas:
             if replica.devices is not None and not set(replica.devices) <= mask:

@@ -1,11 +1,14 @@
 """Structured logs: one JSON object per line, carrying the ORCH-3027 fields.
 
-Task events are logged with `task_event(name, fields)`; `fields` holds the ORCH-3027
-names (job_id, session_id, client_id, engine, pool_id, replica_id, model_id, quant, ctx,
+Every record has `ts`, `level`, `logger`, `event` (a stable dotted name such as
+`task.admitted` or `pool.ready`) and `message` (for people), then its fields. Task events
+are logged with `task_event(event, message, fields)`; they always carry every ORCH-3027
+key (job_id, session_id, client_id, engine, pool_id, replica_id, model_id, quant, ctx,
 tensor_split, engine_version, sampler_profile_version, kv_warmth, queue_time_ms,
-decode_time_ms, tokens_in, tokens_out, eviction_events, oom_events, driver_reset_events)
-plus admission's queue_position and predicted_start_ms (ORCH-3029). Prompts, token text
-and API keys are never logged.
+decode_time_ms, tokens_in, tokens_out, eviction_events, oom_events, driver_reset_events),
+null where not known yet, plus admission's queue_position and predicted_start_ms
+(ORCH-3029). Other events use `log_event`. Prompts, token text and API keys are never
+logged.
 """
 
 from __future__ import annotations
@@ -57,7 +60,8 @@ class JsonLineFormatter(logging.Formatter):
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
-            "event": record.getMessage(),
+            "event": getattr(record, "event", record.name),
+            "message": record.getMessage(),
         }
         fields = getattr(record, "fields", None)
         if fields:
@@ -73,7 +77,8 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         fields = getattr(record, "fields", None) or {}
         tail = " ".join(f"{k}={v}" for k, v in fields.items() if v is not None)
-        text = f"{record.levelname.lower():7} {record.name}: {record.getMessage()}"
+        event = getattr(record, "event", record.name)
+        text = f"{record.levelname.lower():7} {event}: {record.getMessage()}"
         text = f"{text} {tail}" if tail else text
         if record.exc_info:
             text += "\n" + self.formatException(record.exc_info)
@@ -91,10 +96,18 @@ def configure_logging(log_format: LogFormat, level: str) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def task_event(event: str, fields: Mapping[str, Any], level: int = logging.INFO) -> None:
+def log_event(logger: logging.Logger, level: int, event: str, message: str, **fields: Any) -> None:
+    """Log `message` as the named `event` with `fields`."""
+    if logger.isEnabledFor(level):
+        logger.log(level, message, extra={"event": event, "fields": fields})
+
+
+def task_event(
+    event: str, message: str, fields: Mapping[str, Any], level: int = logging.INFO
+) -> None:
     """Log a task event with every ORCH-3027 field (absent ones as null)."""
     if not _task_log.isEnabledFor(level):
         return
     record = {name: fields.get(name) for name in TASK_FIELDS}
     record.update({k: v for k, v in fields.items() if k not in record})
-    _task_log.log(level, event, extra={"fields": record})
+    _task_log.log(level, message, extra={"event": event, "fields": record})

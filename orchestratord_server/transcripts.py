@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 
@@ -61,7 +61,7 @@ class Transcript:
             if not waiter.done():
                 waiter.set_result(None)
 
-    async def follow(self) -> AsyncIterator[bytes]:
+    async def follow(self) -> AsyncGenerator[bytes, None]:
         """Yield every frame from the first, waiting for new ones, until the terminal.
 
         Frames that are already waiting go out joined in one chunk, so a subscriber that

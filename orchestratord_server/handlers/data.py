@@ -8,6 +8,7 @@ stream of an unfinished task closes, the task is canceled so no slot leaks.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 
 from connexion import context as connexion_context
@@ -85,8 +86,9 @@ class DataPlane:
 
     async def _follow(self, task_id: str, transcript: Transcript) -> AsyncIterator[bytes]:
         try:
-            async for frame in transcript.follow():
-                yield frame
+            async with contextlib.aclosing(transcript.follow()) as frames:
+                async for frame in frames:
+                    yield frame
         finally:
             if not transcript.closed and transcript.subscribers == 0:
                 self._state.runtime.stream_abandoned(task_id)

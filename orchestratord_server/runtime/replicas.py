@@ -20,9 +20,10 @@ from orchestratord_server.adapters.base import (
     FinalChunk,
 )
 from orchestratord_server.adapters.llamacpp import LlamaCppAdapter
-from orchestratord_server.config import LaunchConfig, ReplicaConfig
+from orchestratord_server.config import LaunchConfig, PoolConfig, ReplicaConfig
 from orchestratord_server.engines.llamacpp_process import LlamaCppProcess, LlamaCppServerConfig
 from orchestratord_server.engines.models import smollm2_gguf_path
+from orchestratord_server.logs import log_event
 
 log = logging.getLogger("orchestratord.replica")
 
@@ -36,8 +37,9 @@ class PreloadFailed(Exception):
 class ReplicaHandle:
     """A replica's adapter, its launched engine (if any) and what preload learned."""
 
-    def __init__(self, pool_id: str, config: ReplicaConfig) -> None:
-        self.pool_id = pool_id
+    def __init__(self, pool: PoolConfig, config: ReplicaConfig) -> None:
+        self.pool_id = pool.id
+        self.pool_ctx = pool.ctx
         self.replica_id = config.id
         self.config = config
         self.process: LlamaCppProcess | None = None
@@ -72,9 +74,14 @@ class ReplicaHandle:
             model_path=model_path,
             engine_version=self.process.engine_version,
         )
-        log.info(
-            "engine started",
-            extra={"fields": {"replica": self.label, "url": self.process.base_url}},
+        log_event(
+            log,
+            logging.INFO,
+            "replica.start",
+            f"engine of {self.label} started",
+            pool_id=self.pool_id,
+            replica_id=self.replica_id,
+            url=self.process.base_url,
         )
 
     async def preload(self) -> ReplicaStatus:
@@ -86,6 +93,12 @@ class ReplicaHandle:
             raise PreloadFailed(f"{self.label}: engine not ready ({health.detail})")
         try:
             self.props = await adapter.props()
+            if self.props.ctx_limit < self.pool_ctx:
+                raise PreloadFailed(
+                    f"{self.label}: the engine's context per slot ({self.props.ctx_limit} "
+                    f"tokens) is smaller than the pool's ctx ({self.pool_ctx}); a task the "
+                    "pool admits could not run there (ORCH-3014)"
+                )
             request = CompletionRequest(prompt=PRELOAD_PROMPT, max_tokens=1, seed=0)
             finished = False
             async for chunk in adapter.stream(request):

@@ -8,14 +8,17 @@ every action the core returns is carried out here and nowhere else (`_perform`):
   (`on_token`) and recorded only if the core accepts it, so after a cancel no token is
   ever emitted (ORCH-3026);
 - `TaskEnded` / `TaskCanceled` / `TaskFailed` close the task's transcript with its one
-  terminal frame, count it in the metrics and log it with the ORCH-3027 fields;
+  terminal frame; `recording` counts and logs it (ORCH-3028, ORCH-3027);
 - an `Abort` cancels the streaming asyncio task, which closes the upstream HTTP request
   and so frees the engine's slot (ORCH-3017).
 
-A timer task sleeps until the core's next deadline (watchdog, drain) or until woken by a
-new event, then polls the core. Replica health is probed periodically; preload gates
-readiness (ORCH-3002). Finished transcripts stay readable for late subscribers for
-`server.transcript_retention_ms`, then the task is reaped from the core.
+A timer task sleeps until the core's next deadline (watchdog, drain, task deadline) or
+until woken by a new event, then polls the core. `supervisor` preloads and probes each
+replica (ORCH-3002). Finished transcripts stay readable for late subscribers for
+`server.transcript_retention_ms`, then the task is reaped from the core. On shutdown
+every pool is drained with `server.shutdown_grace_ms`: queued tasks are canceled at once,
+running ones may finish within the grace window, then are canceled, so every admitted
+task gets its terminal event and every open stream closes.
 """
 
 from __future__ import annotations
@@ -23,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 from orchestrator_core import (
@@ -41,6 +43,7 @@ from orchestrator_core import (
     Priority,
     Refused,
     ReplicaSetSnapshot,
+    ReplicaStatus,
     SessionEvicted,
     SessionInfo,
     TaskCanceled,
@@ -54,36 +57,19 @@ from orchestratord_server.adapters.base import (
     FinalChunk,
     sampler_profile,
 )
-from orchestratord_server.config import Config, PoolConfig
+from orchestratord_server.config import Config
 from orchestratord_server.generated.models import Determinism, TaskRequest
-from orchestratord_server.logs import task_event
+from orchestratord_server.logs import log_event
 from orchestratord_server.metrics import Metrics
 from orchestratord_server.runtime.clock import now_ms
 from orchestratord_server.runtime.pool_specs import pool_spec, session_config
+from orchestratord_server.runtime.recording import UNKNOWN_VERSION, Recorder
 from orchestratord_server.runtime.replicas import PreloadFailed, ReplicaHandle
+from orchestratord_server.runtime.supervisor import supervise
+from orchestratord_server.runtime.tasks import TaskContext
 from orchestratord_server.transcripts import Transcript, sse_frame, token_frame
 
 log = logging.getLogger("orchestratord.runtime")
-
-PRELOAD_RETRY_MS = (500, 1_000, 2_000, 5_000, 10_000)
-UNKNOWN_VERSION = "unknown"
-
-
-@dataclass(slots=True)
-class TaskContext:
-    """What the runtime keeps per task beside the core: the request and its stream."""
-
-    request: TaskRequest
-    pool: PoolConfig
-    client_id: str
-    transcript: Transcript
-    admitted_ms: int
-    replica_id: str | None = None
-    dispatched_ms: int | None = None
-    engine_version: str = UNKNOWN_VERSION
-    first_token_ms: int | None = None
-    tokens_out: int = 0
-    cancel_label: str = "client"
 
 
 class Runtime:
@@ -95,29 +81,55 @@ class Runtime:
         self.core = Orchestrator([pool_spec(p) for p in config.pools], session_config(config))
         self.pools = {p.id: p for p in config.pools}
         self.replicas = {
-            (p.id, r.id): ReplicaHandle(p.id, r) for p in config.pools for r in p.replicas
+            (p.id, r.id): ReplicaHandle(p, r) for p in config.pools for r in p.replicas
         }
         self.ready_replicas: set[tuple[str, str]] = set()
         self.tasks: dict[str, TaskContext] = {}
+        self.shutting_down = False
+        self._record = Recorder(metrics)
         self._streams: dict[str, asyncio.Task[None]] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._retention_s = config.server.transcript_retention_ms / 1000
 
     # -- life cycle --------------------------------------------------------------------
 
     async def start(self) -> None:
         """Start launched engines, preload every replica, and begin timers and probes."""
+        self._loop = asyncio.get_running_loop()
         for pool in self.config.pools:
             if pool.device_kind.value == "cpu":
-                log.warning(
-                    "DEVELOPMENT SETUP: pool %s runs inference on CPU; production pools "
-                    "are GPU-only (ORCH-1101)",
-                    pool.id,
+                log_event(
+                    log,
+                    logging.WARNING,
+                    "pool.cpu",
+                    f"DEVELOPMENT SETUP: pool {pool.id} runs inference on CPU; production "
+                    "pools are GPU-only (ORCH-1101)",
+                    pool_id=pool.id,
                 )
         self._spawn(self._timer_loop())
+        interval = self.config.server.health_interval_ms / 1000
         for handle in self.replicas.values():
-            self._spawn(self._supervise(handle))
+            self._spawn(supervise(handle, interval, self._replica_status, self._preload_outcome))
+
+    def request_shutdown(self) -> None:
+        """Begin a graceful shutdown; safe to call from a signal handler."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._begin_shutdown)
+
+    def _begin_shutdown(self) -> None:
+        if self.shutting_down:
+            return
+        self.shutting_down = True
+        grace = self.config.server.shutdown_grace_ms
+        log_event(
+            log, logging.WARNING, "daemon.shutdown", f"draining every pool ({grace} ms grace)"
+        )
+        now = now_ms()
+        for pool_id in self.pools:
+            self._perform(self.core.drain(pool_id, grace, now))
+        self._pump()
 
     async def stop(self) -> None:
         """Cancel every stream and background task, then stop launched engines."""
@@ -138,38 +150,6 @@ class Runtime:
 
     # -- replicas ----------------------------------------------------------------------
 
-    async def _supervise(self, handle: ReplicaHandle) -> None:
-        """Preload with backoff until Ready, then probe health; repeat after a loss."""
-        interval = self.config.server.health_interval_ms / 1000
-        attempt = 0
-        while True:
-            try:
-                status = await handle.preload()
-            except (PreloadFailed, EngineError, OSError) as exc:
-                self._preload_outcome(handle, "failure")
-                delay = PRELOAD_RETRY_MS[min(attempt, len(PRELOAD_RETRY_MS) - 1)]
-                attempt += 1
-                log.warning(
-                    "preload failed, retrying in %d ms: %s",
-                    delay,
-                    exc,
-                    extra={"fields": {"replica": handle.label}},
-                )
-                await asyncio.sleep(delay / 1000)
-                continue
-            attempt = 0
-            self._preload_outcome(handle, "success")
-            self._replica_update(handle, status)
-            log.info("replica ready", extra={"fields": {"replica": handle.label}})
-            while True:
-                await asyncio.sleep(interval)
-                live, ready = await handle.probe()
-                if live and ready:
-                    continue
-                self._replica_update(handle, handle.status(live=live, ready=False))
-                log.warning("replica lost", extra={"fields": {"replica": handle.label}})
-                break
-
     def _preload_outcome(self, handle: ReplicaHandle, outcome: str) -> None:
         pool = self.pools[handle.pool_id]
         version = handle.props.engine_version if handle.props else UNKNOWN_VERSION
@@ -177,7 +157,7 @@ class Runtime:
             pool.engine.value, version, pool.id, outcome
         ).inc()
 
-    def _replica_update(self, handle: ReplicaHandle, status: Any) -> None:
+    def _replica_status(self, handle: ReplicaHandle, status: ReplicaStatus) -> None:
         key = (handle.pool_id, handle.replica_id)
         if status.ready:
             self.ready_replicas.add(key)
@@ -185,6 +165,13 @@ class Runtime:
             self.ready_replicas.discard(key)
         self._perform(self.core.update_replica(*key, status, now_ms()))
         self._pump()
+
+    def _pool_identity(self, pool_id: str) -> tuple[str | None, str | None]:
+        """(engine_version, model_digest) of the pool, from any replica that preloaded."""
+        for (owner, _), handle in self.replicas.items():
+            if owner == pool_id and handle.props is not None:
+                return handle.props.engine_version, handle.props.model_digest
+        return None, None
 
     # -- admission ---------------------------------------------------------------------
 
@@ -211,25 +198,22 @@ class Runtime:
         now = now_ms()
         decision = self.core.submit(spec, now)
         if isinstance(decision, Refused):
-            self._refused(decision, request)
+            self._record.refused(request, decision)
             return decision
-        pool = self.pools[decision.pool_id]
-        self.tasks[task_id] = TaskContext(request, pool, client_id, Transcript(), now)
-        labels = (pool.engine.value, UNKNOWN_VERSION, pool.id, pool.id, request.priority.value)
-        self.metrics["tasks_enqueued_total"].labels(*labels).inc()
-        task_event(
-            "task.admitted",
-            {
-                **self._fields(task_id),
-                "queue_position": decision.queue_position,
-                "predicted_start_ms": decision.predicted_start_ms,
-                "seed": decision.seed,
-            },
+        version, digest = self._pool_identity(decision.pool_id)
+        task = TaskContext(
+            task_id=task_id,
+            request=request,
+            pool=self.pools[decision.pool_id],
+            client_id=client_id,
+            transcript=Transcript(),
+            admitted_ms=now,
+            prompt_tokens=prompt_tokens,
+            model_digest=digest,
         )
+        self.tasks[task_id] = task
+        self._record.admitted(task, decision, version)
         if decision.evicted is not None:
-            self.metrics["admission_backpressure_events_total"].labels(
-                pool.engine.value, pool.queue.full_policy.value
-            ).inc()
             self._perform([decision.evicted])
         self._pump()
         return decision
@@ -254,39 +238,18 @@ class Runtime:
                         return await adapter.count_tokens(prompt)
         return bound
 
-    def _refused(self, decision: Refused, request: TaskRequest) -> None:
-        engine = request.engine.value
-        self.metrics["tasks_rejected_total"].labels(engine, decision.kind.value).inc()
-        if decision.policy is not None:
-            self.metrics["admission_backpressure_events_total"].labels(
-                engine, decision.policy.value
-            ).inc()
-        task_event(
-            "task.refused",
-            {
-                "job_id": str(request.task_id),
-                "session_id": str(request.session_id),
-                "engine": engine,
-                "model_id": request.model_ref,
-                "ctx": request.ctx,
-                "pool_id": decision.pool_id,
-                "code": decision.kind.value,
-                "backoff_ms": decision.backoff_ms,
-            },
-        )
-
-    # -- streams -----------------------------------------------------------------------
+    # -- cancel, streams, sessions, snapshots ------------------------------------------
 
     def transcript(self, task_id: str) -> Transcript | None:
         """The task's transcript, while the task is known."""
-        context = self.tasks.get(task_id)
-        return context.transcript if context else None
+        task = self.tasks.get(task_id)
+        return task.transcript if task else None
 
     def cancel(self, task_id: str, label: str = "client") -> CancelStatus:
         """Cancel a task in any state; idempotent (ORCH-3017, ORCH-3026)."""
-        context = self.tasks.get(task_id)
-        if context is not None:
-            context.cancel_label = label
+        task = self.tasks.get(task_id)
+        if task is not None and not task.transcript.closed:
+            task.cancel_label = label
         outcome = self.core.cancel(task_id, now_ms())
         actions: list[Action] = []
         if outcome.abort is not None:
@@ -300,8 +263,6 @@ class Runtime:
     def stream_abandoned(self, task_id: str) -> None:
         """The last open stream of an unfinished task closed: cancel it (no slot leaks)."""
         self.cancel(task_id, label="disconnect")
-
-    # -- sessions and snapshots --------------------------------------------------------
 
     def session_info(self, session_id: str) -> SessionInfo | None:
         """A session's TTL, turns, KV bytes and warmth (ORCH-2004)."""
@@ -361,21 +322,33 @@ class Runtime:
                 if stream is not None:
                     stream.cancel()
             elif isinstance(action, SessionEvicted):
-                log.info(
-                    "session evicted",
-                    extra={"fields": {"reason": action.reason.value, "kv_bytes": action.kv_bytes}},
+                log_event(
+                    log,
+                    logging.INFO,
+                    "session.evicted",
+                    f"session evicted ({action.reason.value})",
+                    reason=action.reason.value,
+                    kv_bytes=action.kv_bytes,
                 )
             elif isinstance(action, PoolDrained):
-                log.info("pool drained", extra={"fields": {"pool_id": action.pool_id}})
+                log_event(
+                    log,
+                    logging.INFO,
+                    "pool.drain",
+                    f"pool {action.pool_id} drained",
+                    pool_id=action.pool_id,
+                )
 
     def _start(self, dispatch: Dispatch) -> None:
-        context = self.tasks[dispatch.task_id]
-        pool = context.pool
-        context.replica_id = dispatch.replica_id
-        context.dispatched_ms = now_ms()
-        context.engine_version = dispatch.engine_version or UNKNOWN_VERSION
-        request = context.request
-        context.transcript.append(
+        task = self.tasks[dispatch.task_id]
+        pool = task.pool
+        task.replica_id = dispatch.replica_id
+        task.dispatched_ms = now_ms()
+        task.engine_version = dispatch.engine_version
+        task.model_digest = dispatch.model_digest or task.model_digest
+        task.kv_warmth = dispatch.kv_warmth
+        task.queue_time_ms = dispatch.queue_time_ms
+        task.transcript.append(
             sse_frame(
                 "started",
                 {
@@ -385,8 +358,8 @@ class Runtime:
                     "pool_id": dispatch.pool_id,
                     "replica_id": dispatch.replica_id,
                     "engine": pool.engine.value,
-                    "engine_version": context.engine_version,
-                    "model_digest": dispatch.model_digest,
+                    "engine_version": task.engine_version,
+                    "model_digest": task.model_digest,
                     "sampler_profile_version": pool.sampler_profile_version,
                     "kv_warmth": dispatch.kv_warmth,
                     "seed": dispatch.seed,
@@ -394,24 +367,7 @@ class Runtime:
                 },
             )
         )
-        self.metrics["tasks_started_total"].labels(
-            pool.engine.value,
-            context.engine_version,
-            pool.id,
-            dispatch.replica_id,
-            request.priority.value,
-        ).inc()
-        task_event(
-            "task.started",
-            {
-                **self._fields(dispatch.task_id),
-                "kv_warmth": dispatch.kv_warmth,
-                "queue_time_ms": dispatch.queue_time_ms,
-                "queue_position": dispatch.queue_position,
-                "predicted_start_ms": dispatch.predicted_start_ms,
-                "seed": dispatch.seed,
-            },
-        )
+        self._record.dispatched(task, dispatch)
         loop = asyncio.get_running_loop()
         stream = loop.create_task(self._stream(dispatch), name=dispatch.task_id)
         self._streams[dispatch.task_id] = stream
@@ -424,17 +380,17 @@ class Runtime:
     async def _stream(self, dispatch: Dispatch) -> None:
         """Stream one completion from its replica into the transcript, through the core."""
         task_id = dispatch.task_id
-        context = self.tasks[task_id]
-        request = context.request
+        task = self.tasks[task_id]
+        request = task.request
         handle = self.replicas[dispatch.pool_id, dispatch.replica_id]
         completion = CompletionRequest(
             prompt=request.prompt or "",
             max_tokens=request.max_tokens,
             seed=dispatch.seed,
-            sampler=sampler_profile(context.pool.sampler_profile_version),
+            sampler=sampler_profile(task.pool.sampler_profile_version),
             reuse_prompt_cache=request.determinism is Determinism.BEST_EFFORT,
         )
-        transcript = context.transcript
+        transcript = task.transcript
         core = self.core
         outcome: list[Action] = []
         try:
@@ -442,6 +398,7 @@ class Runtime:
             try:
                 async for chunk in chunks:
                     if isinstance(chunk, FinalChunk):
+                        task.tokens_in = chunk.tokens_in
                         ended = core.on_finish(
                             task_id,
                             FinishReason(chunk.finish_reason),
@@ -455,8 +412,8 @@ class Runtime:
                     if accepted is None:
                         break
                     if accepted.index == 0:
-                        context.first_token_ms = now_ms()
-                    context.tokens_out = accepted.index + 1
+                        task.first_token_ms = now_ms()
+                    task.tokens_out = accepted.index + 1
                     transcript.append(token_frame(chunk.text, accepted.index))
             finally:
                 await chunks.aclose()
@@ -477,135 +434,58 @@ class Runtime:
         return [failed] if failed is not None else []
 
     def _finish(self, outcome: TaskEnded | TaskCanceled | TaskFailed) -> None:
-        task_id = outcome.task_id
-        context = self.tasks.get(task_id)
-        if context is None or context.transcript.closed:
+        """Close the task's transcript with its one terminal frame; count and log it."""
+        task = self.tasks.get(outcome.task_id)
+        if task is None or task.transcript.closed:
             return
-        pool = context.pool
-        engine, version = pool.engine.value, context.engine_version
-        replica = outcome.replica_id or pool.id
-        fields = self._fields(task_id)
+        now = now_ms()
+        task.decode_time_ms = task.decode_ms_until(now)
+        if task.queue_time_ms is None:
+            task.queue_time_ms = now - task.admitted_ms
         if isinstance(outcome, TaskEnded):
-            self._record_ended(context, outcome)
-            fields |= {
-                "queue_time_ms": outcome.queue_time_ms,
-                "decode_time_ms": outcome.decode_ms,
-                "tokens_in": outcome.tokens_in,
+            task.tokens_in = outcome.tokens_in
+            task.tokens_out = outcome.tokens_out
+            task.decode_time_ms = outcome.decode_ms
+            task.transcript.append(
+                sse_frame(
+                    "metrics",
+                    {
+                        "tokens_out": outcome.tokens_out,
+                        "decode_ms": outcome.decode_ms,
+                        "queue_time_ms": outcome.queue_time_ms,
+                        "queue_depth": self.core.pool_health(task.pool.id).queue_depth,
+                    },
+                )
+            )
+            end = {
                 "tokens_out": outcome.tokens_out,
+                "decode_ms": outcome.decode_ms,
+                "tokens_in": outcome.tokens_in,
                 "finish_reason": outcome.finish_reason.value,
             }
-            task_event("task.end", fields)
+            task.transcript.close(sse_frame("end", end))
+            self._record.ended(task, outcome)
         elif isinstance(outcome, TaskCanceled):
-            label = "drain" if outcome.reason.value == "drain" else context.cancel_label
-            context.transcript.close(
-                sse_frame(
-                    "end",
-                    {
-                        "tokens_out": context.tokens_out,
-                        "decode_ms": self._decode_ms(context),
-                        "finish_reason": FinishReason.CANCELED.value,
-                    },
-                )
-            )
-            self.metrics["tasks_canceled_total"].labels(
-                engine, version, pool.id, replica, label
-            ).inc()
-            task_event(
-                "task.canceled", fields | {"reason": label, "tokens_out": context.tokens_out}
-            )
-        else:
-            context.transcript.close(
-                sse_frame(
-                    "error",
-                    {
-                        "code": outcome.kind.value,
-                        "message": outcome.message,
-                        "engine": engine,
-                        "retriable": outcome.retriable,
-                    },
-                )
-            )
-            if outcome.kind in (ErrorKind.QUEUE_FULL_DROP_LRU, ErrorKind.ADMISSION_REJECT):
-                self.metrics["tasks_rejected_total"].labels(engine, outcome.kind.value).inc()
-            fields |= {
-                "code": outcome.kind.value,
-                "eviction_events": int(outcome.kind is ErrorKind.QUEUE_FULL_DROP_LRU),
-                "driver_reset_events": int(outcome.kind is ErrorKind.WORKER_RESET),
+            if outcome.reason.value == "drain":
+                task.cancel_label = "drain"
+            end = {
+                "tokens_out": task.tokens_out,
+                "decode_ms": task.decode_time_ms or 0,
+                "finish_reason": FinishReason.CANCELED.value,
             }
-            task_event("task.error", fields, level=logging.WARNING)
-        asyncio.get_running_loop().call_later(self._retention_s, self._reap, task_id)
-
-    def _record_ended(self, context: TaskContext, outcome: TaskEnded) -> None:
-        pool = context.pool
-        engine, version = pool.engine.value, context.engine_version
-        priority = context.request.priority.value
-        context.transcript.append(
-            sse_frame(
-                "metrics",
-                {
-                    "tokens_out": outcome.tokens_out,
-                    "decode_ms": outcome.decode_ms,
-                    "queue_time_ms": outcome.queue_time_ms,
-                    "queue_depth": self.core.pool_health(pool.id).queue_depth,
-                },
-            )
-        )
-        context.transcript.close(
-            sse_frame(
-                "end",
-                {
-                    "tokens_out": outcome.tokens_out,
-                    "decode_ms": outcome.decode_ms,
-                    "tokens_in": outcome.tokens_in,
-                    "finish_reason": outcome.finish_reason.value,
-                },
-            )
-        )
-        replica = outcome.replica_id
-        self.metrics["tokens_in_total"].labels(engine, version, pool.id, replica).inc(
-            outcome.tokens_in
-        )
-        self.metrics["tokens_out_total"].labels(engine, version, pool.id, replica).inc(
-            outcome.tokens_out
-        )
-        if context.first_token_ms is not None:
-            self.metrics["latency_first_token_ms"].labels(
-                engine, version, pool.id, priority
-            ).observe(context.first_token_ms - context.admitted_ms)
-        self.metrics["latency_decode_ms"].labels(engine, version, pool.id, priority).observe(
-            outcome.decode_ms
-        )
-
-    @staticmethod
-    def _decode_ms(context: TaskContext) -> int:
-        """Milliseconds since dispatch; 0 for a task that never left the queue."""
-        if context.dispatched_ms is None:
-            return 0
-        return max(0, now_ms() - context.dispatched_ms)
+            task.transcript.close(sse_frame("end", end))
+            self._record.canceled(task, outcome.replica_id)
+        else:
+            error = {
+                "code": outcome.kind.value,
+                "message": outcome.message,
+                "engine": task.pool.engine.value,
+                "retriable": outcome.retriable,
+            }
+            task.transcript.close(sse_frame("error", error))
+            self._record.failed(task, outcome)
+        asyncio.get_running_loop().call_later(self._retention_s, self._reap, outcome.task_id)
 
     def _reap(self, task_id: str) -> None:
         self.core.reap(task_id)
         self.tasks.pop(task_id, None)
-
-    def _fields(self, task_id: str) -> dict[str, Any]:
-        """The ORCH-3027 fields known for a task."""
-        context = self.tasks[task_id]
-        pool = context.pool
-        request = context.request
-        return {
-            "job_id": task_id,
-            "session_id": str(request.session_id),
-            "client_id": context.client_id,
-            "engine": pool.engine.value,
-            "pool_id": pool.id,
-            "replica_id": context.replica_id,
-            "model_id": pool.model,
-            "quant": pool.quant,
-            "ctx": request.ctx,
-            "tensor_split": list(pool.tensor_split) if pool.tensor_split else None,
-            "engine_version": context.engine_version,
-            "sampler_profile_version": pool.sampler_profile_version,
-            "eviction_events": 0,
-            "oom_events": 0,
-            "driver_reset_events": 0,
-        }

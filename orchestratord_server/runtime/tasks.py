@@ -1,0 +1,74 @@
+"""What the runtime keeps per task beside the core: the request, its stream, its figures.
+
+The figures fill the task's log records (ORCH-3027) and its terminal SSE event; they are
+set as the task moves: admission (prompt tokens, queue figures), dispatch (replica,
+versions, KV warmth, queue time), tokens (count, first-token time).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from orchestratord_server.config import PoolConfig
+from orchestratord_server.generated.models import TaskRequest
+from orchestratord_server.transcripts import Transcript
+
+
+@dataclass(slots=True)
+class TaskContext:
+    """One admitted task as the runtime sees it."""
+
+    task_id: str
+    request: TaskRequest
+    pool: PoolConfig
+    client_id: str
+    transcript: Transcript
+    admitted_ms: int
+    prompt_tokens: int
+    model_digest: str | None
+    replica_id: str | None = None
+    dispatched_ms: int | None = None
+    engine_version: str | None = None
+    kv_warmth: bool | None = None
+    queue_time_ms: int | None = None
+    first_token_ms: int | None = None
+    tokens_in: int | None = None
+    tokens_out: int = 0
+    decode_time_ms: int | None = None
+    cancel_label: str = "client"
+
+    def decode_ms_until(self, now_ms: int) -> int | None:
+        """Milliseconds since dispatch; None for a task that never left the queue."""
+        return None if self.dispatched_ms is None else max(0, now_ms - self.dispatched_ms)
+
+    def log_fields(self) -> dict[str, Any]:
+        """Every ORCH-3027 field known for this task (the rest stay null).
+
+        `tokens_in` is the engine's own count once it reported one, else the prompt
+        tokens as counted at admission.
+        """
+        pool = self.pool
+        request = self.request
+        return {
+            "job_id": self.task_id,
+            "session_id": str(request.session_id),
+            "client_id": self.client_id,
+            "engine": pool.engine.value,
+            "pool_id": pool.id,
+            "replica_id": self.replica_id,
+            "model_id": self.model_digest or pool.model,
+            "quant": pool.quant,
+            "ctx": request.ctx,
+            "tensor_split": list(pool.tensor_split) if pool.tensor_split else None,
+            "engine_version": self.engine_version,
+            "sampler_profile_version": pool.sampler_profile_version,
+            "kv_warmth": self.kv_warmth,
+            "queue_time_ms": self.queue_time_ms,
+            "decode_time_ms": self.decode_time_ms,
+            "tokens_in": self.tokens_in if self.tokens_in is not None else self.prompt_tokens,
+            "tokens_out": self.tokens_out,
+            "eviction_events": 0,
+            "oom_events": 0,
+            "driver_reset_events": 0,
+        }
