@@ -36,10 +36,11 @@ from orchestratord_server.engines.llamacpp_process import LlamaCppProcess, Llama
 from orchestratord_server.engines.models import smollm2_gguf_path
 from tests.support.tiny_gguf import write_tiny_gguf
 
-SECTION = "## Streaming overhead (direct vs through orchestratord)"
-PROMPT = "Tell me a short story about a lighthouse keeper."
+SECTION = "## Streaming overhead, {model} model (direct vs through orchestratord)"
+PROMPT = "Once upon a time, in a lighthouse on a rocky island, there lived"
 MODEL_REF = "bench-stream-model"
 CONCURRENCY = (1, 8, 32)
+CTX_PER_SLOT = 512
 
 
 @dataclass
@@ -85,7 +86,7 @@ async def _through_one(
         "workload": "completion",
         "model_ref": MODEL_REF,
         "engine": "llamacpp",
-        "ctx": 2048,
+        "ctx": CTX_PER_SLOT,
         "priority": "interactive",
         "prompt": PROMPT,
         "max_tokens": tokens,
@@ -120,7 +121,7 @@ async def _round(
     sample = Sample()
     one = _direct_one if direct else _through_one
     start = time.perf_counter()
-    await asyncio.gather(*(one(http, target, seed_base + i, tokens, sample) for i in range(n)))
+    await asyncio.gather(*(one(http, target, seed_base + i + 1, tokens, sample) for i in range(n)))
     sample.seconds = time.perf_counter() - start
     return sample
 
@@ -154,7 +155,7 @@ async def _measure(engine: str, base: str, rounds: int, tokens: int) -> list[dic
                     "n": n,
                     "direct_tps": d_rate,
                     "through_tps": t_rate,
-                    "ratio": t_rate / d_rate,
+                    "ratio": t_rate / d_rate if d_rate else float("nan"),
                     "direct_p50": _quantile(direct.first_token_ms, 0.5),
                     "direct_p99": _quantile(direct.first_token_ms, 0.99),
                     "through_p50": _quantile(through.first_token_ms, 0.5),
@@ -174,7 +175,7 @@ def _config(engine: str, port: int, slots: int) -> dict[str, object]:
                 "id": "bench",
                 "engine": "llamacpp",
                 "model": MODEL_REF,
-                "ctx": 2048,
+                "ctx": CTX_PER_SLOT,
                 "device_kind": "cpu",
                 "devices": [0],
                 "queue": {"capacity": 1024, "full_policy": "reject"},
@@ -194,7 +195,7 @@ def run(model: str, rounds: int, tokens: int) -> str:
         engine = LlamaCppProcess(
             LlamaCppServerConfig(
                 model_path=path,
-                n_ctx=256 * slots if model == "tiny" else 512 * slots,
+                n_ctx=CTX_PER_SLOT * slots,
                 n_parallel=slots,
                 threads=1,
             )
@@ -206,7 +207,7 @@ def run(model: str, rounds: int, tokens: int) -> str:
         finally:
             asyncio.run(engine.stop())
     lines = [
-        SECTION,
+        SECTION.format(model=model),
         "",
         f"Machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}. Command: "
         f"`python -m bench streaming --model {model} --rounds {rounds} --tokens {tokens}`. "
@@ -241,5 +242,5 @@ def main(argv: Sequence[str]) -> int:
     text = run(ns.model, ns.rounds, ns.tokens)
     print(text)
     if not ns.no_write:
-        write_section(SECTION, text)
+        write_section(SECTION.format(model=ns.model), text)
     return 0
