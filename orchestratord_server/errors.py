@@ -1,9 +1,9 @@
 """Every failure leaves the server as an `ErrorEnvelope` (ORCH-2006, ORCH-3025).
 
 Handlers build error responses with `error_response`; exceptions raised anywhere in the
-stack (connexion's problems, Starlette's routing errors, `ApiError`, anything unexpected)
-are turned into the same envelope by the handlers `install_error_handlers` registers, so
-no framework default body ever reaches a client.
+stack (connexion's problems, Starlette's routing errors, anything unexpected) are turned
+into the same envelope by the handlers `install_error_handlers` registers, so no framework
+default body ever reaches a client.
 """
 
 from __future__ import annotations
@@ -18,25 +18,15 @@ from connexion.lifecycle import ConnexionRequest, ConnexionResponse
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
+from orchestrator_core import RETRIABLE as CORE_RETRIABLE
 from orchestratord_server.generated.models import ErrorEnvelope, ErrorKind, FieldError
 
 log = logging.getLogger("orchestratord.errors")
 
 JSON = "application/json"
 
-#: Error codes that invite a retry (ORCH-3025); every other code does not.
-RETRIABLE: frozenset[ErrorKind] = frozenset(
-    {
-        ErrorKind.ADMISSION_REJECT,
-        ErrorKind.QUEUE_FULL_DROP_LRU,
-        ErrorKind.RATE_LIMITED,
-        ErrorKind.QUOTA_EXCEEDED,
-        ErrorKind.POOL_UNREADY,
-        ErrorKind.POOL_UNAVAILABLE,
-        ErrorKind.REPLICA_EXHAUSTED,
-        ErrorKind.WORKER_RESET,
-    }
-)
+#: Error codes that invite a retry (ORCH-3025); the core's set, in the contract's enum.
+RETRIABLE: frozenset[ErrorKind] = frozenset(ErrorKind(kind.value) for kind in CORE_RETRIABLE)
 
 #: The code a bare HTTP status is reported with when nothing more specific is known.
 STATUS_CODES: Mapping[int, ErrorKind] = {
@@ -49,39 +39,6 @@ STATUS_CODES: Mapping[int, ErrorKind] = {
     415: ErrorKind.INVALID_PARAMS,
     501: ErrorKind.NOT_IMPLEMENTED,
 }
-
-
-class ApiError(Exception):
-    """An error a handler raises deep in a call; rendered as its envelope and status."""
-
-    def __init__(
-        self,
-        status: int,
-        code: ErrorKind,
-        message: str,
-        *,
-        engine: str | None = None,
-        errors: Sequence[FieldError] | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.engine = engine
-        self.errors = errors
-        self.headers = headers
-
-    def response(self) -> Response:
-        """The HTTP response for this error."""
-        return error_response(
-            self.status,
-            self.code,
-            self.message,
-            engine=self.engine,
-            errors=self.errors,
-            headers=self.headers,
-        )
 
 
 class InvalidBody(ProblemException):  # type: ignore[misc]
@@ -179,16 +136,6 @@ def _on_http_exception(_request: ConnexionRequest, exc: HTTPException) -> Connex
     return _connexion_error(status, code, message, headers=headers)
 
 
-def _on_api_error(_request: ConnexionRequest, exc: ApiError) -> ConnexionResponse:
-    return ConnexionResponse(
-        status_code=exc.status,
-        mimetype=JSON,
-        content_type=JSON,
-        body=envelope_bytes(exc.code, exc.message, engine=exc.engine, errors=exc.errors),
-        headers=dict(exc.headers or {}),
-    )
-
-
 def _on_unexpected(_request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
     log.error("unhandled error", exc_info=exc)
     return _connexion_error(500, ErrorKind.INTERNAL, "internal error")
@@ -196,7 +143,6 @@ def _on_unexpected(_request: ConnexionRequest, exc: Exception) -> ConnexionRespo
 
 def install_error_handlers(app: AsyncApp) -> None:
     """Make every error path of `app` answer with an ErrorEnvelope."""
-    app.add_error_handler(ApiError, _on_api_error)
     app.add_error_handler(ProblemException, _on_problem)
     app.add_error_handler(HTTPException, _on_http_exception)
     app.add_error_handler(Exception, _on_unexpected)

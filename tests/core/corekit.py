@@ -29,13 +29,24 @@ def uid(n: int) -> str:
     return f"00000000-0000-4000-8000-{n:012d}"
 
 
-def pool_spec(pool_id: str = "p0", replicas: Iterable[tuple[str, int]] = (("r0", 1),),
-              devices: tuple[int, ...] = (0,), **fields: Any) -> PoolSpec:
+def pool_spec(
+    pool_id: str = "p0",
+    replicas: Iterable[tuple[str, int]] = (("r0", 1),),
+    devices: tuple[int, ...] = (0,),
+    **fields: Any,
+) -> PoolSpec:
     """A llama.cpp pool of MODEL with the given (replica id, slots) pairs."""
     specs = tuple(ReplicaSpec(rid, slots_total=slots) for rid, slots in replicas)
     fields.setdefault("ctx_limit", 8192)
-    return PoolSpec(pool_id, ENGINE, fields.pop("model_ref", MODEL), fields.pop("ctx_limit"),
-                    devices, specs, **fields)
+    return PoolSpec(
+        pool_id,
+        ENGINE,
+        fields.pop("model_ref", MODEL),
+        fields.pop("ctx_limit"),
+        devices,
+        specs,
+        **fields,
+    )
 
 
 def status(version: str = VERSION, **fields: Any) -> ReplicaStatus:
@@ -45,8 +56,9 @@ def status(version: str = VERSION, **fields: Any) -> ReplicaStatus:
     return ReplicaStatus(engine_version=version, model_digest="sha256:feed", **fields)
 
 
-def orchestrator(*specs: PoolSpec, sessions: SessionConfig | None = None,
-                 now: int = 0, **options: Any) -> Orchestrator:
+def orchestrator(
+    *specs: PoolSpec, sessions: SessionConfig | None = None, now: int = 0, **options: Any
+) -> Orchestrator:
     """An orchestrator whose replicas have all reported live and Ready."""
     orch = Orchestrator(specs or (pool_spec(),), sessions, **options)
     for spec in specs or (pool_spec(),):
@@ -60,8 +72,13 @@ def task(n: int, priority: Priority = Priority.INTERACTIVE, **fields: Any) -> Ta
     fields.setdefault("ctx", 4096)
     fields.setdefault("max_tokens", 64)
     fields.setdefault("prompt_tokens", 32)
-    return TaskSpec(uid(n), fields.pop("engine", ENGINE), fields.pop("model_ref", MODEL),
-                    priority=priority, **fields)
+    return TaskSpec(
+        uid(n),
+        fields.pop("engine", ENGINE),
+        fields.pop("model_ref", MODEL),
+        priority=priority,
+        **fields,
+    )
 
 
 def admit(orch: Orchestrator, spec: TaskSpec, now: int = 0) -> Admitted:

@@ -35,6 +35,7 @@ def busy_pool(**fields: object) -> Orchestrator:
 
 # -- request checks -------------------------------------------------------------------
 
+
 def test_orch_3014_ctx_above_the_model_limit_is_400_invalid_params() -> None:
     orch = orchestrator(pool_spec(ctx_limit=4096))
     refused = refuse(orch, task(1, ctx=8192))
@@ -52,12 +53,17 @@ def test_orch_3015_prompt_plus_max_tokens_must_fit_the_ctx() -> None:
     admit(orch, task(2, ctx=1000, prompt_tokens=900, max_tokens=100))
 
 
-@pytest.mark.parametrize(("fields", "field"), [
-    ({"ctx": 0}, "ctx"), ({"max_tokens": 0}, "max_tokens"), ({"prompt_tokens": -1},
-                                                              "prompt_tokens"),
-    ({"model_ref": "other"}, "model_ref"), ({"pool_id": "nope"}, "pool_id"),
-    ({"sampler_profile_version": "v9"}, "sampler_profile_version"),
-])
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"ctx": 0}, "ctx"),
+        ({"max_tokens": 0}, "max_tokens"),
+        ({"prompt_tokens": -1}, "prompt_tokens"),
+        ({"model_ref": "other"}, "model_ref"),
+        ({"pool_id": "nope"}, "pool_id"),
+        ({"sampler_profile_version": "v9"}, "sampler_profile_version"),
+    ],
+)
 def test_malformed_requests_name_the_field(fields: dict[str, object], field: str) -> None:
     refused = refuse(orchestrator(), task(1, **fields))
     assert (refused.kind, refused.field) == (ErrorKind.INVALID_PARAMS, field)
@@ -68,7 +74,10 @@ def test_orch_3024_a_duplicate_task_id_is_409_even_after_reaping() -> None:
     admit(orch, task(1))
     refused = refuse(orch, task(1))
     assert (refused.kind, refused.status, refused.retriable) == (
-        ErrorKind.DUPLICATE_TASK, 409, False)
+        ErrorKind.DUPLICATE_TASK,
+        409,
+        False,
+    )
     orch.cancel(uid(1), 0)
     assert orch.reap(uid(1))
     assert refuse(orch, task(1)).kind is ErrorKind.DUPLICATE_TASK
@@ -95,14 +104,14 @@ def test_orch_3024_a_refused_id_is_not_used_up() -> None:
 
 # -- rate limits and quotas ------------------------------------------------------------
 
+
 def test_orch_3006_rate_limit_per_client_with_burst() -> None:
     limits = PriorityLimits(rate_limit_rps=2.0, rate_limit_burst=2)
     orch = orchestrator(pool_spec(capacity=100, interactive=limits))
     admit(orch, task(1, client_id="a"))
     admit(orch, task(2, client_id="a"))
     refused = refuse(orch, task(3, client_id="a"))
-    assert (refused.kind, refused.status, refused.retriable) == (ErrorKind.RATE_LIMITED, 429,
-                                                                 True)
+    assert (refused.kind, refused.status, refused.retriable) == (ErrorKind.RATE_LIMITED, 429, True)
     assert refused.backoff_ms == 500  # one token at 2/s
     assert refused.headers() == {"Retry-After": "1", "X-Backoff-Ms": "500"}
     admit(orch, task(4, client_id="b"))  # another client has its own bucket
@@ -112,8 +121,7 @@ def test_orch_3006_rate_limit_per_client_with_burst() -> None:
 
 
 def test_orch_3006_burst_defaults_to_the_rate_rounded_up() -> None:
-    orch = orchestrator(pool_spec(capacity=100,
-                                  batch=PriorityLimits(rate_limit_rps=1.5)))
+    orch = orchestrator(pool_spec(capacity=100, batch=PriorityLimits(rate_limit_rps=1.5)))
     admit(orch, task(1, BATCH))
     admit(orch, task(2, BATCH))
     assert refuse(orch, task(3, BATCH)).backoff_ms == 667
@@ -133,8 +141,9 @@ def test_orch_3036_tenant_concurrency_quota_with_predicted_backoff() -> None:
 
 
 def test_orch_3036_quota_backoff_of_a_running_task_is_its_predicted_end() -> None:
-    orch = orchestrator(pool_spec(replicas=[("r0", 1)], initial_service_ms=1000,
-                                  tenant_max_concurrent=1))
+    orch = orchestrator(
+        pool_spec(replicas=[("r0", 1)], initial_service_ms=1000, tenant_max_concurrent=1)
+    )
     admit(orch, task(1, tenant_id="t"))
     orch.poll(0)
     assert refuse(orch, task(2, tenant_id="t"), now=300).backoff_ms == 700
@@ -142,11 +151,15 @@ def test_orch_3036_quota_backoff_of_a_running_task_is_its_predicted_end() -> Non
 
 # -- pool state -------------------------------------------------------------------------
 
+
 def test_orch_3018_no_live_replica_is_503_pool_unavailable_with_retry_hint() -> None:
     orch = Orchestrator([pool_spec(unready_retry_ms=2500)])
     refused = refuse(orch, task(1))
     assert (refused.kind, refused.status, refused.retriable) == (
-        ErrorKind.POOL_UNAVAILABLE, 503, True)
+        ErrorKind.POOL_UNAVAILABLE,
+        503,
+        True,
+    )
     assert refused.backoff_ms == 2500 and refused.headers()["Retry-After"] == "3"
     assert (refused.pool_id, refused.engine) == ("p0", "llamacpp")
     orch.update_replica("p0", "r0", ReplicaStatus(False, False, retry_in_ms=800), 100)
@@ -171,17 +184,23 @@ def test_a_draining_pool_is_unready_until_undrained() -> None:
 
 # -- full policies (ORCH-3005) ------------------------------------------------------------
 
+
 def test_orch_3005_reject_refuses_the_newcomer_with_a_predicted_backoff() -> None:
     orch = busy_pool(capacity=2, full_policy=QueuePolicy.REJECT)
     admit(orch, task(1))
     admit(orch, task(2))
     refused = refuse(orch, task(3))
     assert (refused.kind, refused.status, refused.policy) == (
-        ErrorKind.ADMISSION_REJECT, 429, QueuePolicy.REJECT)
+        ErrorKind.ADMISSION_REJECT,
+        429,
+        QueuePolicy.REJECT,
+    )
     # One dispatch brings the queue under capacity; the busy slot frees in ~1000 ms.
     assert refused.backoff_ms == 1000
     assert refused.headers() == {
-        "Retry-After": "1", "X-Backoff-Ms": "1000", "X-Queue-ETA-Ms": "1000"
+        "Retry-After": "1",
+        "X-Backoff-Ms": "1000",
+        "X-Queue-ETA-Ms": "1000",
     }
 
 
@@ -218,7 +237,10 @@ def test_orch_3005_drop_lru_evicts_the_oldest_queued_task_of_any_priority() -> N
     assert admitted.evicted is not None
     evicted = admitted.evicted
     assert (evicted.task_id, evicted.kind, evicted.retriable) == (
-        uid(1), ErrorKind.QUEUE_FULL_DROP_LRU, True)
+        uid(1),
+        ErrorKind.QUEUE_FULL_DROP_LRU,
+        True,
+    )
     assert admitted.backoff_ms == 1000  # admitted under pressure: a hint to slow down
     view = orch.task(uid(1))
     assert view is not None and view.state is State.FAILED and view.outcome == evicted
@@ -227,8 +249,9 @@ def test_orch_3005_drop_lru_evicts_the_oldest_queued_task_of_any_priority() -> N
 
 
 def test_orch_3005_drop_lru_on_a_full_class_evicts_that_class_oldest() -> None:
-    orch = busy_pool(capacity=10, full_policy=QueuePolicy.DROP_LRU,
-                     batch=PriorityLimits(queue_capacity=1))
+    orch = busy_pool(
+        capacity=10, full_policy=QueuePolicy.DROP_LRU, batch=PriorityLimits(queue_capacity=1)
+    )
     admit(orch, task(1, INTER))
     admit(orch, task(2, BATCH))
     evicted = admit(orch, task(3, BATCH)).evicted
@@ -242,19 +265,23 @@ def test_orch_3005_shed_low_priority_evicts_the_newest_batch_task() -> None:
     admit(orch, task(3, INTER))
     admitted = admit(orch, task(4, INTER))
     assert admitted.evicted is not None
-    assert (admitted.evicted.task_id, admitted.evicted.kind) == (uid(2),
-                                                                 ErrorKind.ADMISSION_REJECT)
+    assert (admitted.evicted.task_id, admitted.evicted.kind) == (uid(2), ErrorKind.ADMISSION_REJECT)
     refused = refuse(orch, task(5, BATCH))  # a batch newcomer never sheds
-    assert (refused.kind, refused.policy) == (ErrorKind.ADMISSION_REJECT,
-                                              QueuePolicy.SHED_LOW_PRIORITY)
+    assert (refused.kind, refused.policy) == (
+        ErrorKind.ADMISSION_REJECT,
+        QueuePolicy.SHED_LOW_PRIORITY,
+    )
     admit(orch, task(6, INTER))  # sheds uid 1, the last batch task
     refused = refuse(orch, task(7, INTER))  # nothing left to shed
     assert refused.policy is QueuePolicy.SHED_LOW_PRIORITY and refused.backoff_ms >= 1
 
 
 def test_orch_3005_shed_does_not_help_a_full_interactive_share() -> None:
-    orch = busy_pool(capacity=10, full_policy=QueuePolicy.SHED_LOW_PRIORITY,
-                     interactive=PriorityLimits(queue_capacity=1))
+    orch = busy_pool(
+        capacity=10,
+        full_policy=QueuePolicy.SHED_LOW_PRIORITY,
+        interactive=PriorityLimits(queue_capacity=1),
+    )
     admit(orch, task(1, BATCH))
     admit(orch, task(2, INTER))
     assert refuse(orch, task(3, INTER)).kind is ErrorKind.ADMISSION_REJECT
@@ -262,6 +289,7 @@ def test_orch_3005_shed_does_not_help_a_full_interactive_share() -> None:
 
 
 # -- admission results and pool choice -----------------------------------------------------
+
 
 def test_orch_3029_admission_reports_position_and_predicted_start() -> None:
     orch = orchestrator(pool_spec(replicas=[("r0", 2)], initial_service_ms=400))
@@ -289,8 +317,9 @@ def test_a_replica_set_spanning_pools_takes_the_pool_that_starts_soonest() -> No
 
 
 def test_a_pool_with_room_wins_over_a_full_one() -> None:
-    orch = orchestrator(pool_spec("a", capacity=1), pool_spec("b", capacity=5,
-                                                              initial_service_ms=90_000))
+    orch = orchestrator(
+        pool_spec("a", capacity=1), pool_spec("b", capacity=5, initial_service_ms=90_000)
+    )
     admit(orch, task(1, pool_id="a"))
     assert admit(orch, task(2)).pool_id == "b"
 
@@ -312,8 +341,9 @@ def test_ctx_is_checked_against_the_largest_pool_of_the_set() -> None:
 
 
 def test_a_matching_sampler_profile_is_accepted() -> None:
-    orch = orchestrator(pool_spec("a", devices=(0,)),
-                        pool_spec("b", devices=(1,), sampler_profile_version="v2"))
+    orch = orchestrator(
+        pool_spec("a", devices=(0,)), pool_spec("b", devices=(1,), sampler_profile_version="v2")
+    )
     assert admit(orch, task(1, sampler_profile_version="v2")).pool_id == "b"
     assert admit(orch, task(2, sampler_profile_version="v1")).pool_id == "a"
 

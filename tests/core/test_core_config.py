@@ -26,27 +26,41 @@ from orchestrator_core.ratelimit import TokenBuckets
 GOOD = pool_spec(replicas=[("r0", 1)], devices=(0, 1))
 
 
-@pytest.mark.parametrize("change", [
-    {"pool_id": ""}, {"ctx_limit": 0}, {"devices": ()}, {"devices": (0, 0)},
-    {"replicas": ()}, {"replicas": (ReplicaSpec("a"), ReplicaSpec("a"))},
-    {"replicas": (ReplicaSpec("a", devices=(5,)),)},
-    {"replicas": (ReplicaSpec("a", slots_total=0),)},
-    {"capacity": 0}, {"interactive_burst": 0}, {"wall_timeout_ms": 0},
-    {"idle_timeout_ms": 0}, {"initial_service_ms": 0}, {"unready_retry_ms": 0},
-    {"tenant_max_concurrent": 0}, {"ewma_alpha": 0.0}, {"ewma_alpha": 1.5},
-    {"kv_bytes_per_token": -1},
-    {"interactive": PriorityLimits(queue_capacity=0)},
-    {"batch": PriorityLimits(rate_limit_rps=0.0)},
-    {"batch": PriorityLimits(rate_limit_rps=1.0, rate_limit_burst=0)},
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"pool_id": ""},
+        {"ctx_limit": 0},
+        {"devices": ()},
+        {"devices": (0, 0)},
+        {"replicas": ()},
+        {"replicas": (ReplicaSpec("a"), ReplicaSpec("a"))},
+        {"replicas": (ReplicaSpec("a", devices=(5,)),)},
+        {"replicas": (ReplicaSpec("a", slots_total=0),)},
+        {"capacity": 0},
+        {"interactive_burst": 0},
+        {"wall_timeout_ms": 0},
+        {"idle_timeout_ms": 0},
+        {"initial_service_ms": 0},
+        {"unready_retry_ms": 0},
+        {"tenant_max_concurrent": 0},
+        {"ewma_alpha": 0.0},
+        {"ewma_alpha": 1.5},
+        {"kv_bytes_per_token": -1},
+        {"interactive": PriorityLimits(queue_capacity=0)},
+        {"batch": PriorityLimits(rate_limit_rps=0.0)},
+        {"batch": PriorityLimits(rate_limit_rps=1.0, rate_limit_burst=0)},
+    ],
+)
 def test_invalid_pool_specs_are_refused(change: dict[str, object]) -> None:
     with pytest.raises(ConfigError):
         Orchestrator([dataclasses.replace(GOOD, **change)])  # type: ignore[arg-type]
 
 
 def test_orch_3011_replica_devices_default_to_the_pool_mask() -> None:
-    spec = PoolSpec("p0", ENGINE, MODEL, 4096, (2, 3),
-                    (ReplicaSpec("r0"), ReplicaSpec("r1", devices=(3,))))
+    spec = PoolSpec(
+        "p0", ENGINE, MODEL, 4096, (2, 3), (ReplicaSpec("r0"), ReplicaSpec("r1", devices=(3,)))
+    )
     spec.validate()
     orch = Orchestrator([spec])
     assert orch.pool_ids == ("p0",)
@@ -109,7 +123,9 @@ def test_orch_2103_pool_health_snapshot() -> None:
     assert (health.queue_depth, health.queue_depth_interactive) == (2, 2)
     assert (health.engine_version, health.service_time_ms) == ("b4000", 750)
     assert [(r.replica_id, r.running, r.slots_free) for r in health.replicas] == [
-        ("r0", 2, 0), ("r1", 1, 0)]
+        ("r0", 2, 0),
+        ("r1", 1, 0),
+    ]
 
 
 def test_rate_limit_buckets_are_bounded_in_number() -> None:

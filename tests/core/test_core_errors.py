@@ -5,10 +5,23 @@ from __future__ import annotations
 from orchestrator_core import HTTP_STATUS, RETRIABLE, ErrorKind
 
 CONTRACT_CODES = {
-    "ADMISSION_REJECT", "QUEUE_FULL_DROP_LRU", "INVALID_PARAMS", "POOL_UNREADY",
-    "POOL_UNAVAILABLE", "REPLICA_EXHAUSTED", "DECODE_TIMEOUT", "WORKER_RESET", "INTERNAL",
-    "NOT_FOUND", "UNAUTHORIZED", "FORBIDDEN", "DUPLICATE_TASK", "RATE_LIMITED",
-    "QUOTA_EXCEEDED", "METHOD_NOT_ALLOWED", "NOT_IMPLEMENTED",
+    "ADMISSION_REJECT",
+    "QUEUE_FULL_DROP_LRU",
+    "INVALID_PARAMS",
+    "POOL_UNREADY",
+    "POOL_UNAVAILABLE",
+    "REPLICA_EXHAUSTED",
+    "DECODE_TIMEOUT",
+    "WORKER_RESET",
+    "INTERNAL",
+    "NOT_FOUND",
+    "UNAUTHORIZED",
+    "FORBIDDEN",
+    "DUPLICATE_TASK",
+    "RATE_LIMITED",
+    "QUOTA_EXCEEDED",
+    "METHOD_NOT_ALLOWED",
+    "NOT_IMPLEMENTED",
 }
 
 
@@ -28,6 +41,12 @@ def test_every_kind_has_a_status() -> None:
 
 def test_orch_3025_only_transient_kinds_invite_retries() -> None:
     assert {k.value for k in RETRIABLE} == {
-        "ADMISSION_REJECT", "QUEUE_FULL_DROP_LRU", "RATE_LIMITED", "QUOTA_EXCEEDED",
-        "POOL_UNREADY", "POOL_UNAVAILABLE", "REPLICA_EXHAUSTED", "WORKER_RESET",
+        "ADMISSION_REJECT",
+        "QUEUE_FULL_DROP_LRU",
+        "RATE_LIMITED",
+        "QUOTA_EXCEEDED",
+        "POOL_UNREADY",
+        "POOL_UNAVAILABLE",
+        "REPLICA_EXHAUSTED",
+        "WORKER_RESET",
     }

@@ -50,7 +50,9 @@ def test_tokens_are_numbered_without_gaps_and_finish_ends_the_task() -> None:
     assert orch.on_token(uid(0), 10) == TokenAccepted(uid(0), 0)
     assert state(orch, 0) is State.STREAMING
     assert [orch.on_token(uid(0), t) for t in (20, 30)] == [
-        TokenAccepted(uid(0), 1), TokenAccepted(uid(0), 2)]
+        TokenAccepted(uid(0), 1),
+        TokenAccepted(uid(0), 2),
+    ]
     ended = orch.on_finish(uid(0), FinishReason.LENGTH, 7, 3, 50)
     assert ended == TaskEnded(uid(0), "p0", "r0", FinishReason.LENGTH, 7, 3, 0, 50, 10)
     assert state(orch, 0) is State.ENDED
@@ -123,8 +125,9 @@ def test_orch_3026_no_token_is_accepted_after_cancel() -> None:
 def test_adapter_failure_ends_the_task_with_its_kind() -> None:
     orch = running()
     failed = orch.on_failure(uid(0), ErrorKind.INTERNAL, "engine said 500", 4)
-    assert failed == TaskFailed(uid(0), "p0", "r0", "llamacpp", ErrorKind.INTERNAL,
-                                "engine said 500")
+    assert failed == TaskFailed(
+        uid(0), "p0", "r0", "llamacpp", ErrorKind.INTERNAL, "engine said 500"
+    )
     assert not failed.retriable
     assert orch.pool_health("p0").slots_free == 1
 
@@ -167,8 +170,9 @@ def test_orch_3038_worker_failure_resets_running_tasks() -> None:
         admit(orch, task(n))
     orch.poll(0)
     actions = orch.replica_failed("p0", "r0", 5, "segfault")
-    assert actions == [TaskFailed(uid(0), "p0", "r0", "llamacpp", ErrorKind.WORKER_RESET,
-                                  "segfault")]
+    assert actions == [
+        TaskFailed(uid(0), "p0", "r0", "llamacpp", ErrorKind.WORKER_RESET, "segfault")
+    ]
     assert actions[0].retriable
     assert state(orch, 2) is State.QUEUED  # r1 is still live: the queue waits
     health = orch.pool_health("p0")
@@ -179,8 +183,11 @@ def test_orch_3018_losing_the_last_live_replica_fails_the_queue() -> None:
     orch = running(3)
     actions = orch.update_replica("p0", "r0", status(live=False, ready=False), 5)
     kinds = [(a.task_id, a.kind) for a in actions if isinstance(a, TaskFailed)]
-    assert kinds == [(uid(0), ErrorKind.WORKER_RESET), (uid(1), ErrorKind.POOL_UNAVAILABLE),
-                     (uid(2), ErrorKind.POOL_UNAVAILABLE)]
+    assert kinds == [
+        (uid(0), ErrorKind.WORKER_RESET),
+        (uid(1), ErrorKind.POOL_UNAVAILABLE),
+        (uid(2), ErrorKind.POOL_UNAVAILABLE),
+    ]
     assert not orch.pool_health("p0").live
 
 
@@ -199,7 +206,9 @@ def test_orch_2101_drain_cancels_the_queue_and_lets_running_work_finish() -> Non
     orch = running(3)
     actions = orch.drain("p0", 1000, 10)
     assert [(a.task_id, a.reason) for a in actions if isinstance(a, TaskCanceled)] == [
-        (uid(1), CancelReason.DRAIN), (uid(2), CancelReason.DRAIN)]
+        (uid(1), CancelReason.DRAIN),
+        (uid(2), CancelReason.DRAIN),
+    ]
     health = orch.pool_health("p0")
     assert health.draining and not health.ready and health.running == 1
     assert orch.next_deadline_ms() == 1010

@@ -123,25 +123,47 @@ class CoreModel(RuleBasedStateMachine):
 
     # -- set-up ---------------------------------------------------------------------------
 
-    @initialize(policy=st.sampled_from(QueuePolicy), burst=st.integers(1, 3),
-                capacity=st.integers(2, 5), batch_cap=st.none() | st.integers(1, 3),
-                quota=st.none() | st.integers(2, 4))
-    def setup(self, policy: QueuePolicy, burst: int, capacity: int, batch_cap: int | None,
-              quota: int | None) -> None:
+    @initialize(
+        policy=st.sampled_from(QueuePolicy),
+        burst=st.integers(1, 3),
+        capacity=st.integers(2, 5),
+        batch_cap=st.none() | st.integers(1, 3),
+        quota=st.none() | st.integers(2, 4),
+    )
+    def setup(
+        self,
+        policy: QueuePolicy,
+        burst: int,
+        capacity: int,
+        batch_cap: int | None,
+        quota: int | None,
+    ) -> None:
         self.policy, self.burst, self.capacity = policy, burst, capacity
         self.batch_cap, self.quota = batch_cap, quota
         specs = []
         for pool_id, (mask, replicas) in LAYOUT.items():
-            specs.append(PoolSpec(
-                pool_id, ENGINE, MODEL, 8192, mask,
-                tuple(ReplicaSpec(rid, devices, slots) for rid, devices, slots in replicas),
-                capacity=capacity, full_policy=policy, interactive_burst=burst,
-                batch=PriorityLimits(queue_capacity=batch_cap), tenant_max_concurrent=quota,
-                wall_timeout_ms=WALL, idle_timeout_ms=IDLE, kv_bytes_per_token=1))
-            self.pools[pool_id] = RefPool(mask, {rid: RefReplica(devices, slots)
-                                                 for rid, devices, slots in replicas})
-        self.orch = Orchestrator(specs, SessionConfig(ttl_ms=100, max_turns=3,
-                                                      kv_budget_bytes=60))
+            specs.append(
+                PoolSpec(
+                    pool_id,
+                    ENGINE,
+                    MODEL,
+                    8192,
+                    mask,
+                    tuple(ReplicaSpec(rid, devices, slots) for rid, devices, slots in replicas),
+                    capacity=capacity,
+                    full_policy=policy,
+                    interactive_burst=burst,
+                    batch=PriorityLimits(queue_capacity=batch_cap),
+                    tenant_max_concurrent=quota,
+                    wall_timeout_ms=WALL,
+                    idle_timeout_ms=IDLE,
+                    kv_bytes_per_token=1,
+                )
+            )
+            self.pools[pool_id] = RefPool(
+                mask, {rid: RefReplica(devices, slots) for rid, devices, slots in replicas}
+            )
+        self.orch = Orchestrator(specs, SessionConfig(ttl_ms=100, max_turns=3, kv_budget_bytes=60))
         for pool_id, (_, replicas) in LAYOUT.items():
             for rid, _, _ in replicas:
                 assert self.orch.update_replica(pool_id, rid, status(), 0) == []
@@ -154,12 +176,16 @@ class CoreModel(RuleBasedStateMachine):
 
     def full(self, pool: RefPool, priority: Priority) -> bool:
         cap = self.batch_cap if priority is BATCH else None
-        return (cap is not None and len(pool.queues[priority]) >= cap) or \
-            pool.depth() >= self.capacity
+        return (
+            cap is not None and len(pool.queues[priority]) >= cap
+        ) or pool.depth() >= self.capacity
 
     def in_flight(self, pool_id: str, tenant: str) -> int:
-        return sum(1 for t in self.tasks.values()
-                   if t.pool == pool_id and t.tenant == tenant and t.state in LIVE_STATES)
+        return sum(
+            1
+            for t in self.tasks.values()
+            if t.pool == pool_id and t.tenant == tenant and t.state in LIVE_STATES
+        )
 
     def terminate(self, tid: str, state: State) -> None:
         ref = self.tasks[tid]
@@ -217,8 +243,9 @@ class CoreModel(RuleBasedStateMachine):
         replica = pool.replicas[d.replica_id]
         assert replica.live and replica.ready, "dispatch to a non-Ready replica"
         assert set(replica.devices) <= set(pool.mask), "dispatch outside the device mask"
-        free = {rid: r.slots - len(r.running) for rid, r in pool.replicas.items()
-                if r.usable(pool.mask)}
+        free = {
+            rid: r.slots - len(r.running) for rid, r in pool.replicas.items() if r.usable(pool.mask)
+        }
         assert free[d.replica_id] > 0
         if not d.kv_warmth:
             assert free[d.replica_id] == max(free.values()), "not the least-loaded replica"
@@ -239,17 +266,27 @@ class CoreModel(RuleBasedStateMachine):
 
     # -- rules --------------------------------------------------------------------------------
 
-    @rule(arrivals=st.lists(st.tuples(st.sampled_from([INTER, BATCH]),
-                                      st.sampled_from([None, "a"])), min_size=2, max_size=5))
+    @rule(
+        arrivals=st.lists(
+            st.tuples(st.sampled_from([INTER, BATCH]), st.sampled_from([None, "a"])),
+            min_size=2,
+            max_size=5,
+        )
+    )
     def submit_many(self, arrivals: list[tuple[Priority, str | None]]) -> None:
         for n, (priority, pin) in enumerate(arrivals):
             self.submit(priority, pin, SESSIONS[n % 3], f"t{n % 2}", 1)
 
-    @rule(priority=st.sampled_from([INTER, BATCH]), pin=st.sampled_from([None, "a", "b"]),
-          session=st.sampled_from(SESSIONS), tenant=st.sampled_from(["t0", "t1"]),
-          reuse=st.integers(0, 9))
-    def submit(self, priority: Priority, pin: str | None, session: str | None, tenant: str,
-               reuse: int) -> None:
+    @rule(
+        priority=st.sampled_from([INTER, BATCH]),
+        pin=st.sampled_from([None, "a", "b"]),
+        session=st.sampled_from(SESSIONS),
+        tenant=st.sampled_from(["t0", "t1"]),
+        reuse=st.integers(0, 9),
+    )
+    def submit(
+        self, priority: Priority, pin: str | None, session: str | None, tenant: str, reuse: int
+    ) -> None:
         used = sorted(self.tasks) + sorted(self.reaped)
         if reuse == 0 and used:
             tid = used[self.next_id % len(used)]
@@ -282,8 +319,14 @@ class CoreModel(RuleBasedStateMachine):
             # ORCH-2007: backoff only when this admission left the queue full.
             assert (result.backoff_ms >= 1) == self.full(pool, priority)
 
-    def check_refusal(self, refused: Refused, priority: Priority, tenant: str,
-                      candidates: list[str], ready: list[str]) -> None:
+    def check_refusal(
+        self,
+        refused: Refused,
+        priority: Priority,
+        tenant: str,
+        candidates: list[str],
+        ready: list[str],
+    ) -> None:
         assert refused.retriable and refused.backoff_ms >= 1
         if refused.kind in (ErrorKind.POOL_UNREADY, ErrorKind.POOL_UNAVAILABLE):
             assert not ready
@@ -297,19 +340,27 @@ class CoreModel(RuleBasedStateMachine):
             assert refused.policy is self.policy
             assert all(self.full(self.pools[p], priority) for p in ready)
             pool = self.pools[refused.pool_id or ""]
-            class_full = priority is BATCH and self.batch_cap is not None and \
-                len(pool.queues[BATCH]) >= self.batch_cap
+            class_full = (
+                priority is BATCH
+                and self.batch_cap is not None
+                and len(pool.queues[BATCH]) >= self.batch_cap
+            )
             assert self.policy is QueuePolicy.REJECT or (
                 self.policy is QueuePolicy.SHED_LOW_PRIORITY
-                and (priority is BATCH or class_full or not pool.queues[BATCH]))
+                and (priority is BATCH or class_full or not pool.queues[BATCH])
+            )
 
     def check_eviction(self, pool: RefPool, priority: Priority, evicted: TaskFailed) -> None:
-        class_full = priority is BATCH and self.batch_cap is not None and \
-            len(pool.queues[BATCH]) >= self.batch_cap
+        class_full = (
+            priority is BATCH
+            and self.batch_cap is not None
+            and len(pool.queues[BATCH]) >= self.batch_cap
+        )
         if self.policy is QueuePolicy.DROP_LRU:
             assert evicted.kind is ErrorKind.QUEUE_FULL_DROP_LRU
-            queued = pool.queues[priority] if class_full else \
-                pool.queues[INTER] + pool.queues[BATCH]
+            queued = (
+                pool.queues[priority] if class_full else pool.queues[INTER] + pool.queues[BATCH]
+            )
             expected = min(queued, key=lambda tid: self.tasks[tid].seq)
         else:
             assert self.policy is QueuePolicy.SHED_LOW_PRIORITY and priority is INTER
@@ -331,8 +382,9 @@ class CoreModel(RuleBasedStateMachine):
                 assert pool.depth() == 0
                 assert self.now < pool.deadline or not running
             elif pool.depth():  # work-conserving: queued work means no usable free slot
-                assert all(len(r.running) >= r.slots for r in pool.replicas.values()
-                           if r.usable(pool.mask))
+                assert all(
+                    len(r.running) >= r.slots for r in pool.replicas.values() if r.usable(pool.mask)
+                )
 
     @rule(advance=st.integers(1, 12))
     def progress(self, advance: int) -> None:
@@ -370,8 +422,9 @@ class CoreModel(RuleBasedStateMachine):
         def report() -> object:
             if fail:
                 return self.orch.on_failure(tid, ErrorKind.INTERNAL, "adapter", self.now)
-            return self.orch.on_finish(tid, FinishReason.STOP, 3, ref.tokens if ref else 0,
-                                       self.now)
+            return self.orch.on_finish(
+                tid, FinishReason.STOP, 3, ref.tokens if ref else 0, self.now
+            )
 
         if ref is not None and ref.state is State.QUEUED:
             with pytest.raises(IllegalTransition):
@@ -392,15 +445,15 @@ class CoreModel(RuleBasedStateMachine):
         ref = self.tasks.get(tid)
         outcome = self.orch.cancel(tid, self.now)
         if ref is None:
-            expected = CancelStatus.ALREADY_TERMINAL if tid in self.reaped else \
-                CancelStatus.UNKNOWN
+            expected = CancelStatus.ALREADY_TERMINAL if tid in self.reaped else CancelStatus.UNKNOWN
             assert outcome.status is expected
         elif ref.state not in LIVE_STATES:
             assert outcome.status is CancelStatus.ALREADY_TERMINAL and outcome.canceled is None
         else:
             running = ref.state is not State.QUEUED
-            assert outcome.status is (CancelStatus.CANCELED_RUNNING if running
-                                      else CancelStatus.CANCELED_QUEUED)
+            assert outcome.status is (
+                CancelStatus.CANCELED_RUNNING if running else CancelStatus.CANCELED_QUEUED
+            )
             assert (outcome.abort is not None) == running
             self.terminate(tid, State.CANCELED)
 
@@ -414,34 +467,53 @@ class CoreModel(RuleBasedStateMachine):
             del self.tasks[tid]
             self.reaped.add(tid)
 
-    @rule(pool_id=st.sampled_from(sorted(LAYOUT)), slot=st.integers(0, 1),
-          live=st.booleans(), ready=st.booleans(), devices=st.sampled_from(["same", "out"]))
+    @rule(
+        pool_id=st.sampled_from(sorted(LAYOUT)),
+        slot=st.integers(0, 1),
+        live=st.booleans(),
+        ready=st.booleans(),
+        devices=st.sampled_from(["same", "out"]),
+    )
     def report(self, pool_id: str, slot: int, live: bool, ready: bool, devices: str) -> None:
         pool = self.pools[pool_id]
         rid = sorted(pool.replicas)[slot % len(pool.replicas)]
         replica = pool.replicas[rid]
         reported = replica.devices if devices == "same" else (7,)
-        self.expect_down(pool_id, rid, going_down=replica.live and not live,
-                         call=lambda: self.orch.update_replica(
-                             pool_id, rid, status(live=live, ready=ready, devices=reported),
-                             self.now),
-                         update=lambda: self._set(replica, live, live and ready, reported))
+        self.expect_down(
+            pool_id,
+            rid,
+            going_down=replica.live and not live,
+            call=lambda: self.orch.update_replica(
+                pool_id, rid, status(live=live, ready=ready, devices=reported), self.now
+            ),
+            update=lambda: self._set(replica, live, live and ready, reported),
+        )
 
     @rule(pool_id=st.sampled_from(sorted(LAYOUT)), slot=st.integers(0, 1))
     def crash(self, pool_id: str, slot: int) -> None:
         pool = self.pools[pool_id]
         rid = sorted(pool.replicas)[slot % len(pool.replicas)]
         replica = pool.replicas[rid]
-        self.expect_down(pool_id, rid, going_down=replica.live,
-                         call=lambda: self.orch.replica_failed(pool_id, rid, self.now),
-                         update=lambda: self._set(replica, False, False, replica.devices))
+        self.expect_down(
+            pool_id,
+            rid,
+            going_down=replica.live,
+            call=lambda: self.orch.replica_failed(pool_id, rid, self.now),
+            update=lambda: self._set(replica, False, False, replica.devices),
+        )
 
     @staticmethod
     def _set(replica: RefReplica, live: bool, ready: bool, devices: tuple[int, ...]) -> None:
         replica.live, replica.ready, replica.devices = live, ready, devices
 
-    def expect_down(self, pool_id: str, rid: str, going_down: bool,
-                    call: Callable[[], list[Action]], update: Callable[[], None]) -> None:
+    def expect_down(
+        self,
+        pool_id: str,
+        rid: str,
+        going_down: bool,
+        call: Callable[[], list[Action]],
+        update: Callable[[], None],
+    ) -> None:
         """Run a replica change; running tasks of a replica going down fail WORKER_RESET
         and, when the pool has no live replica left, its queue fails POOL_UNAVAILABLE."""
         pool = self.pools[pool_id]
@@ -451,7 +523,8 @@ class CoreModel(RuleBasedStateMachine):
         actions = call()
         failed = {(a.task_id, a.kind) for a in actions if isinstance(a, TaskFailed)}
         assert failed == {(t, ErrorKind.WORKER_RESET) for t in reset} | {
-            (t, ErrorKind.POOL_UNAVAILABLE) for t in lost}
+            (t, ErrorKind.POOL_UNAVAILABLE) for t in lost
+        }
         self.apply(actions)
 
     @rule(pool_id=st.sampled_from(sorted(LAYOUT)), deadline=st.integers(0, 12))
@@ -516,10 +589,16 @@ class CoreModel(RuleBasedStateMachine):
         for tid in sorted(self.tasks):
             self.cancel_task(tid)
         assert all(self.terminals[tid] == 1 for tid in self.tasks)
-        assert all(self.orch.pool_health(p).slots_free == self.orch.pool_health(p).slots_total
-                   for p in self.pools)
+        assert all(
+            self.orch.pool_health(p).slots_free == self.orch.pool_health(p).slots_total
+            for p in self.pools
+        )
 
 
 TestCoreModel = CoreModel.TestCase
-TestCoreModel.settings = settings(max_examples=200, stateful_step_count=50, deadline=None,
-                                  suppress_health_check=[HealthCheck.too_slow])
+TestCoreModel.settings = settings(
+    max_examples=200,
+    stateful_step_count=50,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)

@@ -102,15 +102,19 @@ def test_orch_3046_a_pool_pins_one_engine_version() -> None:
 
 
 def test_orch_3046_mixing_versions_is_possible_only_when_allowed() -> None:
-    orch = orchestrator(pool_spec(replicas=[("r0", 1), ("r1", 1)],
-                                  require_same_engine_version=False))
+    orch = orchestrator(
+        pool_spec(replicas=[("r0", 1), ("r1", 1)], require_same_engine_version=False)
+    )
     orch.update_replica("p0", "r1", status(version="b5000"), 0)
     assert {placed(orch, n).replica_id for n in range(2)} == {"r0", "r1"}
 
 
 def test_orch_3007_pools_with_the_same_key_form_one_replica_set() -> None:
-    orch = orchestrator(pool_spec("a", devices=(0,)), pool_spec("b", devices=(1,)),
-                        pool_spec("c", devices=(2,), sampler_profile_version="v2"))
+    orch = orchestrator(
+        pool_spec("a", devices=(0,)),
+        pool_spec("b", devices=(1,)),
+        pool_spec("c", devices=(2,), sampler_profile_version="v2"),
+    )
     sets = orch.replica_sets()
     assert len(sets) == 2
     shared = next(s for s in sets if len(s.members) == 2)
@@ -123,13 +127,14 @@ def test_orch_3007_pools_with_the_same_key_form_one_replica_set() -> None:
 def test_orch_3046_replicas_of_different_versions_never_share_a_set() -> None:
     orch = orchestrator(pool_spec("a", devices=(0,)), pool_spec("b", devices=(1,)))
     orch.update_replica("b", "r0", status(version="b5000"), 0)
-    assert sorted(s.key.engine_version or "" for s in orch.replica_sets()) == ["b4000",
-                                                                               "b5000"]
+    assert sorted(s.key.engine_version or "" for s in orch.replica_sets()) == ["b4000", "b5000"]
 
 
 def test_orch_2104_replica_set_load_and_slots() -> None:
-    orch = orchestrator(pool_spec("a", replicas=[("r0", 2)], devices=(0,)),
-                        pool_spec("b", replicas=[("r0", 2)], devices=(1,)))
+    orch = orchestrator(
+        pool_spec("a", replicas=[("r0", 2)], devices=(0,)),
+        pool_spec("b", replicas=[("r0", 2)], devices=(1,)),
+    )
     placed(orch, 1)
     (snapshot,) = orch.replica_sets()
     assert (snapshot.slots_total, snapshot.slots_free, snapshot.load) == (4, 3, 0.25)
@@ -147,8 +152,7 @@ def turn(orch: Orchestrator, n: int, now: int, **fields: object) -> Dispatch:
 
 
 def test_orch_3009_a_session_returns_to_its_last_replica_warm() -> None:
-    orch = orchestrator(pool_spec(replicas=[("r0", 1), ("r1", 3)]),
-                        sessions=SessionConfig())
+    orch = orchestrator(pool_spec(replicas=[("r0", 1), ("r1", 3)]), sessions=SessionConfig())
     first = turn(orch, 1, 0)
     assert (first.replica_id, first.kv_warmth) == ("r1", False)
     assert [placed(orch, n, now=1).replica_id for n in (2, 3)] == ["r1", "r1"]

@@ -50,16 +50,17 @@ def test_orch_3029_start_prediction_formula() -> None:
 
 @given(st.integers(0, 500), st.integers(1, 16), st.integers(1, 10_000))
 def test_prediction_grows_with_position_and_backoff_is_positive(
-        position: int, slots: int, service: int) -> None:
+    position: int, slots: int, service: int
+) -> None:
     for free in (0, slots):
         assert predict_start_ms(position, slots, free, service) <= predict_start_ms(
-            position + 1, slots, free, service)
+            position + 1, slots, free, service
+        )
     assert backoff_ms(position + 1, slots, 0, service) >= 1
 
 
 def test_completed_tasks_feed_the_estimate_and_the_next_prediction() -> None:
-    orch = orchestrator(pool_spec(replicas=[("r0", 1)], initial_service_ms=1000,
-                                  ewma_alpha=1.0))
+    orch = orchestrator(pool_spec(replicas=[("r0", 1)], initial_service_ms=1000, ewma_alpha=1.0))
     admit(orch, task(0))
     orch.poll(0)
     orch.on_finish(uid(0), FinishReason.STOP, 1, 1, 300)
@@ -71,8 +72,9 @@ def test_completed_tasks_feed_the_estimate_and_the_next_prediction() -> None:
     assert orch.pool_health("p0").service_time_ms == 300
 
 
-def simulate(orch: Orchestrator, arrivals: list[int],
-             service: dict[str, int]) -> list[tuple[int, int]]:
+def simulate(
+    orch: Orchestrator, arrivals: list[int], service: dict[str, int]
+) -> list[tuple[int, int]]:
     """Run a scripted workload; return (predicted, actual) start delay per task, in order."""
     completions: list[tuple[int, str]] = []
     predicted: dict[str, int] = {}
@@ -120,8 +122,11 @@ def test_orch_3029_prediction_error_on_a_scripted_workload() -> None:
         arrivals += [base] * 24
         arrivals += [base + rng.randrange(1, 1500) for _ in range(6)]
     service = {uid(n): rng.randint(80, 120) for n in range(len(arrivals))}
-    orch = orchestrator(pool_spec(replicas=[("r0", 2), ("r1", 2)], capacity=1000,
-                                  initial_service_ms=300, ewma_alpha=0.2))
+    orch = orchestrator(
+        pool_spec(
+            replicas=[("r0", 2), ("r1", 2)], capacity=1000, initial_service_ms=300, ewma_alpha=0.2
+        )
+    )
     learned = simulate(orch, arrivals, service)[30:]
     mae = sum(abs(p - a) for p, a in learned) / len(learned)
     blind = sum(a for _, a in learned) / len(learned)

@@ -7,8 +7,23 @@ from pathlib import Path
 
 import orchestrator_core
 
-FORBIDDEN = {"time", "random", "asyncio", "logging", "socket", "threading", "datetime",
-             "os", "subprocess", "io", "secrets", "uuid", "signal", "select", "selectors"}
+FORBIDDEN = {
+    "time",
+    "random",
+    "asyncio",
+    "logging",
+    "socket",
+    "threading",
+    "datetime",
+    "os",
+    "subprocess",
+    "io",
+    "secrets",
+    "uuid",
+    "signal",
+    "select",
+    "selectors",
+}
 PACKAGE = Path(orchestrator_core.__file__).parent
 
 

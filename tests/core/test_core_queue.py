@@ -80,10 +80,13 @@ def test_orch_3051_interactive_flood_cannot_starve_batch() -> None:
     assert order.index(uid(0)) == 4
 
 
-@given(st.lists(st.tuples(st.sampled_from([INTER, BATCH]), st.integers(0, 3)), max_size=60),
-       st.integers(1, 5))
+@given(
+    st.lists(st.tuples(st.sampled_from([INTER, BATCH]), st.integers(0, 3)), max_size=60),
+    st.integers(1, 5),
+)
 def test_orch_3051_batch_waits_at_most_burst_interactive_dispatches(
-        steps: list[tuple[Priority, int]], burst: int) -> None:
+    steps: list[tuple[Priority, int]], burst: int
+) -> None:
     queue = PoolQueue(1000, None, None, burst)
     kinds: dict[str, Priority] = {}
     streak = 0
@@ -104,7 +107,8 @@ def test_orch_3051_batch_waits_at_most_burst_interactive_dispatches(
 
 @given(st.lists(st.sampled_from([INTER, BATCH]), max_size=40), st.integers(0, 8), st.integers(1, 5))
 def test_orch_3029_position_matches_the_real_dispatch_order(
-        arrivals: list[Priority], warm_pops: int, burst: int) -> None:
+    arrivals: list[Priority], warm_pops: int, burst: int
+) -> None:
     queue = PoolQueue(1000, None, None, burst)
     for n in range(12):
         queue.push(f"w{n}", INTER if n % 3 else BATCH, n)
@@ -112,15 +116,17 @@ def test_orch_3029_position_matches_the_real_dispatch_order(
         queue.pop_next()
     for n, priority in enumerate(arrivals, start=100):
         queue.push(str(n), priority, n)
-    predicted = {tid: queue.position(p, i)
-                 for p in (INTER, BATCH) for i, tid in enumerate(queue.ids(p))}
+    predicted = {
+        tid: queue.position(p, i) for p in (INTER, BATCH) for i, tid in enumerate(queue.ids(p))
+    }
     actual = {tid: i for i, tid in enumerate(drain_order(queue))}
     assert predicted == actual
 
 
 @given(st.integers(0, 12), st.integers(0, 12), st.integers(1, 4), st.integers(1, 4))
 def test_dispatches_to_fit_a_class_cap_matches_simulation(
-        n_i: int, n_b: int, cap: int, burst: int) -> None:
+    n_i: int, n_b: int, cap: int, burst: int
+) -> None:
     queue = PoolQueue(1000, None, None, burst)
     for k in range(n_i):
         queue.push(f"i{k}", INTER, k)

@@ -25,8 +25,9 @@ def sid(n: int) -> str:
     return f"5e55e55e-0000-4000-8000-{n:012d}"
 
 
-def run_turn(orch: Orchestrator, n: int, session: int, now: int,
-             tokens: int = 10) -> list[tuple[str, EvictionReason]]:
+def run_turn(
+    orch: Orchestrator, n: int, session: int, now: int, tokens: int = 10
+) -> list[tuple[str, EvictionReason]]:
     """One turn, admitted, dispatched and ended at `now`; the evictions it caused."""
     admit(orch, task(n, session_id=sid(session)), now)
     actions = orch.poll(now)
@@ -71,18 +72,26 @@ def test_orch_3021_after_max_turns_the_next_turn_starts_a_fresh_session() -> Non
     assert info is not None and (info.turns, info.kv_warmth) == (1, False)
 
 
-@pytest.mark.parametrize("config", [SessionConfig(ttl_ms=600_001), SessionConfig(ttl_ms=0),
-                                    SessionConfig(max_turns=9), SessionConfig(max_turns=0),
-                                    SessionConfig(kv_budget_bytes=-1),
-                                    SessionConfig(max_sessions=0)])
+@pytest.mark.parametrize(
+    "config",
+    [
+        SessionConfig(ttl_ms=600_001),
+        SessionConfig(ttl_ms=0),
+        SessionConfig(max_turns=9),
+        SessionConfig(max_turns=0),
+        SessionConfig(kv_budget_bytes=-1),
+        SessionConfig(max_sessions=0),
+    ],
+)
 def test_orch_3021_limits_beyond_the_hard_caps_are_refused(config: SessionConfig) -> None:
     with pytest.raises(ConfigError):
         Orchestrator([pool_spec()], config)
 
 
 def test_orch_3022_kv_bytes_are_accounted_and_bounded_by_lru() -> None:
-    orch = orchestrator(pool_spec(kv_bytes_per_token=100),
-                        sessions=SessionConfig(kv_budget_bytes=5000))
+    orch = orchestrator(
+        pool_spec(kv_bytes_per_token=100), sessions=SessionConfig(kv_budget_bytes=5000)
+    )
     run_turn(orch, 1, 1, now=0)  # 20 tokens -> 2000 bytes
     run_turn(orch, 2, 2, now=1)
     assert (orch.kv_bytes, orch.kv_budget_bytes) == (4000, 5000)
@@ -96,8 +105,9 @@ def test_orch_3022_kv_bytes_are_accounted_and_bounded_by_lru() -> None:
 
 
 def test_orch_3022_a_session_larger_than_the_budget_is_not_kept() -> None:
-    orch = orchestrator(pool_spec(kv_bytes_per_token=1000),
-                        sessions=SessionConfig(kv_budget_bytes=5000))
+    orch = orchestrator(
+        pool_spec(kv_bytes_per_token=1000), sessions=SessionConfig(kv_budget_bytes=5000)
+    )
     run_turn(orch, 1, 1, now=0, tokens=10)
     assert evictions(orch, 0) == [(sid(1), EvictionReason.KV_BUDGET)]
     assert orch.kv_bytes == 0

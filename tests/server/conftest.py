@@ -5,18 +5,15 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from openapi_core import OpenAPI
-from openapi_core.datatypes import RequestParameters
-from openapi_core.templating.paths.exceptions import OperationNotFound, PathNotFound
 
-from orchestratord_server.app import build_app, contract
+from orchestratord_server.app import build_app
 from orchestratord_server.auth import key_rings
 from orchestratord_server.config import Config, parse_config
 from orchestratord_server.state import ServerState
+from tests.support.contract import assert_conforms
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -32,57 +29,6 @@ POOL_CONFIG: dict[str, Any] = {
     "devices": [0],
     "replicas": [{"id": "r1", "url": "http://127.0.0.1:9"}],
 }
-
-
-@dataclass
-class _Request:
-    host_url: str
-    path: str
-    method: str
-    content_type: str
-    body: bytes | None
-    parameters: RequestParameters = field(default_factory=RequestParameters)
-
-
-@dataclass
-class _Response:
-    status_code: int
-    content_type: str
-    headers: Any
-    data: bytes
-
-
-_SPECS = {plane: OpenAPI.from_dict(contract(plane)) for plane in ("data", "control")}
-
-
-def assert_conforms(response: Any) -> None:
-    """Fail unless `response` is one the contracts allow for its request.
-
-    Requests to a path or method no contract declares have no contract to keep; their
-    responses are checked by the tests that send them (an envelope with NOT_FOUND or
-    METHOD_NOT_ALLOWED).
-    """
-    request = response.request
-    path = request.url.path
-    plane = "data" if path.startswith(("/v1/tasks", "/v1/sessions")) else "control"
-    checked_request = _Request(
-        host_url="http://testserver",
-        path=path,
-        method=request.method.lower(),
-        content_type=request.headers.get("content-type", ""),
-        body=request.content or None,
-    )
-    checked_response = _Response(
-        status_code=response.status_code,
-        content_type=response.headers.get("content-type", "").split(";")[0],
-        headers=response.headers,
-        data=response.content,
-    )
-    try:
-        _SPECS[plane].validate_response(checked_request, checked_response)
-    except (PathNotFound, OperationNotFound):
-        if response.status_code not in (404, 405):
-            raise
 
 
 class CheckedClient:
