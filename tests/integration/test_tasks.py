@@ -151,17 +151,20 @@ def test_missing_seed_is_the_stable_hash_of_the_task_id(client: Client) -> None:
 
 
 def test_session_info_and_delete(client: Client) -> None:
-    """ORCH-2004, ORCH-2005, ORCH-3021: two turns, TTL within 10 min, delete, then 404."""
+    """ORCH-2004, ORCH-2005, ORCH-3021, ORCH-3009: two turns, TTL within 10 min; the
+    second turn lands on the replica of the first (one replica here), so it is warm;
+    delete, then 404."""
     session_id = new_id()
-    for _ in range(2):
-        client.run(task_body(session_id=session_id, max_tokens=4))
+    turns = [client.run(task_body(session_id=session_id, max_tokens=4)) for _ in range(2)]
+    warmth = [turn.started["kv_warmth"] for turn in turns if turn.started is not None]
+    assert warmth == [False, True]
     response = client.get(f"/v1/sessions/{session_id}")
     assert response.status_code == 200, response.text
     info = response.json()
     assert info["turns"] == 2
     assert 0 < info["ttl_ms_remaining"] <= 600_000
     assert info["kv_bytes"] >= 0
-    assert isinstance(info["kv_warmth"], bool)
+    assert info["kv_warmth"] is True
     assert client.delete(f"/v1/sessions/{session_id}").status_code == 204
     gone = client.get(f"/v1/sessions/{session_id}")
     assert gone.status_code == 404
