@@ -79,6 +79,8 @@ _PYDANTIC_NAMES = (
     "StrictBool",
     "StrictFloat",
     "StrictInt",
+    "ValidationInfo",
+    "field_validator",
 )
 _TYPING_NAMES = ("Annotated", "Any", "Literal")
 _MODULES = ("datetime", "enum", "uuid")
@@ -100,6 +102,14 @@ def _check_keywords(schema: Mapping[str, Any], where: str) -> None:
         if key in _VALIDATION_KEYS or key in _ANNOTATION_KEYS or key.startswith("x-"):
             continue
         raise CodegenError(f"{where}: schema keyword {key!r} is not supported by codegen")
+
+
+def _absent_not_null(raw: Mapping[str, Any]) -> bool:
+    """An optional property with no default that is not nullable: absent, never null."""
+    schema = _unwrap_single_all_of(raw)
+    nullable = raw.get("nullable") or schema.get("nullable")
+    default = raw.get("default", schema.get("default"))
+    return not nullable and default is None
 
 
 def _is_object(schema: Mapping[str, Any]) -> bool:
@@ -305,6 +315,7 @@ class ModelBuilder:
             raise CodegenError(f"{where}: required names no property: {sorted(unknown)}")
         fields: list[str] = []
         names: set[str] = set()
+        not_null: list[str] = []
         for prop, prop_schema in properties.items():
             attr, alias = naming.field_name(prop)
             if attr in names:
@@ -313,6 +324,8 @@ class ModelBuilder:
             fields += self._field(
                 attr, alias, prop_schema, prop in required, name, deps, f"{where}.{prop}"
             )
+            if prop not in required and _absent_not_null(prop_schema):
+                not_null.append(attr)
         extra = schema.get("additionalProperties", True)
         config = [f'extra="{"forbid" if extra is False else "allow"}"']
         if any(n.startswith("model_") for n in names):
@@ -325,6 +338,19 @@ class ModelBuilder:
             lines += ["", f"    __pydantic_extra__: dict[str, {value}] = Field(init=False)"]
         if fields:
             lines += ["", *fields]
+        if not_null:
+            self._use("field_validator", "ValidationInfo", "Any")
+            listed = ", ".join(f'"{attr}"' for attr in not_null)
+            lines += [
+                "",
+                f'    @field_validator({listed}, mode="before")',
+                "    @classmethod",
+                "    def _refuse_null(cls, value: Any, info: ValidationInfo) -> Any:",
+                '        """In JSON these fields may be absent, but not null (not nullable)."""',
+                '        if value is None and info.mode == "json":',
+                '            raise ValueError("must not be null; leave the field out instead")',
+                "        return value",
+            ]
         self._classes[name] = _Class(name, lines, deps)
 
     def _merge_all_of(self, schema: Mapping[str, Any], where: str) -> Mapping[str, Any]:

@@ -23,7 +23,7 @@ from connexion.resolver import Resolver
 from starlette.requests import Request
 from starlette.responses import Response
 
-from orchestratord_server.auth import apply_route_security, security_map
+from orchestratord_server.auth import KeyRing, apply_route_security, security_map
 from orchestratord_server.body_validation import validator_map
 from orchestratord_server.errors import install_error_handlers
 from orchestratord_server.handlers import handler_table
@@ -59,6 +59,11 @@ def _spec_route(spec: dict[str, Any]) -> Callable[[Request], Any]:
     return serve
 
 
+def _other_plane(state: ServerState, plane: str) -> KeyRing | None:
+    rings = state.key_rings or {}
+    return rings.get("data" if plane == "control" else "control")
+
+
 def build_app(state: ServerState) -> AsyncApp:
     """Build the application for `state` (config, keys, registry)."""
     config = state.config
@@ -92,7 +97,7 @@ def build_app(state: ServerState) -> AsyncApp:
             name=plane,
             resolver=resolver,
             validator_map=validators,
-            security_map=security_map(keys) if keys else None,
+            security_map=security_map(keys, _other_plane(state, plane)) if keys else None,
             swagger_ui_options=ui,
         )
     app.add_url_rule(

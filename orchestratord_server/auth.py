@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from connexion.exceptions import Forbidden
 from connexion.security import ApiKeySecurityHandler, BearerSecurityHandler
 
 from orchestratord_server.config import AuthConfig
@@ -86,18 +87,24 @@ def key_fingerprint(key: str) -> str:
     return "key-" + hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
-def _verifier(ring: KeyRing) -> Callable[..., dict[str, Any] | None]:
+def _verifier(ring: KeyRing, other: KeyRing | None) -> Callable[..., dict[str, Any] | None]:
     def verify(token: str, *_args: Any, **_kwargs: Any) -> dict[str, Any] | None:
-        if not ring.accepts(token):
-            return None
-        return {"sub": key_fingerprint(token), "plane": ring.plane}
+        if ring.accepts(token):
+            return {"sub": key_fingerprint(token), "plane": ring.plane}
+        if other is not None and other.accepts(token):
+            raise Forbidden(detail=f"this key is for the {other.plane} plane, not the {ring.plane}")
+        return None
 
     return verify
 
 
-def security_map(ring: KeyRing) -> dict[str, type]:
-    """connexion `security_map` whose bearer and apiKey schemes check `ring`."""
-    verify = _verifier(ring)
+def security_map(ring: KeyRing, other: KeyRing | None = None) -> dict[str, type]:
+    """connexion `security_map` whose bearer and apiKey schemes check `ring`.
+
+    A key that `other` (the other plane's ring) accepts is a known caller without the
+    right to this plane: 403 FORBIDDEN rather than 401 (ORCH-3035).
+    """
+    verify = _verifier(ring, other)
 
     def resolve(_self: Any, _scheme: Mapping[str, Any]) -> Callable[..., Any]:
         return verify

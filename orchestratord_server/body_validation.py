@@ -18,9 +18,10 @@ from connexion.validators import AbstractRequestBodyValidator
 from pydantic import BaseModel, ValidationError
 from starlette.types import Receive, Scope
 
-from orchestratord_server.errors import InvalidBody
+from orchestratord_server.errors import InvalidRequest
 from orchestratord_server.generated.models import FieldError
 from orchestratord_server.generated.operations import OPERATIONS
+from orchestratord_server.parameter_validation import LocatedParameterValidator
 
 SCOPE_KEY = "orchestratord.body"
 
@@ -57,11 +58,11 @@ class PydanticBodyValidator(AbstractRequestBodyValidator):  # type: ignore[misc]
         if model is not None:
             if not raw.strip():
                 missing = FieldError(loc="body", msg="a JSON body is required", type="missing")
-                raise InvalidBody([missing])
+                raise InvalidRequest([missing])
             try:
                 validated = model.model_validate_json(raw)
             except ValidationError as exc:
-                raise InvalidBody(field_errors(exc)) from None
+                raise InvalidRequest(field_errors(exc)) from None
             scope["extensions"][SCOPE_KEY] = validated
         message = {"type": "http.request", "body": raw, "more_body": False}
         return self._insert_messages(receive, messages=[message]), scope
@@ -82,20 +83,24 @@ class PydanticBodyValidator(AbstractRequestBodyValidator):  # type: ignore[misc]
                     msg=f"the body exceeds {self.max_body_bytes} bytes",
                     type="too_large",
                 )
-                raise InvalidBody([too_large], status=413)
+                raise InvalidRequest([too_large], status=413)
             chunks.append(chunk)
             more_body = message.get("more_body", False)
         return b"".join(chunks)
 
 
 def validator_map(max_body_bytes: int) -> dict[str, Any]:
-    """The `validator_map` for `add_api`, with the body size limit of this server."""
+    """The `validator_map` for `add_api`: bodies by the generated models (with this
+    server's size limit), parameters reported field by field."""
     validator = type(
         "LimitedPydanticBodyValidator",
         (PydanticBodyValidator,),
         {"max_body_bytes": max_body_bytes},
     )
-    return {"body": MediaTypeDict({"*/*json": validator})}
+    return {
+        "body": MediaTypeDict({"*/*json": validator}),
+        "parameter": LocatedParameterValidator,
+    }
 
 
 def validated_body(scope: Scope) -> Any:

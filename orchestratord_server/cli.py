@@ -1,7 +1,10 @@
-"""The `orchestratord` command: `serve` the daemon, or `--check-config FILE` and exit.
+"""The `orchestratord` command: `serve` the daemon, `--check-config FILE`, or a client command.
 
-Exit codes: 0 success, 2 usage or configuration error (ORCH-3030: a bad config never
-starts a half-working daemon).
+`serve` and `--check-config` exit 0 on success and 2 on a usage or configuration error
+(ORCH-3030: a bad config never starts a half-working daemon). The client commands
+(`submit`, `cancel`, `session`, `pools`, `drain`, `reload`, `status`, `metrics`) come
+from `orchestratord_client.cli`, which documents their exit codes. The daemon's modules
+are imported only by `serve` and `--check-config`, so client commands start quickly.
 """
 
 from __future__ import annotations
@@ -13,14 +16,15 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import uvicorn
 
-from orchestratord_server.auth import MissingApiKeys, generate_key, key_rings
-from orchestratord_server.config import Config, ConfigError, embedded_default, load_config
-from orchestratord_server.logs import configure_logging
-from orchestratord_server.runtime import Runtime
-from orchestratord_server.state import ServerState
+from orchestratord_client import cli as client_cli
+
+if TYPE_CHECKING:
+    from orchestratord_server.config import Config
+    from orchestratord_server.runtime import Runtime
 
 log = logging.getLogger("orchestratord")
 
@@ -40,10 +44,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", type=Path, metavar="FILE", help="YAML config file")
     serve.add_argument("--host", help="bind address (overrides the config)")
     serve.add_argument("--port", type=int, help="bind port (overrides the config)")
+    client_cli.add_commands(commands)
     return parser
 
 
 def _check_config(path: Path) -> int:
+    from orchestratord_server.config import ConfigError, load_config
+
     try:
         config, warnings = load_config(path)
     except ConfigError as exc:
@@ -57,6 +64,8 @@ def _check_config(path: Path) -> int:
 
 def _load(path: Path | None) -> tuple[Config, bool]:
     """The config to serve and whether it is the embedded development default."""
+    from orchestratord_server.config import embedded_default, load_config
+
     if path is None:
         return embedded_default(), True
     config, warnings = load_config(path)
@@ -67,6 +76,10 @@ def _load(path: Path | None) -> tuple[Config, bool]:
 
 def _serve(args: argparse.Namespace) -> int:
     from orchestratord_server.app import build_app
+    from orchestratord_server.auth import MissingApiKeys, generate_key, key_rings
+    from orchestratord_server.config import ConfigError
+    from orchestratord_server.logs import configure_logging
+    from orchestratord_server.state import ServerState
 
     try:
         config, embedded = _load(args.config)
@@ -152,6 +165,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _check_config(args.check_config)
     if args.command == "serve":
         return _serve(args)
+    if client_cli.is_client_command(args):
+        return client_cli.run(args)
     _parser().print_help()
     return EXIT_CONFIG
 

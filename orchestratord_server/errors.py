@@ -3,7 +3,9 @@
 Handlers build error responses with `error_response`; exceptions raised anywhere in the
 stack (connexion's problems, Starlette's routing errors, anything unexpected) are turned
 into the same envelope by the handlers `install_error_handlers` registers, so no framework
-default body ever reaches a client.
+default body ever reaches a client. On the OpenAI-compatible routes the same handlers
+answer in OpenAI's error shape instead (`openai_compat.errors`), so OpenAI clients see
+their own error classes for authentication and validation failures too.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from starlette.responses import Response
 
 from orchestrator_core import RETRIABLE as CORE_RETRIABLE
 from orchestratord_server.generated.models import ErrorEnvelope, ErrorKind, FieldError
+from orchestratord_server.openai_compat import errors as openai_errors
 
 log = logging.getLogger("orchestratord.errors")
 
@@ -41,8 +44,9 @@ STATUS_CODES: Mapping[int, ErrorKind] = {
 }
 
 
-class InvalidBody(ProblemException):  # type: ignore[misc]
-    """A request body that failed validation; carries every bad field (ORCH-2006)."""
+class InvalidRequest(ProblemException):  # type: ignore[misc]
+    """A request (body or parameters) that failed validation; carries every bad field
+    (ORCH-2006)."""
 
     def __init__(self, errors: Sequence[FieldError], status: int = 400) -> None:
         summary = "; ".join(f"{e.loc}: {e.msg}" for e in errors)
@@ -86,6 +90,7 @@ def error_response(
 
 
 def _connexion_error(
+    request: ConnexionRequest,
     status: int,
     code: ErrorKind,
     message: str,
@@ -93,11 +98,18 @@ def _connexion_error(
     errors: Sequence[FieldError] | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> ConnexionResponse:
+    if openai_errors.is_openai_path(request.url.path):
+        param = None
+        if errors:
+            message, param = openai_errors.invalid_fields(errors)
+        body = openai_errors.error_body(status, message, code=code.value, param=param)
+    else:
+        body = envelope_bytes(code, message, errors=errors)
     return ConnexionResponse(
         status_code=status,
         mimetype=JSON,
         content_type=JSON,
-        body=envelope_bytes(code, message, errors=errors),
+        body=body,
         headers=dict(headers or {}),
     )
 
@@ -106,25 +118,25 @@ def _auth_headers(status: int) -> dict[str, str]:
     return {"WWW-Authenticate": 'Bearer realm="orchestratord"'} if status == 401 else {}
 
 
-def _on_problem(_request: ConnexionRequest, exc: ProblemException) -> ConnexionResponse:
+def _on_problem(request: ConnexionRequest, exc: ProblemException) -> ConnexionResponse:
     status = exc.status
     code = STATUS_CODES.get(status, ErrorKind.INTERNAL)
-    if isinstance(exc, InvalidBody):
-        return _connexion_error(status, code, "invalid request", errors=exc.field_errors)
+    if isinstance(exc, InvalidRequest):
+        return _connexion_error(request, status, code, "invalid request", errors=exc.field_errors)
     if status == 415:
         wrong_type = FieldError(
             loc="header.Content-Type", msg="the body must be application/json", type="media_type"
         )
         return _connexion_error(
-            status, code, "the body must be application/json", errors=[wrong_type]
+            request, status, code, "the body must be application/json", errors=[wrong_type]
         )
     message = str(exc.detail or exc.title or "error")
     if status >= 500:
         log.error("request failed: %s", message)
-    return _connexion_error(status, code, message, headers=_auth_headers(status))
+    return _connexion_error(request, status, code, message, headers=_auth_headers(status))
 
 
-def _on_http_exception(_request: ConnexionRequest, exc: HTTPException) -> ConnexionResponse:
+def _on_http_exception(request: ConnexionRequest, exc: HTTPException) -> ConnexionResponse:
     status = exc.status_code
     code = STATUS_CODES.get(status, ErrorKind.INTERNAL)
     messages = {
@@ -133,12 +145,12 @@ def _on_http_exception(_request: ConnexionRequest, exc: HTTPException) -> Connex
     }
     message = messages.get(status) or str(exc.detail)
     headers = {**(exc.headers or {}), **_auth_headers(status)}
-    return _connexion_error(status, code, message, headers=headers)
+    return _connexion_error(request, status, code, message, headers=headers)
 
 
-def _on_unexpected(_request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
+def _on_unexpected(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
     log.error("unhandled error", exc_info=exc)
-    return _connexion_error(500, ErrorKind.INTERNAL, "internal error")
+    return _connexion_error(request, 500, ErrorKind.INTERNAL, "internal error")
 
 
 def install_error_handlers(app: AsyncApp) -> None:

@@ -6,6 +6,11 @@ transcript is closed by exactly one terminal event (`end` or `error`) and nothin
 appended after it. Frames are pre-encoded once, so many subscribers cost no extra
 encoding. The transcript also counts its open subscribers, which lets the runtime tell
 when the only stream of a running task went away.
+
+A transcript made with ``keep_events=True`` also keeps each event in typed form
+(:class:`TaskEvent`, its name and data) for in-process followers such as the
+OpenAI-compatible handlers, which render the same events in another wire format without
+parsing SSE. Other transcripts keep frames only, so the token path stays as cheap.
 """
 
 from __future__ import annotations
@@ -13,46 +18,61 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncGenerator, Mapping
+from dataclasses import dataclass
 from typing import Any
+
+# One encoder for every frame: `json.dumps` with options builds a new encoder per call.
+_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+# The JSON string literal of a str, as that encoder writes it (C-accelerated).
+_JSON_STRING = json.encoder.encode_basestring
 
 
 def sse_frame(event: str, data: Mapping[str, Any]) -> bytes:
     """One SSE frame: `event: <name>`, one line of JSON data, a blank line."""
-    payload = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
-    return f"event: {event}\ndata: {payload}\n\n".encode()
+    return f"event: {event}\ndata: {_ENCODE(data)}\n\n".encode()
 
 
 def token_frame(text: str, index: int) -> bytes:
     """The frame of one token; the hot path, so it skips the generic encoder."""
-    payload = json.dumps(text, ensure_ascii=False)
-    return f'event: token\ndata: {{"t":{payload},"i":{index}}}\n\n'.encode()
+    return f'event: token\ndata: {{"t":{_JSON_STRING(text)},"i":{index}}}\n\n'.encode()
 
 
 class TranscriptClosed(Exception):
     """Raised when a frame is appended after the terminal event."""
 
 
+@dataclass(frozen=True, slots=True)
+class TaskEvent:
+    """One event of a task in typed form: its SSE event name and its data object."""
+
+    name: str
+    data: Mapping[str, Any]
+
+
 class Transcript:
     """The frames of one task, in order, and the subscribers waiting for more."""
 
-    __slots__ = ("_waiters", "closed", "frames", "subscribers")
+    __slots__ = ("_waiters", "closed", "events", "frames", "subscribers")
 
-    def __init__(self) -> None:
+    def __init__(self, *, keep_events: bool = False) -> None:
         self.frames: list[bytes] = []
+        self.events: list[TaskEvent] | None = [] if keep_events else None
         self.closed = False
         self.subscribers = 0
         self._waiters: list[asyncio.Future[None]] = []
 
-    def append(self, frame: bytes) -> None:
-        """Record a non-terminal frame and wake the subscribers."""
+    def append(self, frame: bytes, event: TaskEvent | None = None) -> None:
+        """Record a non-terminal frame (and its typed event, if kept) and wake subscribers."""
         if self.closed:
             raise TranscriptClosed("the transcript already holds its terminal event")
         self.frames.append(frame)
+        if event is not None and self.events is not None:
+            self.events.append(event)
         self._wake()
 
-    def close(self, frame: bytes) -> None:
+    def close(self, frame: bytes, event: TaskEvent | None = None) -> None:
         """Record the terminal frame; later appends raise TranscriptClosed."""
-        self.append(frame)
+        self.append(frame, event)
         self.closed = True
 
     def _wake(self) -> None:
@@ -66,18 +86,44 @@ class Transcript:
 
         Frames that are already waiting go out joined in one chunk, so a subscriber that
         fell behind (or arrived late) catches up in one write instead of one per frame.
+        Frames recorded while the subscriber is suspended at a `yield` (its client is
+        slow to take the previous chunk) go out with the next one.
         """
         self.subscribers += 1
         try:
             sent = 0
+            frames = self.frames
             while True:
-                frames = self.frames
-                pending = len(frames) - sent
-                if pending == 1:
+                end = len(frames)
+                if end - sent == 1:
                     yield frames[sent]
-                elif pending > 1:
-                    yield b"".join(frames[sent:])
-                sent = len(frames)
+                elif end > sent:
+                    yield b"".join(frames[sent:end])
+                sent = end
+                if sent < len(frames):
+                    continue
+                if self.closed:
+                    return
+                waiter = asyncio.get_running_loop().create_future()
+                self._waiters.append(waiter)
+                await waiter
+        finally:
+            self.subscribers -= 1
+
+    async def follow_events(self) -> AsyncGenerator[list[TaskEvent], None]:
+        """Like :meth:`follow`, for typed events: every batch of new events until the
+        terminal one. Counts as a subscriber, as a stream does. Needs ``keep_events``."""
+        events = self.events
+        if events is None:
+            raise ValueError("this transcript keeps no typed events")
+        self.subscribers += 1
+        try:
+            sent = 0
+            while True:
+                if len(events) > sent:
+                    batch = events[sent:]
+                    sent += len(batch)
+                    yield batch
                 if self.closed:
                     return
                 waiter = asyncio.get_running_loop().create_future()

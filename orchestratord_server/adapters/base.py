@@ -2,7 +2,8 @@
 
 An adapter is the daemon's only way to talk to one engine server (one replica): health
 and properties for placement and readiness (ORCH-3019, ORCH-3032), prompt token counts
-for the token budget (ORCH-3015), a streamed completion that is cancelled by closing its
+for the token budget (ORCH-3015), chat prompts rendered with the model's own template, a
+streamed completion that is cancelled by closing its
 async generator (ORCH-3017), the engine's own metrics text, and typed errors.
 
 Determinism (ORCH-3045, ORCH-3058): a :class:`CompletionRequest` carries a
@@ -13,7 +14,7 @@ engine's knobs and switch off every other sampler the engine has.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
@@ -186,6 +187,11 @@ class EngineAdapter(Protocol):
     async def slots(self) -> SlotUsage: ...
 
     async def count_tokens(self, text: str) -> int: ...
+
+    async def apply_template(self, messages: Sequence[Mapping[str, str]]) -> str | None:
+        """The prompt chat ``messages`` (``role``, ``content``) render to with the model's
+        chat template; None when the engine cannot render templates."""
+        ...
 
     def stream(self, req: CompletionRequest) -> AsyncGenerator[StreamChunk, None]:
         """Token chunks, then exactly one final chunk. ``aclose()`` cancels upstream."""

@@ -47,7 +47,9 @@ class SseDecoder:
         return not self._buffer and not self._data and not self._event
 
     def feed(self, chunk: bytes) -> list[SseEvent]:
-        buffer = self._buffer + chunk
+        buffer = self._buffer + chunk if self._buffer else chunk
+        if b"\r" not in buffer:
+            return self._feed_lf(buffer)
         events: list[SseEvent] = []
         start = 0
         while (match := _LINE_END.search(buffer, start)) is not None:
@@ -60,6 +62,19 @@ class SseDecoder:
         self._buffer = buffer[start:]
         if len(self._buffer) > self._max_line_bytes:
             raise SseError(f"an event-stream line exceeds {self._max_line_bytes} bytes")
+        return events
+
+    def _feed_lf(self, buffer: bytes) -> list[SseEvent]:
+        """The common case, no CR anywhere: lines end with LF (what engines send)."""
+        lines = buffer.split(b"\n")
+        self._buffer = lines.pop()
+        if len(self._buffer) > self._max_line_bytes:
+            raise SseError(f"an event-stream line exceeds {self._max_line_bytes} bytes")
+        events: list[SseEvent] = []
+        for raw in lines:
+            event = self._line(raw)
+            if event is not None:
+                events.append(event)
         return events
 
     def finish(self) -> list[SseEvent]:

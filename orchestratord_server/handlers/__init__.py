@@ -8,6 +8,7 @@ from typing import Any
 from orchestratord_server.generated.operations import OPERATIONS
 from orchestratord_server.handlers.control import ControlPlane
 from orchestratord_server.handlers.data import DataPlane
+from orchestratord_server.handlers.openai import OpenAICompat
 from orchestratord_server.handlers.ops import Operations
 from orchestratord_server.state import ServerState
 
@@ -18,7 +19,7 @@ def handler_table(state: ServerState) -> dict[str, Callable[..., Any]]:
     Raises LookupError naming any operation no handler object implements, so a contract
     operation can never be silently unrouted.
     """
-    providers = (DataPlane(state), ControlPlane(state), Operations(state))
+    providers = (DataPlane(state), OpenAICompat(state), ControlPlane(state), Operations(state))
     table: dict[str, Callable[..., Any]] = {}
     missing = []
     for operation_id in OPERATIONS:

@@ -8,6 +8,7 @@ the core's view current; a replica that stops answering is reported not live.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import sys
@@ -35,7 +36,11 @@ class PreloadFailed(Exception):
 
 
 class ReplicaHandle:
-    """A replica's adapter, its launched engine (if any) and what preload learned."""
+    """A replica's adapter, its launched engine (if any) and what preload learned.
+
+    `lost` is set when a stream saw the worker reset; the supervisor then preloads the
+    replica again without waiting for its next health probe.
+    """
 
     def __init__(self, pool: PoolConfig, config: ReplicaConfig) -> None:
         self.pool_id = pool.id
@@ -45,6 +50,7 @@ class ReplicaHandle:
         self.process: LlamaCppProcess | None = None
         self.adapter: LlamaCppAdapter | None = None
         self.props: EngineProps | None = None
+        self.lost = asyncio.Event()
         if config.url is not None:
             self.adapter = LlamaCppAdapter(str(config.url).rstrip("/"))
 

@@ -53,6 +53,7 @@ from orchestrator_core import (
 )
 from orchestratord_server.adapters.base import (
     CompletionRequest,
+    EngineAdapter,
     EngineError,
     FinalChunk,
     sampler_profile,
@@ -66,10 +67,26 @@ from orchestratord_server.runtime.pool_specs import pool_spec, session_config
 from orchestratord_server.runtime.recording import UNKNOWN_VERSION, Recorder
 from orchestratord_server.runtime.replicas import PreloadFailed, ReplicaHandle
 from orchestratord_server.runtime.supervisor import supervise
-from orchestratord_server.runtime.tasks import TaskContext
-from orchestratord_server.transcripts import Transcript, sse_frame, token_frame
+from orchestratord_server.runtime.tasks import NO_ENGINE_OPTIONS, EngineOptions, TaskContext
+from orchestratord_server.transcripts import TaskEvent, Transcript, sse_frame, token_frame
 
 log = logging.getLogger("orchestratord.runtime")
+
+
+def _emit(
+    transcript: Transcript, name: str, data: dict[str, Any], *, terminal: bool = False
+) -> None:
+    """Record one event: its frame, and its typed form when the transcript keeps those.
+
+    Fields without a value are left out: no event field of the contract is nullable.
+    """
+    data = {key: value for key, value in data.items() if value is not None}
+    frame = sse_frame(name, data)
+    event = TaskEvent(name, data) if transcript.events is not None else None
+    if terminal:
+        transcript.close(frame, event)
+    else:
+        transcript.append(frame, event)
 
 
 class Runtime:
@@ -175,8 +192,19 @@ class Runtime:
 
     # -- admission ---------------------------------------------------------------------
 
-    async def submit(self, request: TaskRequest, client_id: str) -> Admitted | Refused:
-        """Admit a task (ORCH-2001) or say why not; the token budget is checked first."""
+    async def submit(
+        self,
+        request: TaskRequest,
+        client_id: str,
+        options: EngineOptions = NO_ENGINE_OPTIONS,
+        *,
+        keep_events: bool = False,
+    ) -> Admitted | Refused:
+        """Admit a task (ORCH-2001) or say why not; the token budget is checked first.
+
+        ``options`` go to the engine with the task; ``keep_events`` makes its transcript
+        keep typed events for in-process followers (`Transcript.follow_events`).
+        """
         task_id = str(request.task_id)
         prompt_tokens = await self._prompt_tokens(request)
         spec = TaskSpec(
@@ -206,10 +234,11 @@ class Runtime:
             request=request,
             pool=self.pools[decision.pool_id],
             client_id=client_id,
-            transcript=Transcript(),
+            transcript=Transcript(keep_events=keep_events),
             admitted_ms=now,
             prompt_tokens=prompt_tokens,
             model_digest=digest,
+            options=options,
         )
         self.tasks[task_id] = task
         self._record.admitted(task, decision, version)
@@ -237,6 +266,17 @@ class Runtime:
                     with contextlib.suppress(EngineError):
                         return await adapter.count_tokens(prompt)
         return bound
+
+    def ready_adapter(self, engine: str, model_ref: str) -> EngineAdapter | None:
+        """The adapter of a Ready replica serving ``engine`` and ``model_ref``, if any; for
+        engine calls made before admission, such as rendering a chat template."""
+        for pool_id, replica_id in sorted(self.ready_replicas):
+            pool = self.pools[pool_id]
+            if pool.engine.value == engine and pool.model == model_ref:
+                adapter = self.replicas[pool_id, replica_id].adapter
+                if adapter is not None:
+                    return adapter
+        return None
 
     # -- cancel, streams, sessions, snapshots ------------------------------------------
 
@@ -348,24 +388,23 @@ class Runtime:
         task.model_digest = dispatch.model_digest or task.model_digest
         task.kv_warmth = dispatch.kv_warmth
         task.queue_time_ms = dispatch.queue_time_ms
-        task.transcript.append(
-            sse_frame(
-                "started",
-                {
-                    "queue_position": dispatch.queue_position,
-                    "predicted_start_ms": dispatch.predicted_start_ms,
-                    "task_id": dispatch.task_id,
-                    "pool_id": dispatch.pool_id,
-                    "replica_id": dispatch.replica_id,
-                    "engine": pool.engine.value,
-                    "engine_version": task.engine_version,
-                    "model_digest": task.model_digest,
-                    "sampler_profile_version": pool.sampler_profile_version,
-                    "kv_warmth": dispatch.kv_warmth,
-                    "seed": dispatch.seed,
-                    "queue_time_ms": dispatch.queue_time_ms,
-                },
-            )
+        _emit(
+            task.transcript,
+            "started",
+            {
+                "queue_position": dispatch.queue_position,
+                "predicted_start_ms": dispatch.predicted_start_ms,
+                "task_id": dispatch.task_id,
+                "pool_id": dispatch.pool_id,
+                "replica_id": dispatch.replica_id,
+                "engine": pool.engine.value,
+                "engine_version": task.engine_version,
+                "model_digest": task.model_digest,
+                "sampler_profile_version": pool.sampler_profile_version,
+                "kv_warmth": dispatch.kv_warmth,
+                "seed": dispatch.seed,
+                "queue_time_ms": dispatch.queue_time_ms,
+            },
         )
         self._record.dispatched(task, dispatch)
         loop = asyncio.get_running_loop()
@@ -387,10 +426,12 @@ class Runtime:
             prompt=request.prompt or "",
             max_tokens=request.max_tokens,
             seed=dispatch.seed,
-            sampler=sampler_profile(task.pool.sampler_profile_version),
+            sampler=task.options.sampler(sampler_profile(task.pool.sampler_profile_version)),
+            stop=task.options.stop,
             reuse_prompt_cache=request.determinism is Determinism.BEST_EFFORT,
         )
         transcript = task.transcript
+        events = transcript.events
         core = self.core
         outcome: list[Action] = []
         try:
@@ -399,11 +440,14 @@ class Runtime:
                 async for chunk in chunks:
                     if isinstance(chunk, FinalChunk):
                         task.tokens_in = chunk.tokens_in
+                        # tokens_out counts the token events the client got: llama.cpp
+                        # merges tokens that split a UTF-8 character into one event, so its
+                        # own count can be higher (ORCH-2002: end agrees with the stream).
                         ended = core.on_finish(
                             task_id,
                             FinishReason(chunk.finish_reason),
                             chunk.tokens_in,
-                            chunk.tokens_out,
+                            task.tokens_out,
                             now_ms(),
                         )
                         outcome = [ended] if ended is not None else []
@@ -414,7 +458,12 @@ class Runtime:
                     if accepted.index == 0:
                         task.first_token_ms = now_ms()
                     task.tokens_out = accepted.index + 1
-                    transcript.append(token_frame(chunk.text, accepted.index))
+                    frame = token_frame(chunk.text, accepted.index)
+                    if events is None:
+                        transcript.append(frame)
+                    else:
+                        token = {"t": chunk.text, "i": accepted.index}
+                        transcript.append(frame, TaskEvent("token", token))
             finally:
                 await chunks.aclose()
         except EngineError as exc:
@@ -426,10 +475,14 @@ class Runtime:
         self._pump()
 
     def _engine_failed(self, dispatch: Dispatch, exc: EngineError) -> list[Action]:
-        """Map an engine error onto the task; a worker reset also marks the replica down."""
+        """Map an engine error onto the task; a worker reset also marks the replica down and
+        wakes its supervisor, which preloads it again (ORCH-3038)."""
         now = now_ms()
         if exc.kind == ErrorKind.WORKER_RESET.value:
-            return self.core.replica_failed(dispatch.pool_id, dispatch.replica_id, now, exc.message)
+            key = (dispatch.pool_id, dispatch.replica_id)
+            self.ready_replicas.discard(key)
+            self.replicas[key].lost.set()
+            return self.core.replica_failed(*key, now, exc.message)
         failed = self.core.on_failure(dispatch.task_id, ErrorKind(exc.kind), exc.message, now)
         return [failed] if failed is not None else []
 
@@ -446,16 +499,15 @@ class Runtime:
             task.tokens_in = outcome.tokens_in
             task.tokens_out = outcome.tokens_out
             task.decode_time_ms = outcome.decode_ms
-            task.transcript.append(
-                sse_frame(
-                    "metrics",
-                    {
-                        "tokens_out": outcome.tokens_out,
-                        "decode_ms": outcome.decode_ms,
-                        "queue_time_ms": outcome.queue_time_ms,
-                        "queue_depth": self.core.pool_health(task.pool.id).queue_depth,
-                    },
-                )
+            _emit(
+                task.transcript,
+                "metrics",
+                {
+                    "tokens_out": outcome.tokens_out,
+                    "decode_ms": outcome.decode_ms,
+                    "queue_time_ms": outcome.queue_time_ms,
+                    "queue_depth": self.core.pool_health(task.pool.id).queue_depth,
+                },
             )
             end = {
                 "tokens_out": outcome.tokens_out,
@@ -463,7 +515,7 @@ class Runtime:
                 "tokens_in": outcome.tokens_in,
                 "finish_reason": outcome.finish_reason.value,
             }
-            task.transcript.close(sse_frame("end", end))
+            _emit(task.transcript, "end", end, terminal=True)
             self._record.ended(task, outcome)
         elif isinstance(outcome, TaskCanceled):
             if outcome.reason.value == "drain":
@@ -473,7 +525,7 @@ class Runtime:
                 "decode_ms": task.decode_time_ms or 0,
                 "finish_reason": FinishReason.CANCELED.value,
             }
-            task.transcript.close(sse_frame("end", end))
+            _emit(task.transcript, "end", end, terminal=True)
             self._record.canceled(task, outcome.replica_id)
         else:
             error = {
@@ -482,7 +534,7 @@ class Runtime:
                 "engine": task.pool.engine.value,
                 "retriable": outcome.retriable,
             }
-            task.transcript.close(sse_frame("error", error))
+            _emit(task.transcript, "error", error, terminal=True)
             self._record.failed(task, outcome)
         asyncio.get_running_loop().call_later(self._retention_s, self._reap, outcome.task_id)
 

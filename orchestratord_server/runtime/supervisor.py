@@ -2,12 +2,14 @@
 
 A replica is reported Ready to the core only after preload succeeded. Preload failures
 are retried with growing delays; while Ready, the engine is probed every health interval,
-and a replica that stops answering is reported down and preloaded again.
+and a replica that stops answering, or that reset a stream (`ReplicaHandle.lost`, set by
+the runtime on WORKER_RESET), is reported down and preloaded again (ORCH-3038).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 
@@ -54,8 +56,19 @@ async def supervise(
         on_preload(handle, "success")
         on_status(handle, status)
         log_event(log, logging.INFO, "pool.ready", f"{handle.label} is Ready", **where)
+        handle.lost.clear()
         while True:
-            await asyncio.sleep(interval_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(handle.lost.wait(), interval_s)
+            if handle.lost.is_set():
+                log_event(
+                    log,
+                    logging.WARNING,
+                    "pool.unready",
+                    f"{handle.label} reset a stream; preloading it again",
+                    **where,
+                )
+                break
             live, ready = await handle.probe()
             if live and ready:
                 continue

@@ -2,17 +2,53 @@
 
 The figures fill the task's log records (ORCH-3027) and its terminal SSE event; they are
 set as the task moves: admission (prompt tokens, queue figures), dispatch (replica,
-versions, KV warmth, queue time), tokens (count, first-token time).
+versions, KV warmth, queue time), tokens (count, first-token time). `EngineOptions` carries
+what a task asks of its engine beyond an OrchQueue request: the OpenAI-compatible surface
+sends stop strings and per-request sampling values with it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from orchestratord_server.adapters.base import SamplerProfile
 from orchestratord_server.config import PoolConfig
 from orchestratord_server.generated.models import TaskRequest
 from orchestratord_server.transcripts import Transcript
+
+
+@dataclass(frozen=True, slots=True)
+class EngineOptions:
+    """Stop strings and sampler values that replace the pool profile's for one task.
+
+    A value left None keeps the profile's; the profile's version still names the rest,
+    and the same options with the same seed give the same tokens (ORCH-3045).
+    """
+
+    stop: tuple[str, ...] = ()
+    temperature: float | None = None
+    top_p: float | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+
+    def sampler(self, profile: SamplerProfile) -> SamplerProfile:
+        """``profile`` with the values this task sets."""
+        return dataclasses.replace(
+            profile,
+            temperature=_given(self.temperature, profile.temperature),
+            top_p=_given(self.top_p, profile.top_p),
+            presence_penalty=_given(self.presence_penalty, profile.presence_penalty),
+            frequency_penalty=_given(self.frequency_penalty, profile.frequency_penalty),
+        )
+
+
+def _given(value: float | None, default: float) -> float:
+    return default if value is None else value
+
+
+NO_ENGINE_OPTIONS = EngineOptions()
 
 
 @dataclass(slots=True)
@@ -37,6 +73,7 @@ class TaskContext:
     tokens_out: int = 0
     decode_time_ms: int | None = None
     cancel_label: str = "client"
+    options: EngineOptions = NO_ENGINE_OPTIONS
 
     def decode_ms_until(self, now_ms: int) -> int | None:
         """Milliseconds since dispatch; None for a task that never left the queue."""

@@ -40,6 +40,11 @@ def _body(operation_id: str) -> dict[str, object] | None:
         "createTask": TASK,
         "drainPool": {"deadline_ms": 1000},
         "reloadPool": {"new_model_ref": "tiny-v2"},
+        "createCompletion": {"model": "tiny", "prompt": "Hello"},
+        "createChatCompletion": {
+            "model": "tiny",
+            "messages": [{"role": "user", "content": "Hello"}],
+        },
     }
     return bodies.get(operation_id)
 
@@ -183,10 +188,13 @@ def test_data_plane_requires_a_data_key(client: CheckedClient, headers, status) 
 
 
 def test_planes_have_their_own_keys(client: CheckedClient) -> None:
-    """ORCH-3035: the data key does not open the control plane, nor the reverse."""
-    assert client.get("/v1/replicasets", key=DATA_KEY).status_code == 401
+    """ORCH-3035: the data key does not open the control plane, nor the reverse: a key
+    of the other plane is a known caller without that right (403)."""
+    forbidden = client.get("/v1/replicasets", key=DATA_KEY)
+    assert forbidden.status_code == 403
+    assert forbidden.json()["code"] == "FORBIDDEN"
     assert client.get("/v1/replicasets", key=CONTROL_KEY).status_code == 200
-    assert client.post(f"/v1/tasks/{SOME_UUID}/cancel", key=CONTROL_KEY).status_code == 401
+    assert client.post(f"/v1/tasks/{SOME_UUID}/cancel", key=CONTROL_KEY).status_code == 403
 
 
 def test_a_route_can_be_closed_by_config(config) -> None:

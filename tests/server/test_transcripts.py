@@ -78,3 +78,37 @@ def test_subscribers_are_counted_while_they_follow() -> None:
         return seen
 
     assert asyncio.run(scenario()) == [0, 1, 0]
+
+
+def test_frames_recorded_while_a_subscriber_is_sending_still_reach_it() -> None:
+    """ORCH-2002: a subscriber whose send is slow (a client applying backpressure) still
+    receives every token appended meanwhile, in order, then the terminal frame."""
+
+    async def scenario() -> list[bytes]:
+        transcript = Transcript()
+        received: list[bytes] = []
+        sending = asyncio.Event()
+        release = asyncio.Event()
+
+        async def slow_client() -> None:
+            async for chunk in transcript.follow():
+                received.append(chunk)
+                sending.set()
+                await release.wait()
+
+        client = asyncio.create_task(slow_client())
+        await asyncio.sleep(0)
+        transcript.append(token_frame("a", 0))
+        await asyncio.wait_for(sending.wait(), 5)
+        transcript.append(token_frame("b", 1))
+        transcript.close(sse_frame("end", {"tokens_out": 2, "decode_ms": 1}))
+        release.set()
+        await asyncio.wait_for(client, 5)
+        return received
+
+    events = _frames(asyncio.run(scenario()))
+    assert events == [
+        ("token", {"t": "a", "i": 0}),
+        ("token", {"t": "b", "i": 1}),
+        ("end", {"tokens_out": 2, "decode_ms": 1}),
+    ]

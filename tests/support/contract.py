@@ -15,6 +15,7 @@ from openapi_core.datatypes import RequestParameters
 from openapi_core.templating.paths.exceptions import OperationNotFound, PathNotFound
 
 from orchestratord_server.app import contract
+from orchestratord_server.generated.operations import OPERATIONS
 
 
 @dataclass
@@ -38,8 +39,15 @@ class _Response:
 _SPECS = {plane: OpenAPI.from_dict(contract(plane)) for plane in ("data", "control")}
 
 
+#: Path prefixes of the data contract's operations (the rest belong to the control plane).
+DATA_PATHS = tuple(
+    sorted({op.path.split("{")[0] for op in OPERATIONS.values() if op.contract == "data"})
+)
+
+
 def plane_of(path: str) -> str:
-    return "data" if path.startswith(("/v1/tasks", "/v1/sessions")) else "control"
+    """The contract that declares `path`."""
+    return "data" if path.startswith(DATA_PATHS) else "control"
 
 
 def assert_conforms(response: httpx.Response, data: bytes | None = None) -> None:

@@ -157,17 +157,27 @@ def test_the_stream_operation_declares_the_five_sse_events_in_order() -> None:
 
 
 def test_every_error_response_of_the_real_contracts_is_the_error_envelope() -> None:
-    """ORCH-2006: 4xx/5xx bodies are ErrorEnvelope; only /readyz's 503 carries its report."""
+    """ORCH-2006: 4xx/5xx bodies are ErrorEnvelope; only /readyz's 503 carries its report,
+    and the OpenAI-compatible routes speak OpenAI's error shape, exclusively."""
     from orchestratord_server.generated import models
     from orchestratord_server.generated.operations import OPERATIONS
 
+    openai_ops = {"createCompletion", "createChatCompletion", "listModels"}
     odd = {
         (key, status): model
         for key, op in OPERATIONS.items()
+        if key not in openai_ops
         for status, model in op.responses.items()
         if status >= 400 and model is not models.ErrorEnvelope
     }
     assert odd == {("getReadyz", 503): models.Readiness}
+    openai_errors = {
+        model
+        for key in openai_ops
+        for status, model in OPERATIONS[key].responses.items()
+        if status >= 400
+    }
+    assert openai_errors == {models.OpenAIError}
 
 
 def test_the_real_engine_enum_is_the_closed_set_of_four() -> None:

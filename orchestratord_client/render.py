@@ -1,0 +1,99 @@
+"""What the CLI prints: aligned tables for people, one JSON object per line for programs."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from pydantic import BaseModel
+
+from orchestratord_client.sse import StreamEvent, event_name
+from orchestratord_server.generated.models import PoolHealth, Readiness, ReplicaSet, SessionInfo
+
+MISSING = "-"
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    """Columns left-aligned to their widest cell, two spaces apart."""
+    cells = [list(headers), *([_cell(v) for v in row] for row in rows)]
+    widths = [max(len(row[col]) for row in cells) for col in range(len(headers))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in cells
+    )
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return MISSING
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    return str(value)
+
+
+def plain(model: BaseModel) -> dict[str, Any]:
+    """A model as JSON-ready data, absent optional fields left out."""
+    data: dict[str, Any] = model.model_dump(mode="json", exclude_none=True)
+    return data
+
+
+def json_line(data: Mapping[str, Any] | Sequence[Any]) -> str:
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+
+
+def event_line(event: StreamEvent) -> str:
+    """`{"event": <name>, "data": <the event's data>}` on one line."""
+    return json_line({"event": event_name(event), "data": plain(event)})
+
+
+def replica_sets_table(sets: Sequence[ReplicaSet]) -> str:
+    return table(
+        ("REPLICA SET", "ENGINE", "MODEL", "LOAD", "SLOTS FREE", "POOLS"),
+        (
+            (
+                s.id,
+                s.engine.value,
+                s.model_ref,
+                s.load,
+                f"{s.slots_free}/{s.slots_total}",
+                ",".join(p.pool_id for p in s.pools or ()) or None,
+            )
+            for s in sets
+        ),
+    )
+
+
+def pools_table(healths: Sequence[PoolHealth]) -> str:
+    return table(
+        ("POOL", "LIVE", "READY", "DRAINING", "QUEUE", "RUNNING", "SLOTS FREE", "ENGINE", "ERROR"),
+        (
+            (
+                h.pool_id,
+                h.live,
+                h.ready,
+                h.draining,
+                h.metrics.get("queue_depth"),
+                h.metrics.get("running"),
+                _slots(h.metrics),
+                " ".join(v for v in (h.engine and h.engine.value, h.engine_version) if v) or None,
+                h.last_error,
+            )
+            for h in healths
+        ),
+    )
+
+
+def _slots(metrics: Mapping[str, Any]) -> str | None:
+    free, total = metrics.get("slots_free"), metrics.get("slots_total")
+    return None if free is None or total is None else f"{free}/{total}"
+
+
+def readiness_table(readiness: Readiness) -> str:
+    return table(("POOL", "READY"), ((p.pool_id, p.ready) for p in readiness.pools))
+
+
+def session_table(info: SessionInfo) -> str:
+    return table(("FIELD", "VALUE"), plain(info).items())

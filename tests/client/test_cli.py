@@ -1,0 +1,214 @@
+"""The `orchestratord` client commands, run as a user would (subprocesses), against a real
+daemon and llama.cpp engine: output on stdout, messages on stderr, and exit codes that
+tell a client error (2), backpressure (3) and a server failure (4) apart.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from orchestratord_client.cli import (
+    EXIT_BACKPRESSURE,
+    EXIT_CLIENT,
+    EXIT_OK,
+    EXIT_SERVER,
+)
+from tests.client.conftest import CAPACITY, SLOTS
+from tests.integration.support import (
+    DATA_KEY,
+    LONG_CTX,
+    LONG_MAX_TOKENS,
+    MODEL_REF,
+    POOL_ID,
+    Daemon,
+    long_task_body,
+    orchestratord_command,
+    wait_until,
+)
+from tests.integration.support import Client as CheckedClient
+
+pytestmark = pytest.mark.integration
+
+TIMEOUT_S = 60
+
+
+@pytest.fixture
+def env(daemon: Daemon, tracker: CheckedClient) -> Iterator[dict[str, str]]:
+    """The environment of a shell where the daemon's URL and key are exported."""
+    yield {**os.environ, "ORCHD_URL": daemon.base_url, "ORCHD_API_KEY": DATA_KEY}
+
+
+def orchestratord(
+    env: dict[str, str], *args: str, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*orchestratord_command(), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=TIMEOUT_S,
+        check=False,
+    )
+
+
+def submit_args(tracker: CheckedClient, *extra: str) -> list[str]:
+    """`submit` with a fresh task id the tracker will cancel after the test."""
+    task_id = str(uuid.uuid4())
+    tracker.submitted.append(task_id)
+    return ["submit", "--task-id", task_id, "--max-tokens", "16", *extra]
+
+
+def test_submit_streams_the_text_to_stdout(env: dict[str, str], tracker: CheckedClient) -> None:
+    """ORCH-2001, ORCH-2002: `submit PROMPT` (model and engine found from the replica
+    sets) prints the generated text, the same as the task's transcript, and exits 0."""
+    args = submit_args(tracker, "Once upon a time")
+    done = orchestratord(env, *args)
+    assert done.returncode == EXIT_OK, done.stderr
+    transcript = tracker.transcript(tracker.submitted[-1])
+    assert transcript.text
+    assert done.stdout == transcript.text + "\n"
+    assert tracker.submitted[-1] in done.stderr
+
+
+def test_submit_json_prints_one_event_per_line(env: dict[str, str], tracker: CheckedClient) -> None:
+    """ORCH-2002: `--json` prints each event as a JSON line, in the stream's order."""
+    done = orchestratord(env, *submit_args(tracker, "--json", "Once upon a time"))
+    assert done.returncode == EXIT_OK, done.stderr
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    events = [line["event"] for line in lines]
+    assert events[0] == "started"
+    assert lines[0]["data"]["task_id"] == tracker.submitted[-1]
+    assert events[-1] == "end"
+    tokens = [line["data"] for line in lines if line["event"] == "token"]
+    assert [t["i"] for t in tokens] == list(range(len(tokens)))
+    assert lines[-1]["data"]["tokens_out"] == len(tokens)
+    assert set(events) <= {"started", "token", "metrics", "end"}
+
+
+def test_submit_reads_the_prompt_from_stdin(env: dict[str, str], tracker: CheckedClient) -> None:
+    """ORCH-3045: the prompt read from stdin is the same task as the prompt given as an
+    argument: with the same seed, the same text."""
+    prompt = "The quick brown fox"
+    from_arg = orchestratord(env, *submit_args(tracker, "--seed", "7", prompt))
+    from_stdin = orchestratord(env, *submit_args(tracker, "--seed", "7"), stdin=prompt)
+    assert (from_arg.returncode, from_stdin.returncode) == (EXIT_OK, EXIT_OK), from_stdin.stderr
+    assert from_stdin.stdout == from_arg.stdout
+    assert from_stdin.stdout.strip()
+
+
+def test_submit_streams_as_tokens_arrive_and_cancel_stops_it(
+    env: dict[str, str], tracker: CheckedClient
+) -> None:
+    """ORCH-2002, ORCH-2003: text shows up while the task runs; `cancel` from another
+    shell ends it and `submit` exits 0 saying it was canceled."""
+    task_id = str(uuid.uuid4())
+    tracker.submitted.append(task_id)
+    args = ["submit", "--task-id", task_id, "--ctx", str(LONG_CTX)]
+    args += ["--max-tokens", str(LONG_MAX_TOKENS), "Once upon a time"]
+    with subprocess.Popen(
+        [*orchestratord_command(), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    ) as submit:
+        assert submit.stdout is not None
+        first = submit.stdout.read1(1)  # type: ignore[attr-defined]
+        assert first, "no text while the task runs"
+        canceled = orchestratord(env, "cancel", task_id)
+        assert canceled.returncode == EXIT_OK, canceled.stderr
+        out, err = submit.communicate(timeout=TIMEOUT_S)
+    assert submit.returncode == EXIT_OK, err
+    assert "canceled" in err.decode()
+    transcript = tracker.transcript(task_id)
+    assert (first + out).decode() == transcript.text + "\n"
+    assert transcript.terminal.data["finish_reason"] == "canceled"
+
+
+def test_exit_codes_tell_client_errors_backpressure_and_failures_apart(
+    env: dict[str, str], tracker: CheckedClient
+) -> None:
+    """ORCH-2006, ORCH-2007: 400 and 404 exit 2, a full queue (429) exits 3 naming
+    ADMISSION_REJECT, a bad key exits 2, and drain/reload (501) exit 4."""
+    too_long = orchestratord(env, *submit_args(tracker, "--ctx", str(LONG_CTX * 64), "hi"))
+    assert too_long.returncode == EXIT_CLIENT
+    assert "INVALID_PARAMS" in too_long.stderr and "body.ctx" in too_long.stderr
+
+    unknown = orchestratord(env, "cancel", str(uuid.uuid4()))
+    assert unknown.returncode == EXIT_CLIENT
+    assert "NOT_FOUND" in unknown.stderr
+
+    bad_key = orchestratord(env, "pools", "--key", "not-a-key")
+    assert bad_key.returncode == EXIT_CLIENT
+    assert "UNAUTHORIZED" in bad_key.stderr
+
+    for _ in range(SLOTS + CAPACITY):
+        tracker.admit(long_task_body())
+    full = orchestratord(env, *submit_args(tracker, "hi"))
+    assert full.returncode == EXIT_BACKPRESSURE
+    assert "429 ADMISSION_REJECT" in full.stderr
+
+    for args in (["drain", POOL_ID], ["reload", POOL_ID, MODEL_REF]):
+        refused = orchestratord(env, *args)
+        assert refused.returncode == EXIT_SERVER
+        assert "501 NOT_IMPLEMENTED" in refused.stderr and "issue 6" in refused.stderr
+
+
+def refusals(tracker: CheckedClient) -> float:
+    return tracker.metrics().total("tasks_rejected_total", reason="ADMISSION_REJECT")
+
+
+def test_submit_retries_until_there_is_room(env: dict[str, str], tracker: CheckedClient) -> None:
+    """ORCH-2007: `--retries` resubmits after each 429; once a slot frees up, the task is
+    admitted and streamed, and the refusals were reported on stderr."""
+    running = [tracker.admit(long_task_body())["task_id"] for _ in range(SLOTS + CAPACITY)]
+    before = refusals(tracker)
+    with subprocess.Popen(
+        [*orchestratord_command(), *submit_args(tracker, "--retries", "1000", "hi")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    ) as submit:
+        wait_until(lambda: refusals(tracker) > before, timeout=20, what="a refusal")
+        for task_id in running:
+            tracker.cancel(task_id)
+        out, err = submit.communicate(timeout=TIMEOUT_S)
+    assert submit.returncode == EXIT_OK, err
+    assert "ADMISSION_REJECT" in err and "retrying" in err
+    assert out.strip()
+
+
+def test_pools_prints_replica_sets_and_pool_health(env: dict[str, str]) -> None:
+    """ORCH-2103, ORCH-2104: `pools` shows the replica set (model, engine, load, slots,
+    members) and each pool's health as tables."""
+    done = orchestratord(env, "pools")
+    assert done.returncode == EXIT_OK, done.stderr
+    sets, pools = done.stdout.strip().split("\n\n")
+    header, row = sets.splitlines()
+    assert header.split()[:3] == ["REPLICA", "SET", "ENGINE"]
+    assert row.split()[1:3] == ["llamacpp", MODEL_REF]
+    assert row.split()[-1] == POOL_ID
+    header, row = pools.splitlines()
+    assert header.split()[:4] == ["POOL", "LIVE", "READY", "DRAINING"]
+    assert row.split()[:7] == [POOL_ID, "yes", "yes", "no", "0", "0", f"{SLOTS}/{SLOTS}"]
+
+
+def test_session_shows_and_deletes(env: dict[str, str], tracker: CheckedClient) -> None:
+    """ORCH-2004, ORCH-2005: `session ID` shows a session after its turn; `--delete`
+    forgets it, after which it is unknown (exit 2)."""
+    session = str(uuid.uuid4())
+    assert orchestratord(env, *submit_args(tracker, "--session", session, "hi")).returncode == 0
+    shown = orchestratord(env, "session", session, "--json")
+    assert shown.returncode == EXIT_OK, shown.stderr
+    assert json.loads(shown.stdout)["turns"] == 1
+    assert orchestratord(env, "session", session, "--delete").returncode == EXIT_OK
+    gone = orchestratord(env, "session", session)
+    assert gone.returncode == EXIT_CLIENT
+    assert "NOT_FOUND" in gone.stderr

@@ -1,0 +1,325 @@
+"""The Python client (sync and async) against a real daemon and llama.cpp engine.
+
+Submits, streams, cancels, reconnects and meets every refusal the daemon gives, checking
+that answers are the generated models and refusals the typed errors with their envelope.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from orchestratord_client import (
+    AsyncClient,
+    Client,
+    EndEvent,
+    ErrorEvent,
+    NotFound,
+    NotImplementedByServer,
+    StartedEvent,
+    StreamEvent,
+    TokenEvent,
+    TooManyRequests,
+    Unauthorized,
+    completion,
+    retrying,
+)
+from orchestratord_client.errors import Backpressure, InvalidRequest, ServerError
+from orchestratord_client.protocol import KEY_ENV
+from orchestratord_client.retry import wait_for
+from orchestratord_server.generated.models import (
+    AdmissionResponse,
+    ErrorKind,
+    FinishReason,
+    QueuePolicy,
+    TaskRequest,
+)
+from tests.client.conftest import CAPACITY, SLOTS
+from tests.client.proxy import cutting_proxy
+from tests.integration.support import (
+    DATA_KEY,
+    LONG_CTX,
+    LONG_MAX_TOKENS,
+    MODEL_REF,
+    POOL_ID,
+    Daemon,
+)
+from tests.integration.support import Client as CheckedClient
+
+pytestmark = pytest.mark.integration
+
+#: Bytes of a stream's answer after which the proxy cuts it: a few dozen token frames.
+CUT_AFTER_BYTES = 1500
+CANCEL_AT_TOKEN = 200
+
+
+@pytest.fixture
+def client(daemon: Daemon, tracker: CheckedClient) -> Iterator[Client]:
+    with Client(daemon.base_url, DATA_KEY) as client:
+        yield client
+
+
+def short_task(ctx: int = 1024) -> TaskRequest:
+    return completion("Once upon a time", model_ref=MODEL_REF, max_tokens=16, ctx=ctx)
+
+
+def long_task() -> TaskRequest:
+    return completion(
+        "Once upon a time", model_ref=MODEL_REF, ctx=LONG_CTX, max_tokens=LONG_MAX_TOKENS
+    )
+
+
+def admit(client: Client, tracker: CheckedClient, task: TaskRequest) -> AdmissionResponse:
+    tracker.submitted.append(str(task.task_id))
+    return client.submit(task)
+
+
+def check_events(events: list[StreamEvent], task: TaskRequest) -> str:
+    """ORCH-2002's order on typed events; the concatenated text."""
+    assert isinstance(events[0], StartedEvent)
+    assert events[0].task_id == task.task_id
+    tokens = [e for e in events if isinstance(e, TokenEvent)]
+    assert [t.i for t in tokens] == list(range(len(tokens)))
+    end = events[-1]
+    assert isinstance(end, EndEvent), end
+    assert end.tokens_out == len(tokens)
+    assert not [e for e in events[:-1] if isinstance(e, EndEvent | ErrorEvent)]
+    return "".join(t.t for t in tokens)
+
+
+def test_submit_and_stream_typed(client: Client, tracker: CheckedClient) -> None:
+    """ORCH-2001, ORCH-2002: submit answers the typed admission; the stream yields typed
+    events whose tokens make the same text the raw SSE transcript holds."""
+    task = short_task()
+    admission = admit(client, tracker, task)
+    assert isinstance(admission, AdmissionResponse)
+    assert admission.task_id == task.task_id
+    with client.stream(task.task_id) as stream:
+        events = list(stream)
+    text = check_events(events, task)
+    assert text
+    assert text == tracker.transcript(str(task.task_id)).text
+
+
+def test_async_submit_and_stream_typed(daemon: Daemon, tracker: CheckedClient) -> None:
+    """ORCH-2001, ORCH-2002: the async client gives the same typed admission and events."""
+    task = short_task()
+    tracker.submitted.append(str(task.task_id))
+
+    async def scenario() -> tuple[AdmissionResponse, list[StreamEvent]]:
+        async with AsyncClient(daemon.base_url, DATA_KEY) as client:
+            admission = await client.submit(task)
+            async with client.stream(task.task_id) as stream:
+                return admission, [event async for event in stream]
+
+    admission, events = asyncio.run(scenario())
+    assert admission.task_id == task.task_id
+    assert check_events(events, task) == tracker.transcript(str(task.task_id)).text
+
+
+def test_cancel_mid_stream(client: Client, tracker: CheckedClient) -> None:
+    """ORCH-2003, ORCH-3017: canceling a running task ends its stream with end/canceled;
+    every token event before it was delivered exactly once."""
+    task = long_task()
+    admit(client, tracker, task)
+    with client.stream(task.task_id) as stream:
+        events: list[StreamEvent] = []
+        for event in stream:
+            events.append(event)
+            if isinstance(event, TokenEvent) and event.i == 5:
+                client.cancel(task.task_id)
+    check_events(events, task)
+    end = events[-1]
+    assert isinstance(end, EndEvent)
+    assert end.finish_reason is FinishReason.CANCELED
+    assert 6 <= end.tokens_out < LONG_MAX_TOKENS
+
+
+def test_reconnect_resumes_without_duplicates(client: Client, tracker: CheckedClient) -> None:
+    """ORCH-2002: a stream reopened from `next_index` continues at that token (the daemon
+    replays the transcript; the client skips what it had), so nothing repeats or is lost."""
+    task = long_task()
+    admit(client, tracker, task)
+    # A second reader keeps the task alive while the first one disconnects.
+    with client.stream(task.task_id) as keeper:
+        assert isinstance(next(iter(keeper)), StartedEvent)
+        received: list[StreamEvent] = []
+        first = client.stream(task.task_id)
+        for event in first:
+            received.append(event)
+            if isinstance(event, TokenEvent) and event.i == 9:
+                break
+        first.close()
+        assert first.next_index == 10
+        with client.stream(task.task_id, from_index=first.next_index) as second:
+            for event in second:
+                received.append(event)
+                if isinstance(event, TokenEvent) and event.i == 30:
+                    client.cancel(task.task_id)
+    # Each stream object yields `started` once; the second one's is its own.
+    assert sum(isinstance(e, StartedEvent) for e in received) == 2
+    resumed = received[:1] + [e for e in received[1:] if not isinstance(e, StartedEvent)]
+    check_events(resumed, task)
+
+
+def test_dropped_connection_reconnects_and_resumes(
+    daemon: Daemon, client: Client, tracker: CheckedClient
+) -> None:
+    """ORCH-2002: when the connection breaks mid-frame, the stream reconnects on its own
+    and carries on from the next token: one started, every index once, one end."""
+    task = long_task()
+    admit(client, tracker, task)
+    with (
+        client.stream(task.task_id) as keeper,
+        cutting_proxy(daemon.port, cuts=2, limit=CUT_AFTER_BYTES) as proxy,
+        Client(proxy.url, DATA_KEY) as through_proxy,
+    ):
+        assert isinstance(next(iter(keeper)), StartedEvent)
+        events: list[StreamEvent] = []
+        for event in through_proxy.stream(task.task_id):
+            events.append(event)
+            if isinstance(event, TokenEvent) and event.i == CANCEL_AT_TOKEN:
+                client.cancel(task.task_id)
+        assert proxy.cuts_done == 2
+    check_events(events, task)
+    assert sum(isinstance(e, StartedEvent) for e in events) == 1
+
+
+def test_overflow_is_typed_429_with_retry_hints(client: Client, tracker: CheckedClient) -> None:
+    """ORCH-2007, ORCH-3005, ORCH-3025: a full queue raises TooManyRequests carrying the
+    envelope, `backoff_ms` and `retry_after` (the same wait, rounded up to seconds)."""
+    for _ in range(SLOTS + CAPACITY):
+        admit(client, tracker, long_task())
+    with pytest.raises(TooManyRequests) as refused:
+        admit(client, tracker, long_task())
+    error = refused.value
+    assert error.status == 429
+    assert error.envelope is not None
+    assert error.code is ErrorKind.ADMISSION_REJECT
+    assert error.envelope.policy is QueuePolicy.REJECT
+    assert error.retriable
+    assert error.backoff_ms is not None
+    assert error.backoff_ms == error.envelope.retry_after_ms
+    assert error.retry_after == math.ceil(error.backoff_ms / 1000)
+
+
+def test_retry_helper_waits_and_succeeds_once_there_is_room(
+    client: Client, tracker: CheckedClient
+) -> None:
+    """ORCH-2007, ORCH-3025: `retrying` resubmits after each 429, waiting the refusal's
+    backoff (capped), and returns the admission once the queue has room."""
+    running = [admit(client, tracker, long_task()) for _ in range(SLOTS + CAPACITY)]
+    task = long_task()
+    tracker.submitted.append(str(task.task_id))
+    waits: list[tuple[Backpressure, float]] = []
+
+    def make_room(refusal: Backpressure, wait: float) -> None:
+        waits.append((refusal, wait))
+        if len(waits) == 1:
+            client.cancel(running[0].task_id)
+
+    admission = retrying(
+        lambda: client.submit(task), attempts=50, max_wait_s=0.2, on_retry=make_room
+    )
+    assert admission.task_id == task.task_id
+    assert waits
+    for attempt, (refusal, wait) in enumerate(waits, start=1):
+        assert isinstance(refusal, TooManyRequests)
+        assert wait == wait_for(refusal, attempt, 0.2)
+        assert refusal.backoff_ms is not None
+        assert wait == min(max(refusal.backoff_ms / 1000, 0.01), 0.2)
+
+
+def test_retry_helper_gives_up_after_its_attempts(client: Client, tracker: CheckedClient) -> None:
+    """ORCH-2007: when the queue stays full the last refusal is raised, after `attempts`."""
+    for _ in range(SLOTS + CAPACITY):
+        admit(client, tracker, long_task())
+    calls = 0
+
+    def submit() -> AdmissionResponse:
+        nonlocal calls
+        calls += 1
+        return admit(client, tracker, long_task())
+
+    with pytest.raises(TooManyRequests):
+        retrying(submit, attempts=3, max_wait_s=0.05)
+    assert calls == 3
+
+
+def test_unknown_ids_are_typed_404s(client: Client) -> None:
+    """ORCH-2006: every operation on an unknown id raises NotFound with its envelope."""
+    unknown = uuid.uuid4()
+    calls: dict[str, Callable[[], object]] = {
+        "stream": lambda: next(iter(client.stream(unknown))),
+        "cancel": lambda: client.cancel(unknown),
+        "session": lambda: client.session(unknown),
+        "delete_session": lambda: client.delete_session(unknown),
+        "pool_health": lambda: client.pool_health("no-such-pool"),
+    }
+    for name, call in calls.items():
+        with pytest.raises(NotFound) as missing:
+            call()
+        assert missing.value.status == 404, name
+        assert missing.value.code is ErrorKind.NOT_FOUND, name
+
+
+def test_bad_key_is_typed_401(daemon: Daemon, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ORCH-3035: a wrong or missing key raises Unauthorized."""
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    for key in ("not-a-key", None):
+        with Client(daemon.base_url, key) as client, pytest.raises(Unauthorized) as refused:
+            client.replica_sets()
+        assert refused.value.code is ErrorKind.UNAUTHORIZED
+
+
+def test_invalid_task_is_typed_400_naming_the_field(client: Client) -> None:
+    """ORCH-3014, ORCH-2006: a ctx beyond the model's limit raises InvalidRequest whose
+    envelope names `body.ctx`."""
+    with pytest.raises(InvalidRequest) as refused:
+        client.submit(short_task(ctx=LONG_CTX * 64))
+    assert refused.value.envelope is not None
+    assert [e.loc for e in refused.value.envelope.errors or []] == ["body.ctx"]
+
+
+def test_drain_and_reload_surface_501(client: Client) -> None:
+    """ORCH-2101, ORCH-2102: drain and reload are not served yet; the client raises the
+    typed 501 naming the issue that brings them, and pretends nothing."""
+    calls: list[Callable[[], object]] = [
+        lambda: client.drain(POOL_ID, 1000),
+        lambda: client.reload(POOL_ID, MODEL_REF),
+    ]
+    for call in calls:
+        with pytest.raises(NotImplementedByServer) as refused:
+            call()
+        assert isinstance(refused.value, ServerError)
+        assert refused.value.code is ErrorKind.NOT_IMPLEMENTED
+        assert "issue 6" in refused.value.message
+        assert not refused.value.retriable
+
+
+def test_pools_sessions_and_probes_are_typed(client: Client, tracker: CheckedClient) -> None:
+    """ORCH-2103, ORCH-2104, ORCH-2004, ORCH-2005: replica sets, pool health, a session
+    after one turn (then deleted), readiness, liveness and metrics."""
+    (replica_set,) = client.replica_sets()
+    assert replica_set.model_ref == MODEL_REF
+    assert [p.pool_id for p in replica_set.pools or []] == [POOL_ID]
+    health = client.pool_health(POOL_ID)
+    assert (health.live, health.ready, health.draining) == (True, True, False)
+    assert health.metrics["slots_total"] == SLOTS
+    task = short_task()
+    admit(client, tracker, task)
+    list(client.stream(task.task_id))
+    session = client.session(task.session_id)
+    assert session.turns == 1
+    client.delete_session(task.session_id)
+    with pytest.raises(NotFound):
+        client.session(task.session_id)
+    assert client.livez().status.value == "ok"
+    readiness = client.readyz()
+    assert readiness.ready
+    assert [(p.pool_id, p.ready) for p in readiness.pools] == [(POOL_ID, True)]
+    assert "# TYPE tasks_enqueued_total counter" in client.metrics()
