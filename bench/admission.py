@@ -1,12 +1,15 @@
 """Admission throughput: POST /v1/tasks req/s and latency, validation and auth on.
 
 Method (the one stack.md used for the server stack): the daemon is pinned to one core,
-wrk (one thread, 32 connections, 10 s after a 3 s warm-up) to the other. Every request
+wrk (one thread, 10 s after a 3 s warm-up) to the other, at 64 connections (the issue's
+concurrency) and at 32 (the first published figure, kept for comparison). Every request
 carries a fresh task_id (a Lua script makes a random UUID per request), passes pydantic
 validation and API-key auth, and is admitted into a Ready pool whose queue is large. The
 pool's one slot is held by a deliberately slow stand-in engine (one token every few
 seconds), so every admitted task stays queued: the figure is the cost of admission
-alone, not of decoding. A second run fills a small queue first and measures the 429 path.
+alone, not of decoding. The daemon logs at `warning` (no line per task) except in one
+row at the default `info` (one JSON line per admitted task, to a file), which prices the
+task log. A last run fills a small queue first and measures the 429 path.
 
 Run: `python -m bench admission` (needs `wrk` and `taskset` on PATH).
 """
@@ -19,6 +22,7 @@ import contextlib
 import json
 import os
 import re
+import shlex
 import shutil
 import socket
 import subprocess
@@ -28,14 +32,18 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 from aiohttp import web
 
-from bench.results import write_section
+from bench.results import conditions, write_section
 
 KEY = "bench-admission-key"
+#: A command to run instead of the installed `orchestratord` (for A/B experiments on a
+#: patched daemon); it is given `serve --config FILE`.
+DAEMON_ENV = "ORCHD_BENCH_DAEMON"
 MODEL = "bench-model"
 WRK_SCRIPT = r"""
 local random = math.random
@@ -84,14 +92,19 @@ def _slow_engine_app() -> web.Application:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         limit = int(body.get("n_predict", 1))
-        for index in range(limit):
-            last = index == limit - 1
-            frame = {"content": "x", "tokens": [1], "stop": last}
-            if last:
-                frame |= {"stop_type": "limit", "tokens_predicted": limit, "tokens_evaluated": 4}
-            await response.write(f"data: {json.dumps(frame)}\n\n".encode())
-            if limit > 1 and not last:
-                await asyncio.sleep(3)
+        with contextlib.suppress(ConnectionResetError):  # the daemon canceled the task
+            for index in range(limit):
+                last = index == limit - 1
+                frame = {"content": "x", "tokens": [1], "stop": last}
+                if last:
+                    frame |= {
+                        "stop_type": "limit",
+                        "tokens_predicted": limit,
+                        "tokens_evaluated": 4,
+                    }
+                await response.write(f"data: {json.dumps(frame)}\n\n".encode())
+                if limit > 1 and not last:
+                    await asyncio.sleep(3)
         return response
 
     async def tokenize(request: web.Request) -> web.Response:
@@ -128,10 +141,12 @@ def slow_engine() -> Iterator[str]:
         thread.join(timeout=5)
 
 
-def _config(engine_url: str, port: int, capacity: int) -> dict[str, object]:
+def _config(
+    engine_url: str, port: int, capacity: int, log_level: str = "warning"
+) -> dict[str, object]:
     return {
         "allow_cpu_pools": True,
-        "server": {"port": port, "log_level": "warning"},
+        "server": {"port": port, "log_level": log_level},
         "auth": {"api_keys": [KEY]},
         "pools": [
             {
@@ -149,18 +164,30 @@ def _config(engine_url: str, port: int, capacity: int) -> dict[str, object]:
     }
 
 
+@dataclass(frozen=True)
+class RunningDaemon:
+    """A started orchestratord: its base URL and process id (for /proc readings)."""
+
+    base: str
+    pid: int
+
+
 @contextlib.contextmanager
-def daemon(config: dict[str, object], workdir: Path, *, pin: bool = True) -> Iterator[str]:
-    """Start orchestratord (pinned to core 0 unless `pin` is false); yields its base URL
-    once /readyz is 200."""
+def daemon_process(
+    config: dict[str, object], workdir: Path, *, pin: bool = True
+) -> Iterator[RunningDaemon]:
+    """Start orchestratord (pinned to core 0 unless `pin` is false); yields it once
+    /readyz is 200. It inherits this process's limits (open files among them)."""
     path = workdir / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     port = config["server"]["port"]  # type: ignore[index]
-    exe = Path(sys.executable).with_name("orchestratord")
+    command = shlex.split(os.environ.get(DAEMON_ENV, "")) or [
+        str(Path(sys.executable).with_name("orchestratord"))
+    ]
     log = (workdir / "daemon.log").open("w")
     pinning = ["taskset", "-c", "0"] if pin else []
     process = subprocess.Popen(
-        [*pinning, str(exe), "serve", "--config", str(path)],
+        [*pinning, *command, "serve", "--config", str(path)],
         stdout=log,
         stderr=subprocess.STDOUT,
     )
@@ -176,22 +203,31 @@ def daemon(config: dict[str, object], workdir: Path, *, pin: bool = True) -> Ite
                     break
             time.sleep(0.2)
         else:
-            raise RuntimeError(f"daemon not ready; see {workdir / 'daemon.log'}")
-        yield base
+            log.flush()
+            tail = (workdir / "daemon.log").read_text()[-2000:]
+            raise RuntimeError(f"daemon not ready; its log ends:\n{tail}")
+        yield RunningDaemon(base, process.pid)
     finally:
         process.terminate()
         process.wait(timeout=20)
         log.close()
 
 
-def _wrk(base: str, script: Path, seconds: int) -> dict[str, float]:
+@contextlib.contextmanager
+def daemon(config: dict[str, object], workdir: Path, *, pin: bool = True) -> Iterator[str]:
+    """:func:`daemon_process`, yielding only the base URL."""
+    with daemon_process(config, workdir, pin=pin) as running:
+        yield running.base
+
+
+def _wrk(base: str, script: Path, seconds: int, connections: int) -> dict[str, float]:
     command = [
         "taskset",
         "-c",
         "1",
         "wrk",
         "-t1",
-        "-c32",
+        f"-c{connections}",
         f"-d{seconds}s",
         "--latency",
         "-s",
@@ -215,6 +251,15 @@ def _ms(value: str) -> float:
 
 
 SECTION = "## Admission (POST /v1/tasks)"
+#: (label, queue capacity, wrk connections, log level): admission alone at the issue's
+#: concurrency 64 and at 32, at the default log level (one JSON line per admitted task)
+#: and at `warning` (no per-task line), then the 429 path of a full queue.
+CASES = (
+    ("202 admitted (queue 10M)", 10_000_000, 64, "warning"),
+    ("202 admitted (queue 10M)", 10_000_000, 64, "info"),
+    ("202 admitted (queue 10M)", 10_000_000, 32, "warning"),
+    ("429 queue full", 1, 64, "warning"),
+)
 
 
 def run() -> str:
@@ -222,31 +267,33 @@ def run() -> str:
     for tool in ("wrk", "taskset"):
         if shutil.which(tool) is None:
             raise SystemExit(f"bench admission needs `{tool}` on PATH")
+    machine = conditions()
     rows = []
     with tempfile.TemporaryDirectory() as tmp, slow_engine() as engine:
         work = Path(tmp)
         script = work / "admit.lua"
         script.write_text(WRK_SCRIPT)
-        for label, capacity in (("202 admitted (queue 10M)", 10_000_000), ("429 queue full", 1)):
-            with daemon(_config(engine, _free_port(), capacity), work) as base:
-                _wrk(base, script, 3)
-                result = _wrk(base, script, 10)
-            rows.append((label, result))
+        for label, capacity, connections, level in CASES:
+            config = _config(engine, _free_port(), capacity, level)
+            with daemon(config, work) as base:
+                _wrk(base, script, 3, connections)
+                result = _wrk(base, script, 10, connections)
+            rows.append((label, connections, level, result))
     lines = [
         SECTION,
         "",
-        f"Machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}. Command: "
-        "`python -m bench admission`. Daemon pinned to core 0, `wrk -t1 -c32 -d10s` on core 1 "
+        f"{machine} Command: "
+        "`python -m bench admission`. Daemon pinned to core 0, `wrk -t1 -c<conc> -d10s` on core 1 "
         "after a 3 s warm-up; a fresh UUID per request; pydantic validation and API-key auth on; "
         "admitted tasks stay queued behind a slow stand-in engine (admission cost only).",
         "",
-        "| case | req/s | p50 ms | p90 ms | p99 ms | non-2xx |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| case | concurrency | log level | req/s | p50 ms | p90 ms | p99 ms | non-2xx |",
+        "|---|---:|---|---:|---:|---:|---:|---:|",
     ]
-    for label, r in rows:
+    for label, connections, level, r in rows:
         lines.append(
-            f"| {label} | {r['rps']:,.0f} | {r['p50']:.2f} | {r['p90']:.2f} | {r['p99']:.2f} "
-            f"| {r['non2xx']:,.0f} |"
+            f"| {label} | {connections} | {level} | {r['rps']:,.0f} | {r['p50']:.2f} "
+            f"| {r['p90']:.2f} | {r['p99']:.2f} | {r['non2xx']:,.0f} |"
         )
     lines += [
         "",

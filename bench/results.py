@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
+import datetime
+import os
+import platform
+import sys
 from pathlib import Path
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
+
+
+def conditions() -> str:
+    """Machine, Python, date and load average, as one sentence for a section's header."""
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    today = datetime.date.today().isoformat()
+    return (
+        f"Machine: {os.cpu_count()} cores, {platform.machine()}, Python "
+        f"{sys.version.split()[0]}; run {today}, load average before it {load}."
+    )
 
 
 def write_section(heading: str, text: str) -> None:
@@ -15,5 +29,6 @@ def write_section(heading: str, text: str) -> None:
         new = old.rstrip("\n") + "\n\n" + text
     else:
         end = old.find("\n## ", start + len(heading))
-        new = old[:start] + text + (old[end + 1 :] if end >= 0 else "")
+        rest = old[end + 1 :] if end >= 0 else ""
+        new = old[:start] + text.rstrip("\n") + "\n\n" + rest
     RESULTS.write_text(new.rstrip("\n") + "\n", encoding="utf-8")

@@ -1,67 +1,101 @@
-"""Streaming overhead: the same engine, direct and through orchestratord, in one run.
+"""Streaming overhead: the same engine direct, through orchestratord and through a peer.
 
 One real llama.cpp server (the tiny random-weight model by default, so the engine is fast
-and the orchestrator's per-token cost is what shows; `--model smollm2` for the real one)
-serves both paths. Each round sends N concurrent streams direct to the engine's
-`/completion`, then N through orchestratord (`POST /v1/tasks` + `GET .../stream`), with
-identical prompts, seeds, token counts and sampler settings; rounds alternate so drift in
-the machine hits both sides alike. Reported per N: aggregate tokens/s of each path, the
-ratio (through / direct), and time to first token p50/p99 of each path and the difference.
+and the per-token cost of what sits in front of it is what shows; `--model smollm2` for
+the real one) serves four routes: its native `/completion` direct, orchestratord in front
+of it (`POST /v1/tasks` + `GET .../stream`), its OpenAI-compatible `/v1/completions`
+direct, and LiteLLM's proxy in front of that (bench/litellm_peer.py; `--no-peer` skips
+the last two). Each round sends N concurrent streams over every route in turn, with
+identical prompts, seeds and token counts; the order rotates each round so drift in the
+machine hits every route alike. Reported per N and route: aggregate tokens/s, the ratio
+to the route's direct counterpart, and time to first token p50/p99 with the difference.
 
-Run: `python -m bench streaming [--model tiny|smollm2] [--rounds R] [--tokens T]`.
+Run: `python -m bench streaming [--model tiny|smollm2] [--rounds R] [--tokens T]
+[--no-peer]`.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import functools
 import json
-import os
 import statistics
-import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
-from bench.admission import KEY, _free_port, daemon
-from bench.results import write_section
+from bench.admission import KEY, RunningDaemon, _free_port, daemon_process
+from bench.litellm_peer import (
+    MASTER_KEY,
+    VENV,
+    PeerUnavailable,
+    ensure_venv,
+    litellm_proxy,
+    openai_body,
+    openai_stream,
+)
+from bench.litellm_peer import version as litellm_version
+from bench.results import conditions, write_section
 from orchestratord_server.adapters.base import CompletionRequest
 from orchestratord_server.adapters.llamacpp import completion_body
 from orchestratord_server.engines.llamacpp_process import LlamaCppProcess, LlamaCppServerConfig
 from orchestratord_server.engines.models import smollm2_gguf_path
 from tests.support.tiny_gguf import write_tiny_gguf
 
-SECTION = "## Streaming overhead, {model} model (direct vs through orchestratord)"
+SECTION = "## Streaming overhead, {model} model (direct vs orchestratord vs LiteLLM)"
+DIRECT = "direct"
+OURS = "orchestratord"
+DIRECT_OAI = "direct (OpenAI)"
+PEER = "LiteLLM"
+# llama.cpp closes the connection after a stream although it announces keep-alive, so
+# direct requests ask for their own connection (as orchestratord's adapter does).
+ENGINE_HEADERS = {"Connection": "close"}
 PROMPT = "Once upon a time, in a lighthouse on a rocky island, there lived"
 MODEL_REF = "bench-stream-model"
 CONCURRENCY = (1, 8, 32)
 CTX_PER_SLOT = 512
 
 
-@dataclass
-class Sample:
-    """One path's measurements for one round."""
+@dataclass(frozen=True)
+class Route:
+    """One way to reach the engine: its name, the one it is compared with, how to send
+    one stream over it (returning seconds to the first token and tokens received), and
+    the process in between, if any, whose CPU time is counted."""
 
-    first_token_ms: list[float] = field(default_factory=list)
-    tokens: int = 0
-    seconds: float = 0.0
+    name: str
+    baseline: str
+    one: Callable[[aiohttp.ClientSession, int, int], Awaitable[tuple[float | None, int]]]
+    pid: int | None = None
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time all threads of the process have used, in nanosecond resolution (the
+    first field of /proc/<pid>/task/<tid>/schedstat)."""
+    total = 0
+    for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+        with contextlib.suppress(OSError):  # a thread that just ended
+            total += int(stat.read_text().split()[0])
+    return total / 1e9
 
 
 async def _direct_one(
-    http: aiohttp.ClientSession, engine: str, seed: int, tokens: int, sample: Sample
-) -> None:
+    engine: str, http: aiohttp.ClientSession, seed: int, tokens: int
+) -> tuple[float | None, int]:
     body = completion_body(
         CompletionRequest(prompt=PROMPT, max_tokens=tokens, seed=seed), stream=True
     )
     start = time.perf_counter()
     first = None
     count = 0
-    async with http.post(f"{engine}/completion", json=body) as response:
+    async with http.post(f"{engine}/completion", json=body, headers=ENGINE_HEADERS) as response:
         async for line in response.content:
             if not line.startswith(b"data: "):
                 continue
@@ -69,16 +103,15 @@ async def _direct_one(
             if frame.get("content"):
                 count += 1
                 if first is None:
-                    first = time.perf_counter()
+                    first = time.perf_counter() - start
             if frame.get("stop"):
                 break
-    sample.first_token_ms.append(((first or time.perf_counter()) - start) * 1000)
-    sample.tokens += count
+    return first, count
 
 
 async def _through_one(
-    http: aiohttp.ClientSession, base: str, seed: int, tokens: int, sample: Sample
-) -> None:
+    base: str, http: aiohttp.ClientSession, seed: int, tokens: int
+) -> tuple[float | None, int]:
     task_id = str(uuid.uuid4())
     task = {
         "task_id": task_id,
@@ -108,22 +141,55 @@ async def _through_one(
             elif line.startswith(b"data: ") and event == b"token":
                 count += 1
                 if first is None:
-                    first = time.perf_counter()
+                    first = time.perf_counter() - start
             elif event in (b"end", b"error") and line.startswith(b"data: "):
                 break
-    sample.first_token_ms.append(((first or time.perf_counter()) - start) * 1000)
-    sample.tokens += count
+    return first, count
+
+
+async def _openai_one(
+    url: str, headers: dict[str, str], http: aiohttp.ClientSession, seed: int, tokens: int
+) -> tuple[float | None, int]:
+    return await openai_stream(http, url, openai_body(PROMPT, tokens, seed), headers)
+
+
+def routes(engine: str, daemon: RunningDaemon, peer: tuple[str, int] | None) -> list[Route]:
+    """Direct and through orchestratord; with a peer (base URL, pid), the engine's OpenAI
+    route direct and through the peer (each compared with its own direct route)."""
+    result = [
+        Route(DIRECT, DIRECT, functools.partial(_direct_one, engine)),
+        Route(OURS, DIRECT, functools.partial(_through_one, daemon.base), daemon.pid),
+    ]
+    if peer is not None:
+        peer_base, peer_pid = peer
+        peer_headers = {"Authorization": f"Bearer {MASTER_KEY}"}
+        result += [
+            Route(
+                DIRECT_OAI,
+                DIRECT_OAI,
+                functools.partial(_openai_one, f"{engine}/v1/completions", ENGINE_HEADERS),
+            ),
+            Route(
+                PEER,
+                DIRECT_OAI,
+                functools.partial(_openai_one, f"{peer_base}/v1/completions", peer_headers),
+                peer_pid,
+            ),
+        ]
+    return result
 
 
 async def _round(
-    http: aiohttp.ClientSession, target: str, direct: bool, n: int, tokens: int, seed_base: int
-) -> Sample:
-    sample = Sample()
-    one = _direct_one if direct else _through_one
+    http: aiohttp.ClientSession, route: Route, n: int, tokens: int, seed_base: int
+) -> tuple[float, list[float]]:
+    """N concurrent streams over `route`: (tokens/s of the round, first-token ms each)."""
     start = time.perf_counter()
-    await asyncio.gather(*(one(http, target, seed_base + i + 1, tokens, sample) for i in range(n)))
-    sample.seconds = time.perf_counter() - start
-    return sample
+    done = await asyncio.gather(*(route.one(http, seed_base + i + 1, tokens) for i in range(n)))
+    seconds = time.perf_counter() - start
+    received = sum(count for _, count in done)
+    if received != n * tokens:
+        raise RuntimeError(f"{route.name}: {received} tokens, expected {n * tokens}")
+    return received / seconds, [(first or seconds) * 1000 for first, _ in done]
 
 
 def _quantile(values: list[float], q: float) -> float:
@@ -131,37 +197,40 @@ def _quantile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-async def _measure(engine: str, base: str, rounds: int, tokens: int) -> list[dict[str, float]]:
+async def _measure(all_routes: list[Route], rounds: int, tokens: int) -> list[dict[str, Any]]:
     timeout = aiohttp.ClientTimeout(total=600)
     connector = aiohttp.TCPConnector(limit=0)
-    rows = []
+    rows: list[dict[str, Any]] = []
     async with aiohttp.ClientSession(timeout=timeout, connector=connector) as http:
-        await _round(http, engine, True, 2, 8, 1)
-        await _round(http, base, False, 2, 8, 1)
+        for route in all_routes:
+            await _round(http, route, 2, 8, 1)
         for n in CONCURRENCY:
-            direct, through = Sample(), Sample()
-            rates: dict[str, list[float]] = {"direct": [], "through": []}
+            rates: dict[str, list[float]] = {r.name: [] for r in all_routes}
+            firsts: dict[str, list[float]] = {r.name: [] for r in all_routes}
+            cpu: dict[str, float] = {r.name: 0.0 for r in all_routes}
             for r in range(rounds):
-                for is_direct, total in ((True, direct), (False, through)):
-                    got = await _round(
-                        http, engine if is_direct else base, is_direct, n, tokens, 1000 * r
-                    )
-                    total.first_token_ms += got.first_token_ms
-                    total.tokens += got.tokens
-                    rates["direct" if is_direct else "through"].append(got.tokens / got.seconds)
-            d_rate, t_rate = statistics.median(rates["direct"]), statistics.median(rates["through"])
-            rows.append(
-                {
-                    "n": n,
-                    "direct_tps": d_rate,
-                    "through_tps": t_rate,
-                    "ratio": t_rate / d_rate if d_rate else float("nan"),
-                    "direct_p50": _quantile(direct.first_token_ms, 0.5),
-                    "direct_p99": _quantile(direct.first_token_ms, 0.99),
-                    "through_p50": _quantile(through.first_token_ms, 0.5),
-                    "through_p99": _quantile(through.first_token_ms, 0.99),
-                }
-            )
+                shift = r % len(all_routes)
+                for route in all_routes[shift:] + all_routes[:shift]:
+                    before = cpu_seconds(route.pid) if route.pid else 0.0
+                    rate, first = await _round(http, route, n, tokens, 1000 * r)
+                    if route.pid:
+                        cpu[route.name] += cpu_seconds(route.pid) - before
+                    rates[route.name].append(rate)
+                    firsts[route.name] += first
+            for route in all_routes:
+                rows.append(
+                    {
+                        "n": n,
+                        "route": route.name,
+                        "baseline": route.baseline,
+                        "tps": statistics.median(rates[route.name]),
+                        "p50": _quantile(firsts[route.name], 0.5),
+                        "p99": _quantile(firsts[route.name], 0.99),
+                        "cpu_us": (
+                            cpu[route.name] / (rounds * n * tokens) * 1e6 if route.pid else None
+                        ),
+                    }
+                )
     return rows
 
 
@@ -186,9 +255,11 @@ def _config(engine: str, port: int, slots: int) -> dict[str, object]:
     }
 
 
-def run(model: str, rounds: int, tokens: int) -> str:
+def run(model: str, rounds: int, tokens: int, peer: bool) -> str:
     """Measure and return the RESULTS.md section."""
+    machine = conditions()
     slots = max(CONCURRENCY)
+    peer_note = "not run (`--no-peer`)."
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         path = write_tiny_gguf(work / "tiny.gguf") if model == "tiny" else smollm2_gguf_path()
@@ -202,31 +273,70 @@ def run(model: str, rounds: int, tokens: int) -> str:
         )
         asyncio.run(engine.start())
         try:
-            with daemon(_config(engine.base_url, _free_port(), slots), work, pin=False) as base:
-                rows = asyncio.run(_measure(engine.base_url, base, rounds, tokens))
+            with contextlib.ExitStack() as stack:
+                running = stack.enter_context(
+                    daemon_process(_config(engine.base_url, _free_port(), slots), work, pin=False)
+                )
+                peer_proxy = None
+                if peer:
+                    try:
+                        peer_proxy = stack.enter_context(
+                            litellm_proxy(engine.base_url, _free_port(), work)
+                        )
+                        peer_note = f"LiteLLM {litellm_version(ensure_venv())} ({VENV})."
+                    except PeerUnavailable as exc:
+                        peer_note = f"LiteLLM could not run here: {exc}"
+                all_routes = routes(engine.base_url, running, peer_proxy)
+                rows = asyncio.run(_measure(all_routes, rounds, tokens))
         finally:
             asyncio.run(engine.stop())
+    return _render(rows, model, rounds, tokens, slots, machine, peer_note)
+
+
+def _render(
+    rows: list[dict[str, Any]],
+    model: str,
+    rounds: int,
+    tokens: int,
+    slots: int,
+    machine: str,
+    peer_note: str,
+) -> str:
     lines = [
         SECTION.format(model=model),
         "",
-        f"Machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}. Command: "
-        f"`python -m bench streaming --model {model} --rounds {rounds} --tokens {tokens}`. "
-        f"One llama.cpp server ({model} model, {slots} slots, 1 thread) serves both paths; "
-        "each round runs N concurrent streams direct, then N through orchestratord (admission "
-        "+ SSE stream), same prompt, seeds and token count; tokens/s is the median over "
-        "rounds of all tokens received / round wall time; first-token latency counts from "
-        "the request (for orchestratord: from POST /v1/tasks) to the first token received.",
+        f"{machine} Command: `python -m bench streaming --model {model} --rounds {rounds} "
+        f"--tokens {tokens}`. One llama.cpp server ({model} model, {slots} slots, 1 thread) "
+        "serves every route. Routes: `direct` = the engine's native `/completion` (the "
+        "route orchestratord uses); `orchestratord` = `POST /v1/tasks` + `GET "
+        ".../stream`, auth and validation on; `direct (OpenAI)` = the engine's "
+        "`/v1/completions` (the route LiteLLM uses); `LiteLLM` = its proxy in front of that "
+        "route, master key on. Each round runs N concurrent streams over every route in "
+        "turn (the order rotates each round, so drift hits all alike), same prompt, seeds "
+        f"and token count ({tokens} tokens per stream, checked). tokens/s is the median "
+        "over rounds of tokens received / round wall time; ratio = route ÷ its direct "
+        "route; first-token latency counts from the request (for orchestratord: from POST "
+        "/v1/tasks) to the first token received; added = route minus its direct route; "
+        "CPU/token = CPU time (all threads, /proc schedstat) of the process in between "
+        "(the daemon, or LiteLLM's proxy) over the tokens it relayed, admission included. "
+        f"Peer: {peer_note}",
         "",
-        "| N | direct tok/s | through tok/s | ratio | TTFT p50 direct | TTFT p50 through "
-        "| added p50 | TTFT p99 direct | TTFT p99 through | added p99 |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| N | route | tok/s | ratio | TTFT p50 | added p50 | TTFT p99 | added p99 | CPU/token |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    by_key = {(r["n"], r["route"]): r for r in rows}
     for r in rows:
+        base = by_key[r["n"], r["baseline"]]
+        if r["route"] == r["baseline"]:
+            ratio, added50, added99 = "baseline", "", ""
+        else:
+            ratio = f"**{r['tps'] / base['tps']:.3f}**"
+            added50 = f"{r['p50'] - base['p50']:+.1f} ms"
+            added99 = f"{r['p99'] - base['p99']:+.1f} ms"
+        cpu = "" if r["cpu_us"] is None else f"{r['cpu_us']:.0f} µs"
         lines.append(
-            f"| {r['n']:.0f} | {r['direct_tps']:,.0f} | {r['through_tps']:,.0f} | "
-            f"{r['ratio']:.3f} | {r['direct_p50']:.1f} ms | {r['through_p50']:.1f} ms | "
-            f"{r['through_p50'] - r['direct_p50']:+.1f} ms | {r['direct_p99']:.1f} ms | "
-            f"{r['through_p99']:.1f} ms | {r['through_p99'] - r['direct_p99']:+.1f} ms |"
+            f"| {r['n']} | {r['route']} | {r['tps']:,.0f} | {ratio} | {r['p50']:.1f} ms | "
+            f"{added50} | {r['p99']:.1f} ms | {added99} | {cpu} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -237,9 +347,10 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--model", choices=("tiny", "smollm2"), default="tiny")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--tokens", type=int, default=128)
+    parser.add_argument("--no-peer", action="store_true", help="skip the LiteLLM routes")
     parser.add_argument("--no-write", action="store_true", help="do not touch RESULTS.md")
     ns = parser.parse_args(argv)
-    text = run(ns.model, ns.rounds, ns.tokens)
+    text = run(ns.model, ns.rounds, ns.tokens, not ns.no_peer)
     print(text)
     if not ns.no_write:
         write_section(SECTION.format(model=ns.model), text)

@@ -115,7 +115,7 @@ def _serve(args: argparse.Namespace) -> int:
             port=port,
             log_level="warning",
             access_log=False,
-            loop="uvloop",
+            loop="asyncio",
             http="httptools",
             timeout_graceful_shutdown=int(grace_s) + 5,
         ),

@@ -17,7 +17,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from orchestratord_server.config import LogFormat
@@ -103,11 +103,19 @@ def log_event(logger: logging.Logger, level: int, event: str, message: str, **fi
 
 
 def task_event(
-    event: str, message: str, fields: Mapping[str, Any], level: int = logging.INFO
+    event: str,
+    message: str,
+    fields: Callable[[], Mapping[str, Any]],
+    level: int = logging.INFO,
 ) -> None:
-    """Log a task event with every ORCH-3027 field (absent ones as null)."""
+    """Log a task event with every ORCH-3027 field (absent ones as null).
+
+    `fields` is called only when the record will be written, so a level that drops task
+    events costs the hot path nothing.
+    """
     if not _task_log.isEnabledFor(level):
         return
-    record = {name: fields.get(name) for name in TASK_FIELDS}
-    record.update({k: v for k, v in fields.items() if k not in record})
+    given = fields()
+    record = {name: given.get(name) for name in TASK_FIELDS}
+    record.update({k: v for k, v in given.items() if k not in record})
     _task_log.log(level, message, extra={"event": event, "fields": record})

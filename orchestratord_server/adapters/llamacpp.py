@@ -231,7 +231,7 @@ def _translated(what: str) -> Iterator[None]:
         raise EngineError("DECODE_TIMEOUT", f"{what}: the engine stopped answering") from exc
     except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, ConnectionError) as exc:
         raise EngineError("WORKER_RESET", f"{what}: connection lost: {exc!r}") from exc
-    except (aiohttp.ClientError, SseError) as exc:
+    except (aiohttp.ClientError, SseError, UnicodeDecodeError) as exc:
         raise EngineError("INTERNAL", f"{what}: {exc}") from exc
 
 
@@ -278,7 +278,7 @@ class LlamaCppAdapter:
         async with response:
             await response.read()
             if response.status != 200:
-                raise _error_from_response(response.status, await response.text())
+                raise _error_from_response(response.status, await response.text(errors="replace"))
         return response
 
     async def _json(self, method: str, path: str, body: Any = None) -> Any:
@@ -287,14 +287,14 @@ class LlamaCppAdapter:
             try:
                 return await response.json(content_type=None)
             except ValueError:
-                text = (await response.text())[:200]
+                text = (await response.text(errors="replace"))[:200]
                 raise EngineError("INTERNAL", f"{path} answered non-JSON: {text!r}") from None
 
     async def health(self) -> EngineHealth:
         timeout = aiohttp.ClientTimeout(total=self._timeouts.health_s)
         try:
             async with self._http().get(self.base_url + "/health", timeout=timeout) as response:
-                text = await response.text()
+                text = await response.text(errors="replace")
         except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
             return EngineHealth(live=False, ready=False, detail=f"unreachable: {exc!r}")
         if response.status == 200:
@@ -390,7 +390,9 @@ class LlamaCppAdapter:
         try:
             with _translated("completion stream"):
                 if response.status != 200:
-                    raise _error_from_response(response.status, await response.text())
+                    raise _error_from_response(
+                        response.status, await response.text(errors="replace")
+                    )
                 decoder = SseDecoder()
                 final = False
                 while not final:
@@ -401,6 +403,8 @@ class LlamaCppAdapter:
                             yield chunk
                         if final:
                             break
+                    if not final:
+                        decoder.check()
                     if not data and not final:
                         raise EngineError(
                             "WORKER_RESET", "the engine closed the stream before its final frame"

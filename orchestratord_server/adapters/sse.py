@@ -40,13 +40,25 @@ class SseDecoder:
         self._max_line_bytes = max_line_bytes
         self._event = ""
         self._data: list[str] = []
+        self._error: SseError | None = None
 
     @property
     def at_boundary(self) -> bool:
         """True when nothing is pending: no partial line, no undispatched field."""
         return not self._buffer and not self._data and not self._event
 
+    def check(self) -> None:
+        """Raise the error a malformed line left behind, once its earlier events are used."""
+        if self._error is not None:
+            raise self._error
+
     def feed(self, chunk: bytes) -> list[SseEvent]:
+        """The events `chunk` completes.
+
+        A malformed line does not cost the events before it in the same chunk: those are
+        returned, and the error is raised by the next `feed` or `finish`.
+        """
+        self.check()
         buffer = self._buffer + chunk if self._buffer else chunk
         if b"\r" not in buffer:
             return self._feed_lf(buffer)
@@ -55,7 +67,10 @@ class SseDecoder:
         while (match := _LINE_END.search(buffer, start)) is not None:
             if match.group() == b"\r" and match.end() == len(buffer):
                 break  # the matching \n may start the next chunk
-            event = self._line(buffer[start : match.start()])
+            try:
+                event = self._line(buffer[start : match.start()])
+            except SseError as exc:
+                return self._fail(exc, events)
             if event is not None:
                 events.append(event)
             start = match.end()
@@ -72,13 +87,25 @@ class SseDecoder:
             raise SseError(f"an event-stream line exceeds {self._max_line_bytes} bytes")
         events: list[SseEvent] = []
         for raw in lines:
-            event = self._line(raw)
+            try:
+                event = self._line(raw)
+            except SseError as exc:
+                return self._fail(exc, events)
             if event is not None:
                 events.append(event)
         return events
 
+    def _fail(self, error: SseError, events: list[SseEvent]) -> list[SseEvent]:
+        """Keep `error` for the next call; hand over what was decoded before it."""
+        self._error = error
+        self._buffer = b""
+        if not events:
+            raise error
+        return events
+
     def finish(self) -> list[SseEvent]:
         """End of stream: a trailing CR still ends its line; a partial line is dropped."""
+        self.check()
         buffer, self._buffer = self._buffer, b""
         if not buffer.endswith(b"\r"):
             return []

@@ -8,6 +8,7 @@ tokens) and the log records never disagree about what happened.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from orchestrator_core import Admitted, Dispatch, ErrorKind, Refused, TaskEnded, TaskFailed
 from orchestratord_server.generated.models import TaskRequest
@@ -39,12 +40,14 @@ class Recorder:
         task_event(
             "task.admitted",
             f"task admitted to pool {pool.id}",
-            task.log_fields()
-            | {
-                "queue_position": decision.queue_position,
-                "predicted_start_ms": decision.predicted_start_ms,
-                "seed": decision.seed,
-            },
+            lambda: (
+                task.log_fields()
+                | {
+                    "queue_position": decision.queue_position,
+                    "predicted_start_ms": decision.predicted_start_ms,
+                    "seed": decision.seed,
+                }
+            ),
         )
         if decision.evicted is not None:
             self.backpressure(pool.engine.value, pool.queue.full_policy.value)
@@ -60,7 +63,7 @@ class Recorder:
         task_event(
             "task.refused",
             f"task refused: {decision.kind.value}",
-            {
+            lambda: {
                 "job_id": str(request.task_id),
                 "session_id": str(request.session_id),
                 "engine": engine,
@@ -84,12 +87,14 @@ class Recorder:
         task_event(
             "task.dispatched",
             f"task dispatched to {pool.id}/{dispatch.replica_id}",
-            task.log_fields()
-            | {
-                "queue_position": dispatch.queue_position,
-                "predicted_start_ms": dispatch.predicted_start_ms,
-                "seed": dispatch.seed,
-            },
+            lambda: (
+                task.log_fields()
+                | {
+                    "queue_position": dispatch.queue_position,
+                    "predicted_start_ms": dispatch.predicted_start_ms,
+                    "seed": dispatch.seed,
+                }
+            ),
         )
 
     def _tokens(self, task: TaskContext, replica_id: str) -> None:
@@ -115,7 +120,7 @@ class Recorder:
         task_event(
             "task.ended",
             f"task ended: {outcome.finish_reason.value}",
-            task.log_fields() | {"finish_reason": outcome.finish_reason.value},
+            lambda: task.log_fields() | {"finish_reason": outcome.finish_reason.value},
         )
 
     def canceled(self, task: TaskContext, replica_id: str | None) -> None:
@@ -132,7 +137,7 @@ class Recorder:
         task_event(
             "task.canceled",
             f"task canceled ({task.cancel_label})",
-            task.log_fields() | {"reason": task.cancel_label},
+            lambda: task.log_fields() | {"reason": task.cancel_label},
         )
 
     def failed(self, task: TaskContext, outcome: TaskFailed) -> None:
@@ -143,10 +148,13 @@ class Recorder:
             self._metrics["tasks_rejected_total"].labels(
                 pool.engine.value, outcome.kind.value
             ).inc()
-        fields = task.log_fields() | {
-            "code": outcome.kind.value,
-            "eviction_events": int(evicted),
-            "driver_reset_events": int(outcome.kind is ErrorKind.WORKER_RESET),
-        }
+
+        def fields() -> dict[str, Any]:
+            return task.log_fields() | {
+                "code": outcome.kind.value,
+                "eviction_events": int(evicted),
+                "driver_reset_events": int(outcome.kind is ErrorKind.WORKER_RESET),
+            }
+
         event = "task.evicted" if evicted else "task.failed"
         task_event(event, f"task {event[5:]}: {outcome.kind.value}", fields, logging.WARNING)

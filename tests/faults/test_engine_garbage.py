@@ -86,11 +86,6 @@ def test_garbage_frame_fails_the_task_and_the_daemon_keeps_serving(
     record_property("figures", json.dumps(figures))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: SseDecoder.feed raises on a non-UTF-8 line and drops the events it had "
-    "already decoded from the same chunk, so tokens the engine sent are never streamed",
-)
 def test_tokens_read_with_the_garbage_still_reach_the_client(
     garbage_daemon: Daemon, garbling: FakeLlamaCpp
 ) -> None:

@@ -229,12 +229,6 @@ async def call_adapter(base_url: str, method: str) -> Any:
         await adapter.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=UnicodeDecodeError,
-    reason="the llama.cpp adapter decodes engine bodies with response.text() (strict UTF-8): "
-    "bytes that are not UTF-8 raise UnicodeDecodeError instead of an EngineError",
-)
 @pytest.mark.parametrize(
     ("method", "status"),
     [("stream", 500), ("health", 503), ("props", 200), ("slots", 200), ("metrics_text", 200)],

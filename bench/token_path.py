@@ -1,0 +1,156 @@
+"""The daemon's own work per streamed token, in one process, without sockets.
+
+A token crosses four steps between the engine's socket and the client's: the SSE decoder
+splits the engine's bytes into events (`adapters/sse.py`), the adapter turns an event
+into a chunk (`adapters/llamacpp.py`), the runtime encodes the SSE frame
+(`transcripts.token_frame`) and appends it to the task's transcript, which wakes the
+subscriber that yields it (`Transcript.follow`; on uvloop, as in the daemon). This bench
+feeds real llama.cpp token frames (as the engine writes them, one frame per read)
+through those steps and reports the cost of each and of the whole, in microseconds per
+token: the part of the per-token cost that code in this repository decides (the rest is
+the HTTP server, the HTTP client and the kernel, see the profile section).
+
+Run: `python -m bench tokens [--tokens N]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from collections.abc import Callable, Sequence
+
+import uvloop
+
+from bench.results import conditions, write_section
+from orchestratord_server.adapters.llamacpp import chunks_from_event
+from orchestratord_server.adapters.sse import SseDecoder, SseEvent
+from orchestratord_server.transcripts import Transcript, token_frame
+
+SECTION = "## Per-token work in the daemon's own code"
+REPEATS = 5
+
+
+def engine_frames(count: int) -> list[bytes]:
+    """`count` token frames shaped as llama.cpp's `/completion` stream writes them."""
+    frames = []
+    for index in range(count):
+        frame = {
+            "index": 0,
+            "content": " word" if index % 3 else "é",
+            "tokens": [1000 + index % 50],
+            "stop": False,
+            "id_slot": 3,
+            "tokens_predicted": index + 1,
+            "tokens_evaluated": 14,
+        }
+        frames.append(b"data: " + json.dumps(frame, separators=(",", ":")).encode() + b"\n\n")
+    return frames
+
+
+def _best(step: Callable[[], None], count: int) -> float:
+    """Best of REPEATS runs of `step`, in microseconds per token."""
+    best = float("inf")
+    for _ in range(REPEATS):
+        start = time.perf_counter()
+        step()
+        best = min(best, time.perf_counter() - start)
+    return best / count * 1e6
+
+
+def measure(count: int) -> dict[str, float]:
+    """Microseconds per token of each step and of the whole path."""
+    frames = engine_frames(count)
+    events = [SseEvent("message", f[6:-2].decode()) for f in frames]
+    texts = [f"tok{i % 50}" for i in range(count)]
+    encoded = [token_frame(t, i) for i, t in enumerate(texts)]
+
+    def decode() -> None:
+        decoder = SseDecoder()
+        for frame in frames:
+            decoder.feed(frame)
+
+    def parse() -> None:
+        for event in events:
+            chunks_from_event(event)
+
+    def encode() -> None:
+        for index, text in enumerate(texts):
+            token_frame(text, index)
+
+    def deliver() -> None:
+        uvloop.run(_deliver(encoded))
+
+    def whole() -> None:
+        uvloop.run(_whole(frames))
+
+    return {
+        "SSE decode (SseDecoder.feed)": _best(decode, count),
+        "event to chunk (chunks_from_event)": _best(parse, count),
+        "frame encode (token_frame)": _best(encode, count),
+        "transcript append, wake, follow (one loop turn)": _best(deliver, count),
+        "whole path": _best(whole, count),
+    }
+
+
+async def _consume(transcript: Transcript) -> None:
+    async for _ in transcript.follow():
+        pass
+
+
+async def _deliver(frames: list[bytes]) -> None:
+    """Append each frame to a transcript whose subscriber waits for it, and let the
+    subscriber take it before the next (one token per engine read)."""
+    transcript = Transcript()
+    subscriber = asyncio.create_task(_consume(transcript))
+    await asyncio.sleep(0)
+    for frame in frames[:-1]:
+        transcript.append(frame)
+        await asyncio.sleep(0)
+    transcript.close(frames[-1])
+    await subscriber
+
+
+async def _whole(frames: list[bytes]) -> None:
+    transcript = Transcript()
+    subscriber = asyncio.create_task(_consume(transcript))
+    await asyncio.sleep(0)
+    decoder = SseDecoder()
+    index = 0
+    for frame in frames:
+        for event in decoder.feed(frame):
+            for chunk in chunks_from_event(event):
+                transcript.append(token_frame(chunk.text, index))  # type: ignore[union-attr]
+                index += 1
+        await asyncio.sleep(0)
+    transcript.close(b"event: end\ndata: {}\n\n")
+    await subscriber
+
+
+def _render(result: dict[str, float], count: int, machine: str) -> str:
+    lines = [
+        SECTION,
+        "",
+        f"{machine} Command: `python -m bench tokens --tokens {count}`; best of "
+        f"{REPEATS} runs of {count:,} llama.cpp token frames, one frame per read.",
+        "",
+        "| step | µs per token |",
+        "|---|---:|",
+    ]
+    lines += [f"| {step} | {cost:.2f} |" for step, cost in result.items()]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str]) -> int:
+    """`python -m bench tokens`: measure, then update RESULTS.md."""
+    parser = argparse.ArgumentParser(prog="python -m bench tokens", description=__doc__)
+    parser.add_argument("--tokens", type=int, default=50_000)
+    parser.add_argument("--no-write", action="store_true", help="do not touch RESULTS.md")
+    ns = parser.parse_args(argv)
+    machine = conditions()
+    text = _render(measure(ns.tokens), ns.tokens, machine)
+    print(text)
+    if not ns.no_write:
+        write_section(SECTION, text)
+    return 0
