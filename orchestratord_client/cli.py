@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 import uuid
 from collections.abc import Callable
@@ -143,6 +144,11 @@ def run(args: argparse.Namespace) -> int:
             return command(client, args)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`... | head`): stop quietly, as Unix tools do; closing
+        # the stream cancels a task nobody reads any more.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except UsageError as exc:
         return _fail(EXIT_CLIENT, str(exc))
     except Backpressure as exc:

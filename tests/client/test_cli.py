@@ -92,6 +92,25 @@ def test_submit_json_prints_one_event_per_line(env: dict[str, str], tracker: Che
     assert set(events) <= {"started", "token", "metrics", "end"}
 
 
+def test_a_reader_that_stops_early_ends_the_cli_quietly(
+    env: dict[str, str], tracker: CheckedClient
+) -> None:
+    """`submit --json | head -1`: the CLI stops without a traceback when its reader goes
+    away, and exits 0 (as Unix tools do)."""
+    args = [*orchestratord_command(), *submit_args(tracker, "--json", "Once upon a time")]
+    with subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True
+    ) as process:
+        assert process.stdout is not None and process.stderr is not None
+        first = process.stdout.readline()
+        process.stdout.close()
+        code = process.wait(timeout=TIMEOUT_S)
+        errors = process.stderr.read()
+    assert json.loads(first)["event"] == "started"
+    assert code == EXIT_OK, errors
+    assert "Traceback" not in errors
+
+
 def test_submit_reads_the_prompt_from_stdin(env: dict[str, str], tracker: CheckedClient) -> None:
     """ORCH-3045: the prompt read from stdin is the same task as the prompt given as an
     argument: with the same seed, the same text."""
