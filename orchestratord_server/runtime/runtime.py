@@ -72,6 +72,9 @@ from orchestratord_server.transcripts import TaskEvent, Transcript, sse_frame, t
 
 log = logging.getLogger("orchestratord.runtime")
 
+#: How long stop() waits for canceled streams and loops before it goes on without them.
+STOP_TIMEOUT_S = 10.0
+
 
 def _emit(
     transcript: Transcript, name: str, data: dict[str, Any], *, terminal: bool = False
@@ -150,9 +153,18 @@ class Runtime:
 
     async def stop(self) -> None:
         """Cancel every stream and background task, then stop launched engines."""
-        for task in [*self._streams.values(), *self._background]:
+        running = [*self._streams.values(), *self._background]
+        for task in running:
             task.cancel()
-        await asyncio.gather(*self._streams.values(), *self._background, return_exceptions=True)
+        if running:
+            _, stuck = await asyncio.wait(running, timeout=STOP_TIMEOUT_S)
+            if stuck:
+                log_event(
+                    log,
+                    logging.ERROR,
+                    "daemon.stop",
+                    f"{len(stuck)} task(s) ignored cancellation; stopping without them",
+                )
         await asyncio.gather(*(h.close() for h in self.replicas.values()))
 
     def _spawn(self, coroutine: Any) -> None:
@@ -347,8 +359,11 @@ class Runtime:
             deadline = self.core.next_deadline_ms()
             timeout = None if deadline is None else max(0, deadline - now_ms()) / 1000
             self._wake.clear()
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that
+            # lands as the event is set (every pump sets it), and stop() would wait forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
             self._perform(self.core.poll(now_ms()))
 
     def _perform(self, actions: list[Action]) -> None:

@@ -59,7 +59,8 @@ async def supervise(
         handle.lost.clear()
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(handle.lost.wait(), interval_s)
+                async with asyncio.timeout(interval_s):  # not wait_for: see Runtime
+                    await handle.lost.wait()
             if handle.lost.is_set():
                 log_event(
                     log,
