@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
 EngineName = Literal["llamacpp", "vllm", "tgi", "triton"]
@@ -172,6 +173,24 @@ class FinalChunk:
 
 
 StreamChunk = TokenChunk | FinalChunk
+
+
+@dataclass(frozen=True, slots=True)
+class AdapterSettings:
+    """What an adapter is told about its replica, beyond what the engine reports.
+
+    ``model``: the engine's own name for the model (vLLM's served model name, Triton's
+    model name); adapters that need one discover it when it is not given. ``model_path``:
+    the local model file or directory, for ``model_digest``. ``engine_version``: overrides
+    what the engine reports (when the owner of the process knows better). ``slots``: the
+    replica's concurrent sequences, for engines that do not report them.
+    """
+
+    base_url: str
+    model: str | None = None
+    model_path: Path | None = None
+    engine_version: str | None = None
+    slots: int | None = None
 
 
 @runtime_checkable

@@ -31,21 +31,16 @@ local path, computed once in a worker thread.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import os
-from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 from pydantic_core import from_json
 
 from orchestratord_server.adapters.base import (
     CompletionRequest,
     EngineError,
-    EngineErrorKind,
     EngineHealth,
     EngineName,
     EngineProps,
@@ -56,15 +51,21 @@ from orchestratord_server.adapters.base import (
     TokenChunk,
 )
 from orchestratord_server.adapters.digest import sha256_file
-from orchestratord_server.adapters.sse import SseDecoder, SseError, SseEvent
+from orchestratord_server.adapters.http import (
+    DEFAULT_TIMEOUTS,
+    EngineHttp,
+    HttpTimeouts,
+    error_from_payload,
+    translated,
+)
+from orchestratord_server.adapters.sse import SseDecoder, SseEvent
 
 #: llama.cpp's "pick a random seed" value (``LLAMA_DEFAULT_SEED``); never sent for a seed.
 RANDOM_SEED = 0xFFFFFFFF
 #: The samplers profile v1 uses, in the order they run.
 SAMPLER_ORDER = ("penalties", "top_k", "typ_p", "top_p", "min_p", "temperature")
 _FINISH_REASONS: Mapping[str, FinishReason] = {"limit": "length", "eos": "stop", "word": "stop"}
-# llama.cpp closes idle keep-alive connections after 5 s; drop ours before it does, so a
-# request never goes out on a socket the server is closing.
+# llama.cpp closes idle keep-alive connections after 5 s; drop ours before it does.
 _KEEPALIVE_S = 4.0
 # llama.cpp closes the connection after a streamed answer although it announces
 # keep-alive; a request sent on that socket right away fails. Streams therefore ask for
@@ -72,16 +73,6 @@ _KEEPALIVE_S = 4.0
 _STREAM_HEADERS = {"Connection": "close"}
 #: Statuses of a server that has no such route (an older or stripped-down build).
 _NO_ROUTE = (404, 405, 501)
-
-
-@dataclass(frozen=True, slots=True)
-class LlamaCppTimeouts:
-    """Seconds. ``stream_read_s`` is the longest silence tolerated inside a stream."""
-
-    connect_s: float = 5.0
-    request_s: float = 30.0
-    health_s: float = 2.0
-    stream_read_s: float = 120.0
 
 
 def engine_seed(seed: int) -> int:
@@ -122,35 +113,6 @@ def completion_body(req: CompletionRequest, *, stream: bool) -> dict[str, Any]:
     if req.seed is not None:
         body["seed"] = engine_seed(req.seed)
     return body
-
-
-def kind_for_status(status: int) -> EngineErrorKind:
-    """The error code an engine HTTP status maps to."""
-    if status in (400, 413, 422):
-        return "INVALID_PARAMS"
-    if status >= 500 and status != 501:
-        return "WORKER_RESET"
-    return "INTERNAL"
-
-
-def _error_from_payload(payload: Mapping[str, Any], default_status: int | None) -> EngineError:
-    error = payload.get("error", payload)
-    if isinstance(error, Mapping):
-        code = error.get("code")
-        status = code if isinstance(code, int) and not isinstance(code, bool) else default_status
-        message = str(error.get("message") or "the engine reported an error")
-    else:
-        status, message = default_status, str(error)
-    kind = "INTERNAL" if status is None else kind_for_status(status)
-    return EngineError(kind, message, status)
-
-
-def _error_from_response(status: int, text: str) -> EngineError:
-    with contextlib.suppress(ValueError):
-        payload = json.loads(text)
-        if isinstance(payload, Mapping):
-            return _error_from_payload(payload, status)
-    return EngineError(kind_for_status(status), text.strip()[:500] or f"HTTP {status}", status)
 
 
 def _count(payload: Mapping[str, Any], key: str) -> int:
@@ -207,7 +169,7 @@ def chunks_from_event(event: SseEvent) -> list[StreamChunk]:
     if not isinstance(payload, dict):
         raise EngineError("INTERNAL", f"stream frame is not an object: {event.data[:200]!r}")
     if event.event == "error" or "error" in payload:
-        raise _error_from_payload(payload, None)
+        raise error_from_payload(payload, None)
     content = payload.get("content", "")
     stop = payload.get("stop", False)
     if not isinstance(content, str) or not isinstance(stop, bool):
@@ -216,23 +178,6 @@ def chunks_from_event(event: SseEvent) -> list[StreamChunk]:
     if stop:
         chunks.append(_final_chunk(payload))
     return chunks
-
-
-@contextlib.contextmanager
-def _translated(what: str) -> Iterator[None]:
-    """Turn transport and framing failures into :class:`EngineError`."""
-    try:
-        yield
-    except EngineError:
-        raise
-    except aiohttp.ConnectionTimeoutError as exc:
-        raise EngineError("WORKER_RESET", f"{what}: cannot connect: {exc}") from exc
-    except TimeoutError as exc:
-        raise EngineError("DECODE_TIMEOUT", f"{what}: the engine stopped answering") from exc
-    except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, ConnectionError) as exc:
-        raise EngineError("WORKER_RESET", f"{what}: connection lost: {exc!r}") from exc
-    except (aiohttp.ClientError, SseError, UnicodeDecodeError) as exc:
-        raise EngineError("INTERNAL", f"{what}: {exc}") from exc
 
 
 class LlamaCppAdapter:
@@ -251,60 +196,20 @@ class LlamaCppAdapter:
         *,
         model_path: Path | None = None,
         engine_version: str | None = None,
-        timeouts: LlamaCppTimeouts = LlamaCppTimeouts(),
+        timeouts: HttpTimeouts = DEFAULT_TIMEOUTS,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._model_path = model_path
         self._engine_version = engine_version
-        self._timeouts = timeouts
-        self._session: aiohttp.ClientSession | None = None
+        self._http = EngineHttp(self.base_url, timeouts, keepalive_s=_KEEPALIVE_S)
         self._digest: str | None = None
         self._digest_lock = asyncio.Lock()
 
-    def _http(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(keepalive_timeout=_KEEPALIVE_S),
-                timeout=aiohttp.ClientTimeout(
-                    total=self._timeouts.request_s, connect=self._timeouts.connect_s
-                ),
-                raise_for_status=False,
-            )
-        return self._session
-
-    async def _request(self, method: str, path: str, body: Any = None) -> aiohttp.ClientResponse:
-        """Send a control call and read its body; non-2xx answers raise."""
-        response = await self._http().request(method, self.base_url + path, json=body)
-        async with response:
-            await response.read()
-            if response.status != 200:
-                raise _error_from_response(response.status, await response.text(errors="replace"))
-        return response
-
-    async def _json(self, method: str, path: str, body: Any = None) -> Any:
-        with _translated(f"{method} {path}"):
-            response = await self._request(method, path, body)
-            try:
-                return await response.json(content_type=None)
-            except ValueError:
-                text = (await response.text(errors="replace"))[:200]
-                raise EngineError("INTERNAL", f"{path} answered non-JSON: {text!r}") from None
-
     async def health(self) -> EngineHealth:
-        timeout = aiohttp.ClientTimeout(total=self._timeouts.health_s)
-        try:
-            async with self._http().get(self.base_url + "/health", timeout=timeout) as response:
-                text = await response.text(errors="replace")
-        except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
-            return EngineHealth(live=False, ready=False, detail=f"unreachable: {exc!r}")
-        if response.status == 200:
-            return EngineHealth(live=True, ready=True, detail="ok")
-        error = _error_from_response(response.status, text)
-        detail = f"HTTP {response.status}: {error.message}"
-        return EngineHealth(live=True, ready=False, detail=detail)
+        return await self._http.health("/health")
 
     async def props(self) -> EngineProps:
-        props = await self._json("GET", "/props")
+        props = await self._http.json("GET", "/props")
         if not isinstance(props, Mapping):
             raise EngineError("INTERNAL", "/props is not an object")
         settings = props.get("default_generation_settings")
@@ -344,7 +249,7 @@ class LlamaCppAdapter:
         return self._digest
 
     async def slots(self) -> SlotUsage:
-        slots = await self._json("GET", "/slots")
+        slots = await self._http.json("GET", "/slots")
         if not isinstance(slots, list) or not all(isinstance(s, Mapping) for s in slots):
             raise EngineError("INTERNAL", "/slots is not a list of slots")
         busy = sum(1 for slot in slots if slot.get("is_processing") is True)
@@ -352,7 +257,7 @@ class LlamaCppAdapter:
 
     async def count_tokens(self, text: str) -> int:
         """Tokens the prompt ``text`` costs, BOS included when the model adds one."""
-        answer = await self._json("POST", "/tokenize", {"content": text, "add_special": True})
+        answer = await self._http.json("POST", "/tokenize", {"content": text, "add_special": True})
         tokens = answer.get("tokens") if isinstance(answer, Mapping) else None
         if not isinstance(tokens, list):
             raise EngineError("INTERNAL", "/tokenize answered without tokens")
@@ -361,7 +266,7 @@ class LlamaCppAdapter:
     async def apply_template(self, messages: Sequence[Mapping[str, str]]) -> str | None:
         """The prompt llama.cpp renders ``messages`` to; None when the build lacks the route."""
         try:
-            answer = await self._json("POST", "/apply-template", {"messages": list(messages)})
+            answer = await self._http.json("POST", "/apply-template", {"messages": list(messages)})
         except EngineError as exc:
             if exc.status in _NO_ROUTE:
                 return None
@@ -372,27 +277,13 @@ class LlamaCppAdapter:
         return prompt
 
     async def metrics_text(self) -> str:
-        with _translated("GET /metrics"):
-            response = await self._request("GET", "/metrics")
-            return await response.text()
+        return await self._http.text("/metrics")
 
     async def stream(self, req: CompletionRequest) -> AsyncGenerator[StreamChunk, None]:
-        timeout = aiohttp.ClientTimeout(
-            total=None, connect=self._timeouts.connect_s, sock_read=self._timeouts.stream_read_s
-        )
-        with _translated("completion stream"):
-            response = await self._http().post(
-                self.base_url + "/completion",
-                json=completion_body(req, stream=True),
-                headers=_STREAM_HEADERS,
-                timeout=timeout,
-            )
+        body = completion_body(req, stream=True)
+        response = await self._http.open_stream("/completion", body, _STREAM_HEADERS)
         try:
-            with _translated("completion stream"):
-                if response.status != 200:
-                    raise _error_from_response(
-                        response.status, await response.text(errors="replace")
-                    )
+            with translated("completion stream"):
                 decoder = SseDecoder()
                 final = False
                 while not final:
@@ -413,6 +304,4 @@ class LlamaCppAdapter:
             response.close()
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._http.close()

@@ -27,15 +27,14 @@ from orchestratord_server.adapters.base import (
     TokenChunk,
     sampler_profile,
 )
+from orchestratord_server.adapters.http import HttpTimeouts, kind_for_status
 from orchestratord_server.adapters.llamacpp import (
     RANDOM_SEED,
     SAMPLER_ORDER,
     LlamaCppAdapter,
-    LlamaCppTimeouts,
     chunks_from_event,
     completion_body,
     engine_seed,
-    kind_for_status,
 )
 from orchestratord_server.adapters.sse import SseEvent
 
@@ -222,10 +221,10 @@ def sse_handler(body: list[bytes], then_sleep: float = 0.0) -> Handler:
 
 
 async def run_stream(
-    routes: dict[str, Handler], timeouts: LlamaCppTimeouts | None = None
+    routes: dict[str, Handler], timeouts: HttpTimeouts | None = None
 ) -> list[StreamChunk]:
     async with fake_engine(routes) as url:
-        adapter = LlamaCppAdapter(url, timeouts=timeouts or LlamaCppTimeouts())
+        adapter = LlamaCppAdapter(url, timeouts=timeouts or HttpTimeouts())
         try:
             return [chunk async for chunk in adapter.stream(REQ)]
         finally:
@@ -234,7 +233,7 @@ async def run_stream(
 
 def stream_error(routes: dict[str, Handler], **timeouts: float) -> EngineError:
     with pytest.raises(EngineError) as caught:
-        asyncio.run(run_stream(routes, LlamaCppTimeouts(**timeouts)))
+        asyncio.run(run_stream(routes, HttpTimeouts(**timeouts)))
     return caught.value
 
 

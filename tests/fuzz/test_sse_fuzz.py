@@ -25,9 +25,9 @@ from orchestratord_server.adapters.base import (
     StreamChunk,
     TokenChunk,
 )
+from orchestratord_server.adapters.http import HttpTimeouts
 from orchestratord_server.adapters.llamacpp import (
     LlamaCppAdapter,
-    LlamaCppTimeouts,
     chunks_from_event,
 )
 from orchestratord_server.adapters.sse import SseDecoder, SseError, SseEvent
@@ -170,7 +170,7 @@ pieces = st.lists(
 
 async def run_stream(base_url: str) -> list[StreamChunk]:
     """The chunks of one completion stream from the engine at ``base_url``."""
-    timeouts = LlamaCppTimeouts(connect_s=5, request_s=10, stream_read_s=5)
+    timeouts = HttpTimeouts(connect_s=5, request_s=10, stream_read_s=5)
     adapter = LlamaCppAdapter(base_url, timeouts=timeouts)
     try:
         return [chunk async for chunk in adapter.stream(REQ)]

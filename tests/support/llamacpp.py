@@ -15,7 +15,8 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
-from orchestratord_server.adapters.llamacpp import LlamaCppAdapter, LlamaCppTimeouts
+from orchestratord_server.adapters.http import HttpTimeouts
+from orchestratord_server.adapters.llamacpp import LlamaCppAdapter
 from orchestratord_server.engines.llamacpp_process import LlamaCppProcess, LlamaCppServerConfig
 
 #: Threads for test engines: the machines running the suite have two cores.
@@ -50,14 +51,14 @@ def llamacpp_server(
 
 @asynccontextmanager
 async def adapter_for(
-    process: LlamaCppProcess, *, timeouts: LlamaCppTimeouts | None = None
+    process: LlamaCppProcess, *, timeouts: HttpTimeouts | None = None
 ) -> AsyncIterator[LlamaCppAdapter]:
     """An adapter wired to ``process`` the way the daemon wires one, closed on exit."""
     adapter = LlamaCppAdapter(
         process.base_url,
         model_path=process.config.model_path,
         engine_version=process.engine_version,
-        timeouts=timeouts or LlamaCppTimeouts(),
+        timeouts=timeouts or HttpTimeouts(),
     )
     try:
         yield adapter

@@ -1,0 +1,186 @@
+"""HTTP plumbing every engine adapter shares (ORCH-3054..3057).
+
+One pooled aiohttp session per engine base URL (connection reuse), the timeouts, and
+the one mapping of transport failures and HTTP statuses onto :class:`EngineError` kinds,
+so a refused request, a crashed worker and a silent one mean the same on every engine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from orchestratord_server.adapters.base import EngineError, EngineErrorKind, EngineHealth
+from orchestratord_server.adapters.sse import SseError
+
+
+@dataclass(frozen=True, slots=True)
+class HttpTimeouts:
+    """Seconds. ``stream_read_s`` is the longest silence tolerated inside a stream."""
+
+    connect_s: float = 5.0
+    request_s: float = 30.0
+    health_s: float = 2.0
+    stream_read_s: float = 120.0
+
+
+#: The timeouts adapters use unless told otherwise.
+DEFAULT_TIMEOUTS = HttpTimeouts()
+
+
+def kind_for_status(status: int) -> EngineErrorKind:
+    """The error code an engine HTTP status maps to."""
+    if status in (400, 413, 422):
+        return "INVALID_PARAMS"
+    if status >= 500 and status != 501:
+        return "WORKER_RESET"
+    return "INTERNAL"
+
+
+def error_from_payload(payload: Mapping[str, Any], default_status: int | None) -> EngineError:
+    """An engine's JSON error body as an :class:`EngineError`.
+
+    Understands the shapes the engines use: ``{"error": {"code", "message"}}`` (llama.cpp,
+    newer vLLM), ``{"message", "code"}`` (older vLLM), ``{"error": "text", "error_type"}``
+    (TGI, Triton) and ``{"detail": ...}`` (FastAPI). A numeric ``code`` wins over the
+    HTTP status, since llama.cpp reports the real status there inside a stream.
+    """
+    error = payload.get("error", payload)
+    status = default_status
+    if isinstance(error, Mapping):
+        code = error.get("code")
+        if isinstance(code, int) and not isinstance(code, bool):
+            status = code
+        message = error.get("message") or error.get("detail")
+        text = str(message) if message else "the engine reported an error"
+    else:
+        text = str(error)
+    kind = "INTERNAL" if status is None else kind_for_status(status)
+    return EngineError(kind, text, status)
+
+
+def error_from_response(status: int, text: str) -> EngineError:
+    """A non-2xx answer as an :class:`EngineError`; JSON bodies give their message."""
+    with contextlib.suppress(ValueError):
+        payload = json.loads(text)
+        if isinstance(payload, Mapping):
+            return error_from_payload(payload, status)
+    return EngineError(kind_for_status(status), text.strip()[:500] or f"HTTP {status}", status)
+
+
+@contextlib.contextmanager
+def translated(what: str) -> Iterator[None]:
+    """Turn transport and framing failures into :class:`EngineError`."""
+    try:
+        yield
+    except EngineError:
+        raise
+    except aiohttp.ConnectionTimeoutError as exc:
+        raise EngineError("WORKER_RESET", f"{what}: cannot connect: {exc}") from exc
+    except TimeoutError as exc:
+        raise EngineError("DECODE_TIMEOUT", f"{what}: the engine stopped answering") from exc
+    except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, ConnectionError) as exc:
+        raise EngineError("WORKER_RESET", f"{what}: connection lost: {exc!r}") from exc
+    except (aiohttp.ClientError, SseError, UnicodeDecodeError) as exc:
+        raise EngineError("INTERNAL", f"{what}: {exc}") from exc
+
+
+class EngineHttp:
+    """A pooled HTTP session to one engine at ``base_url``.
+
+    The session is created on first use, inside the running event loop. ``keepalive_s``
+    should be below the engine's own idle-connection timeout, so a request never goes out
+    on a socket the server is closing.
+    """
+
+    def __init__(
+        self, base_url: str, timeouts: HttpTimeouts = DEFAULT_TIMEOUTS, keepalive_s: float = 4.0
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeouts = timeouts
+        self._keepalive_s = keepalive_s
+        self._session: aiohttp.ClientSession | None = None
+
+    def session(self) -> aiohttp.ClientSession:
+        """The shared session (created on first use)."""
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(keepalive_timeout=self._keepalive_s),
+                timeout=aiohttp.ClientTimeout(
+                    total=self.timeouts.request_s, connect=self.timeouts.connect_s
+                ),
+                raise_for_status=False,
+            )
+        return self._session
+
+    async def request(self, method: str, path: str, body: Any = None) -> aiohttp.ClientResponse:
+        """Send a control call and read its body; non-2xx answers raise EngineError."""
+        response = await self.session().request(method, self.base_url + path, json=body)
+        async with response:
+            await response.read()
+            if not 200 <= response.status < 300:
+                raise error_from_response(response.status, await response.text(errors="replace"))
+        return response
+
+    async def json(self, method: str, path: str, body: Any = None) -> Any:
+        """A control call's JSON answer; every failure is an EngineError."""
+        with translated(f"{method} {path}"):
+            response = await self.request(method, path, body)
+            try:
+                return await response.json(content_type=None)
+            except ValueError:
+                text = (await response.text(errors="replace"))[:200]
+                raise EngineError("INTERNAL", f"{path} answered non-JSON: {text!r}") from None
+
+    async def text(self, path: str) -> str:
+        """A GET's body as text (metrics); every failure is an EngineError."""
+        with translated(f"GET {path}"):
+            response = await self.request("GET", path)
+            return await response.text()
+
+    async def health(self, path: str) -> EngineHealth:
+        """Probe ``path``: 2xx is ready, another answer is live but not ready; never raises."""
+        timeout = aiohttp.ClientTimeout(total=self.timeouts.health_s)
+        try:
+            async with self.session().get(self.base_url + path, timeout=timeout) as response:
+                text = await response.text(errors="replace")
+        except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
+            return EngineHealth(live=False, ready=False, detail=f"unreachable: {exc!r}")
+        if 200 <= response.status < 300:
+            return EngineHealth(live=True, ready=True, detail="ok")
+        error = error_from_response(response.status, text)
+        return EngineHealth(
+            live=True, ready=False, detail=f"HTTP {response.status}: {error.message}"
+        )
+
+    async def open_stream(
+        self, path: str, body: Any, headers: Mapping[str, str] | None = None
+    ) -> aiohttp.ClientResponse:
+        """POST ``body`` and return the open streaming response (status 200 checked).
+
+        The caller reads it and must ``close()`` it; closing is also how a stream is
+        cancelled upstream. Raises EngineError.
+        """
+        timeout = aiohttp.ClientTimeout(
+            total=None, connect=self.timeouts.connect_s, sock_read=self.timeouts.stream_read_s
+        )
+        with translated(f"POST {path} (stream)"):
+            response = await self.session().post(
+                self.base_url + path, json=body, headers=headers, timeout=timeout
+            )
+            if response.status != 200:
+                text = await response.text(errors="replace")
+                response.close()
+                raise error_from_response(response.status, text)
+        return response
+
+    async def close(self) -> None:
+        """Close the session and its connections."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
