@@ -39,6 +39,12 @@ from orchestrator_core.errors import (
 )
 from orchestrator_core.orchestrator import Orchestrator
 from orchestrator_core.placement import ReplicaSetKey
+from orchestrator_core.restarts import (
+    BreakerState,
+    RestartDecision,
+    RestartPolicy,
+    RestartTracker,
+)
 from orchestrator_core.seed import derive_seed
 from orchestrator_core.sessions import SessionInfo
 from orchestrator_core.snapshots import (
@@ -70,6 +76,7 @@ __all__ = [
     "AbortReason",
     "Action",
     "Admitted",
+    "BreakerState",
     "CancelOutcome",
     "CancelReason",
     "CancelStatus",
@@ -98,6 +105,9 @@ __all__ = [
     "ReplicaSetSnapshot",
     "ReplicaSpec",
     "ReplicaStatus",
+    "RestartDecision",
+    "RestartPolicy",
+    "RestartTracker",
     "SessionConfig",
     "SessionEvicted",
     "SessionInfo",

@@ -215,12 +215,16 @@ class Orchestrator:
         `deadline_ms` is relative to `now_ms`. Queued tasks cannot be dispatched to a
         draining pool, so they are canceled at once (reason drain); running tasks may
         finish until the deadline, then `poll` cancels them and aborts their requests.
+        Draining a draining pool keeps the earlier of the two deadlines.
         `PoolDrained` follows when nothing runs any more (ORCH-2101).
         """
         now = self._clock(now_ms)
         pool = self._pool(pool_id)
+        deadline = now + max(0, deadline_ms)
+        if pool.draining:
+            deadline = min(deadline, pool.drain_deadline_ms)
         pool.draining = True
-        pool.drain_deadline_ms = now + max(0, deadline_ms)
+        pool.drain_deadline_ms = deadline
         pool.refresh()
         for priority in Priority:
             for task_id in pool.queue.ids(priority):
@@ -231,6 +235,11 @@ class Orchestrator:
         if pool.running == 0:
             self._outbox.append(PoolDrained(pool.pool_id))
         return self._flush()
+
+    def drain_remaining_ms(self, pool_id: str, now_ms: int) -> int | None:
+        """Milliseconds left of the pool's drain window; None when it is not draining."""
+        pool = self._pool(pool_id)
+        return max(0, pool.drain_deadline_ms - now_ms) if pool.draining else None
 
     def undrain(self, pool_id: str) -> None:
         """Let a drained pool admit and dispatch again (after a reload, say).

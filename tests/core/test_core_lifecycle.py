@@ -229,6 +229,20 @@ def test_orch_2101_drain_deadline_cancels_what_still_runs() -> None:
     assert orch.cancel(uid(0), 101).status is CancelStatus.ALREADY_TERMINAL
 
 
+def test_orch_2101_a_second_drain_keeps_the_earlier_deadline() -> None:
+    """ORCH-2101: draining a draining pool never extends its window, only shortens it."""
+    orch = running(1)
+    orch.drain("p0", 1000, 0)
+    assert orch.drain_remaining_ms("p0", 100) == 900
+    orch.drain("p0", 5000, 100)
+    assert orch.drain_remaining_ms("p0", 100) == 900
+    orch.drain("p0", 200, 300)
+    assert orch.drain_remaining_ms("p0", 300) == 200
+    assert orch.next_deadline_ms() == 500
+    orch.undrain("p0")
+    assert orch.drain_remaining_ms("p0", 300) is None
+
+
 def test_draining_an_idle_pool_reports_drained_at_once() -> None:
     orch = orchestrator()
     assert orch.drain("p0", 100, 0) == [PoolDrained("p0")]

@@ -531,7 +531,9 @@ class CoreModel(RuleBasedStateMachine):
     def drain(self, pool_id: str, deadline: int) -> None:
         pool = self.pools[pool_id]
         queued = set(pool.queues[INTER] + pool.queues[BATCH])
-        pool.draining, pool.deadline = True, self.now + deadline
+        due = self.now + deadline
+        pool.deadline = min(due, pool.deadline) if pool.draining else due
+        pool.draining = True
         actions = self.orch.drain(pool_id, deadline, self.now)
         assert {a.task_id for a in actions if isinstance(a, TaskCanceled)} == queued
         self.apply(actions)

@@ -40,9 +40,9 @@ pytestmark = pytest.mark.integration
 
 SEED = 20_260_707
 MAX_EXAMPLES = 30
-#: The operations that answer 501 NOT_IMPLEMENTED today: drain and reload until the pool
-#: manager lands (issue 6), and a submission of a workload other than completion.
-NOT_IMPLEMENTED = {"drainPool", "reloadPool", "createTask"}
+#: The operations that answer 501 NOT_IMPLEMENTED: a submission of a workload other than
+#: completion.
+NOT_IMPLEMENTED = {"createTask"}
 
 
 def only_declared_not_implemented(

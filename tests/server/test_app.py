@@ -214,11 +214,3 @@ def test_auth_can_be_disabled(config) -> None:
     )
     client = make_client(open_config, key=None)
     assert client.post("/v1/tasks", json=TASK).status_code == 503
-
-
-def test_not_yet_served_operations_say_which_issue(client: CheckedClient) -> None:
-    response = client.post("/v1/pools/pool-a/drain", json={"deadline_ms": 10}, key=CONTROL_KEY)
-    assert response.status_code == 501
-    body = response.json()
-    assert body["code"] == "NOT_IMPLEMENTED"
-    assert "issue 6" in body["message"]
