@@ -385,6 +385,12 @@ class PoolConfig(_Strict):
                     f"tokens, fewer than the pool's ctx {self.ctx}; a task the pool admits "
                     "could not run (raise ctx_per_slot or lower ctx)"
                 )
+        pinned = {r.launch.model_path for r in self.replicas if r.launch and r.launch.model_path}
+        if len(pinned) > 1:
+            raise ValueError(
+                "replicas: launch.model_path differs between replicas; a pool serves one "
+                "model (ORCH-3001)"
+            )
         mask = set(self.devices)
         for replica in self.replicas:
             if replica.devices is not None and not set(replica.devices) <= mask:

@@ -35,7 +35,12 @@ from orchestrator_core import ReplicaStatus, RestartPolicy
 from orchestratord_server.adapters.base import EngineError
 from orchestratord_server.config import Config, PoolConfig
 from orchestratord_server.logs import log_event
-from orchestratord_server.model_catalog import ModelCatalog, ResolvedModel, UnknownModel
+from orchestratord_server.model_catalog import (
+    DIGEST_PREFIX,
+    ModelCatalog,
+    ResolvedModel,
+    UnknownModel,
+)
 from orchestratord_server.runtime.replicas import PreloadFailed, ReplicaHandle
 from orchestratord_server.runtime.selftest import self_test
 from orchestratord_server.runtime.supervisor import ReplicaRecord, new_record, supervise
@@ -89,6 +94,7 @@ class PoolManager:
         self.state: dict[str, PoolState] = {}
         self._supervisors: dict[ReplicaKey, asyncio.Task[None]] = {}
         self._reloads: dict[str, asyncio.Task[None]] = {}
+        self._configured: dict[str, ResolvedModel] = {}
         for pool in config.pools:
             model = self._initial_model(pool)
             policy = RestartPolicy(**pool.restart.model_dump())
@@ -99,12 +105,30 @@ class PoolManager:
                 self.records[key] = new_record(policy)
 
     def _initial_model(self, pool: PoolConfig) -> ResolvedModel | None:
+        """The model the pool starts on: the file its launch replicas pin, else the
+        catalog's entry; None for engines reached by URL, which serve their own model."""
+        pinned = next(
+            (r.launch.model_path for r in pool.replicas if r.launch and r.launch.model_path),
+            None,
+        )
+        if pinned is not None:
+            digest = pool.model if pool.model.startswith(DIGEST_PREFIX) else None
+            model = ResolvedModel(pool.model, pinned, digest, None)
+            self._configured[pool.id] = model
+            return model
         try:
             return self.catalog.resolve(pool.model)
         except UnknownModel:
-            if any(r.command is not None for r in pool.replicas):
+            if any(r.managed for r in pool.replicas):
                 raise
-            return None  # engines reached by URL serve their own model
+            return None
+
+    def resolve(self, pool_id: str, model_ref: str) -> ResolvedModel:
+        """``model_ref`` for ``pool_id``: its configured file, or the catalog's entry."""
+        configured = self._configured.get(pool_id)
+        if configured is not None and configured.ref == model_ref:
+            return configured
+        return self.catalog.resolve(model_ref)
 
     # -- supervision -------------------------------------------------------------------
 
@@ -142,7 +166,7 @@ class PoolManager:
     def request_reload(self, pool_id: str, model_ref: str) -> ResolvedModel:
         """Start moving ``pool_id`` to ``model_ref``; raises UnknownModel, NotReloadable."""
         pool = self.pools[pool_id]
-        target = self.catalog.resolve(model_ref)
+        target = self.resolve(pool_id, model_ref)
         for replica in pool.replicas:
             if not replica.managed:
                 raise NotReloadable(
@@ -157,11 +181,6 @@ class PoolManager:
                 raise NotReloadable(
                     f"pool {pool_id}: the command of replica {replica.id} does not name its "
                     "model with {model_path} or {model_ref}, so it cannot load another"
-                )
-            if replica.launch is not None and replica.launch.model_path is not None:
-                raise NotReloadable(
-                    f"pool {pool_id}: replica {replica.id} pins its model file "
-                    "(launch.model_path); name the model in models: instead to reload it"
                 )
         state = self.state[pool_id]
         state.desired_ref = target.ref

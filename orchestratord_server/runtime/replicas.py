@@ -99,11 +99,8 @@ class ReplicaHandle:
         return self.adapter
 
     def _model_path(self) -> Path | None:
-        """The model on this machine: launch's file, the resolved model's, or the URL
-        replica's configured path (for its digest)."""
-        launch = self.config.launch
-        if launch is not None and launch.model_path is not None:
-            return launch.model_path
+        """The model on this machine: the resolved model's file, or the URL replica's
+        configured path (for its digest)."""
         if self.model is not None:
             return self.model.path
         return self.config.model_path

@@ -1,0 +1,204 @@
+"""Drain and reload of a pool of real llama.cpp engines (ORCH-2101, ORCH-2102, ORCH-3031).
+
+One daemon launches a llama.cpp engine on a model from its catalog. The tests take the
+pool out of service, move it to another model, and try two reloads that must roll back
+(a checksum mismatch, ORCH-3037, and a model file llama.cpp cannot load), watching what a
+client sees: the streams, the refusals, and the pool's health.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.support import (
+    LONG_CTX,
+    POOL_ID,
+    Client,
+    Daemon,
+    daemon_config,
+    file_digest,
+    long_task_body,
+    new_id,
+    running_daemon,
+    task_body,
+    tiny_pool_config,
+    wait_until,
+)
+from tests.support import tiny_gguf
+
+pytestmark = pytest.mark.integration
+
+FIRST, SECOND, TAMPERED, BROKEN = "tiny-first", "tiny-second", "tiny-tampered", "tiny-broken"
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    where = tmp_path_factory.mktemp("catalog")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tiny_gguf, "TRAIN_CTX", 65_536)
+        first = tiny_gguf.write_tiny_gguf(where / "first.gguf", seed=1)
+        second = tiny_gguf.write_tiny_gguf(where / "second.gguf", seed=2)
+    broken = where / "broken.gguf"
+    broken.write_bytes(b"GGUF" + b"\0" * 64)
+    return {FIRST: first, SECOND: second, BROKEN: broken}
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory, models: dict[str, Path]) -> Iterator[Daemon]:
+    pool = tiny_pool_config(models[FIRST], model=FIRST, slots=1, capacity=4, launch_model=False)
+    config = daemon_config(pool)
+    wrong = hashlib.sha256(b"not the model").hexdigest()
+    config["models"] = [
+        {"ref": FIRST, "path": str(models[FIRST])},
+        {"ref": SECOND, "path": str(models[SECOND]), "sha256": file_digest(models[SECOND])[7:]},
+        {"ref": TAMPERED, "path": str(models[SECOND]), "sha256": wrong},
+        {"ref": BROKEN, "path": str(models[BROKEN])},
+    ]
+    with running_daemon(tmp_path_factory.mktemp("pool-control"), config) as daemon:
+        yield daemon
+
+
+@pytest.fixture
+def client(daemon: Daemon) -> Iterator[Client]:
+    client = daemon.client()
+    yield client
+    client.cancel_all()
+
+
+def reload(client: Client, model_ref: str) -> dict[str, Any]:
+    response = client.post(f"/v1/pools/{POOL_ID}/reload", json={"new_model_ref": model_ref})
+    assert response.status_code == 202, response.text
+    body: dict[str, Any] = response.json()
+    assert body == {"pool_id": POOL_ID, "action": "reload", "new_model_ref": model_ref}
+    return body
+
+
+def settled(client: Client) -> dict[str, Any] | None:
+    """The pool's health once it is Ready and no reload is under way."""
+    health = client.health()
+    converged = health["desired_model_ref"] == health["applied_model_ref"]
+    return health if health["ready"] and converged and not health["draining"] else None
+
+
+def wait_settled(client: Client, timeout: float = 60.0) -> dict[str, Any]:
+    health: dict[str, Any] = wait_until(
+        lambda: settled(client), timeout=timeout, interval=0.1, what="the pool to settle"
+    )
+    return health
+
+
+def serves(client: Client, model_ref: str) -> dict[str, Any]:
+    """Run one short task on ``model_ref``; its started frame."""
+    transcript = client.run(task_body(model_ref=model_ref, max_tokens=4))
+    assert transcript.terminal.event == "end", transcript.terminal
+    assert transcript.started is not None
+    return transcript.started
+
+
+def test_orch_2101_drain_cancels_queued_lets_running_finish_then_cancels_at_deadline(
+    client: Client, models: dict[str, Path]
+) -> None:
+    """ORCH-2101: queued work is canceled at once, the running task is canceled when the
+    deadline passes, new work is refused while draining, and a reload brings it back."""
+    wait_settled(client)
+    running = long_task_body(model_ref=FIRST)
+    queued = long_task_body(model_ref=FIRST)
+    client.admit(running)
+    with client.open_stream(running["task_id"]) as stream:
+        stream.read_until(lambda f: f.event == "token")
+        client.admit(queued)
+        response = client.post(f"/v1/pools/{POOL_ID}/drain", json={"deadline_ms": 1500})
+        assert response.status_code == 202, response.text
+        assert response.json()["action"] == "drain"
+        health = client.health()
+        assert health["draining"] is True and health["ready"] is False
+        refused = client.submit(task_body(model_ref=FIRST))
+        assert refused.status_code == 503, refused.text
+        assert refused.json()["code"] == "POOL_UNREADY"
+        queued_end = client.transcript(queued["task_id"]).terminal
+        assert (queued_end.event, queued_end.data["finish_reason"]) == ("end", "canceled")
+        transcript = stream.read_all()
+    assert transcript.terminal.event == "end"
+    assert transcript.terminal.data["finish_reason"] == "canceled"
+    assert len(transcript.tokens) > 1, "the running task went on during the drain window"
+    assert client.health()["draining"] is True
+    reload(client, FIRST)
+    health = wait_settled(client)
+    assert health["applied_model_ref"] == FIRST
+    assert serves(client, FIRST)["model_digest"] == file_digest(models[FIRST])
+
+
+def test_orch_2102_reload_moves_the_pool_to_another_model(
+    client: Client, models: dict[str, Path]
+) -> None:
+    """ORCH-2102, ORCH-3037: the new model's checksum is verified, it is preloaded, the
+    pool serves it (started frames carry its digest) and the old reference is gone."""
+    wait_settled(client)
+    before = serves(client, FIRST)
+    reload(client, SECOND)
+    health = client.health()
+    assert health["desired_model_ref"] == SECOND
+    health = wait_settled(client)
+    assert health["applied_model_ref"] == SECOND
+    assert health["model_digest"] == file_digest(models[SECOND])
+    assert "last_error" not in health
+    after = serves(client, SECOND)
+    assert after["model_digest"] == file_digest(models[SECOND]) != before["model_digest"]
+    gone = client.submit(task_body(model_ref=FIRST))
+    assert gone.status_code in (400, 404, 503), gone.text
+    reload(client, FIRST)
+    assert wait_settled(client)["applied_model_ref"] == FIRST
+
+
+def test_orch_2102_reload_waits_for_running_work(client: Client) -> None:
+    """ORCH-3031: the drain before a swap lets running tasks finish (within the watchdog
+    limit), so a reload does not cut a task that could still end normally."""
+    wait_settled(client)
+    body = task_body(model_ref=FIRST, max_tokens=400, ctx=LONG_CTX)
+    client.admit(body)
+    with client.open_stream(body["task_id"]) as stream:
+        stream.read_until(lambda f: f.event == "token")
+        reload(client, FIRST)
+        transcript = stream.read_all()
+    assert transcript.terminal.event == "end"
+    assert transcript.terminal.data["finish_reason"] in ("length", "stop")
+    wait_settled(client)
+
+
+@pytest.mark.parametrize(
+    ("target", "reason"),
+    [(TAMPERED, "checksum mismatch"), (BROKEN, "")],
+    ids=["checksum-mismatch", "unloadable-file"],
+)
+def test_orch_3031_a_failing_reload_rolls_back(
+    client: Client, models: dict[str, Path], target: str, reason: str
+) -> None:
+    """ORCH-3031, ORCH-3037: when the new model cannot be verified or loaded, the previous
+    one is loaded again, the pool serves it, and last_error says what went wrong."""
+    wait_settled(client)
+    reload(client, target)
+    health = wait_until(
+        lambda: (h := client.health()).get("last_error") and settled(client) and h,
+        timeout=60,
+        interval=0.1,
+        what="the rollback",
+    )
+    assert health["applied_model_ref"] == health["desired_model_ref"] == FIRST
+    assert health["last_error"].startswith(f"reload to {target} rolled back")
+    assert reason in health["last_error"]
+    assert serves(client, FIRST)["model_digest"] == file_digest(models[FIRST])
+
+
+def test_orch_2103_health_reports_each_replica_supervision(client: Client) -> None:
+    """ORCH-2103, ORCH-3053: per replica, health carries restarts and the breaker state."""
+    wait_settled(client)
+    replica = client.health()["metrics"]["replicas"][0]
+    assert replica["replica_id"] == "r0"
+    assert replica["breaker"] == "closed"
+    assert replica["restarts"] >= 0
+    assert client.get(f"/v1/pools/{new_id()}/health").status_code == 404
