@@ -47,6 +47,14 @@ from orchestrator_core.restarts import (
 )
 from orchestrator_core.seed import derive_seed
 from orchestrator_core.sessions import SessionInfo
+from orchestrator_core.slo import (
+    GLOBAL_SCOPE,
+    PriorityObjectives,
+    PrioritySlo,
+    SloObjectives,
+    SloSnapshot,
+    SloTracker,
+)
 from orchestrator_core.snapshots import (
     PoolHealth,
     ReplicaHealth,
@@ -68,6 +76,7 @@ from orchestrator_core.specs import (
 )
 
 __all__ = [
+    "GLOBAL_SCOPE",
     "HTTP_STATUS",
     "RETRIABLE",
     "TERMINAL",
@@ -97,6 +106,8 @@ __all__ = [
     "PoolSpec",
     "Priority",
     "PriorityLimits",
+    "PriorityObjectives",
+    "PrioritySlo",
     "QueuePolicy",
     "Refused",
     "ReplicaHealth",
@@ -111,6 +122,9 @@ __all__ = [
     "SessionConfig",
     "SessionEvicted",
     "SessionInfo",
+    "SloObjectives",
+    "SloSnapshot",
+    "SloTracker",
     "State",
     "TaskCanceled",
     "TaskEnded",

@@ -32,6 +32,8 @@ from pydantic import (
     model_validator,
 )
 
+from orchestratord_server.adapters.base import SAMPLER_PROFILES
+
 POOL_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 MAX_SESSION_TTL_MS = 600_000
 MAX_SESSION_TURNS = 8
@@ -373,6 +375,12 @@ class PoolConfig(_Strict):
                 sum(self.tensor_split), 1.0, abs_tol=1e-6
             ):
                 raise ValueError("tensor_split: ratios must be positive and sum to 1")
+        if self.sampler_profile_version not in SAMPLER_PROFILES:
+            known = ", ".join(sorted(SAMPLER_PROFILES))
+            raise ValueError(
+                f"sampler_profile_version: unknown profile {self.sampler_profile_version!r} "
+                f"(known: {known})"
+            )
         replica_ids = [r.id for r in self.replicas]
         if len(set(replica_ids)) != len(replica_ids):
             raise ValueError("replicas: replica ids must be unique within a pool")

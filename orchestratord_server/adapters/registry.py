@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping
 
 from orchestratord_server.adapters.base import AdapterSettings, EngineAdapter, EngineName
 from orchestratord_server.adapters.llamacpp import LlamaCppAdapter
+from orchestratord_server.adapters.tgi import TgiAdapter
 
 
 def _llamacpp(settings: AdapterSettings) -> EngineAdapter:
@@ -16,6 +17,7 @@ def _llamacpp(settings: AdapterSettings) -> EngineAdapter:
 
 _FACTORIES: Mapping[EngineName, Callable[[AdapterSettings], EngineAdapter]] = {
     "llamacpp": _llamacpp,
+    "tgi": TgiAdapter,
 }
 
 

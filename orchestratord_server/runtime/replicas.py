@@ -29,6 +29,7 @@ from orchestratord_server.adapters.base import (
     EngineName,
     EngineProps,
     FinalChunk,
+    sampler_profile,
 )
 from orchestratord_server.adapters.digest import sha256_path
 from orchestratord_server.adapters.registry import make_adapter
@@ -68,6 +69,7 @@ class ReplicaHandle:
     ) -> None:
         self.pool_id = pool.id
         self.pool_ctx = pool.ctx
+        self.sampler = sampler_profile(pool.sampler_profile_version)
         self.engine_name: EngineName = pool.engine.value
         self.replica_id = config.id
         self.config = config
@@ -244,7 +246,9 @@ class ReplicaHandle:
                     f"tokens) is smaller than the pool's ctx ({self.pool_ctx}); a task the "
                     "pool admits could not run there (ORCH-3014)"
                 )
-            request = CompletionRequest(prompt=PRELOAD_PROMPT, max_tokens=1, seed=0)
+            request = CompletionRequest(
+                prompt=PRELOAD_PROMPT, max_tokens=1, seed=0, sampler=self.sampler
+            )
             finished = False
             async for chunk in adapter.stream(request):
                 finished = finished or isinstance(chunk, FinalChunk)

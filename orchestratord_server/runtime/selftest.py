@@ -19,16 +19,14 @@ from orchestratord_server.runtime.replicas import PRELOAD_PROMPT, PreloadFailed,
 
 log = logging.getLogger("orchestratord.pool")
 
-_CANCEL_REQUEST = CompletionRequest(prompt=PRELOAD_PROMPT, max_tokens=16, seed=1)
-_DECODE_REQUEST = CompletionRequest(prompt=PRELOAD_PROMPT, max_tokens=1, seed=0)
-
 
 async def self_test(handle: ReplicaHandle) -> None:
     """Cancel, decode after the cancel, slots; raises PreloadFailed naming the step."""
     adapter = handle.engine()
     steps: dict[str, float] = {}
     began = time.perf_counter()
-    stream = adapter.stream(_CANCEL_REQUEST)
+    cancel = CompletionRequest(PRELOAD_PROMPT, max_tokens=16, seed=1, sampler=handle.sampler)
+    stream = adapter.stream(cancel)
     try:
         async for chunk in stream:
             if isinstance(chunk, TokenChunk | FinalChunk):
@@ -38,7 +36,8 @@ async def self_test(handle: ReplicaHandle) -> None:
     steps["cancel_ms"] = _since(began)
     began = time.perf_counter()
     finished = False
-    async for chunk in adapter.stream(_DECODE_REQUEST):
+    decode = CompletionRequest(PRELOAD_PROMPT, max_tokens=1, seed=0, sampler=handle.sampler)
+    async for chunk in adapter.stream(decode):
         finished = finished or isinstance(chunk, FinalChunk)
     if not finished:
         raise PreloadFailed(f"{handle.label}: self-test: no decode after a cancel")
