@@ -14,7 +14,7 @@ from typing import Any
 from connexion import context as connexion_context
 from starlette.responses import Response
 
-from orchestrator_core import UnknownPool
+from orchestrator_core import Priority, SloObjectives, SloSnapshot, UnknownPool
 from orchestratord_server.body_validation import validated_body
 from orchestratord_server.errors import error_response
 from orchestratord_server.generated.models import (
@@ -35,12 +35,6 @@ from orchestratord_server.runtime.clock import now_ms
 from orchestratord_server.runtime.pool_manager import NotReloadable
 from orchestratord_server.runtime.supervisor import ReplicaRecord
 from orchestratord_server.state import ServerState
-
-#: Per-priority SLO objectives (ORCH-3041 defaults), reported with each replica set.
-SLO_OBJECTIVES: dict[str, dict[str, float]] = {
-    "interactive": {"first_token_p95_ms": 900, "tokens_64_p95_ms": 2500, "error_rate": 0.005},
-    "batch": {"throughput_ratio_min": 0.8, "error_rate": 0.01},
-}
 
 
 class ControlPlane:
@@ -150,7 +144,7 @@ class ControlPlane:
                     load=float(snapshot.load),
                     slots_total=snapshot.slots_total,
                     slots_free=snapshot.slots_free,
-                    slo=SLO_OBJECTIVES,
+                    slo=slo_view(self._state.runtime.slo_snapshot(f"set:{snapshot.set_id}")),
                     model_ref=key.model_ref,
                     engine_version=key.engine_version,
                     sampler_profile_version=key.sampler_profile_version,
@@ -175,3 +169,31 @@ def _last_error(pool_error: str | None, records: list[ReplicaRecord]) -> str | N
     if pool_error is not None:
         return pool_error
     return next((r.last_error for r in records if r.last_error is not None), None)
+
+
+def slo_view(snapshot: SloSnapshot) -> dict[str, dict[str, Any]]:
+    """A replica set's SLO figures next to their objectives, per priority that has tasks in
+    the window (ORCH-3041); figures that cannot be computed yet are left out."""
+    objectives = SloObjectives()
+    view: dict[str, dict[str, Any]] = {}
+    for priority in Priority:
+        figures = snapshot.of(priority)
+        if not figures.samples:
+            continue
+        goal = objectives.of(priority)
+        entry = {
+            "samples": figures.samples,
+            "window_ms": snapshot.window_ms,
+            "ttft_p95_ms": figures.first_token_p95_ms,
+            "ttft_p95_objective_ms": goal.first_token_p95_ms,
+            "tokens_64_p95_ms": figures.tokens_64_p95_ms,
+            "tokens_64_p95_objective_ms": goal.tokens_64_p95_ms,
+            "error_ratio": figures.error_rate,
+            "error_ratio_objective": goal.max_error_rate,
+            "throughput_ratio": figures.throughput_ratio,
+            "throughput_ratio_objective": goal.min_throughput_ratio,
+            "attainment_ratio": figures.attainment_ratio,
+            "met": figures.met,
+        }
+        view[priority.value] = {key: value for key, value in entry.items() if value is not None}
+    return view

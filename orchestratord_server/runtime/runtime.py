@@ -47,6 +47,8 @@ from orchestrator_core import (
     ReplicaStatus,
     SessionEvicted,
     SessionInfo,
+    SloSnapshot,
+    SloTracker,
     TaskCanceled,
     TaskEnded,
     TaskFailed,
@@ -72,6 +74,9 @@ from orchestratord_server.runtime.tasks import NO_ENGINE_OPTIONS, EngineOptions,
 from orchestratord_server.transcripts import TaskEvent, Transcript, sse_frame, token_frame
 
 log = logging.getLogger("orchestratord.runtime")
+
+#: Failures the client caused; they do not count against the service's SLOs.
+CLIENT_ERRORS = frozenset({ErrorKind.INVALID_PARAMS})
 
 #: How long stop() waits for canceled streams and loops before it goes on without them.
 STOP_TIMEOUT_S = 10.0
@@ -114,6 +119,8 @@ class Runtime:
         self.replicas = self.manager.handles
         self._drained: dict[str, asyncio.Event] = {}
         self.ready_replicas: set[tuple[str, str]] = set()
+        self.slo = SloTracker()
+        self._set_of_replica: dict[tuple[str, str], str] = {}
         self.tasks: dict[str, TaskContext] = {}
         self.shutting_down = False
         self._record = Recorder(metrics)
@@ -201,7 +208,16 @@ class Runtime:
         else:
             self.ready_replicas.discard(key)
         self._perform(self.core.update_replica(*key, status, now_ms()))
+        self._refresh_set_membership()
         self._pump()
+
+    def _refresh_set_membership(self) -> None:
+        """Which replica set each replica is in now (versions decide it, ORCH-3046)."""
+        self._set_of_replica = {
+            (member.pool_id, member.replica_id): snapshot.set_id
+            for snapshot in self.core.replica_sets()
+            for member in snapshot.members
+        }
 
     def model_ref(self, pool_id: str) -> str:
         """The model reference the pool serves now (changes with a reload)."""
@@ -386,6 +402,30 @@ class Runtime:
                 health.queue_depth_interactive
             )
             gauge.labels(engine, version, pool.id, "batch").set(health.queue_depth_batch)
+            self._refresh_slo_gauge((engine, version, pool.id))
+
+    def _refresh_slo_gauge(self, labels: tuple[str, str, str]) -> None:
+        """slo_attainment_ratio per priority and objective (ORCH-3041, metrics contract);
+        a ratio that cannot be computed has no sample."""
+        gauge = self.metrics["slo_attainment_ratio"]
+        snapshot = self.slo.snapshot(labels[2], now_ms())
+        for priority in Priority:
+            figures = snapshot.of(priority)
+            ratios = {
+                "first_token_latency": figures.first_token_within,
+                "decode_latency": figures.tokens_64_within,
+                "errors": None if figures.error_rate is None else 1 - figures.error_rate,
+                "throughput": None
+                if figures.throughput_ratio is None
+                else min(1.0, figures.throughput_ratio),
+            }
+            for objective, ratio in ratios.items():
+                key = (*labels, priority.value, objective)
+                if ratio is None:
+                    with contextlib.suppress(KeyError):
+                        gauge.remove(*key)
+                else:
+                    gauge.labels(*key).set(ratio)
 
     # -- the loop ----------------------------------------------------------------------
 
@@ -573,6 +613,7 @@ class Runtime:
             }
             _emit(task.transcript, "end", end, terminal=True)
             self._record.ended(task, outcome)
+            self._measure_slo(task, ok=True, now=now)
         elif isinstance(outcome, TaskCanceled):
             if outcome.reason.value == "drain":
                 task.cancel_label = "drain"
@@ -592,7 +633,35 @@ class Runtime:
             }
             _emit(task.transcript, "error", error, terminal=True)
             self._record.failed(task, outcome)
+            self._measure_slo(task, ok=outcome.kind in CLIENT_ERRORS, now=now)
         asyncio.get_running_loop().call_later(self._retention_s, self._reap, outcome.task_id)
+
+    def _measure_slo(self, task: TaskContext, *, ok: bool, now: int) -> None:
+        """Count a finished task toward its pool's and its replica set's SLOs (ORCH-3041).
+
+        A failure the client caused (its parameters) is not the service's error; canceled
+        tasks are not counted at all. Decode time runs from the first token to the end.
+        """
+        first = task.first_token_ms
+        priority = Priority(task.request.priority.value)
+        scopes = [task.pool.id]
+        set_id = self._set_of_replica.get((task.pool.id, task.replica_id or ""))
+        if set_id is not None:
+            scopes.append(f"set:{set_id}")
+        for scope in scopes:
+            self.slo.record_outcome(
+                scope,
+                priority,
+                now,
+                first_token_ms=None if first is None else first - task.admitted_ms,
+                tokens_out=task.tokens_out,
+                decode_ms=None if first is None else now - first,
+                ok=ok,
+            )
+
+    def slo_snapshot(self, scope: str) -> SloSnapshot:
+        """SLO figures of a pool or a replica set over the recent window (ORCH-3041)."""
+        return self.slo.snapshot(scope, now_ms())
 
     def _reap(self, task_id: str) -> None:
         self.core.reap(task_id)
