@@ -115,21 +115,32 @@ def pool_health(pool: Pool) -> PoolHealth:
 
 
 def replica_sets(pools: Iterable[Pool]) -> tuple[ReplicaSetSnapshot, ...]:
-    """All replica sets, ordered by set id."""
-    groups: dict[ReplicaSetKey, list[tuple[ReplicaSetMember, int, int]]] = {}
+    """All replica sets, ordered by set id.
+
+    A set's load is (running + queued) / slots over its members that take work; a pool's
+    queued tasks count toward the set its usable replicas are in (the one it dispatches
+    to). An idle set, or one without slots, has load 0.
+    """
+    groups: dict[ReplicaSetKey, list[tuple[ReplicaSetMember, int, int, int]]] = {}
+    waiting: dict[ReplicaSetKey, int] = {}
     for pool in pools:
+        queued = pool.queue.depth(Priority.INTERACTIVE) + pool.queue.depth(Priority.BATCH)
         for replica in pool.replicas.values():
             member = ReplicaSetMember(pool.pool_id, replica.replica_id, replica.live,
                                       replica.ready, pool.draining)
             taking = pool.is_ready and replica in pool.usable_replicas
-            total = replica.slots_total if taking else 0
-            free = replica.slots_free if taking else 0
-            groups.setdefault(pool.key_of(replica), []).append((member, total, free))
+            key = pool.key_of(replica)
+            if taking and queued:
+                waiting[key] = waiting.get(key, 0) + queued
+                queued = 0
+            entry = (replica.slots_total, replica.slots_free, replica.busy) if taking else (0, 0, 0)
+            groups.setdefault(key, []).append((member, *entry))
     snapshots = []
     for key, entries in groups.items():
         total = sum(e[1] for e in entries)
         free = sum(e[2] for e in entries)
-        load = 1.0 - free / total if total else 1.0
+        busy = sum(e[3] for e in entries) + waiting.get(key, 0)
+        load = busy / total if total else 0.0
         snapshots.append(ReplicaSetSnapshot(key.set_id, key, total, free, load,
                                             tuple(e[0] for e in entries)))
     return tuple(sorted(snapshots, key=lambda s: s.set_id))

@@ -141,8 +141,18 @@ def test_orch_2104_replica_set_load_and_slots() -> None:
     orch.drain("a", 0, 1)
     orch.drain("b", 0, 1)
     (snapshot,) = orch.replica_sets()
-    assert (snapshot.slots_total, snapshot.load) == (0, 1.0)
+    assert (snapshot.slots_total, snapshot.load) == (0, 0.0)
     assert all(m.draining for m in snapshot.members)
+
+
+def test_orch_2104_replica_set_load_counts_queued_work() -> None:
+    """ORCH-2104: load is (running + queued) / slots, so above 1 means work is waiting."""
+    orch = orchestrator(pool_spec("a", replicas=[("r0", 1)], devices=(0,)))
+    placed(orch, 1)
+    for n in (2, 3):
+        admit(orch, task(n))
+    (snapshot,) = orch.replica_sets()
+    assert (snapshot.slots_total, snapshot.slots_free, snapshot.load) == (1, 0, 3.0)
 
 
 def turn(orch: Orchestrator, n: int, now: int, **fields: object) -> Dispatch:

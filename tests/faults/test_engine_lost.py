@@ -27,8 +27,8 @@ from tests.integration.support import (
     ENGINE_MARKER,
     Client,
     Daemon,
-    _children,
-    _cmdline,
+    child_pids,
+    command_line,
     daemon_config,
     long_task_body,
     process_alive,
@@ -51,7 +51,7 @@ def engine_urls(daemon: Daemon) -> list[str]:
 
 
 def launched_engines(daemon: Daemon) -> list[int]:
-    return [pid for pid in _children(daemon.pid) if ENGINE_MARKER in _cmdline(pid)]
+    return [pid for pid in child_pids(daemon.pid) if ENGINE_MARKER in command_line(pid)]
 
 
 def assert_worker_reset(transcript_terminal: dict[str, object]) -> None:

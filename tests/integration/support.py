@@ -489,7 +489,7 @@ def orchestratord_command() -> list[str]:
     return [sys.executable, "-m", "orchestratord_server"]
 
 
-def _children(pid: int) -> list[int]:
+def child_pids(pid: int) -> list[int]:
     """Direct children of ``pid`` (from /proc)."""
     found = []
     for entry in Path("/proc").iterdir():
@@ -505,7 +505,7 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def _cmdline(pid: int) -> str:
+def command_line(pid: int) -> str:
     try:
         return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
     except OSError:
@@ -519,7 +519,7 @@ def process_alive(pid: int, marker: str) -> bool:
     except OSError:
         return False
     state = stat.rsplit(")", 1)[1].split()[0]
-    return state not in ("Z", "X") and marker in _cmdline(pid)
+    return state not in ("Z", "X") and marker in command_line(pid)
 
 
 ENGINE_MARKER = "xllamacpp_runner"
@@ -569,7 +569,7 @@ class Daemon:
             self._wait_ready(began, ready_timeout, "/readyz" if wait_ready else "/livez")
             if launches:
                 self.engine_pids = wait_until(
-                    lambda: [p for p in _children(self.pid) if ENGINE_MARKER in _cmdline(p)],
+                    lambda: [p for p in child_pids(self.pid) if ENGINE_MARKER in command_line(p)],
                     timeout=10,
                     what="the launched engine process",
                 )
