@@ -1,12 +1,17 @@
 """Restart decisions for failed workers: exponential backoff under a circuit breaker.
 
 ORCH-3038: a failed worker is restarted (or re-probed) with backoff. ORCH-3053: restart
-storms are bounded. Theory of operation: each failed attempt doubles the delay before the
-next one, from ``base_ms`` up to ``max_ms``. Failures are also counted in a sliding window;
-when ``trip_failures`` of them fall within ``window_ms`` the breaker opens and the next
-attempt waits ``open_ms`` (much longer than any backoff step). The attempt after an open
-period is a half-open trial: success closes the breaker and resets everything; failure
-opens it again at once. Time is a parameter, so every rule is testable without sleeping.
+storms are bounded. Theory of operation: each consecutive failed attempt doubles the
+delay before the next one, from ``base_ms`` up to ``max_ms``; a success starts the backoff
+over. Every failure, whether an attempt that failed or a worker that failed after it came
+up, is also counted in a sliding window that a success does not clear, so a worker that
+flaps (comes up, fails, comes up again) cannot restart without bound. When
+``trip_failures`` failures fall within ``window_ms`` the breaker opens and the next
+attempt waits ``open_ms`` (much longer than any backoff step). Choose ``trip_failures``
+above the number of backoff steps that fit in the window, so a worker that is merely
+slow to come back never trips it. The attempt after an open period is a half-open trial:
+success closes the breaker and clears the window; failure opens it again at once. Time
+is a parameter, so every rule is testable without sleeping.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ class RestartPolicy:
 
     base_ms: int = 500
     max_ms: int = 30_000
-    trip_failures: int = 5
+    trip_failures: int = 10
     window_ms: int = 60_000
     open_ms: int = 120_000
 
@@ -97,7 +102,9 @@ class RestartTracker:
         return self._state
 
     def succeeded(self) -> None:
-        """An attempt succeeded: the breaker closes and the backoff starts over."""
+        """An attempt succeeded: the backoff starts over; a half-open trial closes the
+        breaker and clears the failure window (otherwise the window keeps counting)."""
         self._consecutive = 0
-        self._failures.clear()
+        if self._state is BreakerState.HALF_OPEN:
+            self._failures.clear()
         self._state = BreakerState.CLOSED

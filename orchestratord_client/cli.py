@@ -4,9 +4,9 @@ status and metrics, next to the daemon's own `serve`.
 The daemon's URL comes from `--url` or `$ORCHD_URL` (default http://127.0.0.1:8080), the
 key from `--key` or `$ORCHD_API_KEY`. Exit codes: 0 success; 2 usage or client error (a
 4xx other than 429); 3 backpressure (429 or 503, after the retries asked for, or a task
-evicted from a full queue); 4 server or engine failure (5xx, including 501 for an
-operation not served yet, a stream that ends with `error`, a daemon that cannot be
-reached); 1 anything unexpected; 130 interrupted.
+evicted from a full queue); 4 server or engine failure (5xx, including 501 for a
+workload this deployment does not provide, a stream that ends with `error`, a daemon
+that cannot be reached); 1 anything unexpected; 130 interrupted.
 """
 
 from __future__ import annotations

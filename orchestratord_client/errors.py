@@ -2,7 +2,7 @@
 
 `error_for(status, headers, body)` turns a non-2xx answer into the matching exception:
 client errors (4xx), backpressure (429, 503) with the retry hints of ORCH-2007, and
-server failures (5xx, including 501 for operations this deployment does not serve yet).
+server failures (5xx, including 501 for a workload this deployment does not provide).
 A stream that ends with an `error` event is not an exception: it is the stream's last
 event (see `orchestratord_client.sse`).
 """

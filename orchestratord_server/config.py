@@ -235,12 +235,17 @@ class TimeoutConfig(_Strict):
 
 class RestartConfig(_Strict):
     """How a failed replica is restarted (ORCH-3038, ORCH-3053): exponential backoff from
-    base_ms to max_ms; trip_failures failures within window_ms open the circuit breaker,
-    which suspends attempts for open_ms."""
+    base_ms to max_ms; trip_failures failures (also of a replica that flaps) within
+    window_ms open the circuit breaker, which suspends attempts for open_ms."""
 
     base_ms: int = Field(500, ge=1, description="Wait before the first retry.")
     max_ms: int = Field(30_000, ge=1, description="Longest backoff step.")
-    trip_failures: int = Field(5, ge=1, description="Failures that open the breaker.")
+    trip_failures: int = Field(
+        10,
+        ge=1,
+        description="Failures within window_ms that open the breaker; keep it above the "
+        "backoff steps that fit in the window.",
+    )
     window_ms: int = Field(60_000, ge=1, description="Window the failures are counted in.")
     open_ms: int = Field(120_000, ge=1, description="How long an open breaker waits.")
 

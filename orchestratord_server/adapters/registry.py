@@ -7,6 +7,8 @@ from collections.abc import Callable, Mapping
 from orchestratord_server.adapters.base import AdapterSettings, EngineAdapter, EngineName
 from orchestratord_server.adapters.llamacpp import LlamaCppAdapter
 from orchestratord_server.adapters.tgi import TgiAdapter
+from orchestratord_server.adapters.triton import TritonAdapter
+from orchestratord_server.adapters.vllm import VllmAdapter
 
 
 def _llamacpp(settings: AdapterSettings) -> EngineAdapter:
@@ -18,6 +20,8 @@ def _llamacpp(settings: AdapterSettings) -> EngineAdapter:
 _FACTORIES: Mapping[EngineName, Callable[[AdapterSettings], EngineAdapter]] = {
     "llamacpp": _llamacpp,
     "tgi": TgiAdapter,
+    "triton": TritonAdapter,
+    "vllm": VllmAdapter,
 }
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -14,12 +15,13 @@ from collections.abc import Iterator
 import pytest
 
 from orchestratord_client.cli import (
+    DEFAULT_DRAIN_DEADLINE_MS,
     EXIT_BACKPRESSURE,
     EXIT_CLIENT,
     EXIT_OK,
     EXIT_SERVER,
 )
-from tests.client.conftest import CAPACITY, SLOTS
+from tests.client.conftest import CAPACITY, SLOTS, wait_serving
 from tests.integration.support import (
     DATA_KEY,
     LONG_CTX,
@@ -27,6 +29,7 @@ from tests.integration.support import (
     MODEL_REF,
     POOL_ID,
     Daemon,
+    free_port,
     long_task_body,
     orchestratord_command,
     wait_until,
@@ -154,7 +157,7 @@ def test_exit_codes_tell_client_errors_backpressure_and_failures_apart(
     env: dict[str, str], tracker: CheckedClient
 ) -> None:
     """ORCH-2006, ORCH-2007: 400 and 404 exit 2, a full queue (429) exits 3 naming
-    ADMISSION_REJECT, a bad key exits 2, and drain/reload (501) exit 4."""
+    ADMISSION_REJECT, a bad key exits 2, and a daemon that cannot be reached exits 4."""
     too_long = orchestratord(env, *submit_args(tracker, "--ctx", str(LONG_CTX * 64), "hi"))
     assert too_long.returncode == EXIT_CLIENT
     assert "INVALID_PARAMS" in too_long.stderr and "body.ctx" in too_long.stderr
@@ -173,10 +176,37 @@ def test_exit_codes_tell_client_errors_backpressure_and_failures_apart(
     assert full.returncode == EXIT_BACKPRESSURE
     assert "429 ADMISSION_REJECT" in full.stderr
 
-    for args in (["drain", POOL_ID], ["reload", POOL_ID, MODEL_REF]):
-        refused = orchestratord(env, *args)
-        assert refused.returncode == EXIT_SERVER
-        assert "501 NOT_IMPLEMENTED" in refused.stderr and "issue 6" in refused.stderr
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    unreachable = orchestratord(env, "status", "--url", nowhere)
+    assert unreachable.returncode == EXIT_SERVER
+    assert f"cannot reach the daemon at {nowhere}" in unreachable.stderr
+
+
+def test_drain_and_reload_take_the_pool_out_of_service_and_back(
+    env: dict[str, str], in_service: CheckedClient
+) -> None:
+    """ORCH-2101, ORCH-2102: `drain POOL` exits 0 printing the deadline that applies (the
+    default window) and the pool is draining; `reload POOL MODEL_REF` to the pool's own
+    model exits 0 and the pool is Ready on it again; a reload to a model the daemon does
+    not know exits 2 naming INVALID_PARAMS and the field."""
+    drained = orchestratord(env, "drain", POOL_ID)
+    assert drained.returncode == EXIT_OK, drained.stderr
+    printed = re.fullmatch(rf"draining {POOL_ID} \(deadline (\d+) ms\)\n", drained.stdout)
+    assert printed, drained.stdout
+    assert 0 < int(printed[1]) <= DEFAULT_DRAIN_DEADLINE_MS
+    health = in_service.health()
+    assert (health["draining"], health["ready"]) == (True, False)
+
+    unknown = orchestratord(env, "reload", POOL_ID, "no-such-model")
+    assert unknown.returncode == EXIT_CLIENT
+    assert "400 INVALID_PARAMS" in unknown.stderr and "body.new_model_ref" in unknown.stderr
+    assert in_service.health()["draining"], "a refused reload changes nothing"
+
+    reloaded = orchestratord(env, "reload", POOL_ID, MODEL_REF)
+    assert reloaded.returncode == EXIT_OK, reloaded.stderr
+    assert reloaded.stdout == f"reloading {POOL_ID} with {MODEL_REF}\n"
+    wait_serving(in_service)
+    assert in_service.health()["applied_model_ref"] == MODEL_REF
 
 
 def refusals(tracker: CheckedClient) -> float:

@@ -28,17 +28,20 @@ from orchestratord_client import (
     completion,
     retrying,
 )
-from orchestratord_client.errors import Backpressure, InvalidRequest, ServerError
+from orchestratord_client.errors import Backpressure, InvalidRequest, ServerError, Unavailable
 from orchestratord_client.protocol import KEY_ENV
 from orchestratord_client.retry import wait_for
 from orchestratord_server.generated.models import (
     AdmissionResponse,
     ErrorKind,
     FinishReason,
+    PoolAction,
+    PoolActionAccepted,
     QueuePolicy,
     TaskRequest,
+    Workload,
 )
-from tests.client.conftest import CAPACITY, SLOTS
+from tests.client.conftest import CAPACITY, SLOTS, wait_serving
 from tests.client.proxy import cutting_proxy
 from tests.integration.support import (
     DATA_KEY,
@@ -55,6 +58,10 @@ pytestmark = pytest.mark.integration
 #: Bytes of a stream's answer after which the proxy cuts it: a few dozen token frames.
 CUT_AFTER_BYTES = 1500
 CANCEL_AT_TOKEN = 200
+#: A drain window long enough that a running task is still going when the test drains
+#: again with deadline 0 (which then applies, being the earlier).
+DRAIN_WINDOW_MS = 60_000
+UNKNOWN_MODEL = "no-such-model"
 
 
 @pytest.fixture
@@ -285,20 +292,103 @@ def test_invalid_task_is_typed_400_naming_the_field(client: Client) -> None:
     assert [e.loc for e in refused.value.envelope.errors or []] == ["body.ctx"]
 
 
-def test_drain_and_reload_surface_501(client: Client) -> None:
-    """ORCH-2101, ORCH-2102: drain and reload are not served yet; the client raises the
-    typed 501 naming the issue that brings them, and pretends nothing."""
+def test_an_unserved_workload_is_typed_501(client: Client) -> None:
+    """ORCH-2001: an embedding, which the engines here do not run, raises the typed 501
+    NotImplementedByServer (a ServerError that is not worth retrying)."""
+    task = TaskRequest.model_validate(
+        {
+            **short_task().model_dump(),
+            "workload": Workload.EMBEDDING,
+            "prompt": None,
+            "inputs": ["a", "b"],
+        }
+    )
+    with pytest.raises(NotImplementedByServer) as refused:
+        client.submit(task)
+    assert isinstance(refused.value, ServerError)
+    assert refused.value.code is ErrorKind.NOT_IMPLEMENTED
+    assert not refused.value.retriable
+
+
+def test_drain_is_typed_and_takes_the_pool_out_of_service(
+    client: Client, in_service: CheckedClient
+) -> None:
+    """ORCH-2101: drain answers the typed PoolActionAccepted with the deadline that applies
+    (the earlier of two drains); health says draining and not ready, a submission is a
+    typed 503 POOL_UNREADY, the running task goes on within the window, and a drain with
+    deadline 0 ends it canceled."""
+    task = long_task()
+    admit(client, in_service, task)
+    with client.stream(task.task_id) as stream:
+        events = iter(stream)
+        seen: list[StreamEvent] = [next(e for e in events if isinstance(e, TokenEvent))]
+        accepted = client.drain(POOL_ID, DRAIN_WINDOW_MS)
+        assert isinstance(accepted, PoolActionAccepted)
+        assert (accepted.pool_id, accepted.action) == (POOL_ID, PoolAction.DRAIN)
+        assert accepted.deadline_ms is not None
+        assert 0 < accepted.deadline_ms <= DRAIN_WINDOW_MS
+        health = client.pool_health(POOL_ID)
+        assert (health.draining, health.ready) == (True, False)
+        assert health.metrics["running"] == 1
+        with pytest.raises(Unavailable) as refused:
+            client.submit(short_task())
+        assert refused.value.code is ErrorKind.POOL_UNREADY
+        assert client.drain(POOL_ID, 0).deadline_ms == 0
+        assert client.drain(POOL_ID, DRAIN_WINDOW_MS).deadline_ms == 0
+        seen.extend(events)
+    end = seen[-1]
+    assert isinstance(end, EndEvent), end
+    assert end.finish_reason is FinishReason.CANCELED
+    assert client.pool_health(POOL_ID).draining
+
+
+def test_reload_brings_a_drained_pool_back_on_its_model(
+    client: Client, in_service: CheckedClient
+) -> None:
+    """ORCH-2102, ORCH-3002: reloading a drained pool to its own model answers the typed
+    PoolActionAccepted naming the model; the pool preloads it and is Ready again, serving
+    tasks on the same model (same digest) as before."""
+    before = client.pool_health(POOL_ID)
+    client.drain(POOL_ID, 0)
+    accepted = client.reload(POOL_ID, MODEL_REF)
+    assert isinstance(accepted, PoolActionAccepted)
+    assert (accepted.pool_id, accepted.action) == (POOL_ID, PoolAction.RELOAD)
+    assert accepted.new_model_ref == MODEL_REF
+    wait_serving(in_service)
+    after = client.pool_health(POOL_ID)
+    assert (after.ready, after.draining) == (True, False)
+    assert after.applied_model_ref == after.desired_model_ref == MODEL_REF
+    assert after.model_digest == before.model_digest
+    assert after.last_error is None
+    task = short_task()
+    admit(client, in_service, task)
+    assert check_events(list(client.stream(task.task_id)), task)
+
+
+def test_reload_to_an_unknown_model_is_typed_400_naming_the_field(
+    daemon: Daemon, client: Client
+) -> None:
+    """ORCH-2102, ORCH-2006: a reload to a model the daemon does not know raises
+    InvalidRequest naming `body.new_model_ref` (sync and async clients), and the pool
+    goes on serving its model untouched."""
+
+    async def reload_async() -> None:
+        async with AsyncClient(daemon.base_url, DATA_KEY) as async_client:
+            await async_client.reload(POOL_ID, UNKNOWN_MODEL)
+
     calls: list[Callable[[], object]] = [
-        lambda: client.drain(POOL_ID, 1000),
-        lambda: client.reload(POOL_ID, MODEL_REF),
+        lambda: client.reload(POOL_ID, UNKNOWN_MODEL),
+        lambda: asyncio.run(reload_async()),
     ]
     for call in calls:
-        with pytest.raises(NotImplementedByServer) as refused:
+        with pytest.raises(InvalidRequest) as refused:
             call()
-        assert isinstance(refused.value, ServerError)
-        assert refused.value.code is ErrorKind.NOT_IMPLEMENTED
-        assert "issue 6" in refused.value.message
-        assert not refused.value.retriable
+        assert refused.value.code is ErrorKind.INVALID_PARAMS
+        assert refused.value.envelope is not None
+        assert [e.loc for e in refused.value.envelope.errors or []] == ["body.new_model_ref"]
+    health = client.pool_health(POOL_ID)
+    assert (health.ready, health.draining) == (True, False)
+    assert health.desired_model_ref == health.applied_model_ref == MODEL_REF
 
 
 def test_pools_sessions_and_probes_are_typed(client: Client, tracker: CheckedClient) -> None:

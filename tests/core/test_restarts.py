@@ -23,6 +23,19 @@ def test_delays_double_up_to_the_cap() -> None:
     assert delays == [100, 200, 400, 800, 1_000, 1_000, 1_000]
 
 
+def test_flapping_trips_the_breaker_although_each_restart_succeeds() -> None:
+    """ORCH-3053: a worker that comes up and fails again restarts fast (the backoff starts
+    over), but its failures still count toward the breaker."""
+    tracker = RestartTracker(POLICY)
+    decisions = []
+    for t in range(0, 4_000, 1_000):
+        tracker.attempting()
+        tracker.succeeded()
+        decisions.append(tracker.failed(t))
+    assert [d.delay_ms for d in decisions[:3]] == [100, 100, 100]
+    assert decisions[-1].state is BreakerState.OPEN
+
+
 def test_success_resets_the_backoff() -> None:
     """ORCH-3038: a worker that came back starts its next backoff from the base."""
     tracker = RestartTracker(POLICY)
@@ -102,17 +115,17 @@ def test_inconsistent_policies_are_refused(kwargs: dict[str, int]) -> None:
 )
 def test_attempts_are_bounded_by_the_breaker(gaps: list[int], successes: set[int]) -> None:
     """ORCH-3053: however failures arrive, within any window at most trip_failures
-    attempts are scheduled before the breaker opens (a success starts the count over),
-    and every delay is within bounds."""
+    attempts are scheduled before the breaker opens (only the trial after an open period
+    starts the count over), and every delay is within bounds."""
     tracker = RestartTracker(POLICY)
     now = 0
     scheduled: list[int] = []
     for step, gap in enumerate(gaps):
         now += gap
-        tracker.attempting()
+        if tracker.attempting() is BreakerState.HALF_OPEN:
+            scheduled.clear()  # the trial after an open period starts a fresh window
         if step in successes:
             tracker.succeeded()
-            scheduled.clear()
             continue
         decision = tracker.failed(now)
         assert POLICY.base_ms <= decision.delay_ms <= POLICY.open_ms

@@ -131,10 +131,11 @@ def test_killed_engine_fails_its_tasks_and_is_restarted(
 
 @pytest.fixture
 def dropping() -> Iterator[FakeLlamaCpp]:
-    """A fake engine that drops a completion's connection after 3 tokens, then refuses
-    completions (HTTP 503) until the test lets it recover; its /health stays up."""
+    """A fake engine that, once a test arms it (`drop_one_stream`), drops a completion's
+    connection after 3 tokens, then refuses completions (HTTP 503) until the test lets
+    it recover; its /health stays up. It starts well-behaved, so the replica passes its
+    start-up self-test (ORCH-3049)."""
     with fake_llamacpp(token_text="drop") as engine:
-        engine.behaviour = Behaviour(mode="close", after=3, then_refuse=True)
         yield engine
 
 
@@ -150,6 +151,7 @@ def drop_one_stream(client: Client, engine: FakeLlamaCpp) -> None:
     """Run one task whose engine connection is cut after 3 tokens. The engine refuses
     completions from then on (so no preload can succeed) until ``engine.refusing`` is
     cleared; it then streams normally."""
+    engine.behaviour = Behaviour(mode="close", after=3, then_refuse=True)
     body = task_body(max_tokens=10)
     transcript = client.run(body)
     assert transcript.events == ["started", "token", "token", "token", "error"]

@@ -70,7 +70,7 @@ def load_pact(path: Path) -> dict[str, Any]:
 
 def interactions() -> list[Interaction]:
     """Every interaction of every pact, in file order."""
-    found = []
+    found: list[Interaction] = []
     for path in pact_files():
         pact = load_pact(path)
         found.extend(Interaction(pact["consumer"], item) for item in pact["interactions"])

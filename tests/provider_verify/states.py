@@ -7,6 +7,12 @@ into the state and adds what it set up to the bindings (``pool_id``, ``model_ref
 ``engine``). :func:`provider_state` runs one and, afterwards, cancels whatever the state
 or the interaction left running and waits until the pool is idle again, so interactions
 never see each other's tasks.
+
+Drain and reload (ORCH-2101, ORCH-2102) change the pool for longer than one interaction:
+a drained pool stays out of service until a reload, and a reload answers before the swap
+is done. So ``a pool is ready`` (which every state but ``no pool is ready`` starts from)
+first brings a drained pool back with a reload to its configured model, then waits until
+health says the pool is ready, not draining, on the model it should serve, and idle.
 """
 
 from __future__ import annotations
@@ -54,8 +60,35 @@ def _ids(bindings: Bindings) -> dict[str, Any]:
     return {"task_id": bindings["task_id"], "session_id": bindings["session_id"]}
 
 
+def _in_service(client: Client) -> bool:
+    """Ready and not draining, no reload under way, nothing running, queued or held."""
+    health = client.health()
+    metrics = health["metrics"]
+    return bool(
+        health["ready"]
+        and not health["draining"]
+        and health["desired_model_ref"] == health["applied_model_ref"]
+        and metrics["running"] == 0
+        and metrics["queue_depth"] == 0
+        and metrics["slots_free"] == metrics["slots_total"]
+    )
+
+
+def _reload(client: Client, model_ref: str) -> None:
+    response = client.post(f"/v1/pools/{POOL_ID}/reload", json={"new_model_ref": model_ref})
+    assert response.status_code == 202, response.text
+
+
 def pool_is_ready(client: Client, bindings: Bindings, _params: dict[str, Any]) -> None:
-    client.wait_idle()
+    if client.health()["draining"]:
+        # Drained, or a reload is under way (then this one converges on the same model).
+        _reload(client, MODEL_REF)
+    wait_until(
+        lambda: _in_service(client),
+        timeout=STATE_TIMEOUT_S,
+        interval=0.05,
+        what="the pool to be ready, on its model, not draining and idle",
+    )
     bindings.update(pool_id=POOL_ID, model_ref=MODEL_REF, engine=ENGINE)
 
 
@@ -89,6 +122,18 @@ def queue_is_full(client: Client, bindings: Bindings, params: dict[str, Any]) ->
     _wait_counts(client, running=SLOTS, queued=QUEUE_CAPACITY)
 
 
+def pool_is_drained(client: Client, bindings: Bindings, params: dict[str, Any]) -> None:
+    pool_is_ready(client, bindings, params)
+    response = client.post(f"/v1/pools/{POOL_ID}/drain", json={"deadline_ms": 0})
+    assert response.status_code == 202, response.text
+    wait_until(
+        lambda: client.health()["draining"] and client.idle(),
+        timeout=STATE_TIMEOUT_S,
+        interval=0.05,
+        what="the pool to be drained",
+    )
+
+
 def no_pool_is_ready(client: Client, bindings: Bindings, _params: dict[str, Any]) -> None:
     health = client.health()
     assert (health["live"], health["ready"]) == (False, False), health
@@ -103,6 +148,7 @@ STATES: dict[str, tuple[SetUp, bool]] = {
     "a task was canceled": (task_was_canceled, False),
     "a session has taken a turn": (session_has_taken_a_turn, False),
     "the pool's queue is full": (queue_is_full, False),
+    "the pool is drained": (pool_is_drained, False),
     "no pool is ready": (no_pool_is_ready, True),
 }
 

@@ -118,6 +118,14 @@ def test_the_pacts_cover_the_data_plane_and_its_refusals() -> None:
     assert with_ids <= {op for op, s in seen if s == 404}
 
 
+def test_the_pacts_cover_pool_control_and_its_refusals() -> None:
+    """ORCH-2101, ORCH-2102: drain and reload are accepted (202), a reload to a model the
+    daemon does not know is a 400, and draining an unknown pool a 404."""
+    seen = {(i.data["operation"], i.response["status"]) for i in interactions()}
+    control = {("drainPool", 202), ("drainPool", 404), ("reloadPool", 202), ("reloadPool", 400)}
+    assert control <= seen, control - seen
+
+
 def test_substitution_keeps_types_and_fills_text() -> None:
     value = {"a": "{{pool_id}}", "b": ["x-{{engine}}-y", 3], "c": "{{task_id}}"}
     bindings = {"pool_id": 7, "engine": "llamacpp", "task_id": None}

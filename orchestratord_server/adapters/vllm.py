@@ -1,0 +1,465 @@
+"""vLLM adapter over its OpenAI-compatible server (ORCH-3055, ORCH-3058, ORCH-3032).
+
+Routes used (vLLM 0.32, ``vllm/entrypoints``): ``GET /health`` (200, or 503 once the
+engine core is dead), ``GET /version`` (``{"version": "0.32.0"}``), ``GET /v1/models``
+(one card per served model: ``id``, ``root`` = the model it loaded, ``max_model_len``),
+``POST /tokenize`` (``{"prompt"}`` or ``{"messages"}`` → ``{"tokens", "count",
+"max_model_len"}``), ``POST /detokenize`` (``{"tokens"}`` → ``{"prompt"}``), ``GET
+/metrics`` (Prometheus text, ``vllm:`` prefix) and ``POST /v1/completions`` with
+``"stream": true`` and ``stream_options.include_usage``: ``data: {json}`` chunks whose
+``choices[0].text`` is the text delta, the last token chunk carrying ``finish_reason``
+(``stop`` | ``length``; ``abort`` when the engine dropped the request), then one chunk with
+``choices: []`` and ``usage`` (``prompt_tokens``, ``completion_tokens``), then ``data:
+[DONE]``. A failure inside the stream is a ``data: {"error": {"message", "type", "code"}}``
+chunk followed by ``[DONE]``; a refused request is an HTTP 400 with the same body.
+
+Cancel (ORCH-3017): closing the stream's async generator closes its HTTP connection;
+vLLM's route notices the disconnect and aborts the request (``num_requests_running``
+drops).
+
+Slots (ORCH-3019): vLLM does not report ``max_num_seqs`` over HTTP. ``slots_total`` is
+``AdapterSettings.slots`` when given; otherwise ``kv_cache_max_concurrency`` of the
+``vllm:cache_config_info`` metric, rounded down: how many ``max_model_len``-token requests
+vLLM's KV cache holds at once, as vLLM computes it; otherwise :data:`DEFAULT_SLOTS`. Busy
+slots are ``vllm:num_requests_running``.
+
+Determinism (ORCH-3045, ORCH-3058): every request states all sampler parameters of its
+:class:`SamplerProfile` (vLLM fills unstated ones from the model's generation config), and
+pins vLLM's other output-shaping knobs to their neutral values. A profile vLLM cannot
+honour exactly is refused with INVALID_PARAMS (see :func:`sampler_fields`). vLLM applies
+its samplers in a fixed order (penalties, temperature, min-p, top-k, top-p), so a profile
+samples the same way on every vLLM replica of a set, though not as llama.cpp does. Seeds
+map into vLLM's signed 64-bit range without hitting its "random" value ``-1``. Without
+``reuse_prompt_cache`` each request carries a fresh ``cache_salt``, so it never reads KV
+that an earlier request left in vLLM's prefix cache. The token chunks are the chunks'
+``text`` strings, untouched; empty deltas are dropped; token counts are vLLM's ``usage``.
+
+Engine identity (ORCH-3032): ``engine_version`` is ``/version`` unless the owner of the
+process knows better; ``model_digest`` is
+:func:`~orchestratord_server.adapters.digest.sha256_path` of ``AdapterSettings.model_path``
+(a Hugging Face model directory, or a file), computed once in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import uuid
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+from pydantic_core import from_json
+
+from orchestratord_server.adapters.base import (
+    AdapterSettings,
+    CompletionRequest,
+    EngineError,
+    EngineHealth,
+    EngineName,
+    EngineProps,
+    FinalChunk,
+    FinishReason,
+    SamplerProfile,
+    SlotUsage,
+    StreamChunk,
+    TokenChunk,
+)
+from orchestratord_server.adapters.digest import sha256_path
+from orchestratord_server.adapters.http import (
+    DEFAULT_TIMEOUTS,
+    EngineHttp,
+    HttpTimeouts,
+    error_from_payload,
+    translated,
+)
+from orchestratord_server.adapters.sse import SseDecoder, SseEvent
+
+#: vLLM's seeds are signed 64-bit; ``-1`` means "random" and is never produced here.
+SEED_RANGE = 2**63
+#: vLLM raises a temperature in (0, 0.01) to 0.01 (``_MAX_TEMP`` in sampling_params.py).
+MIN_SAMPLED_TEMPERATURE = 0.01
+#: Slots reported when neither the settings nor the engine say (one request at a time).
+DEFAULT_SLOTS = 1
+RUNNING_METRIC = "vllm:num_requests_running"
+CACHE_INFO_METRIC = "vllm:cache_config_info"
+_DONE = "[DONE]"
+_FINISH_REASONS: Mapping[str, FinishReason] = {"stop": "stop", "length": "length"}
+#: Statuses of a server that has no such route (an older or stripped-down build).
+_NO_ROUTE = (404, 405, 501)
+
+
+def engine_seed(seed: int) -> int:
+    """Map any integer seed into vLLM's seed range (non-negative, so never ``-1``)."""
+    return seed % SEED_RANGE
+
+
+def sampler_fields(sampler: SamplerProfile) -> dict[str, Any]:
+    """The ``/v1/completions`` sampler fields of ``sampler``; INVALID_PARAMS if vLLM
+    cannot sample exactly as the profile says.
+
+    The profile uses llama.cpp's conventions, which vLLM shares for temperature (at most
+    0 is greedy), top-k (0 disables), top-p, min-p and the penalty values. It cannot
+    honour: a ``typical_p`` other than 1 (vLLM has no typical sampling); a temperature in
+    (0, 0.01), which vLLM raises to 0.01; and a penalty window. The profile's penalties
+    look at the last ``repeat_last_n`` tokens of the sequence (-1: all of it, 0: none,
+    which makes every penalty neutral), while vLLM's repetition penalty always sees the
+    whole prompt and output and its presence and frequency penalties only the output. So
+    a non-neutral repetition penalty needs ``repeat_last_n`` -1, and non-neutral presence
+    or frequency penalties cannot be honoured with any window.
+    """
+    if sampler.typical_p != 1.0:
+        raise EngineError(
+            "INVALID_PARAMS", f"vLLM has no typical-p sampling (typical_p {sampler.typical_p})"
+        )
+    if 0.0 < sampler.temperature < MIN_SAMPLED_TEMPERATURE:
+        raise EngineError(
+            "INVALID_PARAMS",
+            f"vLLM raises a temperature below {MIN_SAMPLED_TEMPERATURE} to that value "
+            f"(temperature {sampler.temperature})",
+        )
+    penalties = sampler.repeat_last_n != 0
+    repetition = sampler.repetition_penalty if penalties else 1.0
+    presence = sampler.presence_penalty if penalties else 0.0
+    frequency = sampler.frequency_penalty if penalties else 0.0
+    if repetition != 1.0 and sampler.repeat_last_n != -1:
+        raise EngineError(
+            "INVALID_PARAMS",
+            "vLLM's repetition penalty covers the whole sequence, not the last "
+            f"{sampler.repeat_last_n} tokens (repeat_last_n must be -1)",
+        )
+    if presence != 0.0 or frequency != 0.0:
+        raise EngineError(
+            "INVALID_PARAMS",
+            "vLLM's presence and frequency penalties count generated tokens only, not the "
+            f"last {sampler.repeat_last_n} tokens of prompt and output",
+        )
+    return {
+        "temperature": max(sampler.temperature, 0.0),
+        "top_k": max(sampler.top_k, 0),
+        "top_p": sampler.top_p,
+        "min_p": sampler.min_p,
+        "repetition_penalty": repetition,
+        "presence_penalty": presence,
+        "frequency_penalty": frequency,
+    }
+
+
+def completion_body(req: CompletionRequest, model: str, *, stream: bool) -> dict[str, Any]:
+    """The ``POST /v1/completions`` body for ``req``, every sampler pinned (ORCH-3058)."""
+    body: dict[str, Any] = {
+        "model": model,
+        "prompt": req.prompt,
+        "max_tokens": req.max_tokens,
+        "stream": stream,
+        "stop": list(req.stop),
+        "n": 1,
+        "echo": False,
+        **sampler_fields(req.sampler),
+        "min_tokens": 0,
+        "ignore_eos": False,
+        "stop_token_ids": [],
+        "bad_words": [],
+        "include_stop_str_in_output": False,
+        "skip_special_tokens": True,
+        "spaces_between_special_tokens": True,
+        "add_special_tokens": True,
+    }
+    if stream:
+        body["stream_options"] = {"include_usage": True}
+    if req.seed is not None:
+        body["seed"] = engine_seed(req.seed)
+    if not req.reuse_prompt_cache:
+        body["cache_salt"] = uuid.uuid4().hex
+    return body
+
+
+def _count(usage: Mapping[str, Any], key: str) -> int:
+    value = usage.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise EngineError("INTERNAL", f"usage chunk has no valid {key!r}: {value!r}")
+    return value
+
+
+class CompletionStream:
+    """Turns the events of one ``/v1/completions`` stream into chunks.
+
+    ``feed`` returns the chunks an event carries: a :class:`TokenChunk` for a non-empty
+    text delta, and the :class:`FinalChunk` at ``[DONE]``, built from the ``finish_reason``
+    and ``usage`` seen before it. ``done`` is True once ``[DONE]`` arrived. Error chunks
+    and malformed or incomplete streams raise :class:`EngineError`.
+    """
+
+    def __init__(self, seed: int | None) -> None:
+        self.seed = seed
+        self.done = False
+        self._finish_reason: FinishReason | None = None
+        self._usage: tuple[int, int] | None = None
+
+    def feed(self, event: SseEvent) -> list[StreamChunk]:
+        if self.done:
+            raise EngineError("INTERNAL", f"stream data after [DONE]: {event.data[:200]!r}")
+        if event.data == _DONE:
+            self.done = True
+            return [self._final()]
+        try:
+            payload = from_json(event.data)
+        except ValueError:
+            raise EngineError(
+                "INTERNAL", f"unparseable stream chunk: {event.data[:200]!r}"
+            ) from None
+        if not isinstance(payload, dict):
+            raise EngineError("INTERNAL", f"stream chunk is not an object: {event.data[:200]!r}")
+        if "error" in payload:
+            raise error_from_payload(payload, None)
+        chunks: list[StreamChunk] = []
+        choices = payload.get("choices")
+        if not isinstance(choices, list):
+            raise EngineError("INTERNAL", f"stream chunk without choices: {event.data[:200]!r}")
+        if choices:
+            chunks.extend(self._choice(choices[0], event.data))
+        usage = payload.get("usage")
+        if isinstance(usage, Mapping):
+            self._usage = (_count(usage, "prompt_tokens"), _count(usage, "completion_tokens"))
+        return chunks
+
+    def _choice(self, choice: object, data: str) -> list[StreamChunk]:
+        if not isinstance(choice, Mapping):
+            raise EngineError("INTERNAL", f"malformed stream chunk: {data[:200]!r}")
+        text = choice.get("text", "")
+        reason = choice.get("finish_reason")
+        if not isinstance(text, str) or not (reason is None or isinstance(reason, str)):
+            raise EngineError("INTERNAL", f"malformed stream chunk: {data[:200]!r}")
+        if reason is not None:
+            if self._finish_reason is not None:
+                raise EngineError("INTERNAL", "the stream finished twice")
+            if reason == "abort":
+                raise EngineError("WORKER_RESET", "the engine aborted the request")
+            mapped = _FINISH_REASONS.get(reason)
+            if mapped is None:
+                raise EngineError("INTERNAL", f"unknown finish_reason {reason!r}")
+            self._finish_reason = mapped
+        return [TokenChunk(text)] if text else []
+
+    def _final(self) -> FinalChunk:
+        if self._finish_reason is None:
+            raise EngineError("INTERNAL", "the stream ended without a finish_reason")
+        if self._usage is None:
+            raise EngineError("INTERNAL", "the stream ended without a usage chunk")
+        tokens_in, tokens_out = self._usage
+        return FinalChunk(
+            finish_reason=self._finish_reason,
+            tokens_in=tokens_in,
+            tokens_out=tokens_out,
+            seed=self.seed,
+        )
+
+
+def _metric_samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
+    """(labels, value) of every sample named ``name`` in Prometheus ``text``."""
+    try:
+        return [
+            (dict(sample.labels), float(sample.value))
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == name
+        ]
+    except ValueError as exc:
+        raise EngineError("INTERNAL", f"/metrics is not Prometheus text: {exc}") from None
+
+
+def running_requests(metrics: str) -> int:
+    """``vllm:num_requests_running`` summed over engines; INTERNAL when it is missing."""
+    samples = _metric_samples(metrics, RUNNING_METRIC)
+    if not samples:
+        raise EngineError("INTERNAL", f"/metrics lacks {RUNNING_METRIC}")
+    return round(sum(value for _, value in samples))
+
+
+def kv_cache_concurrency(metrics: str) -> int | None:
+    """Whole ``max_model_len`` requests the KV cache holds (summed over engines), if told."""
+    total = 0.0
+    for labels, _ in _metric_samples(metrics, CACHE_INFO_METRIC):
+        try:
+            total += float(labels.get("kv_cache_max_concurrency", "nan"))
+        except ValueError:
+            return None
+    if not math.isfinite(total) or total < 1:
+        return None
+    return math.floor(total)
+
+
+def _served_card(models: object, wanted: str | None) -> Mapping[str, Any]:
+    """The ``/v1/models`` card of ``wanted`` (the first card when None)."""
+    data = models.get("data") if isinstance(models, Mapping) else None
+    cards = [card for card in data if isinstance(card, Mapping)] if isinstance(data, list) else []
+    if not cards:
+        raise EngineError("INTERNAL", "/v1/models lists no model")
+    if wanted is None:
+        return cards[0]
+    for card in cards:
+        if card.get("id") == wanted:
+            return card
+    served = ", ".join(str(card.get("id")) for card in cards)
+    raise EngineError("INTERNAL", f"the engine does not serve {wanted!r} (it serves {served})")
+
+
+class VllmAdapter:
+    """One vLLM OpenAI-compatible server (ORCH-3055); see the module doc.
+
+    The HTTP session is created on first use, inside the running event loop.
+    """
+
+    engine: EngineName = "vllm"
+
+    def __init__(
+        self, settings: AdapterSettings, timeouts: HttpTimeouts = DEFAULT_TIMEOUTS
+    ) -> None:
+        self.settings = settings
+        self.base_url = settings.base_url.rstrip("/")
+        # uvicorn (vLLM's server) closes idle keep-alive connections after 5 s.
+        self._http = EngineHttp(self.base_url, timeouts, keepalive_s=4.0)
+        self._model: str | None = settings.model
+        self._slots_total: int | None = settings.slots
+        self._digest: str | None = None
+        self._digest_lock = asyncio.Lock()
+
+    async def health(self) -> EngineHealth:
+        return await self._http.health("/health")
+
+    async def _card(self) -> Mapping[str, Any]:
+        card = _served_card(await self._http.json("GET", "/v1/models"), self.settings.model)
+        model = card.get("id")
+        if not isinstance(model, str) or not model:
+            raise EngineError("INTERNAL", "/v1/models lists a model without an id")
+        self._model = model
+        return card
+
+    async def _model_name(self) -> str:
+        """The served model name requests carry: the settings', else the first served."""
+        if self._model is None:
+            await self._card()
+        assert self._model is not None
+        return self._model
+
+    async def props(self) -> EngineProps:
+        card = await self._card()
+        ctx = card.get("max_model_len")
+        if isinstance(ctx, bool) or not isinstance(ctx, int) or ctx < 1:
+            raise EngineError("INTERNAL", f"/v1/models has no valid max_model_len: {ctx!r}")
+        root = card.get("root")
+        served_path = root if isinstance(root, str) and root else None
+        assert self._model is not None
+        return EngineProps(
+            engine=self.engine,
+            engine_version=self.settings.engine_version or await self._engine_version(),
+            slots_total=await self._slots_total_now(),
+            ctx_limit=ctx,
+            model_name=self._model,
+            model_path=served_path,
+            model_digest=await self._model_digest(served_path),
+        )
+
+    async def _engine_version(self) -> str:
+        answer = await self._http.json("GET", "/version")
+        version = answer.get("version") if isinstance(answer, Mapping) else None
+        if not isinstance(version, str) or not version:
+            raise EngineError("INTERNAL", "/version answered without a version")
+        return version
+
+    async def _slots_total_now(self, metrics: str | None = None) -> int:
+        """The settings' slots, else what the KV cache holds, else DEFAULT_SLOTS."""
+        if self._slots_total is None:
+            text = metrics if metrics is not None else await self._http.text("/metrics")
+            concurrency = kv_cache_concurrency(text)
+            self._slots_total = DEFAULT_SLOTS if concurrency is None else concurrency
+        return self._slots_total
+
+    async def _model_digest(self, served_path: str | None) -> str | None:
+        local = self.settings.model_path
+        if local is None:
+            return None
+        if (
+            served_path is not None
+            and os.path.exists(served_path)
+            and not os.path.samefile(served_path, local)
+        ):
+            raise EngineError("INTERNAL", f"the engine serves {served_path}, not {local}")
+        async with self._digest_lock:
+            if self._digest is None:
+                self._digest = await asyncio.to_thread(sha256_path, local)
+        return self._digest
+
+    async def slots(self) -> SlotUsage:
+        metrics = await self._http.text("/metrics")
+        total = await self._slots_total_now(metrics)
+        return SlotUsage(total=total, busy=running_requests(metrics))
+
+    async def _tokenize(self, body: Mapping[str, Any]) -> list[int]:
+        answer = await self._http.json("POST", "/tokenize", dict(body))
+        tokens = answer.get("tokens") if isinstance(answer, Mapping) else None
+        if not isinstance(tokens, list) or not all(isinstance(t, int) for t in tokens):
+            raise EngineError("INTERNAL", "/tokenize answered without tokens")
+        return tokens
+
+    async def count_tokens(self, text: str) -> int:
+        """Tokens the prompt ``text`` costs as a completion prompt (special tokens added)."""
+        model = await self._model_name()
+        body = {"model": model, "prompt": text, "add_special_tokens": True}
+        return len(await self._tokenize(body))
+
+    async def apply_template(self, messages: Sequence[Mapping[str, str]]) -> str | None:
+        """The prompt vLLM renders ``messages`` to with the model's chat template.
+
+        vLLM's ``/tokenize`` renders the template but answers token ids; ``/detokenize``
+        turns them back into text, special tokens included. The text is returned only if
+        it tokenizes, as a completion prompt, to exactly those ids; otherwise (or without
+        these routes) None, and the caller falls back to its own rendering.
+        """
+        model = await self._model_name()
+        try:
+            rendered = await self._tokenize(
+                {"model": model, "messages": list(messages), "add_generation_prompt": True}
+            )
+            answer = await self._http.json(
+                "POST", "/detokenize", {"model": model, "tokens": rendered}
+            )
+        except EngineError as exc:
+            if exc.status in _NO_ROUTE:
+                return None
+            raise
+        prompt = answer.get("prompt") if isinstance(answer, Mapping) else None
+        if not isinstance(prompt, str):
+            raise EngineError("INTERNAL", "/detokenize answered without a prompt")
+        again = await self._tokenize({"model": model, "prompt": prompt, "add_special_tokens": True})
+        return prompt if again == rendered else None
+
+    async def metrics_text(self) -> str:
+        return await self._http.text("/metrics")
+
+    async def stream(self, req: CompletionRequest) -> AsyncGenerator[StreamChunk, None]:
+        body = completion_body(req, await self._model_name(), stream=True)
+        parser = CompletionStream(body.get("seed"))
+        response = await self._http.open_stream("/v1/completions", body)
+        try:
+            with translated("completion stream"):
+                decoder = SseDecoder()
+                while not parser.done:
+                    data = await response.content.readany()
+                    for event in decoder.feed(data) if data else decoder.finish():
+                        for chunk in parser.feed(event):
+                            yield chunk
+                        if parser.done:
+                            break
+                    if not parser.done:
+                        decoder.check()
+                    if not data and not parser.done:
+                        raise EngineError(
+                            "WORKER_RESET", "the engine closed the stream before [DONE]"
+                        )
+        finally:
+            response.close()
+
+    async def close(self) -> None:
+        await self._http.close()

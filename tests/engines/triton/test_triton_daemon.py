@@ -1,0 +1,160 @@
+"""A client's flow through orchestratord to a real Triton pool (ORCH-3057, ORCH-3058, 3032).
+
+The daemon runs a pool of engine ``triton`` whose replica is this module's Triton model
+server, reached by URL, with ``smollm2`` as the Triton model name and the SmolLM2 GGUF as
+its local model (for the digest). Slots and context come from the model's config. Every
+response is checked against the contracts by the integration ``Client``. The last test
+kills Triton mid-stream, so it must stay last in the module.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from orchestratord_server.adapters.digest import sha256_file
+from orchestratord_server.engines.models import smollm2_gguf_path
+from tests.integration.support import (
+    Client,
+    Daemon,
+    Transcript,
+    daemon_config,
+    running_daemon,
+    task_body,
+    wait_until,
+)
+from tests.support.triton import MODEL_NAME, TRITON_VERSION, TritonServer, triton_server
+
+pytestmark = pytest.mark.integration
+
+POOL = "triton-pool"
+MODEL_REF = "SmolLM2-135M-Instruct"
+CTX = 1024
+PROMPT = "Once upon a time"
+
+
+def triton_pool(url: str) -> dict[str, Any]:
+    return {
+        "id": POOL,
+        "engine": "triton",
+        "model": MODEL_REF,
+        "ctx": CTX,
+        "device_kind": "cpu",
+        "devices": [0],
+        "queue": {"capacity": 4, "full_policy": "reject"},
+        "timeouts": {"wall_ms": 300_000, "idle_ms": 60_000},
+        "replicas": [
+            {
+                "id": "t0",
+                "url": url,
+                "engine_model": MODEL_NAME,
+                "model_path": str(smollm2_gguf_path()),
+            }
+        ],
+    }
+
+
+def triton_task(**overrides: Any) -> dict[str, Any]:
+    return task_body(
+        **{"engine": "triton", "model_ref": MODEL_REF, "ctx": CTX, "prompt": PROMPT, **overrides}
+    )
+
+
+def llama_idle(server: TritonServer) -> bool:
+    """Every generation llama.cpp started inside the model server has released its slot."""
+    log = server.log_path.read_text(encoding="utf-8", errors="replace")
+    return len(re.findall(r"processing task", log)) == len(re.findall(r"stop processing", log))
+
+
+@pytest.fixture(scope="module")
+def triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
+    with triton_server(tmp_path_factory.mktemp("triton")) as server:
+        print(f"\nTriton ready after {server.startup_s:.1f} s")
+        yield server
+
+
+@pytest.fixture(scope="module")
+def daemon(triton: TritonServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    config = daemon_config(triton_pool(triton.base_url))
+    with running_daemon(tmp_path_factory.mktemp("triton-daemon"), config) as started:
+        yield started
+
+
+@pytest.fixture
+def client(daemon: Daemon) -> Iterator[Client]:
+    client = daemon.client()
+    yield client
+    client.cancel_all()
+    wait_until(lambda: client.idle(POOL), timeout=30, interval=0.1, what="the pool to be idle")
+
+
+def test_completion_streams_to_end(client: Client) -> None:
+    """ORCH-3057, ORCH-3032: started names Triton 2.51.0 and the model; real text to end."""
+    transcript = client.run(triton_task(max_tokens=16, seed=7))
+    started = transcript.started
+    assert started is not None
+    assert (started["engine"], started["engine_version"]) == ("triton", TRITON_VERSION)
+    assert (started["pool_id"], started["replica_id"]) == (POOL, "t0")
+    assert started["model_digest"] == sha256_file(smollm2_gguf_path())
+    end = transcript.terminal
+    assert end.event == "end", end.data
+    assert end.data["finish_reason"] in ("length", "stop")
+    assert 1 <= end.data["tokens_out"] == len(transcript.tokens) <= 16
+    assert end.data["tokens_in"] == 4
+    assert any(word.isalpha() for word in transcript.text.split()), transcript.text
+    health = client.health(POOL)
+    assert health["metrics"]["slots_total"] == 2
+
+
+def test_same_seed_gives_identical_tokens(client: Client) -> None:
+    """ORCH-3058: the same seed through the daemon gives the same token texts."""
+
+    def tokens(seed: int) -> list[str]:
+        transcript: Transcript = client.run(triton_task(max_tokens=24, seed=seed))
+        assert transcript.terminal.event == "end", transcript.terminal.data
+        return [token["t"] for token in transcript.tokens]
+
+    first, second = tokens(424242), tokens(424242)
+    assert first == second
+    assert "".join(first).encode("utf-8") == "".join(second).encode("utf-8")
+
+
+def test_cancel_mid_stream_ends_canceled(client: Client, triton: TritonServer) -> None:
+    """ORCH-3017: a canceled task ends `canceled`; the engine's slot comes free.
+
+    pytriton 0.7.0 does not pass Triton's cancellation on to the model, so llama.cpp
+    finishes the request's ``max_tokens`` before its slot is free: keep them few.
+    """
+    body = triton_task(max_tokens=96, seed=3)
+    client.admit(body)
+    task_id = str(body["task_id"])
+    with client.open_stream(task_id) as stream:
+        stream.read_until(lambda frame: frame.event == "token" and frame.data["i"] == 2)
+        response = client.cancel(task_id)
+        assert response.status_code == 204, response.text
+        transcript = stream.read_all()
+    end = transcript.terminal
+    assert end.event == "end", end.data
+    assert end.data["finish_reason"] == "canceled"
+    wait_until(lambda: llama_idle(triton), timeout=60, what="llama.cpp to free the slot")
+
+
+def test_engine_killed_mid_stream_is_worker_reset(client: Client, triton: TritonServer) -> None:
+    """ORCH-3057: Triton dying under a running task ends it with error WORKER_RESET.
+
+    Kills this module's Triton (the whole process group): keep this test last.
+    """
+    body = triton_task(max_tokens=600, seed=4)
+    client.admit(body)
+    task_id = str(body["task_id"])
+    with client.open_stream(task_id) as stream:
+        stream.read_until(lambda frame: frame.event == "token" and frame.data["i"] == 2)
+        triton.kill()
+        transcript = stream.read_all()
+    error = transcript.terminal
+    assert error.event == "error", error.data
+    assert error.data["code"] == "WORKER_RESET"
+    assert error.data.get("engine") == "triton"

@@ -1,0 +1,155 @@
+"""A client's flow through orchestratord to a real vLLM pool (ORCH-3055, ORCH-3058).
+
+The daemon runs a pool of engine ``vllm`` whose replica is this module's vLLM server,
+reached by URL, named ``smollm2`` on the engine, with the converted SmolLM2 directory as
+its local model (for the digest, ORCH-3032). Every response is checked against the
+contracts by the integration ``Client``. The last test kills vLLM mid-stream, so it must
+stay last in the module.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from orchestratord_server.adapters.digest import sha256_path
+from tests.integration.support import (
+    Client,
+    Daemon,
+    Transcript,
+    daemon_config,
+    running_daemon,
+    task_body,
+    wait_until,
+)
+from tests.support.vllm import MODEL_DIR, SERVED_MODEL, VLLM_VERSION, VllmServer
+
+pytestmark = pytest.mark.integration
+
+POOL = "vllm-pool"
+MODEL_REF = "SmolLM2-135M-Instruct"
+CTX = 1024
+PROMPT = "Once upon a time"
+
+
+def vllm_pool(url: str) -> dict[str, Any]:
+    return {
+        "id": POOL,
+        "engine": "vllm",
+        "model": MODEL_REF,
+        "ctx": CTX,
+        "device_kind": "cpu",
+        "devices": [0],
+        "queue": {"capacity": 4, "full_policy": "reject"},
+        "timeouts": {"wall_ms": 300_000, "idle_ms": 60_000},
+        "replicas": [
+            {
+                "id": "v0",
+                "url": url,
+                "engine_model": SERVED_MODEL,
+                "model_path": str(MODEL_DIR),
+                "slots": 2,
+            }
+        ],
+    }
+
+
+def vllm_task(**overrides: Any) -> dict[str, Any]:
+    return task_body(
+        **{"engine": "vllm", "model_ref": MODEL_REF, "ctx": CTX, "prompt": PROMPT, **overrides}
+    )
+
+
+def engine_running(server: VllmServer) -> float:
+    """``vllm:num_requests_running`` as the engine reports it now."""
+    metrics = httpx.get(server.base_url + "/metrics", timeout=10).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("vllm:num_requests_running{")
+    )
+
+
+@pytest.fixture(scope="module")
+def daemon(vllm: VllmServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    config = daemon_config(vllm_pool(vllm.base_url))
+    with running_daemon(tmp_path_factory.mktemp("vllm-daemon"), config) as started:
+        yield started
+
+
+@pytest.fixture
+def client(daemon: Daemon) -> Iterator[Client]:
+    client = daemon.client()
+    yield client
+    client.cancel_all()
+    wait_until(lambda: client.idle(POOL), timeout=30, interval=0.1, what="the pool to be idle")
+
+
+def test_completion_streams_to_end(client: Client) -> None:
+    """ORCH-3055, ORCH-3032: started names vLLM 0.32.0 and the model; real text to end."""
+    began = time.monotonic()
+    transcript = client.run(vllm_task(max_tokens=16, seed=7))
+    elapsed = time.monotonic() - began
+    started = transcript.started
+    assert started is not None
+    assert (started["engine"], started["engine_version"]) == ("vllm", VLLM_VERSION)
+    assert (started["pool_id"], started["replica_id"]) == (POOL, "v0")
+    assert started["model_digest"] == sha256_path(MODEL_DIR)
+    end = transcript.terminal
+    assert end.event == "end", end.data
+    assert end.data["finish_reason"] in ("length", "stop")
+    assert 1 <= end.data["tokens_out"] == len(transcript.tokens) <= 16
+    assert end.data["tokens_in"] == 4
+    assert any(word.isalpha() for word in transcript.text.split()), transcript.text
+    print(f"\ndaemon+vLLM: {end.data['tokens_out']} tokens in {elapsed:.2f} s")
+
+
+def test_same_seed_gives_byte_identical_tokens(client: Client) -> None:
+    """ORCH-3058: the same seed through the daemon gives the same token texts."""
+
+    def tokens(seed: int) -> list[str]:
+        transcript: Transcript = client.run(vllm_task(max_tokens=24, seed=seed))
+        assert transcript.terminal.event == "end", transcript.terminal.data
+        return [token["t"] for token in transcript.tokens]
+
+    first, second = tokens(424242), tokens(424242)
+    assert first == second
+    assert "".join(first).encode("utf-8") == "".join(second).encode("utf-8")
+
+
+def test_cancel_mid_stream_ends_canceled_and_frees_vllm(client: Client, vllm: VllmServer) -> None:
+    """ORCH-3017: a canceled task ends `canceled` and vLLM stops generating."""
+    body = vllm_task(max_tokens=900, seed=3)
+    client.admit(body)
+    task_id = str(body["task_id"])
+    with client.open_stream(task_id) as stream:
+        stream.read_until(lambda frame: frame.event == "token" and frame.data["i"] == 2)
+        response = client.cancel(task_id)
+        assert response.status_code == 204, response.text
+        transcript = stream.read_all()
+    end = transcript.terminal
+    assert end.event == "end", end.data
+    assert end.data["finish_reason"] == "canceled"
+    wait_until(lambda: engine_running(vllm) == 0, timeout=15, what="vLLM to stop generating")
+
+
+def test_engine_killed_mid_stream_is_worker_reset(client: Client, vllm: VllmServer) -> None:
+    """ORCH-3055: vLLM dying under a running task ends it with error WORKER_RESET.
+
+    Kills this module's vLLM: keep this test last.
+    """
+    body = vllm_task(max_tokens=900, seed=4)
+    client.admit(body)
+    task_id = str(body["task_id"])
+    with client.open_stream(task_id) as stream:
+        stream.read_until(lambda frame: frame.event == "token" and frame.data["i"] == 2)
+        vllm.kill()
+        transcript = stream.read_all()
+    error = transcript.terminal
+    assert error.event == "error", error.data
+    assert error.data["code"] == "WORKER_RESET"
+    assert error.data.get("engine") == "vllm"

