@@ -1,22 +1,30 @@
 """HTTP plumbing every engine adapter shares (ORCH-3054..3057).
 
-One pooled aiohttp session per engine base URL (connection reuse), the timeouts, and
-the one mapping of transport failures and HTTP statuses onto :class:`EngineError` kinds,
-so a refused request, a crashed worker and a silent one mean the same on every engine.
+One pooled aiohttp session per engine base URL (connection reuse), the timeouts, the
+one mapping of transport failures and HTTP statuses onto :class:`EngineError` kinds (so
+a refused request, a crashed worker and a silent one mean the same on every engine), and
+the one loop that turns a streamed SSE response into chunks (`sse_stream`), which each
+adapter feeds with its own frame parser.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 
-from orchestratord_server.adapters.base import EngineError, EngineErrorKind, EngineHealth
-from orchestratord_server.adapters.sse import SseError
+from orchestratord_server.adapters.base import (
+    EngineError,
+    EngineErrorKind,
+    EngineHealth,
+    FinalChunk,
+    StreamChunk,
+)
+from orchestratord_server.adapters.sse import SseDecoder, SseError, SseEvent
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,3 +192,40 @@ class EngineHttp:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+async def sse_stream(
+    open_response: Callable[[], Awaitable[aiohttp.ClientResponse]],
+    parse: Callable[[SseEvent], Iterable[StreamChunk]],
+    what: str,
+    on_close: Callable[[], None] | None = None,
+) -> AsyncGenerator[StreamChunk, None]:
+    """The chunks ``parse`` makes of each event of a streamed response, up to and
+    including the final chunk (ORCH-3017 cancel, ORCH-3018 failures).
+
+    ``open_response`` sends the request (when the generator is first advanced). The
+    response is closed when the final chunk has been yielded, on any failure, and when the
+    consumer closes the generator early, which is how a generation is cancelled upstream;
+    ``on_close`` runs then. A response that ends before its final chunk is WORKER_RESET;
+    framing faults are INTERNAL.
+    """
+    response = await open_response()
+    try:
+        with translated(what):
+            decoder = SseDecoder()
+            while True:
+                data = await response.content.readany()
+                for event in decoder.feed(data) if data else decoder.finish():
+                    for chunk in parse(event):
+                        yield chunk
+                        if isinstance(chunk, FinalChunk):
+                            return
+                decoder.check()
+                if not data:
+                    raise EngineError(
+                        "WORKER_RESET", f"{what}: the engine closed the stream before its end"
+                    )
+    finally:
+        response.close()
+        if on_close is not None:
+            on_close()

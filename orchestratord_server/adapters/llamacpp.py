@@ -56,9 +56,9 @@ from orchestratord_server.adapters.http import (
     EngineHttp,
     HttpTimeouts,
     error_from_payload,
-    translated,
+    sse_stream,
 )
-from orchestratord_server.adapters.sse import SseDecoder, SseEvent
+from orchestratord_server.adapters.sse import SseEvent
 
 #: llama.cpp's "pick a random seed" value (``LLAMA_DEFAULT_SEED``); never sent for a seed.
 RANDOM_SEED = 0xFFFFFFFF
@@ -279,29 +279,13 @@ class LlamaCppAdapter:
     async def metrics_text(self) -> str:
         return await self._http.text("/metrics")
 
-    async def stream(self, req: CompletionRequest) -> AsyncGenerator[StreamChunk, None]:
+    def stream(self, req: CompletionRequest) -> AsyncGenerator[StreamChunk, None]:
         body = completion_body(req, stream=True)
-        response = await self._http.open_stream("/completion", body, _STREAM_HEADERS)
-        try:
-            with translated("completion stream"):
-                decoder = SseDecoder()
-                final = False
-                while not final:
-                    data = await response.content.readany()
-                    for event in decoder.feed(data) if data else decoder.finish():
-                        for chunk in chunks_from_event(event):
-                            final = isinstance(chunk, FinalChunk)
-                            yield chunk
-                        if final:
-                            break
-                    if not final:
-                        decoder.check()
-                    if not data and not final:
-                        raise EngineError(
-                            "WORKER_RESET", "the engine closed the stream before its final frame"
-                        )
-        finally:
-            response.close()
+        return sse_stream(
+            lambda: self._http.open_stream("/completion", body, _STREAM_HEADERS),
+            chunks_from_event,
+            "completion stream",
+        )
 
     async def close(self) -> None:
         await self._http.close()

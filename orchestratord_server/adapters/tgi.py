@@ -72,6 +72,7 @@ from collections.abc import AsyncGenerator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from pydantic_core import from_json
 
 from orchestratord_server.adapters.base import (
@@ -94,9 +95,9 @@ from orchestratord_server.adapters.http import (
     DEFAULT_TIMEOUTS,
     EngineHttp,
     HttpTimeouts,
-    translated,
+    sse_stream,
 )
-from orchestratord_server.adapters.sse import SseDecoder, SseEvent
+from orchestratord_server.adapters.sse import SseEvent
 
 #: TGI seeds are ``u64``.
 SEED_RANGE = 2**64
@@ -407,33 +408,23 @@ class TgiAdapter:
     async def metrics_text(self) -> str:
         return await self._http.text("/metrics")
 
-    async def stream(self, req: CompletionRequest) -> AsyncGenerator[StreamChunk, None]:
-        body = generate_body(req)
-        response = await self._http.open_stream("/generate_stream", body)
-        try:
-            with translated("generate stream"):
-                decoder = SseDecoder()
-                trimmer = StopTrimmer(req.stop)
-                while True:
-                    data = await response.content.readany()
-                    for event in decoder.feed(data) if data else decoder.finish():
-                        token_text, last = parse_frame(event)
-                        text = trimmer.push(token_text)
-                        if last is not None:
-                            final, on_stop = last
-                            text += trimmer.finish(on_stop)
-                        if text:
-                            yield TokenChunk(text)
-                        if last is not None:
-                            yield final
-                            return
-                    decoder.check()
-                    if not data:
-                        raise EngineError(
-                            "WORKER_RESET", "the engine closed the stream before its last frame"
-                        )
-        finally:
-            response.close()
+    def stream(self, req: CompletionRequest) -> AsyncGenerator[StreamChunk, None]:
+        trimmer = StopTrimmer(req.stop)
+
+        async def open_response() -> aiohttp.ClientResponse:
+            return await self._http.open_stream("/generate_stream", generate_body(req))
+
+        def chunks(event: SseEvent) -> list[StreamChunk]:
+            token_text, last = parse_frame(event)
+            text = trimmer.push(token_text)
+            if last is not None:
+                text += trimmer.finish(last[1])
+            found: list[StreamChunk] = [TokenChunk(text)] if text else []
+            if last is not None:
+                found.append(last[0])
+            return found
+
+        return sse_stream(open_response, chunks, "generate stream")
 
     async def close(self) -> None:
         await self._http.close()

@@ -61,6 +61,7 @@ from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import aiohttp
 from pydantic_core import from_json
 
 from orchestratord_server.adapters.base import (
@@ -82,7 +83,7 @@ from orchestratord_server.adapters.http import (
     EngineHttp,
     HttpTimeouts,
     error_from_payload,
-    translated,
+    sse_stream,
 )
 from orchestratord_server.adapters.llamacpp import RANDOM_SEED, engine_seed
 from orchestratord_server.adapters.sse import SseDecoder, SseEvent
@@ -444,35 +445,20 @@ class TritonAdapter:
     async def metrics_text(self) -> str:
         return await self._metrics.text("/metrics")
 
-    async def stream(self, req: CompletionRequest) -> AsyncGenerator[StreamChunk, None]:
-        model = await self.model()
-        path = f"/v2/models/{model}/generate_stream"
-        try:
-            response = await self._http.open_stream(path, request_inputs(req))
-        except EngineError as exc:
-            raise _refusal(exc) from None
-        self._open_streams += 1
-        try:
-            with translated("generate stream"):
-                decoder = SseDecoder()
-                final = False
-                while not final:
-                    data = await response.content.readany()
-                    for event in decoder.feed(data) if data else decoder.finish():
-                        for chunk in chunks_from_event(event):
-                            final = isinstance(chunk, FinalChunk)
-                            yield chunk
-                        if final:
-                            break
-                    if not final:
-                        decoder.check()
-                    if not data and not final:
-                        raise EngineError(
-                            "WORKER_RESET", "the engine closed the stream before its final response"
-                        )
-        finally:
+    def stream(self, req: CompletionRequest) -> AsyncGenerator[StreamChunk, None]:
+        async def open_response() -> aiohttp.ClientResponse:
+            path = f"/v2/models/{await self.model()}/generate_stream"
+            try:
+                response = await self._http.open_stream(path, request_inputs(req))
+            except EngineError as exc:
+                raise _refusal(exc) from None
+            self._open_streams += 1
+            return response
+
+        def closed() -> None:
             self._open_streams -= 1
-            response.close()
+
+        return sse_stream(open_response, chunks_from_event, "generate stream", closed)
 
     async def close(self) -> None:
         await self._http.close()

@@ -49,6 +49,7 @@ import uuid
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any
 
+import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic_core import from_json
 
@@ -72,9 +73,9 @@ from orchestratord_server.adapters.http import (
     EngineHttp,
     HttpTimeouts,
     error_from_payload,
-    translated,
+    sse_stream,
 )
-from orchestratord_server.adapters.sse import SseDecoder, SseEvent
+from orchestratord_server.adapters.sse import SseEvent
 
 #: vLLM's seeds are signed 64-bit; ``-1`` means "random" and is never produced here.
 SEED_RANGE = 2**63
@@ -438,28 +439,15 @@ class VllmAdapter:
     async def metrics_text(self) -> str:
         return await self._http.text("/metrics")
 
-    async def stream(self, req: CompletionRequest) -> AsyncGenerator[StreamChunk, None]:
-        body = completion_body(req, await self._model_name(), stream=True)
-        parser = CompletionStream(body.get("seed"))
-        response = await self._http.open_stream("/v1/completions", body)
-        try:
-            with translated("completion stream"):
-                decoder = SseDecoder()
-                while not parser.done:
-                    data = await response.content.readany()
-                    for event in decoder.feed(data) if data else decoder.finish():
-                        for chunk in parser.feed(event):
-                            yield chunk
-                        if parser.done:
-                            break
-                    if not parser.done:
-                        decoder.check()
-                    if not data and not parser.done:
-                        raise EngineError(
-                            "WORKER_RESET", "the engine closed the stream before [DONE]"
-                        )
-        finally:
-            response.close()
+    def stream(self, req: CompletionRequest) -> AsyncGenerator[StreamChunk, None]:
+        parsers: list[CompletionStream] = []
+
+        async def open_response() -> aiohttp.ClientResponse:
+            body = completion_body(req, await self._model_name(), stream=True)
+            parsers.append(CompletionStream(body.get("seed")))
+            return await self._http.open_stream("/v1/completions", body)
+
+        return sse_stream(open_response, lambda event: parsers[0].feed(event), "completion stream")
 
     async def close(self) -> None:
         await self._http.close()

@@ -567,7 +567,7 @@ class Daemon:
         )
         try:
             self._wait_ready(began, ready_timeout, "/readyz" if wait_ready else "/livez")
-            if launches:
+            if launches and wait_ready:
                 self.engine_pids = wait_until(
                     lambda: [p for p in child_pids(self.pid) if ENGINE_MARKER in command_line(p)],
                     timeout=10,

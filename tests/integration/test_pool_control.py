@@ -20,6 +20,8 @@ from tests.integration.support import (
     POOL_ID,
     Client,
     Daemon,
+    child_pids,
+    command_line,
     daemon_config,
     file_digest,
     long_task_body,
@@ -92,6 +94,17 @@ def wait_settled(client: Client, timeout: float = 60.0) -> dict[str, Any]:
     return health
 
 
+def replica_sets(client: Client) -> dict[str, str]:
+    """The ids of the replica sets the pool is in, with their model references."""
+    response = client.get("/v1/replicasets")
+    assert response.status_code == 200, response.text
+    return {
+        s["id"]: s["model_ref"]
+        for s in response.json()
+        if any(p["pool_id"] == POOL_ID for p in s["pools"])
+    }
+
+
 def serves(client: Client, model_ref: str) -> dict[str, Any]:
     """Run one short task on ``model_ref``; its started frame."""
     transcript = client.run(task_body(model_ref=model_ref, max_tokens=4))
@@ -137,9 +150,12 @@ def test_orch_2102_reload_moves_the_pool_to_another_model(
     client: Client, models: dict[str, Path]
 ) -> None:
     """ORCH-2102, ORCH-3037: the new model's checksum is verified, it is preloaded, the
-    pool serves it (started frames carry its digest) and the old reference is gone."""
+    pool serves it (started frames carry its digest) and the old reference is gone.
+    ORCH-3047: the pool leaves its old replica set: nothing deterministic carries over.
+    ORCH-3033: going back is one action, a reload to the previous reference."""
     wait_settled(client)
     before = serves(client, FIRST)
+    sets_before = replica_sets(client)
     reload(client, SECOND)
     health = client.health()
     assert health["desired_model_ref"] == SECOND
@@ -151,8 +167,12 @@ def test_orch_2102_reload_moves_the_pool_to_another_model(
     assert after["model_digest"] == file_digest(models[SECOND]) != before["model_digest"]
     gone = client.submit(task_body(model_ref=FIRST))
     assert gone.status_code in (400, 404, 503), gone.text
+    sets_after = replica_sets(client)
+    assert sets_after.keys().isdisjoint(sets_before.keys())
+    assert set(sets_after.values()) == {SECOND}
     reload(client, FIRST)
     assert wait_settled(client)["applied_model_ref"] == FIRST
+    assert replica_sets(client) == sets_before
 
 
 def test_orch_2102_reload_waits_for_running_work(client: Client) -> None:
@@ -202,3 +222,25 @@ def test_orch_2103_health_reports_each_replica_supervision(client: Client) -> No
     assert replica["breaker"] == "closed"
     assert replica["restarts"] >= 0
     assert client.get(f"/v1/pools/{new_id()}/health").status_code == 404
+
+
+def test_orch_3037_a_model_that_fails_its_checksum_is_never_loaded(
+    tmp_path: Path, models: dict[str, Path]
+) -> None:
+    """ORCH-3037: a pool whose model file does not have the digest its reference names
+    stays Unready, says why, and no engine is started on the file."""
+    wrong = "sha256:" + hashlib.sha256(b"another model").hexdigest()
+    pool = tiny_pool_config(models[FIRST], model=wrong, slots=1)
+    with running_daemon(tmp_path, daemon_config(pool), wait_ready=False) as daemon:
+        client = daemon.client()
+        health = wait_until(
+            lambda: (h := client.health(POOL_ID)).get("last_error") and h,
+            timeout=30,
+            interval=0.05,
+            what="the checksum failure to show",
+        )
+        assert "checksum mismatch" in health["last_error"]
+        assert health["ready"] is False
+        assert health["metrics"]["replicas"][0]["restarts"] == 0
+        assert not [p for p in child_pids(daemon.pid) if "xllamacpp_runner" in command_line(p)]
+        assert client.get("/readyz", key=None).status_code == 503
