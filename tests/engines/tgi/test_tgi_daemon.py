@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from orchestratord_server.adapters.base import SAMPLER_PROFILE_PORTABLE_V1
+from tests.engines import client_flow as flow
 from tests.integration.support import (
     Client,
     Daemon,
@@ -85,41 +86,33 @@ def client(daemon: Daemon, engine: FakeTgi) -> Iterator[Client]:
 
 def test_a_task_streams_to_its_end_on_tgi(client: Client, engine: FakeTgi) -> None:
     """ORCH-3056, ORCH-3032: started names the engine and the version TGI reports."""
-    transcript = client.run(tgi_task())
-    started = transcript.started
-    assert started is not None
-    assert started["engine"] == "tgi"
-    assert started["engine_version"] == f"{VERSION}+{GIT_SHA}"
-    assert transcript.terminal.event == "end"
+    transcript = flow.streams_to_end(
+        client, tgi_task(), engine="tgi", version=f"{VERSION}+{GIT_SHA}", pool=POOL_ID,
+        replica="t0",
+    )  # fmt: skip
     assert transcript.terminal.data["finish_reason"] == "length"
     assert len(transcript.tokens) == 12
-    assert transcript.text
     sent = engine.stats.bodies[-1]["parameters"]
     assert sent["seed"] == 99
     assert sent["max_new_tokens"] == 12
 
 
 def test_same_seed_same_text_on_tgi(client: Client) -> None:
-    """ORCH-3045: two tasks with one prompt and seed stream identical text."""
-    first = client.run(tgi_task(prompt="In a quiet village", seed=424242))
-    second = client.run(tgi_task(prompt="In a quiet village", seed=424242))
-    other = client.run(tgi_task(prompt="In a quiet village", seed=424243))
-    assert first.text == second.text
-    assert other.text != first.text
+    """ORCH-3045: two tasks with one prompt and seed stream identical text; another seed
+    streams other text."""
+
+    def village(seed: int) -> dict[str, Any]:
+        return tgi_task(prompt="In a quiet village", seed=seed)
+
+    flow.same_seed_same_tokens(client, village)
+    assert flow.token_texts(client, village(424243)) != flow.token_texts(client, village(424242))
 
 
 def test_cancel_mid_stream_closes_the_tgi_request(client: Client, engine: FakeTgi) -> None:
     """ORCH-3017: cancel ends the task as canceled and TGI sees the client go away."""
-    engine.behaviour = Behaviour(mode="stall", after=2)
+    engine.behaviour = Behaviour(mode="stall", after=4)
     before = engine.stats.disconnected
-    body = tgi_task(max_tokens=200)
-    client.admit(body)
-    with client.open_stream(body["task_id"]) as stream:
-        stream.read_until(lambda f: f.event == "token")
-        assert client.cancel(body["task_id"]).status_code == 204
-        transcript = stream.read_all()
-    assert transcript.terminal.event == "end"
-    assert transcript.terminal.data["finish_reason"] == "canceled"
+    flow.canceled_mid_stream(client, tgi_task(max_tokens=200))
     wait_until(
         lambda: engine.stats.disconnected == before + 1,
         timeout=10,
@@ -129,13 +122,10 @@ def test_cancel_mid_stream_closes_the_tgi_request(client: Client, engine: FakeTg
 
 
 def test_an_engine_error_mid_stream_is_an_error_event(client: Client, engine: FakeTgi) -> None:
-    """A TGI generation error after 3 tokens reaches the client as WORKER_RESET."""
+    """A TGI generation error after the third token reaches the client as WORKER_RESET."""
     engine.behaviour = Behaviour(mode="error", after=3)
-    transcript = client.run(tgi_task())
-    assert transcript.events == ["started", "token", "token", "token", "error"]
-    error = transcript.terminal.data
-    assert error["code"] == "WORKER_RESET"
-    assert error["engine"] == "tgi"
+    error = flow.failed_mid_stream(client, tgi_task(), lambda: None, engine="tgi")
+    assert error.data["retriable"] is True
 
 
 def test_a_request_tgi_refuses_is_invalid_params(client: Client) -> None:

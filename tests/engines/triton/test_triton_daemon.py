@@ -17,10 +17,10 @@ import pytest
 
 from orchestratord_server.adapters.digest import sha256_file
 from orchestratord_server.engines.models import smollm2_gguf_path
+from tests.engines import client_flow as flow
 from tests.integration.support import (
     Client,
     Daemon,
-    Transcript,
     daemon_config,
     running_daemon,
     task_body,
@@ -93,33 +93,20 @@ def client(daemon: Daemon) -> Iterator[Client]:
 
 def test_completion_streams_to_end(client: Client) -> None:
     """ORCH-3057, ORCH-3032: started names Triton 2.51.0 and the model; real text to end."""
-    transcript = client.run(triton_task(max_tokens=16, seed=7))
-    started = transcript.started
-    assert started is not None
-    assert (started["engine"], started["engine_version"]) == ("triton", TRITON_VERSION)
-    assert (started["pool_id"], started["replica_id"]) == (POOL, "t0")
-    assert started["model_digest"] == sha256_file(smollm2_gguf_path())
-    end = transcript.terminal
-    assert end.event == "end", end.data
-    assert end.data["finish_reason"] in ("length", "stop")
-    assert 1 <= end.data["tokens_out"] == len(transcript.tokens) <= 16
-    assert end.data["tokens_in"] == 4
+    transcript = flow.streams_to_end(
+        client, triton_task(max_tokens=16, seed=7), engine="triton", version=TRITON_VERSION,
+        pool=POOL, replica="t0",
+    )  # fmt: skip
+    assert transcript.started is not None
+    assert transcript.started["model_digest"] == sha256_file(smollm2_gguf_path())
+    assert transcript.terminal.data["tokens_in"] == 4
     assert any(word.isalpha() for word in transcript.text.split()), transcript.text
-    health = client.health(POOL)
-    assert health["metrics"]["slots_total"] == 2
+    assert client.health(POOL)["metrics"]["slots_total"] == 2
 
 
 def test_same_seed_gives_identical_tokens(client: Client) -> None:
     """ORCH-3058: the same seed through the daemon gives the same token texts."""
-
-    def tokens(seed: int) -> list[str]:
-        transcript: Transcript = client.run(triton_task(max_tokens=24, seed=seed))
-        assert transcript.terminal.event == "end", transcript.terminal.data
-        return [token["t"] for token in transcript.tokens]
-
-    first, second = tokens(424242), tokens(424242)
-    assert first == second
-    assert "".join(first).encode("utf-8") == "".join(second).encode("utf-8")
+    flow.same_seed_same_tokens(client, lambda seed: triton_task(max_tokens=24, seed=seed))
 
 
 def test_cancel_mid_stream_ends_canceled(client: Client, triton: TritonServer) -> None:
@@ -128,17 +115,7 @@ def test_cancel_mid_stream_ends_canceled(client: Client, triton: TritonServer) -
     pytriton 0.7.0 does not pass Triton's cancellation on to the model, so llama.cpp
     finishes the request's ``max_tokens`` before its slot is free: keep them few.
     """
-    body = triton_task(max_tokens=96, seed=3)
-    client.admit(body)
-    task_id = str(body["task_id"])
-    with client.open_stream(task_id) as stream:
-        stream.read_until(lambda frame: frame.event == "token" and frame.data["i"] == 2)
-        response = client.cancel(task_id)
-        assert response.status_code == 204, response.text
-        transcript = stream.read_all()
-    end = transcript.terminal
-    assert end.event == "end", end.data
-    assert end.data["finish_reason"] == "canceled"
+    flow.canceled_mid_stream(client, triton_task(max_tokens=96, seed=3))
     wait_until(lambda: llama_idle(triton), timeout=60, what="llama.cpp to free the slot")
 
 
@@ -148,13 +125,4 @@ def test_engine_killed_mid_stream_is_worker_reset(client: Client, triton: Triton
     Kills this module's Triton (the whole process group): keep this test last.
     """
     body = triton_task(max_tokens=600, seed=4)
-    client.admit(body)
-    task_id = str(body["task_id"])
-    with client.open_stream(task_id) as stream:
-        stream.read_until(lambda frame: frame.event == "token" and frame.data["i"] == 2)
-        triton.kill()
-        transcript = stream.read_all()
-    error = transcript.terminal
-    assert error.event == "error", error.data
-    assert error.data["code"] == "WORKER_RESET"
-    assert error.data.get("engine") == "triton"
+    flow.failed_mid_stream(client, body, triton.kill, engine="triton")

@@ -17,10 +17,10 @@ import httpx
 import pytest
 
 from orchestratord_server.adapters.digest import sha256_path
+from tests.engines import client_flow as flow
 from tests.integration.support import (
     Client,
     Daemon,
-    Transcript,
     daemon_config,
     running_daemon,
     task_body,
@@ -92,48 +92,26 @@ def client(daemon: Daemon) -> Iterator[Client]:
 def test_completion_streams_to_end(client: Client) -> None:
     """ORCH-3055, ORCH-3032: started names vLLM 0.32.0 and the model; real text to end."""
     began = time.monotonic()
-    transcript = client.run(vllm_task(max_tokens=16, seed=7))
+    transcript = flow.streams_to_end(
+        client, vllm_task(max_tokens=16, seed=7), engine="vllm", version=VLLM_VERSION,
+        pool=POOL, replica="v0",
+    )  # fmt: skip
     elapsed = time.monotonic() - began
-    started = transcript.started
-    assert started is not None
-    assert (started["engine"], started["engine_version"]) == ("vllm", VLLM_VERSION)
-    assert (started["pool_id"], started["replica_id"]) == (POOL, "v0")
-    assert started["model_digest"] == sha256_path(MODEL_DIR)
-    end = transcript.terminal
-    assert end.event == "end", end.data
-    assert end.data["finish_reason"] in ("length", "stop")
-    assert 1 <= end.data["tokens_out"] == len(transcript.tokens) <= 16
-    assert end.data["tokens_in"] == 4
+    assert transcript.started is not None
+    assert transcript.started["model_digest"] == sha256_path(MODEL_DIR)
+    assert transcript.terminal.data["tokens_in"] == 4
     assert any(word.isalpha() for word in transcript.text.split()), transcript.text
-    print(f"\ndaemon+vLLM: {end.data['tokens_out']} tokens in {elapsed:.2f} s")
+    print(f"\ndaemon+vLLM: {transcript.terminal.data['tokens_out']} tokens in {elapsed:.2f} s")
 
 
 def test_same_seed_gives_byte_identical_tokens(client: Client) -> None:
     """ORCH-3058: the same seed through the daemon gives the same token texts."""
-
-    def tokens(seed: int) -> list[str]:
-        transcript: Transcript = client.run(vllm_task(max_tokens=24, seed=seed))
-        assert transcript.terminal.event == "end", transcript.terminal.data
-        return [token["t"] for token in transcript.tokens]
-
-    first, second = tokens(424242), tokens(424242)
-    assert first == second
-    assert "".join(first).encode("utf-8") == "".join(second).encode("utf-8")
+    flow.same_seed_same_tokens(client, lambda seed: vllm_task(max_tokens=24, seed=seed))
 
 
 def test_cancel_mid_stream_ends_canceled_and_frees_vllm(client: Client, vllm: VllmServer) -> None:
     """ORCH-3017: a canceled task ends `canceled` and vLLM stops generating."""
-    body = vllm_task(max_tokens=900, seed=3)
-    client.admit(body)
-    task_id = str(body["task_id"])
-    with client.open_stream(task_id) as stream:
-        stream.read_until(lambda frame: frame.event == "token" and frame.data["i"] == 2)
-        response = client.cancel(task_id)
-        assert response.status_code == 204, response.text
-        transcript = stream.read_all()
-    end = transcript.terminal
-    assert end.event == "end", end.data
-    assert end.data["finish_reason"] == "canceled"
+    flow.canceled_mid_stream(client, vllm_task(max_tokens=900, seed=3))
     wait_until(lambda: engine_running(vllm) == 0, timeout=15, what="vLLM to stop generating")
 
 
@@ -142,14 +120,6 @@ def test_engine_killed_mid_stream_is_worker_reset(client: Client, vllm: VllmServ
 
     Kills this module's vLLM: keep this test last.
     """
-    body = vllm_task(max_tokens=900, seed=4)
-    client.admit(body)
-    task_id = str(body["task_id"])
-    with client.open_stream(task_id) as stream:
-        stream.read_until(lambda frame: frame.event == "token" and frame.data["i"] == 2)
-        vllm.kill()
-        transcript = stream.read_all()
-    error = transcript.terminal
-    assert error.event == "error", error.data
-    assert error.data["code"] == "WORKER_RESET"
-    assert error.data.get("engine") == "vllm"
+    flow.failed_mid_stream(client, vllm_task(max_tokens=900, seed=4), vllm.kill, engine="vllm")
+    client.cancel_all()
+    wait_until(lambda: client.idle(POOL), timeout=30, interval=0.1, what="the pool to be idle")
