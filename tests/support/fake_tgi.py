@@ -46,13 +46,14 @@ import hashlib
 import json
 import random
 import re
-import threading
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from aiohttp import web
+
+from tests.support.background_app import serving
 
 Mode = Literal["normal", "error", "stall", "raw", "drop"]
 
@@ -536,22 +537,6 @@ class FakeTgi:
 def fake_tgi(**settings: Any) -> Iterator[FakeTgi]:
     """Run a :class:`FakeTgi` on a loopback port in a background thread."""
     engine = FakeTgi(**settings)
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, name="fake-tgi", daemon=True)
-    thread.start()
-    runner = web.AppRunner(engine.app(), access_log=None, shutdown_timeout=1.0)
-
-    async def start() -> None:
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        engine.port = int(runner.addresses[0][1])
-
-    asyncio.run_coroutine_threadsafe(start(), loop).result(timeout=10)
-    try:
+    with serving(engine.app(), "fake-tgi") as port:
+        engine.port = port
         yield engine
-    finally:
-        with suppress(TimeoutError):
-            asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(timeout=10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=10)
-        loop.close()

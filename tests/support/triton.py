@@ -19,13 +19,8 @@ where :class:`~orchestratord_server.adapters.triton.TritonAdapter` looks by defa
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
 import socket
-import subprocess
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -35,6 +30,7 @@ from orchestratord_server.adapters.base import AdapterSettings
 from orchestratord_server.adapters.http import HttpTimeouts
 from orchestratord_server.adapters.triton import TritonAdapter
 from orchestratord_server.engines.models import smollm2_gguf_path
+from tests.support.engine_server import EngineServer
 
 REPO = Path(__file__).resolve().parents[2]
 TRITON_PYTHON = REPO / ".engines" / "triton" / "venv" / "bin" / "python"
@@ -109,15 +105,17 @@ def triton_command(
     return argv, {"PYTHONUNBUFFERED": "1"}
 
 
-@dataclass
-class TritonServer:
-    """One model server process (the leader of its own process group)."""
+class TritonServer(EngineServer):
+    """The Triton model server (the leader of its own process group)."""
 
-    workdir: Path
-    slots: int = SLOTS
-    http_port: int = field(default_factory=free_port_block)
-    process: subprocess.Popen[bytes] | None = None
-    startup_s: float | None = None
+    name = "triton"
+    start_timeout_s = START_TIMEOUT_S
+    stop_timeout_s = STOP_TIMEOUT_S
+
+    def __init__(self, workdir: Path, *, slots: int = SLOTS) -> None:
+        super().__init__(workdir)
+        self.slots = slots
+        self.http_port = free_port_block()
 
     @property
     def base_url(self) -> str:
@@ -127,37 +125,12 @@ class TritonServer:
     def metrics_url(self) -> str:
         return f"http://127.0.0.1:{self.http_port + 2}"
 
-    @property
-    def log_path(self) -> Path:
-        return self.workdir / "triton.log"
-
-    def log_tail(self, lines: int = 30) -> str:
-        text = self.log_path.read_text(encoding="utf-8", errors="replace")
-        return "\n".join(text.splitlines()[-lines:])
-
-    def start(self, timeout_s: float = START_TIMEOUT_S) -> None:
-        """Spawn the server and wait until its models are ready."""
+    def command(self) -> tuple[list[str], dict[str, str]]:
         require_triton()
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        argv, extra = triton_command(self.http_port, slots=self.slots)
-        began = time.monotonic()
-        with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, **extra},
-                start_new_session=True,
-            )
-        try:
-            self._wait_ready(began + timeout_s)
-        except BaseException:
-            self.stop()
-            raise
-        self.startup_s = time.monotonic() - began
+        return triton_command(self.http_port, slots=self.slots)
 
-    def _ready(self) -> bool:
+    def ready(self) -> bool:
+        """Both models (generation and tokenizer) answer ready."""
         for model in (MODEL_NAME, MODEL_NAME + "_tokenize"):
             url = f"{self.base_url}/v2/models/{model}/ready"
             try:
@@ -166,50 +139,6 @@ class TritonServer:
             except httpx.TransportError:
                 return False
         return True
-
-    def _wait_ready(self, deadline: float) -> None:
-        assert self.process is not None
-        while not self._ready():
-            if self.process.poll() is not None:
-                raise AssertionError(
-                    f"Triton exited with {self.process.returncode}:\n{self.log_tail()}"
-                )
-            if time.monotonic() > deadline:
-                raise AssertionError(f"Triton was not ready in time:\n{self.log_tail()}")
-            time.sleep(0.2)
-
-    def kill(self) -> None:
-        """SIGKILL the whole process group at once (an engine crash)."""
-        if self.process is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-
-    def stop(self) -> None:
-        """SIGTERM the process group; SIGKILL what is left after the timeout."""
-        if self.process is None:
-            return
-        pgid = self.process.pid
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(timeout=STOP_TIMEOUT_S)
-        # The group may outlive its leader (backend stubs): end whatever is left.
-        deadline = time.monotonic() + STOP_TIMEOUT_S
-        while group_alive(pgid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, signal.SIGKILL)
-        self.process.wait()
-
-
-def group_alive(pgid: int) -> bool:
-    """Whether any process of the group ``pgid`` is still running."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 @contextlib.contextmanager

@@ -15,17 +15,14 @@ it will not stop in time), so vLLM's engine-core and worker processes go too.
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.integration.support import free_port
+from tests.support.engine_server import EngineServer
 
 REPO = Path(__file__).resolve().parents[2]
 VLLM_PYTHON = REPO / ".engines" / "vllm" / "venv" / "bin" / "python"
@@ -47,12 +44,6 @@ def require_vllm() -> None:
             f"vLLM is not installed ({', '.join(missing)} missing); run {INSTALL_COMMAND}",
             pytrace=False,
         )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def vllm_command(
@@ -93,99 +84,30 @@ def vllm_command(
     return argv, env
 
 
-@dataclass
-class VllmServer:
-    """One vLLM server process (the leader of its own process group)."""
+class VllmServer(EngineServer):
+    """A vLLM server (the leader of its own process group: engine core and workers)."""
 
-    workdir: Path
-    port: int = field(default_factory=free_port)
-    process: subprocess.Popen[bytes] | None = None
-    startup_s: float | None = None
+    name = "vllm"
+    start_timeout_s = START_TIMEOUT_S
+    stop_timeout_s = STOP_TIMEOUT_S
+
+    def __init__(self, workdir: Path) -> None:
+        super().__init__(workdir)
+        self.port = free_port()
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    @property
-    def log_path(self) -> Path:
-        return self.workdir / "vllm.log"
-
-    def log_tail(self, lines: int = 30) -> str:
-        text = self.log_path.read_text(encoding="utf-8", errors="replace")
-        return "\n".join(text.splitlines()[-lines:])
-
-    def start(self, timeout_s: float = START_TIMEOUT_S) -> None:
-        """Spawn the server and wait until ``/health`` answers 200."""
+    def command(self) -> tuple[list[str], dict[str, str]]:
         require_vllm()
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        argv, extra = vllm_command(self.port, self.workdir / "vllm-cache")
-        began = time.monotonic()
-        with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, **extra},
-                start_new_session=True,
-            )
-        try:
-            self._wait_healthy(began + timeout_s)
-        except BaseException:
-            self.stop()
-            raise
-        self.startup_s = time.monotonic() - began
+        return vllm_command(self.port, self.workdir / "vllm-cache")
 
-    def _wait_healthy(self, deadline: float) -> None:
-        assert self.process is not None
-        while True:
-            if self.process.poll() is not None:
-                raise AssertionError(
-                    f"vLLM exited with {self.process.returncode}:\n{self.log_tail()}"
-                )
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(self.base_url + "/health", timeout=2.0).status_code == 200:
-                    return
-            if time.monotonic() > deadline:
-                raise AssertionError(f"vLLM was not healthy in time:\n{self.log_tail()}")
-            time.sleep(0.25)
-
-    def group_alive(self) -> bool:
-        """True while any process of the server's process group exists."""
-        if self.process is None:
-            return False
-        try:
-            os.killpg(self.process.pid, 0)
-        except ProcessLookupError:
-            return False
-        return True
-
-    def kill(self) -> None:
-        """SIGKILL the whole group at once: an engine crash."""
-        if self.process is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(STOP_TIMEOUT_S)
-
-    def stop(self) -> None:
-        """SIGTERM the group, wait; SIGKILL what is left. Leaves no process behind."""
-        process = self.process
-        if process is None:
-            return
-        if process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        deadline = time.monotonic() + STOP_TIMEOUT_S
-        while self.group_alive() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if self.group_alive():
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-        assert not self.group_alive(), "vLLM left processes behind"
+    def ready(self) -> bool:
+        """``/health`` answers 200."""
+        with contextlib.suppress(httpx.TransportError):
+            return httpx.get(self.base_url + "/health", timeout=2.0).status_code == 200
+        return False
 
 
 @contextlib.contextmanager
