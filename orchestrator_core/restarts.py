@@ -1,17 +1,17 @@
 """Restart decisions for failed workers: exponential backoff under a circuit breaker.
 
 ORCH-3038: a failed worker is restarted (or re-probed) with backoff. ORCH-3053: restart
-storms are bounded. Theory of operation: each consecutive failed attempt doubles the
-delay before the next one, from ``base_ms`` up to ``max_ms``; a success starts the backoff
-over. Every failure, whether an attempt that failed or a worker that failed after it came
-up, is also counted in a sliding window that a success does not clear, so a worker that
-flaps (comes up, fails, comes up again) cannot restart without bound. When
-``trip_failures`` failures fall within ``window_ms`` the breaker opens and the next
-attempt waits ``open_ms`` (much longer than any backoff step). Choose ``trip_failures``
-above the number of backoff steps that fit in the window, so a worker that is merely
-slow to come back never trips it. The attempt after an open period is a half-open trial:
-success closes the breaker and clears the window; failure opens it again at once. Time
-is a parameter, so every rule is testable without sleeping.
+storms are bounded. Theory of operation: each consecutive failure doubles the delay before
+the next attempt, from ``base_ms`` up to ``max_ms``. The backoff starts over only once the
+worker has stayed Ready for ``stable_ms``, so a worker that flaps (comes up, fails, comes
+up again) keeps backing off. Every failure, an attempt that failed or a worker that failed
+after it came up, is also counted in a sliding window of ``window_ms``; when
+``trip_failures`` of them fall within it the breaker opens and the next attempt waits
+``open_ms``. The attempt after an open period is a half-open trial: success closes the
+breaker and clears the count; failure opens it again at once. ``reset`` closes it early
+(an operator's reload). A policy without ``trip_failures`` never opens: workers the
+daemon does not run are only re-probed, so there is no restart storm to bound. Time is a
+parameter, so every rule is testable without sleeping.
 """
 
 from __future__ import annotations
@@ -34,19 +34,22 @@ class BreakerState(Enum):
 
 @dataclass(frozen=True, slots=True)
 class RestartPolicy:
-    """Backoff and breaker limits (milliseconds)."""
+    """Backoff and breaker limits (milliseconds); ``trip_failures`` None: no breaker."""
 
-    base_ms: int = 500
-    max_ms: int = 30_000
-    trip_failures: int = 10
-    window_ms: int = 60_000
-    open_ms: int = 120_000
+    base_ms: int = 1_000
+    max_ms: int = 60_000
+    stable_ms: int = 300_000
+    trip_failures: int | None = 5
+    window_ms: int = 600_000
+    open_ms: int = 600_000
 
     def __post_init__(self) -> None:
         if not 0 < self.base_ms <= self.max_ms <= self.open_ms:
             raise InvalidArgument("restart policy needs 0 < base_ms <= max_ms <= open_ms")
-        if self.trip_failures < 1 or self.window_ms < 1:
-            raise InvalidArgument("restart policy needs trip_failures >= 1 and window_ms >= 1")
+        if self.trip_failures is not None and self.trip_failures < 1:
+            raise InvalidArgument("restart policy needs trip_failures >= 1 (or none)")
+        if self.window_ms < 1 or self.stable_ms < 0:
+            raise InvalidArgument("restart policy needs window_ms >= 1 and stable_ms >= 0")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,12 +65,13 @@ class RestartDecision:
 class RestartTracker:
     """The restart history of one worker."""
 
-    __slots__ = ("_consecutive", "_failures", "_policy", "_state")
+    __slots__ = ("_consecutive", "_failures", "_policy", "_ready_since", "_state")
 
-    def __init__(self, policy: RestartPolicy = RestartPolicy()) -> None:
+    def __init__(self, policy: RestartPolicy) -> None:
         self._policy = policy
         self._failures: deque[int] = deque()
         self._consecutive = 0
+        self._ready_since: int | None = None
         self._state = BreakerState.CLOSED
 
     @property
@@ -81,11 +85,15 @@ class RestartTracker:
     def failed(self, now_ms: int) -> RestartDecision:
         """An attempt (or a running worker) failed at ``now_ms``: when to try again."""
         policy = self._policy
+        if self._ready_since is not None and now_ms - self._ready_since >= policy.stable_ms:
+            self._consecutive = 0
+        self._ready_since = None
         self._consecutive += 1
         self._failures.append(now_ms)
         while self._failures and self._failures[0] <= now_ms - policy.window_ms:
             self._failures.popleft()
-        tripped = len(self._failures) >= policy.trip_failures
+        trip = policy.trip_failures
+        tripped = trip is not None and len(self._failures) >= trip
         if self._state is BreakerState.HALF_OPEN or tripped:
             self._state = BreakerState.OPEN
             delay = policy.open_ms
@@ -98,13 +106,18 @@ class RestartTracker:
         """An attempt starts now; after an open period it is the half-open trial."""
         if self._state is BreakerState.OPEN:
             self._state = BreakerState.HALF_OPEN
-            self._failures.clear()
         return self._state
 
-    def succeeded(self) -> None:
-        """An attempt succeeded: the backoff starts over; a half-open trial closes the
-        breaker and clears the failure window (otherwise the window keeps counting)."""
-        self._consecutive = 0
+    def succeeded(self, now_ms: int) -> None:
+        """The worker is Ready since ``now_ms``; a half-open trial closes the breaker."""
+        self._ready_since = now_ms
         if self._state is BreakerState.HALF_OPEN:
-            self._failures.clear()
+            self.reset()
+            self._ready_since = now_ms
+
+    def reset(self) -> None:
+        """Forget the history: breaker closed, backoff from the start (a reload)."""
+        self._consecutive = 0
+        self._failures.clear()
+        self._ready_since = None
         self._state = BreakerState.CLOSED

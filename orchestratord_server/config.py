@@ -234,20 +234,21 @@ class TimeoutConfig(_Strict):
 
 
 class RestartConfig(_Strict):
-    """How a failed replica is restarted (ORCH-3038, ORCH-3053): exponential backoff from
-    base_ms to max_ms; trip_failures failures (also of a replica that flaps) within
-    window_ms open the circuit breaker, which suspends attempts for open_ms."""
+    """How a failed replica is restarted (ORCH-3038, ORCH-3053).
 
-    base_ms: int = Field(500, ge=1, description="Wait before the first retry.")
-    max_ms: int = Field(30_000, ge=1, description="Longest backoff step.")
-    trip_failures: int = Field(
-        10,
-        ge=1,
-        description="Failures within window_ms that open the breaker; keep it above the "
-        "backoff steps that fit in the window.",
+    Exponential backoff from base_ms to max_ms, starting over once the replica has stayed
+    Ready for stable_ms. For replicas the daemon runs, trip_failures failures within
+    window_ms open the circuit breaker: no restart for open_ms (a reload closes it).
+    """
+
+    base_ms: int = Field(1_000, ge=1, description="Wait before the first retry.")
+    max_ms: int = Field(60_000, ge=1, description="Longest backoff step.")
+    stable_ms: int = Field(
+        300_000, ge=0, description="Time Ready after which the backoff starts over."
     )
-    window_ms: int = Field(60_000, ge=1, description="Window the failures are counted in.")
-    open_ms: int = Field(120_000, ge=1, description="How long an open breaker waits.")
+    trip_failures: int = Field(5, ge=1, description="Failures that open the breaker.")
+    window_ms: int = Field(600_000, ge=1, description="Window the failures are counted in.")
+    open_ms: int = Field(600_000, ge=1, description="How long an open breaker waits.")
 
     @model_validator(mode="after")
     def _ordered(self) -> RestartConfig:
@@ -358,7 +359,24 @@ class PoolConfig(_Strict):
     tensor_split: tuple[float, ...] | None = Field(
         None, description="Explicit per-device ratios; no split unless given (ORCH-3012)."
     )
-    preload: bool = True
+    preload: bool = Field(
+        True,
+        description="Preload at start; false waits for the first task routed here (ORCH-3002).",
+    )
+    preload_timeout_ms: int = Field(
+        300_000, ge=1, description="How long a started engine may take to become healthy."
+    )
+    kv_bytes_per_token: int = Field(
+        0,
+        ge=0,
+        description="KV cache bytes one token takes, for the memory headroom check "
+        "(ORCH-3003) and session KV budgets (ORCH-3022); 0 leaves KV out.",
+    )
+    memory_margin_bytes: int = Field(
+        536_870_912,
+        ge=0,
+        description="Safety margin per device added to what a replica needs (ORCH-3003).",
+    )
     require_same_engine_version: bool = True
     sampler_profile_version: str = "v1"
     queue: QueueConfig = QueueConfig()

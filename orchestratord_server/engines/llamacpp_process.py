@@ -66,6 +66,8 @@ class LlamaCppServerConfig:
     port: int = 0
     cache_ram_mib: int = 0
     start_timeout_s: float = 60.0
+    #: Extra environment for the engine (device visibility, ORCH-3001).
+    env: tuple[tuple[str, str], ...] = ()
     stop_grace_s: float = 5.0
     python: str = sys.executable
 
@@ -153,7 +155,7 @@ class LlamaCppProcess:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            env=_child_env(),
+            env=_child_env() | dict(self.config.env),
         )
         self._drain(self._popen.stdout, self._read_stdout, "stdout")
         self._drain(self._popen.stderr, self._read_stderr, "stderr")

@@ -98,12 +98,19 @@ class ControlPlane:
                 "slots_total": health.slots_total,
                 "slots_free": health.slots_free,
                 "service_time_ms": health.service_time_ms,
+                "engine_version": health.engine_version,
+                "model_digest": digests[0] if digests else None,
                 "device_kind": pool.device_kind.value,
+                "devices": list(pool.devices),
+                "tensor_split": list(pool.tensor_split) if pool.tensor_split else None,
+                "slo": slo_view(runtime.slo_snapshot(id)),
                 "replicas": [
                     {
                         "replica_id": r.replica_id,
                         "live": r.live,
                         "ready": r.ready,
+                        "engine_version": r.engine_version,
+                        "model_digest": r.model_digest,
                         "slots_total": r.slots_total,
                         "slots_free": r.slots_free,
                         "running": r.running,
@@ -155,13 +162,17 @@ class ControlPlane:
 
 
 def _supervision(record: ReplicaRecord, now: int) -> dict[str, Any]:
-    """A replica's restart history for health (ORCH-3038, ORCH-3053)."""
-    figures: dict[str, Any] = {"restarts": record.restarts, "breaker": record.breaker.value}
-    if record.last_error is not None:
-        figures["last_error"] = record.last_error
-    if record.retry_at_ms is not None:
-        figures["retry_in_ms"] = max(0, record.retry_at_ms - now)
-    return figures
+    """A replica's preload and restart history for health (ORCH-3002, ORCH-3038,
+    ORCH-3053); values not known yet are left out."""
+    figures: dict[str, Any] = {
+        "restarts": record.restarts,
+        "breaker": record.breaker.value,
+        "last_preload_outcome": record.last_preload_outcome,
+        "failure_class": record.failure_class,
+        "last_error": record.last_error,
+        "retry_in_ms": None if record.retry_at_ms is None else max(0, record.retry_at_ms - now),
+    }
+    return {key: value for key, value in figures.items() if value is not None}
 
 
 def _last_error(pool_error: str | None, records: list[ReplicaRecord]) -> str | None:

@@ -22,11 +22,16 @@ class Operations:
         return Response(Liveness(status="ok").model_dump_json(), media_type=JSON)
 
     async def getReadyz(self) -> Response:
-        """200 once at least one pool is Ready, else 503 (ORCH-3002)."""
-        ready = self._state.runtime.ready_pools
+        """200 once every preloading pool has finished its first attempt and at least one
+        pool is Ready, else 503 (ORCH-3002)."""
+        runtime = self._state.runtime
+        ready = runtime.ready_pools
         pools = [{"pool_id": p.id, "ready": p.id in ready} for p in self._state.config.pools]
-        body = Readiness.model_validate({"ready": bool(ready), "pools": pools})
-        return Response(body.model_dump_json(), status_code=200 if ready else 503, media_type=JSON)
+        serving = bool(ready) and runtime.manager.first_preloads_done
+        body = Readiness.model_validate({"ready": serving, "pools": pools})
+        return Response(
+            body.model_dump_json(), status_code=200 if serving else 503, media_type=JSON
+        )
 
     async def getMetrics(self) -> Response:
         """Prometheus text exposition of this server's registry (ORCH-3028)."""

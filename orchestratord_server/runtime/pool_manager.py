@@ -32,7 +32,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from orchestrator_core import ReplicaStatus, RestartPolicy
-from orchestratord_server.adapters.base import EngineError
 from orchestratord_server.config import Config, PoolConfig
 from orchestratord_server.logs import log_event
 from orchestratord_server.model_catalog import (
@@ -41,9 +40,13 @@ from orchestratord_server.model_catalog import (
     ResolvedModel,
     UnknownModel,
 )
-from orchestratord_server.runtime.replicas import PreloadFailed, ReplicaHandle
-from orchestratord_server.runtime.selftest import self_test
-from orchestratord_server.runtime.supervisor import ReplicaRecord, new_record, supervise
+from orchestratord_server.runtime.replicas import PreloadFailed, PreloadOutcome, ReplicaHandle
+from orchestratord_server.runtime.supervisor import (
+    ReplicaRecord,
+    new_record,
+    preload_once,
+    supervise,
+)
 
 log = logging.getLogger("orchestratord.pool")
 
@@ -75,7 +78,7 @@ class PoolHooks:
     """How the pool manager acts on the rest of the runtime (the core lives there)."""
 
     replica_status: Callable[[ReplicaHandle, ReplicaStatus], None]
-    preload_outcome: Callable[[ReplicaHandle, str], None]
+    preload_outcome: Callable[[ReplicaHandle, PreloadOutcome], None]
     drain: Callable[[str, int], Awaitable[None]]
     swap_model: Callable[[str, str], None]
     undrain: Callable[[str], None]
@@ -102,7 +105,7 @@ class PoolManager:
             for replica in pool.replicas:
                 key = (pool.id, replica.id)
                 self.handles[key] = ReplicaHandle(pool, replica, model)
-                self.records[key] = new_record(policy)
+                self.records[key] = new_record(policy, managed=replica.managed)
 
     def _initial_model(self, pool: PoolConfig) -> ResolvedModel | None:
         """The model the pool starts on: the file its launch replicas pin, else the
@@ -158,6 +161,19 @@ class PoolManager:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
+    def want(self, engine: str, model_ref: str) -> None:
+        """A task was routed to ``engine``/``model_ref``: load the pools that serve it and
+        wait for their first task (`preload: false`, ORCH-3002)."""
+        for (pool_id, _), handle in self.handles.items():
+            pool = self.pools[pool_id]
+            if pool.engine.value == engine and self.state[pool_id].applied_ref == model_ref:
+                handle.wanted.set()
+
+    @property
+    def first_preloads_done(self) -> bool:
+        """Every replica of a `preload: true` pool has finished its first attempt."""
+        return all(h.attempted for h in self.handles.values() if self.pools[h.pool_id].preload)
+
     def pool_handles(self, pool_id: str) -> list[ReplicaHandle]:
         return [h for (owner, _), h in self.handles.items() if owner == pool_id]
 
@@ -208,6 +224,8 @@ class PoolManager:
             )
             await self._hooks.drain(pool_id, pool.timeouts.wall_ms)
             await self._stop_supervisors(pool_id)
+            for handle in self.pool_handles(pool_id):
+                self.records[pool_id, handle.replica_id].tracker.reset()
             error = await self._load(pool_id, target)
             if error is None:
                 self._hooks.swap_model(pool_id, target.ref)
@@ -244,18 +262,22 @@ class PoolManager:
         for handle in handles:
             await handle.stop_engine()
             handle.use_model(model)
+            handle.wanted.set()
             self._hooks.replica_status(handle, handle.status(live=False, ready=False))
         for handle in handles:
+            record = self.records[pool_id, handle.replica_id]
             try:
-                await handle.preload()
-                await self_test(handle)
-            except (PreloadFailed, EngineError, OSError) as exc:
-                self._hooks.preload_outcome(handle, "failure")
+                await preload_once(handle)
+            except PreloadFailed as exc:
+                self._hooks.preload_outcome(handle, exc.outcome)
+                record.last_preload_outcome = exc.outcome
                 for other in handles:
                     await other.stop_engine()
                     other.props = None
-                return str(exc)
-            self._hooks.preload_outcome(handle, "success")
+                return f"{exc.outcome.value}: {exc}"
+            self._hooks.preload_outcome(handle, PreloadOutcome.SUCCESS)
+            record.last_preload_outcome = PreloadOutcome.SUCCESS
+            record.last_error = None
         return None
 
     # -- shutdown ----------------------------------------------------------------------

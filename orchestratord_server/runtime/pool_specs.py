@@ -48,6 +48,7 @@ def pool_spec(pool: PoolConfig) -> PoolSpec:
         interactive=_limits(pool, PriorityName.interactive),
         batch=_limits(pool, PriorityName.batch),
         tenant_max_concurrent=pool.admission.tenant_max_concurrent,
+        kv_bytes_per_token=pool.kv_bytes_per_token,
         wall_timeout_ms=pool.timeouts.wall_ms,
         idle_timeout_ms=pool.timeouts.idle_ms,
     )

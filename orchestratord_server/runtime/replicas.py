@@ -1,11 +1,13 @@
 """One replica as the pool manager sees it: its adapter, its engine process, its model.
 
-Preload (ORCH-3002, ORCH-3003) gates readiness: the model file's checksum is verified
-before anything loads it (ORCH-3037), a managed engine is started (a llama.cpp `launch`,
-or a configured `command`, given time to come up), then the engine must answer health,
-report its properties (slots, version, model digest; ORCH-3019, ORCH-3032) and complete a
-minimal one-token decode before the replica is reported Ready to the core. Health probes
-then keep the core's view current; a replica that stops answering is reported not live.
+Preload (ORCH-3002) gates readiness: the model's checksum is verified before anything
+loads it (ORCH-3037), the memory a managed engine needs is checked against what is free
+(ORCH-3003), the engine is started (a llama.cpp `launch`, or a configured `command`, given
+the pool's preload timeout to come up) and sees only its pool's devices (ORCH-3001); then
+it must answer health, report its properties (slots, version, model digest; ORCH-3019,
+ORCH-3032) and complete a minimal decode before the replica is reported Ready to the
+core. Each failed step raises :class:`PreloadFailed` with its outcome, which is logged
+and counted. Health probes then keep the core's view current.
 
 A managed replica can be moved to another model (`use_model`, for reloads, ORCH-3031):
 its engine is stopped and the next preload starts it on the new model.
@@ -18,6 +20,7 @@ import logging
 import os
 import sys
 import time
+from enum import StrEnum
 from pathlib import Path
 
 from orchestrator_core import ReplicaStatus
@@ -42,6 +45,13 @@ from orchestratord_server.engines.llamacpp_process import (
 )
 from orchestratord_server.logs import log_event
 from orchestratord_server.model_catalog import ResolvedModel
+from orchestratord_server.runtime.headroom import (
+    HOST,
+    artifact_bytes,
+    free_memory,
+    needed_per_device,
+    shortfalls,
+)
 
 log = logging.getLogger("orchestratord.replica")
 
@@ -51,8 +61,25 @@ COMMAND_START_TIMEOUT_S = 300.0
 _START_POLL_S = 0.25
 
 
+class PreloadOutcome(StrEnum):
+    """How a preload attempt ended (ORCH-3002); the preload-outcome metric's label."""
+
+    SUCCESS = "success"
+    CHECKSUM_MISMATCH = "checksum_mismatch"
+    INSUFFICIENT_HEADROOM = "insufficient_headroom"
+    ENGINE_START_FAILED = "engine_start_failed"
+    HEALTH_TIMEOUT = "health_timeout"
+    ENGINE_UNAVAILABLE = "engine_unavailable"
+    ENGINE_MISMATCH = "engine_mismatch"
+    SELFTEST_FAILED = "selftest_failed"
+
+
 class PreloadFailed(Exception):
-    """A replica could not be made Ready; the message says which step failed."""
+    """A replica could not be made Ready: the outcome, and a message saying why."""
+
+    def __init__(self, outcome: PreloadOutcome, message: str) -> None:
+        super().__init__(message)
+        self.outcome = outcome
 
 
 class ReplicaHandle:
@@ -68,8 +95,10 @@ class ReplicaHandle:
         self, pool: PoolConfig, config: ReplicaConfig, model: ResolvedModel | None
     ) -> None:
         self.pool_id = pool.id
+        self.pool = pool
         self.pool_ctx = pool.ctx
         self.sampler = sampler_profile(pool.sampler_profile_version)
+        self.start_timeout_s = pool.preload_timeout_ms / 1000
         self.engine_name: EngineName = pool.engine.value
         self.replica_id = config.id
         self.config = config
@@ -79,7 +108,16 @@ class ReplicaHandle:
         self.adapter: EngineAdapter | None = None
         self.props: EngineProps | None = None
         self.verified_digest: str | None = None
+        self._verified_stat: tuple[object, ...] | None = None
+        self.headroom_unknown = False
         self.lost = asyncio.Event()
+        #: Set when the replica should load: at once for `preload: true` pools, at the
+        #: first task routed to the pool otherwise (ORCH-3002).
+        self.wanted = asyncio.Event()
+        if pool.preload:
+            self.wanted.set()
+        #: The first preload attempt has ended (either way); /readyz waits for it.
+        self.attempted = False
         if not config.managed:
             self.adapter = make_adapter(self.engine_name, self._settings(str(config.url)))
 
@@ -94,11 +132,36 @@ class ReplicaHandle:
         process = self.launched or self.command
         return process.pid if process is not None and process.running else None
 
+    @property
+    def process_output(self) -> str:
+        """What a managed engine wrote last (for failure classification, ORCH-3053)."""
+        if self.command is not None:
+            return self.command.output_tail(200)
+        if self.launched is not None:
+            return self.launched.stderr_tail(200)
+        return ""
+
+    @property
+    def process_exited(self) -> bool:
+        """A managed engine was started and is no longer running."""
+        process = self.launched or self.command
+        return process is not None and not process.running
+
     def engine(self) -> EngineAdapter:
         """The adapter; raises PreloadFailed before the engine is reachable."""
         if self.adapter is None:
-            raise PreloadFailed(f"{self.label}: the engine has not been started")
+            raise PreloadFailed(
+                PreloadOutcome.ENGINE_UNAVAILABLE, f"{self.label}: the engine has not been started"
+            )
         return self.adapter
+
+    def device_env(self) -> dict[str, str]:
+        """Device visibility for an engine the daemon starts: only the pool's mask, in mask
+        order (ORCH-3001); a CPU pool's engine sees the host as it is."""
+        if self.pool.device_kind.value != "gpu":
+            return {}
+        mask = ",".join(str(d) for d in (self.config.devices or self.pool.devices))
+        return {"CUDA_VISIBLE_DEVICES": mask, "HIP_VISIBLE_DEVICES": mask}
 
     def _model_path(self) -> Path | None:
         """The model on this machine: the resolved model's file, or the URL replica's
@@ -123,23 +186,73 @@ class ReplicaHandle:
         """Load ``model`` at the next preload (the engine must be stopped first)."""
         self.model = model
         self.verified_digest = None
+        self._verified_stat = None
         self.props = None
 
     async def verify_model(self) -> None:
-        """Check the model against its expected digest before it is loaded (ORCH-3037)."""
+        """Check the model against its expected digest before it is loaded (ORCH-3037).
+
+        Runs before every engine start; a previous result is reused only while the files'
+        device, inode, size and modification time are unchanged.
+        """
         model = self.model
-        if model is None or model.expected_digest is None or self.verified_digest is not None:
+        if model is None or model.expected_digest is None:
             return
-        path = self._model_path() or model.path
+        path = model.path
         if not path.exists():
-            raise PreloadFailed(f"{self.label}: model {model.ref} not found at {path}")
+            raise PreloadFailed(
+                PreloadOutcome.CHECKSUM_MISMATCH,
+                f"{self.label}: model {model.ref} not found at {path}",
+            )
+        stat = await asyncio.to_thread(_stat_key, path)
+        if self.verified_digest is not None and stat == self._verified_stat:
+            return
         digest = await asyncio.to_thread(sha256_path, path)
         if digest != model.expected_digest:
-            raise PreloadFailed(
-                f"{self.label}: checksum mismatch for {model.ref}: {path} has {digest}, "
-                f"expected {model.expected_digest}; the model was not loaded (ORCH-3037)"
+            log_event(
+                log,
+                logging.ERROR,
+                "pool.checksum",
+                f"checksum mismatch for {model.ref}",
+                pool_id=self.pool_id,
+                replica_id=self.replica_id,
+                expected=model.expected_digest,
+                actual=digest,
             )
-        self.verified_digest = digest
+            raise PreloadFailed(
+                PreloadOutcome.CHECKSUM_MISMATCH,
+                f"{self.label}: checksum mismatch for {model.ref}: {path} has {digest}, "
+                f"expected {model.expected_digest}; the model was not loaded (ORCH-3037)",
+            )
+        self.verified_digest, self._verified_stat = digest, stat
+
+    async def check_headroom(self) -> None:
+        """Fail fast when a managed engine would not fit in free memory (ORCH-3003)."""
+        model = self.model
+        if not self.config.managed or model is None or not model.path.exists():
+            return
+        free = await free_memory(self.pool.device_kind.value)
+        self.headroom_unknown = free is None
+        if free is None:
+            return
+        launch = self.config.launch
+        slots = (launch.slots if launch else None) or self.config.slots or 1
+        devices = [HOST] if self.pool.device_kind.value == "cpu" else list(self.pool.devices)
+        split = None if self.pool.device_kind.value == "cpu" else self.pool.tensor_split
+        needed = needed_per_device(
+            await asyncio.to_thread(artifact_bytes, model.path),
+            self.pool.kv_bytes_per_token * self.pool_ctx * slots,
+            self.pool.memory_margin_bytes,
+            devices,
+            split,
+        )
+        short = shortfalls(needed, free)
+        if short:
+            raise PreloadFailed(
+                PreloadOutcome.INSUFFICIENT_HEADROOM,
+                f"{self.label}: not enough free memory to load {model.ref}, the engine was "
+                "not started: " + "; ".join(s.describe() for s in short),
+            )
 
     # -- engine process ----------------------------------------------------------------
 
@@ -155,12 +268,16 @@ class ReplicaHandle:
             return
         model_path = self._model_path()
         if model_path is None:
-            raise PreloadFailed(f"{self.label}: no model file to launch llama.cpp with")
-        self.launched = LlamaCppProcess(_server_config(launch, model_path))
+            raise PreloadFailed(
+                PreloadOutcome.ENGINE_START_FAILED,
+                f"{self.label}: no model file to launch llama.cpp with",
+            )
+        config = _server_config(launch, model_path, self.start_timeout_s, self.device_env())
+        self.launched = LlamaCppProcess(config)
         try:
             await self.launched.start()
         except EngineStartError as exc:
-            raise PreloadFailed(f"{self.label}: {exc}") from exc
+            raise PreloadFailed(PreloadOutcome.ENGINE_START_FAILED, f"{self.label}: {exc}") from exc
         await self._replace_adapter(self.launched.base_url, self.launched.engine_version)
         self._log_started(self.launched.base_url, self.launched.pid)
 
@@ -172,33 +289,39 @@ class ReplicaHandle:
             "model_path": "" if path is None else str(path),
             "model_ref": self.model.ref if self.model else "",
         }
-        env = {key: value.format(**values) for key, value in self.config.env.items()}
+        env = self.device_env() | {
+            key: value.format(**values) for key, value in self.config.env.items()
+        }
         self.command = CommandProcess([arg.format(**values) for arg in argv], env, self.label)
         try:
             self.command.start()
         except OSError as exc:
-            raise PreloadFailed(f"{self.label}: cannot start {argv[0]}: {exc}") from exc
+            raise PreloadFailed(
+                PreloadOutcome.ENGINE_START_FAILED, f"{self.label}: cannot start {argv[0]}: {exc}"
+            ) from exc
         await self._replace_adapter(str(self.config.url))
         self._log_started(str(self.config.url), self.command.pid)
         await self._await_command_health(self.command)
 
     async def _await_command_health(self, process: CommandProcess) -> None:
-        """Give a just-started engine time to load; fail early if it exits."""
+        """Give a just-started engine the preload timeout to load; fail early if it exits."""
         adapter = self.engine()
-        deadline = time.monotonic() + COMMAND_START_TIMEOUT_S
+        deadline = time.monotonic() + self.start_timeout_s
         while True:
             if not process.running:
                 raise PreloadFailed(
+                    PreloadOutcome.ENGINE_START_FAILED,
                     f"{self.label}: the engine exited with status {process.returncode} while "
-                    f"starting; its output ends with:\n{process.output_tail()}"
+                    f"starting; its output ends with:\n{process.output_tail()}",
                 )
             health = await adapter.health()
             if health.ready:
                 return
             if time.monotonic() > deadline:
                 raise PreloadFailed(
+                    PreloadOutcome.HEALTH_TIMEOUT,
                     f"{self.label}: the engine was not healthy within "
-                    f"{COMMAND_START_TIMEOUT_S:g}s ({health.detail})"
+                    f"{self.start_timeout_s:g}s ({health.detail})",
                 )
             await asyncio.sleep(_START_POLL_S)
 
@@ -231,31 +354,49 @@ class ReplicaHandle:
     # -- readiness ---------------------------------------------------------------------
 
     async def preload(self) -> ReplicaStatus:
-        """Checksum, start, health, properties and a one-token decode; the Ready status."""
+        """Checksum, headroom, start, health, properties and a minimal decode; the Ready
+        status, or PreloadFailed with the outcome of the step that failed."""
         await self.verify_model()
+        await self.check_headroom()
         await self.start_engine()
         adapter = self.engine()
         health = await adapter.health()
         if not health.ready:
-            raise PreloadFailed(f"{self.label}: engine not ready ({health.detail})")
+            raise PreloadFailed(
+                PreloadOutcome.ENGINE_UNAVAILABLE,
+                f"{self.label}: engine not ready ({health.detail})",
+            )
         try:
             self.props = await adapter.props()
-            if self.props.ctx_limit < self.pool_ctx:
-                raise PreloadFailed(
-                    f"{self.label}: the engine's context per slot ({self.props.ctx_limit} "
-                    f"tokens) is smaller than the pool's ctx ({self.pool_ctx}); a task the "
-                    "pool admits could not run there (ORCH-3014)"
-                )
-            request = CompletionRequest(
-                prompt=PRELOAD_PROMPT, max_tokens=1, seed=0, sampler=self.sampler
-            )
-            finished = False
-            async for chunk in adapter.stream(request):
-                finished = finished or isinstance(chunk, FinalChunk)
         except EngineError as exc:
-            raise PreloadFailed(f"{self.label}: {exc.kind}: {exc.message}") from exc
-        if not finished:
-            raise PreloadFailed(f"{self.label}: the minimal decode did not finish")
+            raise PreloadFailed(
+                PreloadOutcome.ENGINE_UNAVAILABLE, f"{self.label}: {exc.kind}: {exc.message}"
+            ) from exc
+        if self.props.ctx_limit < self.pool_ctx:
+            raise PreloadFailed(
+                PreloadOutcome.ENGINE_MISMATCH,
+                f"{self.label}: the engine's context per slot ({self.props.ctx_limit} "
+                f"tokens) is smaller than the pool's ctx ({self.pool_ctx}); a task the "
+                "pool admits could not run there (ORCH-3014)",
+            )
+        request = CompletionRequest(
+            prompt=PRELOAD_PROMPT, max_tokens=4, seed=0, sampler=self.sampler
+        )
+        finished = tokens = 0
+        try:
+            async for chunk in adapter.stream(request):
+                finished += isinstance(chunk, FinalChunk)
+                tokens += not isinstance(chunk, FinalChunk)
+        except EngineError as exc:
+            raise PreloadFailed(
+                PreloadOutcome.SELFTEST_FAILED,
+                f"{self.label}: the minimal decode failed: {exc.kind}: {exc.message}",
+            ) from exc
+        if not (finished and tokens):
+            raise PreloadFailed(
+                PreloadOutcome.SELFTEST_FAILED,
+                f"{self.label}: the minimal decode gave no token and end",
+            )
         return self.status(live=True, ready=True)
 
     def status(self, *, live: bool, ready: bool) -> ReplicaStatus:
@@ -287,13 +428,25 @@ class ReplicaHandle:
         await self.stop_engine()
 
 
-def _server_config(launch: LaunchConfig, model_path: Path) -> LlamaCppServerConfig:
+def _server_config(
+    launch: LaunchConfig, model_path: Path, start_timeout_s: float, env: dict[str, str]
+) -> LlamaCppServerConfig:
     return LlamaCppServerConfig(
         model_path=model_path,
         n_ctx=launch.ctx_per_slot * launch.slots,
         n_parallel=launch.slots,
         threads=launch.threads or default_threads(),
         python=sys.executable,
+        start_timeout_s=start_timeout_s,
+        env=tuple(env.items()),
+    )
+
+
+def _stat_key(path: Path) -> tuple[object, ...]:
+    """What identifies a model's files on disk without reading them (ORCH-3037)."""
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    return tuple(
+        (str(f), s.st_dev, s.st_ino, s.st_size, s.st_mtime_ns) for f in files for s in [f.stat()]
     )
 
 

@@ -66,10 +66,11 @@ from orchestratord_server.generated.models import Determinism, TaskRequest
 from orchestratord_server.logs import log_event
 from orchestratord_server.metrics import Metrics
 from orchestratord_server.runtime.clock import now_ms
+from orchestratord_server.runtime.failures import FailureClass, classify, is_device_fault
 from orchestratord_server.runtime.pool_manager import PoolHooks, PoolManager
 from orchestratord_server.runtime.pool_specs import pool_spec, session_config
 from orchestratord_server.runtime.recording import UNKNOWN_VERSION, Recorder
-from orchestratord_server.runtime.replicas import PreloadFailed, ReplicaHandle
+from orchestratord_server.runtime.replicas import PreloadFailed, PreloadOutcome, ReplicaHandle
 from orchestratord_server.runtime.tasks import NO_ENGINE_OPTIONS, EngineOptions, TaskContext
 from orchestratord_server.transcripts import TaskEvent, Transcript, sse_frame, token_frame
 
@@ -120,6 +121,7 @@ class Runtime:
         self._drained: dict[str, asyncio.Event] = {}
         self.ready_replicas: set[tuple[str, str]] = set()
         self.slo = SloTracker()
+        self._best_rate: dict[str, float] = {}
         self._set_of_replica: dict[tuple[str, str], str] = {}
         self.tasks: dict[str, TaskContext] = {}
         self.shutting_down = False
@@ -194,11 +196,11 @@ class Runtime:
 
     # -- replicas ----------------------------------------------------------------------
 
-    def _preload_outcome(self, handle: ReplicaHandle, outcome: str) -> None:
+    def _preload_outcome(self, handle: ReplicaHandle, outcome: PreloadOutcome) -> None:
         pool = self.pools[handle.pool_id]
         version = handle.props.engine_version if handle.props else UNKNOWN_VERSION
         self.metrics["preload_outcomes_total"].labels(
-            pool.engine.value, version, pool.id, outcome
+            pool.engine.value, version, pool.id, outcome.value
         ).inc()
 
     def _replica_status(self, handle: ReplicaHandle, status: ReplicaStatus) -> None:
@@ -293,6 +295,8 @@ class Runtime:
         decision = self.core.submit(spec, now)
         if isinstance(decision, Refused):
             self._record.refused(request, decision)
+            if decision.kind in (ErrorKind.POOL_UNREADY, ErrorKind.POOL_UNAVAILABLE):
+                self.manager.want(request.engine.value, request.model_ref)
             return decision
         version, digest = self._pool_identity(decision.pool_id)
         task = TaskContext(
@@ -576,11 +580,27 @@ class Runtime:
         now = now_ms()
         if exc.kind == ErrorKind.WORKER_RESET.value:
             key = (dispatch.pool_id, dispatch.replica_id)
+            handle = self.replicas[key]
             self.ready_replicas.discard(key)
-            self.replicas[key].lost.set()
-            return self.core.replica_failed(*key, now, exc.message)
+            handle.lost.set()
+            message = exc.message
+            if handle.process_exited:  # the engine is gone: say why (ORCH-3053)
+                failure = classify(handle.process_output)
+                message = f"{message} (engine exited: {failure.value})"
+                self._count_failure(key, failure)
+            return self.core.replica_failed(*key, now, message)
         failed = self.core.on_failure(dispatch.task_id, ErrorKind(exc.kind), exc.message, now)
         return [failed] if failed is not None else []
+
+    def _count_failure(self, key: tuple[str, str], failure: FailureClass) -> None:
+        """Record a device fault or OOM on the tasks running on the failed replica, for
+        their log records (ORCH-3027, ORCH-3053)."""
+        for task in self.tasks.values():
+            if (task.pool.id, task.replica_id) == key and not task.transcript.closed:
+                if is_device_fault(failure):
+                    task.driver_reset_events += 1
+                elif failure in (FailureClass.DEVICE_OOM, FailureClass.HOST_OOM):
+                    task.oom_events += 1
 
     def _finish(self, outcome: TaskEnded | TaskCanceled | TaskFailed) -> None:
         """Close the task's transcript with its one terminal frame; count and log it."""
@@ -639,23 +659,32 @@ class Runtime:
     def _measure_slo(self, task: TaskContext, *, ok: bool, now: int) -> None:
         """Count a finished task toward its pool's and its replica set's SLOs (ORCH-3041).
 
-        A failure the client caused (its parameters) is not the service's error; canceled
-        tasks are not counted at all. Decode time runs from the first token to the end.
+        Time to first token runs from dispatch; decode time from the first token to the
+        end. A failure the client caused (its parameters) is not the service's error;
+        canceled tasks are not counted at all. The theoretical decode rate of a scope is
+        the best per-task rate seen there, so batch throughput is judged against what
+        this hardware has shown it can do.
         """
         first = task.first_token_ms
+        start = task.dispatched_ms
+        decode = None if first is None else now - first
         priority = Priority(task.request.priority.value)
         scopes = [task.pool.id]
         set_id = self._set_of_replica.get((task.pool.id, task.replica_id or ""))
         if set_id is not None:
             scopes.append(f"set:{set_id}")
+        rate = (task.tokens_out - 1) * 1000 / decode if decode and task.tokens_out > 1 else None
         for scope in scopes:
+            if rate is not None and rate > self._best_rate.get(scope, 0.0):
+                self._best_rate[scope] = rate
+                self.slo.set_theoretical_tokens_per_s(scope, rate)
             self.slo.record_outcome(
                 scope,
                 priority,
                 now,
-                first_token_ms=None if first is None else first - task.admitted_ms,
+                first_token_ms=None if first is None or start is None else first - start,
                 tokens_out=task.tokens_out,
-                decode_ms=None if first is None else now - first,
+                decode_ms=decode,
                 ok=ok,
             )
 

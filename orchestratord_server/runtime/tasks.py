@@ -72,6 +72,8 @@ class TaskContext:
     tokens_in: int | None = None
     tokens_out: int = 0
     decode_time_ms: int | None = None
+    oom_events: int = 0
+    driver_reset_events: int = 0
     cancel_label: str = "client"
     options: EngineOptions = NO_ENGINE_OPTIONS
 
@@ -106,6 +108,6 @@ class TaskContext:
             "tokens_in": self.tokens_in if self.tokens_in is not None else self.prompt_tokens,
             "tokens_out": self.tokens_out,
             "eviction_events": 0,
-            "oom_events": 0,
-            "driver_reset_events": 0,
+            "oom_events": self.oom_events,
+            "driver_reset_events": self.driver_reset_events,
         }

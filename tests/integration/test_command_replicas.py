@@ -136,7 +136,13 @@ def test_orch_3053_a_crashing_command_is_bounded_by_the_breaker(tmp_path: Path) 
     circuit breaker opens; health shows the state, the restarts and why."""
     port = free_port()
     crash = [sys.executable, "-c", "import sys; print('no GPU here'); sys.exit(3)"]
-    restart = {"base_ms": 50, "max_ms": 200, "trip_failures": 4, "window_ms": 60_000}
+    restart = {
+        "base_ms": 50,
+        "max_ms": 200,
+        "trip_failures": 4,
+        "window_ms": 60_000,
+        "open_ms": 600_000,
+    }
     pool = command_pool(f"http://127.0.0.1:{port}", crash, restart=restart)
     config = daemon_config(pool)
     config["models"] = [{"ref": FIRST, "path": str(tmp_path)}]
@@ -150,8 +156,65 @@ def test_orch_3053_a_crashing_command_is_bounded_by_the_breaker(tmp_path: Path) 
         )
         assert "exited with status 3" in replica["last_error"]
         assert "no GPU here" in replica["last_error"]
-        assert replica["retry_in_ms"] > 60_000
+        assert replica["retry_in_ms"] > 500_000
         health = client.health()
         assert health["ready"] is False and health["last_error"] == replica["last_error"]
-        failures = client.metrics().total("preload_outcomes_total", outcome="failure")
+        failures = client.metrics().total("preload_outcomes_total", outcome="engine_start_failed")
         assert failures == 4
+        assert replica["last_preload_outcome"] == "engine_start_failed"
+
+
+#: An engine wrapper that dies the way a GPU whose driver reset does: on SIGUSR1 it writes
+#: the driver's message and exits; its llama.cpp child follows it (parent-death signal).
+FAULTY_ENGINE = """
+import os, signal, subprocess, sys
+child = subprocess.Popen(sys.argv[1:])
+def reset(*_):
+    print("NVRM: Xid (PCI:0000:3b:00): 79, GPU has fallen off the bus.", flush=True)
+    os._exit(1)
+signal.signal(signal.SIGUSR1, reset)
+sys.exit(child.wait())
+"""
+
+
+def test_orch_3053_a_driver_reset_is_reported_as_such(
+    tmp_path: Path, models: dict[str, Path]
+) -> None:
+    """ORCH-3053: an engine that dies with a driver-reset message fails its running task
+    with WORKER_RESET naming the class, is logged as replica.driver_reset, and health
+    shows the class; the replica is restarted."""
+    port = free_port()
+    command = [sys.executable, "-c", FAULTY_ENGINE, *engine_command(port)]
+    config = daemon_config(command_pool(f"http://127.0.0.1:{port}", command))
+    config["models"] = [{"ref": FIRST, "path": str(models[FIRST])}]
+    with running_daemon(tmp_path, config) as daemon:
+        client = daemon.client()
+        wrapper = next(p for p in child_pids(daemon.pid) if "NVRM" in command_line(p))
+        body = task_body(model_ref=FIRST, ctx=4096, max_tokens=3000)
+        client.admit(body)
+        with client.open_stream(body["task_id"]) as stream:
+            stream.read_until(lambda frame: frame.event == "token")
+            os.kill(wrapper, signal.SIGUSR1)
+            transcript = stream.read_all()
+        error = transcript.terminal.data
+        assert (transcript.terminal.event, error["code"]) == ("error", "WORKER_RESET")
+        assert "driver_reset" in error["message"]
+        record = wait_until(
+            lambda: next(
+                (r for r in daemon.log_records() if r["event"] == "replica.driver_reset"), None
+            ),
+            timeout=30,
+            what="the replica.driver_reset record",
+        )
+        assert record["failure_class"] == "driver_reset"
+        ended = next(
+            r
+            for r in daemon.log_records()
+            if r.get("job_id") == body["task_id"] and r["event"] == "task.failed"
+        )
+        assert ended["driver_reset_events"] == 1
+        health = wait_until(
+            lambda: (h := client.health())["ready"] and h, timeout=60, what="Ready again"
+        )
+        assert health["metrics"]["replicas"][0]["failure_class"] == "driver_reset"
+        daemon.engine_pids.extend(p for p in child_pids(daemon.pid) if RUNNER in command_line(p))

@@ -182,7 +182,9 @@ def test_killed_engine_resets_its_tasks_and_comes_back(
     killed = engine_pid(pair_daemon, "r0")
     survivor = engine_pid(pair_daemon, "r1")
     away = pair_model.with_name(pair_model.name + ".away")
-    failures = client.metrics().total("preload_outcomes_total", pool_id=POOL_ID, outcome="failure")
+    failures = client.metrics().total(
+        "preload_outcomes_total", pool_id=POOL_ID, outcome="engine_start_failed"
+    )
     with OpenStreams(client) as streams:
         running = [streams.occupy() for _ in range(3)]
         assert [r for _, r in running] == ["r0", "r1", "r0"]
@@ -201,7 +203,7 @@ def test_killed_engine_resets_its_tasks_and_comes_back(
             wait_until(
                 lambda: (
                     client.metrics().total(
-                        "preload_outcomes_total", pool_id=POOL_ID, outcome="failure"
+                        "preload_outcomes_total", pool_id=POOL_ID, outcome="engine_start_failed"
                     )
                     >= failures + 2
                 ),
