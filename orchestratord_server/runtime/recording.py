@@ -153,7 +153,6 @@ class Recorder:
             return task.log_fields() | {
                 "code": outcome.kind.value,
                 "eviction_events": int(evicted),
-                "driver_reset_events": int(outcome.kind is ErrorKind.WORKER_RESET),
             }
 
         event = "task.evicted" if evicted else "task.failed"

@@ -232,8 +232,18 @@ class ReplicaHandle:
         if not self.config.managed or model is None or not model.path.exists():
             return
         free = await free_memory(self.pool.device_kind.value)
-        self.headroom_unknown = free is None
         if free is None:
+            if not self.headroom_unknown:
+                log_event(
+                    log,
+                    logging.WARNING,
+                    "pool.headroom",
+                    f"free memory of {self.label}'s devices cannot be read; the headroom "
+                    "check (ORCH-3003) is skipped",
+                    pool_id=self.pool_id,
+                    replica_id=self.replica_id,
+                )
+            self.headroom_unknown = True
             return
         launch = self.config.launch
         slots = (launch.slots if launch else None) or self.config.slots or 1
@@ -399,8 +409,9 @@ class ReplicaHandle:
             )
         return self.status(live=True, ready=True)
 
-    def status(self, *, live: bool, ready: bool) -> ReplicaStatus:
-        """A status for the core, with what preload learned about the engine."""
+    def status(self, *, live: bool, ready: bool, retry_in_ms: int | None = None) -> ReplicaStatus:
+        """A status for the core, with what preload learned about the engine;
+        ``retry_in_ms``: when the next attempt is due, for clients' retry hints."""
         props = self.props
         digest = (props.model_digest if props else None) or self.verified_digest
         return ReplicaStatus(
@@ -409,6 +420,7 @@ class ReplicaHandle:
             engine_version=props.engine_version if props else None,
             model_digest=digest,
             slots_total=self.config.slots or (props.slots_total if props else None),
+            retry_in_ms=retry_in_ms,
         )
 
     async def probe(self) -> tuple[bool, bool]:

@@ -108,6 +108,7 @@ async def supervise(
         decision = record.tracker.failed(now_ms())
         record.retry_at_ms = decision.retry_at_ms
         await handle.stop_engine()
+        on_status(handle, handle.status(live=False, ready=False, retry_in_ms=decision.delay_ms))
         device_fault = failure is not None and is_device_fault(failure)
         log_event(
             log,
@@ -144,7 +145,7 @@ async def _preload_until_ready(
             record.retry_at_ms = decision.retry_at_ms
             await handle.stop_engine()
             live, _ = await handle.probe()
-            on_status(handle, handle.status(live=live, ready=False))
+            on_status(handle, handle.status(live=live, ready=False, retry_in_ms=decision.delay_ms))
             log_event(
                 log,
                 logging.WARNING if decision.state is BreakerState.CLOSED else logging.ERROR,
@@ -157,15 +158,6 @@ async def _preload_until_ready(
                 breaker=decision.state.value,
                 **where,
             )
-            if handle.headroom_unknown:
-                log_event(
-                    log,
-                    logging.WARNING,
-                    "pool.headroom",
-                    f"free memory of {handle.pool_id}'s devices cannot be read; the "
-                    "headroom check (ORCH-3003) is skipped",
-                    **where,
-                )
             await asyncio.sleep(decision.delay_ms / 1000)
             continue
         handle.attempted = True

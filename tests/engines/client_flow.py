@@ -1,9 +1,10 @@
 """The one client flow every engine tier runs through orchestratord (ORCH-3054..3058).
 
 Submit and stream to the end, the same seed twice, a cancel in the middle of a stream,
-and an engine failure in the middle of a stream: each step is a function here, so the
-llama.cpp, vLLM, Triton and TGI modules assert exactly the same behaviour through the
-contract-checked client, and differ only in how they set up and break their engine.
+an engine failure in the middle of a stream, and the same seed on two single-slot
+replicas at once (ORCH-3050): each step is a function here, so the llama.cpp, vLLM,
+Triton and TGI modules assert exactly the same behaviour through the contract-checked
+client, and differ only in how they set up and break their engine.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from tests.integration.support import Client, Frame, Transcript
+from tests.integration.support import Client, Frame, Transcript, new_id
 
 Task = dict[str, Any]
 
@@ -80,3 +81,93 @@ def failed_mid_stream(
     assert error.data["code"] == "WORKER_RESET"
     assert error.data["engine"] == engine
     return error
+
+
+def _fresh_copy(body: Task) -> Task:
+    """``body`` under a new task id and a new session (no affinity to an earlier run)."""
+    return {**body, "task_id": new_id(), "session_id": new_id()}
+
+
+def run_pair(client: Client, body: Task) -> tuple[Transcript, Transcript]:
+    """Admit two copies of ``body`` back to back, then read both streams to their end.
+
+    On a pool of two idle single-slot replicas the first copy takes one replica's only
+    slot and the second, arriving while that copy still decodes, runs on the other.
+    """
+    first, second = _fresh_copy(body), _fresh_copy(body)
+    client.admit(first)
+    client.admit(second)
+    with (
+        client.open_stream(str(first["task_id"])) as one,
+        client.open_stream(str(second["task_id"])) as two,
+    ):
+        return one.read_all(), two.read_all()
+
+
+def token_frame_bytes(transcript: Transcript) -> bytes:
+    """The token frames of a stream exactly as the daemon sent them."""
+    return b"".join(frame.raw for frame in transcript.frames if frame.event == "token")
+
+
+def identical_across_replicas(client: Client, body: Task, replicas: tuple[str, str]) -> str:
+    """ORCH-3050, ORCH-3045: ``body`` (a fixed prompt and seed) runs on both single-slot
+    ``replicas`` at once and once more afterwards; the three runs report the same seed,
+    engine version, model digest and sampler profile, end alike, and their token streams
+    are byte-identical. Returns their text."""
+    one, two = run_pair(client, body)
+    three = client.run(_fresh_copy(body))
+    runs = (one, two, three)
+    where = f"prompt {body['prompt']!r}, seed {body['seed']}"
+    started = []
+    for run in runs:
+        assert run.started is not None, f"{where}: {run.events[:2]}"
+        started.append(run.started)
+    assert {started[0]["replica_id"], started[1]["replica_id"]} == set(replicas), (
+        f"{where}: the concurrent copies did not run on both replicas"
+    )
+    for key in ("seed", "engine", "engine_version", "model_digest", "sampler_profile_version"):
+        values = {s.get(key) for s in started}
+        assert len(values) == 1, f"{where}: {key} differs: {values}"
+    assert started[0]["seed"] == body["seed"]
+    for run in runs:
+        assert run.terminal.event == "end", run.terminal.data
+        assert 1 <= len(run.tokens) <= body["max_tokens"]
+    ends = {(r.terminal.data["finish_reason"], r.terminal.data.get("tokens_in")) for r in runs}
+    assert len(ends) == 1, f"{where}: the runs ended differently: {ends}"
+    streams = [[token["t"] for token in run.tokens] for run in runs]
+    assert streams[0] == streams[1] == streams[2], f"{where}: token streams differ"
+    assert token_frame_bytes(one) == token_frame_bytes(two) == token_frame_bytes(three)
+    assert one.text.encode() == two.text.encode() == three.text.encode()
+    return one.text
+
+
+def seeds_select_streams(texts: dict[tuple[str, int], str], prompts: tuple[str, ...]) -> None:
+    """Other seeds give other streams for all prompts but at most one, so the equality of
+    :func:`identical_across_replicas` is not vacuous (ORCH-3045)."""
+    seeds = {seed for _, seed in texts}
+    differing = [p for p in prompts if len({texts[p, seed] for seed in seeds}) == len(seeds)]
+    assert len(differing) >= len(prompts) - 1, f"seeds changed the stream only for {differing}"
+
+
+def one_single_slot_replica_set(
+    client: Client, pool_id: str, replicas: tuple[str, ...], version: str
+) -> dict[str, Any]:
+    """ORCH-3007, ORCH-3046: the pool's replicas (same engine build, model and sampler
+    profile) are Ready with one slot each and form a single replica set pinned to
+    ``version`` holding all their slots; returns that set."""
+    health = client.health(pool_id)
+    assert health["engine_version"] == version
+    slots = {r["replica_id"]: r for r in health["metrics"]["replicas"]}
+    assert set(slots) == set(replicas), list(slots)
+    for replica in slots.values():
+        assert replica["ready"] and replica["slots_total"] == 1, replica
+        assert replica["engine_version"] == version, replica
+    response = client.get("/v1/replicasets")
+    assert response.status_code == 200, response.text
+    sets = [s for s in response.json() if any(p["pool_id"] == pool_id for p in s.get("pools", []))]
+    assert len(sets) == 1, sets
+    (only,) = sets
+    assert only["engine_version"] == version
+    assert only["slots_total"] == len(replicas)
+    found: dict[str, Any] = only
+    return found
