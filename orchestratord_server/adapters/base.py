@@ -235,4 +235,9 @@ class EngineAdapter(Protocol):
 
     async def metrics_text(self) -> str: ...
 
+    async def kv_cache_usage(self) -> float | None:
+        """The share of the engine's KV cache in use, 0 to 1, from its metrics; None when
+        the engine does not report it."""
+        ...
+
     async def close(self) -> None: ...

@@ -287,5 +287,10 @@ class LlamaCppAdapter:
             "completion stream",
         )
 
+    async def kv_cache_usage(self) -> float | None:
+        """None: this llama.cpp server's /metrics has no KV-cache usage gauge (newer builds
+        dropped ``llamacpp:kv_cache_usage_ratio``)."""
+        return None
+
     async def close(self) -> None:
         await self._http.close()

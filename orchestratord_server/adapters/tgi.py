@@ -426,5 +426,9 @@ class TgiAdapter:
 
         return sse_stream(open_response, chunks, "generate stream")
 
+    async def kv_cache_usage(self) -> float | None:
+        """None: TGI's /metrics reports batch sizes and queue depth, not KV-cache usage."""
+        return None
+
     async def close(self) -> None:
         await self._http.close()

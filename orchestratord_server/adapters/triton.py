@@ -460,6 +460,10 @@ class TritonAdapter:
 
         return sse_stream(open_response, chunks_from_event, "generate stream", closed)
 
+    async def kv_cache_usage(self) -> float | None:
+        """None: Triton's metrics describe inference requests, not a model's KV cache."""
+        return None
+
     async def close(self) -> None:
         await self._http.close()
         await self._metrics.close()

@@ -84,6 +84,7 @@ MIN_SAMPLED_TEMPERATURE = 0.01
 #: Slots reported when neither the settings nor the engine say (one request at a time).
 DEFAULT_SLOTS = 1
 RUNNING_METRIC = "vllm:num_requests_running"
+KV_USAGE_METRIC = "vllm:kv_cache_usage_perc"
 CACHE_INFO_METRIC = "vllm:cache_config_info"
 _DONE = "[DONE]"
 _FINISH_REASONS: Mapping[str, FinishReason] = {"stop": "stop", "length": "length"}
@@ -278,6 +279,14 @@ def running_requests(metrics: str) -> int:
     return round(sum(value for _, value in samples))
 
 
+def kv_cache_usage(metrics: str) -> float | None:
+    """``vllm:kv_cache_usage_perc`` averaged over engines, clamped to 0..1; None when absent."""
+    values = [value for _, value in _metric_samples(metrics, KV_USAGE_METRIC)]
+    if not values or not all(math.isfinite(v) for v in values):
+        return None
+    return min(1.0, max(0.0, sum(values) / len(values)))
+
+
 def kv_cache_concurrency(metrics: str) -> int | None:
     """Whole ``max_model_len`` requests the KV cache holds (summed over engines), if told."""
     total = 0.0
@@ -448,6 +457,10 @@ class VllmAdapter:
             return await self._http.open_stream("/v1/completions", body)
 
         return sse_stream(open_response, lambda event: parsers[0].feed(event), "completion stream")
+
+    async def kv_cache_usage(self) -> float | None:
+        """``vllm:kv_cache_usage_perc`` (a fraction despite its name), averaged over engines."""
+        return kv_cache_usage(await self.metrics_text())
 
     async def close(self) -> None:
         await self._http.close()

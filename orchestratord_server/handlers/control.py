@@ -9,6 +9,7 @@ render the core's grouping with load, slots and the SLO snapshot (ORCH-2104, ORC
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from connexion import context as connexion_context
@@ -104,6 +105,9 @@ class ControlPlane:
                 "devices": list(pool.devices),
                 "tensor_split": list(pool.tensor_split) if pool.tensor_split else None,
                 "slo": slo_view(runtime.slo_snapshot(id)),
+                "kv_cache_usage_ratio": _max_known(
+                    h.kv_usage for h in runtime.manager.pool_handles(id)
+                ),
                 "replicas": [
                     {
                         "replica_id": r.replica_id,
@@ -114,6 +118,7 @@ class ControlPlane:
                         "slots_total": r.slots_total,
                         "slots_free": r.slots_free,
                         "running": r.running,
+                        "kv_cache_usage_ratio": runtime.replicas[id, r.replica_id].kv_usage,
                         **_supervision(records[id, r.replica_id], now),
                     }
                     for r in health.replicas
@@ -208,3 +213,9 @@ def slo_view(snapshot: SloSnapshot) -> dict[str, dict[str, Any]]:
         }
         view[priority.value] = {key: value for key, value in entry.items() if value is not None}
     return view
+
+
+def _max_known(values: Iterable[float | None]) -> float | None:
+    """The largest known value (the replica under most KV pressure), None if none is."""
+    known = [v for v in values if v is not None]
+    return max(known) if known else None

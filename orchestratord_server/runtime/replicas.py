@@ -16,6 +16,7 @@ its engine is stopped and the next preload starts it on the new model.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import sys
@@ -110,6 +111,8 @@ class ReplicaHandle:
         self.verified_digest: str | None = None
         self._verified_stat: tuple[object, ...] | None = None
         self.headroom_unknown = False
+        #: The engine's KV-cache usage at the last probe, when it reports one.
+        self.kv_usage: float | None = None
         self.lost = asyncio.Event()
         #: Set when the replica should load: at once for `preload: true` pools, at the
         #: first task routed to the pool otherwise (ORCH-3002).
@@ -424,13 +427,19 @@ class ReplicaHandle:
         )
 
     async def probe(self) -> tuple[bool, bool]:
-        """(live, ready) as the engine answers now; a dead managed engine is not live."""
+        """(live, ready) as the engine answers now; a dead managed engine is not live. A
+        ready engine's KV-cache usage is read too (`kv_usage`)."""
         process = self.launched or self.command
         if self.config.managed and (process is None or not process.running):
+            self.kv_usage = None
             return False, False
         if self.adapter is None:
             return False, False
         health = await self.adapter.health()
+        self.kv_usage = None
+        if health.ready:
+            with contextlib.suppress(EngineError):
+                self.kv_usage = await self.adapter.kv_cache_usage()
         return health.live, health.ready
 
     async def close(self) -> None:

@@ -407,6 +407,20 @@ class Runtime:
             )
             gauge.labels(engine, version, pool.id, "batch").set(health.queue_depth_batch)
             self._refresh_slo_gauge((engine, version, pool.id))
+            self._refresh_kv_gauge(pool.id)
+
+    def _refresh_kv_gauge(self, pool_id: str) -> None:
+        """kv_cache_usage_ratio per replica from its last probe; no sample when unknown."""
+        gauge = self.metrics["kv_cache_usage_ratio"]
+        for handle in self.manager.pool_handles(pool_id):
+            props = handle.props
+            version = props.engine_version if props else UNKNOWN_VERSION
+            key = (handle.engine_name, version, pool_id, handle.replica_id)
+            if handle.kv_usage is None:
+                with contextlib.suppress(KeyError):
+                    gauge.remove(*key)
+            else:
+                gauge.labels(*key).set(handle.kv_usage)
 
     def _refresh_slo_gauge(self, labels: tuple[str, str, str]) -> None:
         """slo_attainment_ratio per priority and objective (ORCH-3041, metrics contract);

@@ -115,6 +115,26 @@ def test_cancel_mid_stream_ends_canceled_and_frees_vllm(client: Client, vllm: Vl
     wait_until(lambda: engine_running(vllm) == 0, timeout=15, what="vLLM to stop generating")
 
 
+def test_kv_cache_usage_is_scraped_from_vllm(client: Client) -> None:
+    """ORCH-3022, ORCH-3028: the daemon reads vLLM's KV-cache usage on its health probes
+    and reports it in pool health and as kv_cache_usage_ratio."""
+    assert client.run(vllm_task(max_tokens=4)).terminal.event == "end"
+
+    def usage() -> float | None:
+        value = client.health(POOL)["metrics"].get("kv_cache_usage_ratio")
+        return None if value is None else float(value)
+
+    wait_until(lambda: usage() is not None, timeout=10, what="the KV usage in health")
+    assert 0.0 <= (usage() or 0.0) <= 1.0
+    samples = [
+        s
+        for s in client.metrics().samples
+        if s.name == "kv_cache_usage_ratio" and s.labels.get("pool_id") == POOL
+    ]
+    assert [s.labels["replica_id"] for s in samples] == ["v0"]
+    assert 0.0 <= samples[0].value <= 1.0
+
+
 def test_engine_killed_mid_stream_is_worker_reset(client: Client, vllm: VllmServer) -> None:
     """ORCH-3055: vLLM dying under a running task ends it with error WORKER_RESET.
 

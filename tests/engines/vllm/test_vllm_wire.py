@@ -41,6 +41,7 @@ from orchestratord_server.adapters.vllm import (
     completion_body,
     engine_seed,
     kv_cache_concurrency,
+    kv_cache_usage,
     running_requests,
     sampler_fields,
 )
@@ -135,6 +136,9 @@ vllm:num_requests_waiting{engine="0",model_name="smollm2"} 0.0
 vllm:cache_config_info{block_size="128",cache_dtype="auto",enable_prefix_caching="True",\
 engine="0",kv_cache_max_concurrency="22.75",kv_cache_size_tokens="46592",\
 num_gpu_blocks="364"} 1.0
+# HELP vllm:kv_cache_usage_perc KV-Cache usage. 1 means 100 percent usage.
+# TYPE vllm:kv_cache_usage_perc gauge
+vllm:kv_cache_usage_perc{engine="0",model_name="smollm2"} 0.25
 """
 #: SmolLM2's chat template rendered by vLLM for one user turn "Hi".
 CHAT_IDS = [1, 9690, 198, 2683, 359, 253, 5356, 5646, 11173, 3365, 3511, 308, 34519, 28]
@@ -293,6 +297,14 @@ def test_running_requests_and_kv_concurrency_from_metrics() -> None:
     """ORCH-3019: busy slots and the KV cache's whole-context concurrency."""
     assert running_requests(METRICS) == 3
     assert kv_cache_concurrency(METRICS) == 22
+
+
+def test_kv_cache_usage_from_metrics() -> None:
+    """ORCH-3022, ORCH-3028: KV pressure is vLLM's usage fraction, averaged over engines."""
+    assert kv_cache_usage(METRICS) == 0.25
+    two = METRICS + 'vllm:kv_cache_usage_perc{engine="1",model_name="smollm2"} 0.75\n'
+    assert kv_cache_usage(two) == 0.5
+    assert kv_cache_usage("# nothing\n") is None
 
 
 def test_metrics_without_the_figures() -> None:
