@@ -34,6 +34,7 @@ from orchestratord_server.handlers.render import json_response, not_found
 from orchestratord_server.model_catalog import UnknownModel
 from orchestratord_server.runtime.clock import now_ms
 from orchestratord_server.runtime.pool_manager import NotReloadable
+from orchestratord_server.runtime.slo_measurement import set_scope
 from orchestratord_server.runtime.supervisor import ReplicaRecord
 from orchestratord_server.state import ServerState
 
@@ -156,7 +157,7 @@ class ControlPlane:
                     load=float(snapshot.load),
                     slots_total=snapshot.slots_total,
                     slots_free=snapshot.slots_free,
-                    slo=slo_view(self._state.runtime.slo_snapshot(f"set:{snapshot.set_id}")),
+                    slo=slo_view(self._state.runtime.slo_snapshot(set_scope(snapshot.set_id))),
                     model_ref=key.model_ref,
                     engine_version=key.engine_version,
                     sampler_profile_version=key.sampler_profile_version,

@@ -48,7 +48,6 @@ from orchestrator_core import (
     SessionEvicted,
     SessionInfo,
     SloSnapshot,
-    SloTracker,
     TaskCanceled,
     TaskEnded,
     TaskFailed,
@@ -71,13 +70,12 @@ from orchestratord_server.runtime.pool_manager import PoolHooks, PoolManager
 from orchestratord_server.runtime.pool_specs import pool_spec, session_config
 from orchestratord_server.runtime.recording import UNKNOWN_VERSION, Recorder
 from orchestratord_server.runtime.replicas import PreloadFailed, PreloadOutcome, ReplicaHandle
+from orchestratord_server.runtime.slo_measurement import SloMeasurement
 from orchestratord_server.runtime.tasks import NO_ENGINE_OPTIONS, EngineOptions, TaskContext
 from orchestratord_server.transcripts import TaskEvent, Transcript, sse_frame, token_frame
 
 log = logging.getLogger("orchestratord.runtime")
 
-#: Failures the client caused; they do not count against the service's SLOs.
-CLIENT_ERRORS = frozenset({ErrorKind.INVALID_PARAMS})
 
 #: How long stop() waits for canceled streams and loops before it goes on without them.
 STOP_TIMEOUT_S = 10.0
@@ -120,9 +118,7 @@ class Runtime:
         self.replicas = self.manager.handles
         self._drained: dict[str, asyncio.Event] = {}
         self.ready_replicas: set[tuple[str, str]] = set()
-        self.slo = SloTracker()
-        self._best_rate: dict[str, float] = {}
-        self._set_of_replica: dict[tuple[str, str], str] = {}
+        self.slo = SloMeasurement(metrics)
         self.tasks: dict[str, TaskContext] = {}
         self.shutting_down = False
         self._record = Recorder(metrics)
@@ -210,16 +206,8 @@ class Runtime:
         else:
             self.ready_replicas.discard(key)
         self._perform(self.core.update_replica(*key, status, now_ms()))
-        self._refresh_set_membership()
+        self.slo.membership(self.core.replica_sets())
         self._pump()
-
-    def _refresh_set_membership(self) -> None:
-        """Which replica set each replica is in now (versions decide it, ORCH-3046)."""
-        self._set_of_replica = {
-            (member.pool_id, member.replica_id): snapshot.set_id
-            for snapshot in self.core.replica_sets()
-            for member in snapshot.members
-        }
 
     def model_ref(self, pool_id: str) -> str:
         """The model reference the pool serves now (changes with a reload)."""
@@ -406,7 +394,7 @@ class Runtime:
                 health.queue_depth_interactive
             )
             gauge.labels(engine, version, pool.id, "batch").set(health.queue_depth_batch)
-            self._refresh_slo_gauge((engine, version, pool.id))
+            self.slo.export(engine, version, pool.id, now_ms())
             self._refresh_kv_gauge(pool.id)
 
     def _refresh_kv_gauge(self, pool_id: str) -> None:
@@ -421,29 +409,6 @@ class Runtime:
                     gauge.remove(*key)
             else:
                 gauge.labels(*key).set(handle.kv_usage)
-
-    def _refresh_slo_gauge(self, labels: tuple[str, str, str]) -> None:
-        """slo_attainment_ratio per priority and objective (ORCH-3041, metrics contract);
-        a ratio that cannot be computed has no sample."""
-        gauge = self.metrics["slo_attainment_ratio"]
-        snapshot = self.slo.snapshot(labels[2], now_ms())
-        for priority in Priority:
-            figures = snapshot.of(priority)
-            ratios = {
-                "first_token_latency": figures.first_token_within,
-                "decode_latency": figures.tokens_64_within,
-                "errors": None if figures.error_rate is None else 1 - figures.error_rate,
-                "throughput": None
-                if figures.throughput_ratio is None
-                else min(1.0, figures.throughput_ratio),
-            }
-            for objective, ratio in ratios.items():
-                key = (*labels, priority.value, objective)
-                if ratio is None:
-                    with contextlib.suppress(KeyError):
-                        gauge.remove(*key)
-                else:
-                    gauge.labels(*key).set(ratio)
 
     # -- the loop ----------------------------------------------------------------------
 
@@ -647,7 +612,7 @@ class Runtime:
             }
             _emit(task.transcript, "end", end, terminal=True)
             self._record.ended(task, outcome)
-            self._measure_slo(task, ok=True, now=now)
+            self.slo.finished(task, ok=True, now_ms=now)
         elif isinstance(outcome, TaskCanceled):
             if outcome.reason.value == "drain":
                 task.cancel_label = "drain"
@@ -667,43 +632,12 @@ class Runtime:
             }
             _emit(task.transcript, "error", error, terminal=True)
             self._record.failed(task, outcome)
-            self._measure_slo(task, ok=outcome.kind in CLIENT_ERRORS, now=now)
+            self.slo.failed(task, outcome.kind, now)
         asyncio.get_running_loop().call_later(self._retention_s, self._reap, outcome.task_id)
 
-    def _measure_slo(self, task: TaskContext, *, ok: bool, now: int) -> None:
-        """Count a finished task toward its pool's and its replica set's SLOs (ORCH-3041).
-
-        Time to first token runs from dispatch; decode time from the first token to the
-        end. A failure the client caused (its parameters) is not the service's error;
-        canceled tasks are not counted at all. The theoretical decode rate of a scope is
-        the best per-task rate seen there, so batch throughput is judged against what
-        this hardware has shown it can do.
-        """
-        first = task.first_token_ms
-        start = task.dispatched_ms
-        decode = None if first is None else now - first
-        priority = Priority(task.request.priority.value)
-        scopes = [task.pool.id]
-        set_id = self._set_of_replica.get((task.pool.id, task.replica_id or ""))
-        if set_id is not None:
-            scopes.append(f"set:{set_id}")
-        rate = (task.tokens_out - 1) * 1000 / decode if decode and task.tokens_out > 1 else None
-        for scope in scopes:
-            if rate is not None and rate > self._best_rate.get(scope, 0.0):
-                self._best_rate[scope] = rate
-                self.slo.set_theoretical_tokens_per_s(scope, rate)
-            self.slo.record_outcome(
-                scope,
-                priority,
-                now,
-                first_token_ms=None if first is None or start is None else first - start,
-                tokens_out=task.tokens_out,
-                decode_ms=decode,
-                ok=ok,
-            )
-
     def slo_snapshot(self, scope: str) -> SloSnapshot:
-        """SLO figures of a pool or a replica set over the recent window (ORCH-3041)."""
+        """SLO figures of a pool, or of a replica set's `set_scope`, over the recent window
+        (ORCH-3041)."""
         return self.slo.snapshot(scope, now_ms())
 
     def _reap(self, task_id: str) -> None:
