@@ -170,6 +170,7 @@ def completion_body(req: CompletionRequest, model: str, *, stream: bool) -> dict
     }
     if stream:
         body["stream_options"] = {"include_usage": True}
+        body["logprobs"] = 0  # each chunk names its tokens: see `token_pieces`
     if req.seed is not None:
         body["seed"] = engine_seed(req.seed)
     if not req.reuse_prompt_cache:
@@ -182,6 +183,41 @@ def _count(usage: Mapping[str, Any], key: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise EngineError("INTERNAL", f"usage chunk has no valid {key!r}: {value!r}")
     return value
+
+
+def token_pieces(text: str, tokens: Sequence[str]) -> list[str]:
+    """A chunk's ``text`` split at the boundaries of the ``tokens`` it carries (ORCH-3058).
+
+    vLLM merges the deltas of several tokens into one chunk when its server falls behind
+    the engine, so chunk boundaries depend on timing; the chunk's logprobs name its tokens,
+    each decoded on its own. Tokens whose own text is a clean prefix of what is left become
+    one piece each. A token that decodes to U+FFFD holds part of a multi-byte character:
+    it and the tokens up to the next clean one form one piece (the character, once whole),
+    exactly as they would arrive one chunk at a time, where vLLM holds back an incomplete
+    character. Where the tokens' texts do not line up with the chunk (tokenizers whose
+    single-token decode drops a leading space, special tokens), the rest of the chunk is one
+    piece: the text stays exact, only those boundaries follow vLLM's chunking. Empty pieces
+    are dropped.
+    """
+    pieces: list[str] = []
+    position = 0
+    pending = False
+    for token in tokens:
+        if not token or "\ufffd" in token:
+            pending = pending or bool(token)
+            continue
+        if pending:
+            found = text.find(token, position + 1)
+            if found < 0:
+                break
+            pieces.append(text[position:found])
+            position, pending = found, False
+        if not text.startswith(token, position):
+            break
+        pieces.append(token)
+        position += len(token)
+    pieces.append(text[position:])
+    return [piece for piece in pieces if piece]
 
 
 class CompletionStream:
@@ -242,7 +278,11 @@ class CompletionStream:
             if mapped is None:
                 raise EngineError("INTERNAL", f"unknown finish_reason {reason!r}")
             self._finish_reason = mapped
-        return [TokenChunk(text)] if text else []
+        logprobs = choice.get("logprobs")
+        tokens = logprobs.get("tokens") if isinstance(logprobs, Mapping) else None
+        if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
+            return [TokenChunk(text)] if text else []
+        return [TokenChunk(piece) for piece in token_pieces(text, tokens)]
 
     def _final(self) -> FinalChunk:
         if self._finish_reason is None:

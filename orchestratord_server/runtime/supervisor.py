@@ -31,6 +31,11 @@ from orchestratord_server.runtime.selftest import self_test
 
 log = logging.getLogger("orchestratord.pool")
 
+#: Consecutive failed probes after which a replica is restarted (re-probed if not ours).
+PROBES_TO_RESTART = 3
+#: Consecutive good probes that put a replica back after a failed one.
+PROBES_TO_READY = 2
+
 StatusSink = Callable[[ReplicaHandle, ReplicaStatus], None]
 OutcomeSink = Callable[[ReplicaHandle, PreloadOutcome], None]
 
@@ -170,20 +175,39 @@ async def _preload_until_ready(
 async def _watch(
     handle: ReplicaHandle, interval_s: float, on_status: StatusSink, where: dict[str, str]
 ) -> str:
-    """Probe until the replica is lost; report it down and say why."""
+    """Probe until the replica is lost, and say why (ORCH-3010, ORCH-3038).
+
+    A failed probe takes the replica out of placement at once; two consecutive good probes
+    put it back. It is lost, and restarted, when its engine exits, a stream on it breaks
+    (`lost`), or `PROBES_TO_RESTART` probes in a row fail: one slow answer from a busy
+    engine does not cost a restart.
+    """
     handle.lost.clear()
+    failed = good = 0
     while True:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(interval_s):  # not wait_for: see Runtime
                 await handle.lost.wait()
         if handle.lost.is_set():
-            reason = "reset a stream"
-            live = False
+            reason, live = "reset a stream", False
         else:
             live, ready = await handle.probe()
             if live and ready:
+                good += 1
+                if failed and good >= PROBES_TO_READY:
+                    failed = 0
+                    on_status(handle, handle.status(live=True, ready=True))
+                    log_event(
+                        log, logging.INFO, "pool.ready", f"{handle.label} answers again", **where
+                    )
                 continue
+            good, failed = 0, failed + 1
             reason = "stopped answering" if not live else "reports not ready"
+            if failed == 1:
+                on_status(handle, handle.status(live=live, ready=False))
+                log_event(log, logging.WARNING, "pool.unready", f"{handle.label} {reason}", **where)
+            if failed < PROBES_TO_RESTART and not handle.process_exited:
+                continue
         if handle.process_exited:
             reason = f"engine exited ({reason})"
         on_status(handle, handle.status(live=live, ready=False))

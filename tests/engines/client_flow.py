@@ -134,10 +134,13 @@ def identical_across_replicas(client: Client, body: Task, replicas: tuple[str, s
         assert 1 <= len(run.tokens) <= body["max_tokens"]
     ends = {(r.terminal.data["finish_reason"], r.terminal.data.get("tokens_in")) for r in runs}
     assert len(ends) == 1, f"{where}: the runs ended differently: {ends}"
+    texts = [run.text.encode() for run in runs]
+    assert texts[0] == texts[1] == texts[2], f"{where}: the texts differ: {texts}"
     streams = [[token["t"] for token in run.tokens] for run in runs]
-    assert streams[0] == streams[1] == streams[2], f"{where}: token streams differ"
+    assert streams[0] == streams[1] == streams[2], (
+        f"{where}: same text, but split into token events differently: {streams}"
+    )
     assert token_frame_bytes(one) == token_frame_bytes(two) == token_frame_bytes(three)
-    assert one.text.encode() == two.text.encode() == three.text.encode()
     return one.text
 
 

@@ -93,6 +93,8 @@ class FakeLlamaCpp:
     behaviour: Behaviour = field(default_factory=Behaviour)
     stats: EngineStats = field(default_factory=EngineStats)
     refusing: bool = False
+    #: False makes /health answer 503, as an overloaded or loading server does.
+    healthy: bool = True
     port: int = 0
 
     @property
@@ -110,6 +112,9 @@ class FakeLlamaCpp:
         return app
 
     async def _health(self, _request: web.Request) -> web.Response:
+        if not self.healthy:
+            error = {"code": 503, "message": "Loading model", "type": "unavailable_error"}
+            return web.json_response({"error": error}, status=503)
         return web.json_response({"status": "ok"})
 
     async def _props(self, _request: web.Request) -> web.Response:

@@ -12,8 +12,10 @@ them to the daemon as a replica ``command``/``env``, or run them with
 :func:`triton_server`, a context manager for module-scoped fixtures: it starts the server
 in its own process group, waits until both models are ready, and on exit sends SIGTERM
 to the group (SIGKILL if it will not stop in time), so ``tritonserver`` and its Python
-backend stubs go too. Ports are laid out the Triton way, metrics two above HTTP, which is
-where :class:`~orchestratord_server.adapters.triton.TritonAdapter` looks by default.
+backend stubs go too; :func:`triton_servers` does the same for several servers at once
+(the replicas of one pool, ORCH-3050). Ports are laid out the Triton way, metrics two
+above HTTP, which is where :class:`~orchestratord_server.adapters.triton.TritonAdapter`
+looks by default.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import socket
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -40,6 +43,7 @@ TRITON_VERSION = "2.51.0"
 MODEL_NAME = "smollm2"
 SLOTS = 2
 CTX_PER_SLOT = 2048
+THREADS = 2
 #: Triton with its Python backend is ready in ~3-6 s here; a busy machine needs more.
 START_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 20.0
@@ -79,9 +83,11 @@ def triton_command(
     model_path: Path | None = None,
     slots: int = SLOTS,
     ctx_per_slot: int = CTX_PER_SLOT,
+    threads: int = THREADS,
 ) -> tuple[list[str], dict[str, str]]:
     """The argv and extra environment of the model server: HTTP on ``http_port``, gRPC
-    and metrics on the next two ports (Triton's own layout)."""
+    and metrics on the next two ports (Triton's own layout); llama.cpp decodes on
+    ``threads`` CPU threads."""
     argv = [
         str(TRITON_PYTHON),
         str(MODEL_SERVER),
@@ -100,7 +106,7 @@ def triton_command(
         "--ctx",
         str(ctx_per_slot),
         "--threads",
-        "2",
+        str(threads),
     ]
     return argv, {"PYTHONUNBUFFERED": "1"}
 
@@ -112,9 +118,10 @@ class TritonServer(EngineServer):
     start_timeout_s = START_TIMEOUT_S
     stop_timeout_s = STOP_TIMEOUT_S
 
-    def __init__(self, workdir: Path, *, slots: int = SLOTS) -> None:
+    def __init__(self, workdir: Path, *, slots: int = SLOTS, threads: int = THREADS) -> None:
         super().__init__(workdir)
         self.slots = slots
+        self.threads = threads
         self.http_port = free_port_block()
 
     @property
@@ -127,7 +134,7 @@ class TritonServer(EngineServer):
 
     def command(self) -> tuple[list[str], dict[str, str]]:
         require_triton()
-        return triton_command(self.http_port, slots=self.slots)
+        return triton_command(self.http_port, slots=self.slots, threads=self.threads)
 
     def ready(self) -> bool:
         """Both models (generation and tokenizer) answer ready."""
@@ -142,14 +149,42 @@ class TritonServer(EngineServer):
 
 
 @contextlib.contextmanager
-def triton_server(workdir: Path, *, slots: int = SLOTS) -> Iterator[TritonServer]:
+def triton_server(
+    workdir: Path, *, slots: int = SLOTS, threads: int = THREADS
+) -> Iterator[TritonServer]:
     """A running Triton model server, stopped (whole process group) on exit."""
-    server = TritonServer(workdir, slots=slots)
+    server = TritonServer(workdir, slots=slots, threads=threads)
     server.start()
     try:
         yield server
     finally:
         server.stop()
+
+
+@contextlib.contextmanager
+def triton_servers(
+    workdir: Path, count: int, *, slots: int = SLOTS, threads: int = THREADS
+) -> Iterator[list[TritonServer]]:
+    """``count`` running Triton model servers, started at the same time (the wait is
+    about one server's start-up) and stopped together on exit."""
+    require_triton()
+    servers: list[TritonServer] = []
+    taken: set[int] = set()
+    for index in range(count):
+        server = TritonServer(workdir / f"triton-{index}", slots=slots, threads=threads)
+        while taken & set(range(server.http_port, server.http_port + 3)):
+            server.http_port = free_port_block()
+        taken |= set(range(server.http_port, server.http_port + 3))
+        servers.append(server)
+    try:
+        with ThreadPoolExecutor(count) as starting:
+            for started in [starting.submit(server.start) for server in servers]:
+                started.result()
+        yield servers
+    finally:
+        with ThreadPoolExecutor(count) as stopping:
+            for stopped in [stopping.submit(server.stop) for server in servers]:
+                stopped.result()
 
 
 def adapter_for(server: TritonServer, *, model: str | None = MODEL_NAME) -> TritonAdapter:

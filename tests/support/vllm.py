@@ -10,12 +10,15 @@ to the daemon as a replica ``command``/``env``, or run them with :func:`vllm_ser
 context manager usable from a module-scoped fixture: it starts the server in its own
 process group, waits for ``/health``, and on exit sends SIGTERM to the group (SIGKILL if
 it will not stop in time), so vLLM's engine-core and worker processes go too.
+:func:`vllm_servers` does the same for several servers at once (the replicas of one
+pool, ORCH-3050), optionally in single-sequence mode (``--max-num-seqs 1``).
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -47,13 +50,20 @@ def require_vllm() -> None:
 
 
 def vllm_command(
-    port: int, cache_root: Path, *, model_dir: Path = MODEL_DIR
+    port: int,
+    cache_root: Path,
+    *,
+    model_dir: Path = MODEL_DIR,
+    max_num_seqs: int | None = None,
+    threads: int | None = None,
 ) -> tuple[list[str], dict[str, str]]:
     """The argv and the extra environment of a vLLM server on ``127.0.0.1:port``.
 
     CPU settings: bf16, a 2048-token context, no CUDA-graph capture (``--enforce-eager``
     starts in ~20 s instead of ~85 s), 1 GiB of KV cache, no thread pinning (the machine
-    is shared); offline, with its compile cache under ``cache_root``.
+    is shared); offline, with its compile cache under ``cache_root``. ``max_num_seqs``
+    caps the sequences vLLM schedules at once (1: single-sequence mode, no batching);
+    ``threads`` caps torch's CPU threads (``OMP_NUM_THREADS``; default: one per core).
     """
     argv = [
         str(VLLM_PYTHON),
@@ -73,6 +83,8 @@ def vllm_command(
         str(MAX_MODEL_LEN),
         "--enforce-eager",
     ]
+    if max_num_seqs is not None:
+        argv += ["--max-num-seqs", str(max_num_seqs)]
     env = {
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
@@ -81,6 +93,8 @@ def vllm_command(
         "VLLM_CACHE_ROOT": str(cache_root),
         "VLLM_NO_USAGE_STATS": "1",
     }
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = str(threads)
     return argv, env
 
 
@@ -91,8 +105,12 @@ class VllmServer(EngineServer):
     start_timeout_s = START_TIMEOUT_S
     stop_timeout_s = STOP_TIMEOUT_S
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(
+        self, workdir: Path, *, max_num_seqs: int | None = None, threads: int | None = None
+    ) -> None:
         super().__init__(workdir)
+        self.max_num_seqs = max_num_seqs
+        self.threads = threads
         self.port = free_port()
 
     @property
@@ -101,7 +119,12 @@ class VllmServer(EngineServer):
 
     def command(self) -> tuple[list[str], dict[str, str]]:
         require_vllm()
-        return vllm_command(self.port, self.workdir / "vllm-cache")
+        return vllm_command(
+            self.port,
+            self.workdir / "vllm-cache",
+            max_num_seqs=self.max_num_seqs,
+            threads=self.threads,
+        )
 
     def ready(self) -> bool:
         """``/health`` answers 200."""
@@ -119,3 +142,27 @@ def vllm_server(workdir: Path) -> Iterator[VllmServer]:
         yield server
     finally:
         server.stop()
+
+
+@contextlib.contextmanager
+def vllm_servers(
+    workdir: Path, count: int, *, max_num_seqs: int | None = None, threads: int | None = None
+) -> Iterator[list[VllmServer]]:
+    """``count`` healthy vLLM servers on SmolLM2, started at the same time (the wait is
+    about one server's start-up) and stopped together on exit."""
+    require_vllm()
+    servers: list[VllmServer] = []
+    for index in range(count):
+        server = VllmServer(workdir / f"vllm-{index}", max_num_seqs=max_num_seqs, threads=threads)
+        while server.port in {other.port for other in servers}:
+            server.port = free_port()
+        servers.append(server)
+    try:
+        with ThreadPoolExecutor(count) as starting:
+            for started in [starting.submit(server.start) for server in servers]:
+                started.result()
+        yield servers
+    finally:
+        with ThreadPoolExecutor(count) as stopping:
+            for stopped in [stopping.submit(server.stop) for server in servers]:
+                stopped.result()

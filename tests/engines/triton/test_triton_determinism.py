@@ -2,11 +2,13 @@
 
 Two real Triton model servers on SmolLM2, each started with one slot (llama.cpp's
 ``n_parallel`` 1 inside the model: no batching of concurrent requests), are the replicas
-``t0`` and ``t1`` of one pool, reached by URL with ``slots: 1``. They run the same Triton
-build, model and sampler profile, so they form one replica set (ORCH-3046). Each fixed
-(prompt, seed) is sent twice at once, one copy per replica, and once more afterwards:
-the three token streams must be byte-identical (ORCH-3045). One daemon and the two
-servers serve the whole module.
+``t0`` and ``t1`` of one pool, reached by URL with ``slots: 1``. Each decodes on one
+thread: two llama.cpp thread pools spinning on two shared cores slow each other down by
+a hundredfold. The replicas run the same Triton build, model and sampler profile, so
+they form one replica set (ORCH-3046). Each fixed (prompt, seed) is sent twice at once,
+one copy per replica, and once more afterwards: the three token streams must be
+byte-identical (ORCH-3045). One daemon and the two servers (started and stopped side by
+side) serve the whole module.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from tests.integration.support import (
     running_daemon,
     task_body,
 )
-from tests.support.triton import MODEL_NAME, TRITON_VERSION, TritonServer, triton_server
+from tests.support.triton import MODEL_NAME, TRITON_VERSION, TritonServer, triton_servers
 
 pytestmark = pytest.mark.integration
 
@@ -71,10 +73,7 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     """Two one-slot Triton servers as replicas t0 and t1 of one pool, both Ready."""
     workdir = tmp_path_factory.mktemp("triton-determinism")
     with contextlib.ExitStack() as stack:
-        servers = [
-            stack.enter_context(triton_server(workdir / replica_id, slots=1))
-            for replica_id in REPLICAS
-        ]
+        servers = stack.enter_context(triton_servers(workdir, len(REPLICAS), slots=1, threads=1))
         pool = {
             "id": POOL,
             "engine": "triton",

@@ -44,6 +44,7 @@ from orchestratord_server.adapters.vllm import (
     kv_cache_usage,
     running_requests,
     sampler_fields,
+    token_pieces,
 )
 
 REQ = CompletionRequest(prompt="Once upon a time", max_tokens=8, seed=5)
@@ -206,6 +207,44 @@ def test_error_chunk_keeps_the_engine_message_and_status() -> None:
     assert (caught.value.status, caught.value.message) == (500, "Internal server error")
 
 
+# -- token boundaries ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "tokens", "pieces"),
+    [
+        (" Paris is", [" Paris", " is"], [" Paris", " is"]),
+        ("", ["\ufffd"], []),
+        ("é the", ["\ufffd", "\ufffd", " the"], ["é", " the"]),
+        (" café the", [" caf", "\ufffd", "\ufffd", " the"], [" caf", "é", " the"]),
+        ("é and ü", ["\ufffd", "\ufffd", " and", " \ufffd", "\ufffd"], ["é", " and", " ü"]),
+        (" caf", [" caf", "\ufffd"], [" caf"]),
+        ("éx", ["\ufffd", "\ufffdx"], ["éx"]),
+        (" done.", [" done", ".", "<|im_end|>"], [" done", "."]),
+        ("Paris is", ["Paris", "is"], ["Paris", " is"]),
+        ("Paris is nice", ["Paris", "is", "nice"], ["Paris", " is nice"]),
+        ("", ["<|im_end|>"], []),
+    ],
+)
+def test_a_merged_chunk_splits_at_its_tokens(
+    text: str, tokens: list[str], pieces: list[str]
+) -> None:
+    """ORCH-3058, ORCH-3045: the pieces do not depend on how vLLM merged its deltas, and
+    they always join to the chunk's exact text."""
+    assert token_pieces(text, tokens) == pieces
+    assert "".join(token_pieces(text, tokens)) == text
+
+
+def test_the_same_tokens_give_the_same_events_however_vllm_chunks_them() -> None:
+    """ORCH-3045: one delta per chunk or several merged, the token events are the same."""
+    tokens = [" The", " caf", "\ufffd", "\ufffd", " is", " open", "."]
+    texts = [" The", " caf", "", "é", " is", " open", "."]
+    one_by_one = [p for t, k in zip(texts, tokens, strict=True) for p in token_pieces(t, [k])]
+    merged = token_pieces("".join(texts), tokens)
+    halves = token_pieces(" The caf", tokens[:3]) + token_pieces("é is open.", tokens[3:])
+    assert one_by_one == merged == halves == [" The", " caf", "é", " is", " open", "."]
+
+
 # -- the request body ------------------------------------------------------------------
 
 
@@ -220,6 +259,7 @@ def test_body_pins_every_sampler_of_profile_v1() -> None:
         "max_tokens": 8,
         "stream": True,
         "stream_options": {"include_usage": True},
+        "logprobs": 0,
         "stop": [],
         "n": 1,
         "echo": False,
