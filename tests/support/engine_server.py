@@ -14,6 +14,8 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 
@@ -110,3 +112,18 @@ class EngineServer:
             os.killpg(process.pid, signal.SIGKILL)
         process.wait()
         assert not self.group_alive(), f"{self.name} left processes behind"
+
+
+@contextlib.contextmanager
+def running_together(servers: Sequence[EngineServer]) -> Iterator[Sequence[EngineServer]]:
+    """Start ``servers`` at the same time (the wait is about one start-up), and stop them
+    together on exit; if one fails to start, every one is stopped."""
+    try:
+        with ThreadPoolExecutor(max(1, len(servers))) as starting:
+            for started in [starting.submit(server.start) for server in servers]:
+                started.result()
+        yield servers
+    finally:
+        with ThreadPoolExecutor(max(1, len(servers))) as stopping:
+            for stopped in [stopping.submit(server.stop) for server in servers]:
+                stopped.result()

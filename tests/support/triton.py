@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import socket
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -33,7 +32,7 @@ from orchestratord_server.adapters.base import AdapterSettings
 from orchestratord_server.adapters.http import HttpTimeouts
 from orchestratord_server.adapters.triton import TritonAdapter
 from orchestratord_server.engines.models import smollm2_gguf_path
-from tests.support.engine_server import EngineServer
+from tests.support.engine_server import EngineServer, running_together
 
 REPO = Path(__file__).resolve().parents[2]
 TRITON_PYTHON = REPO / ".engines" / "triton" / "venv" / "bin" / "python"
@@ -176,15 +175,8 @@ def triton_servers(
             server.http_port = free_port_block()
         taken |= set(range(server.http_port, server.http_port + 3))
         servers.append(server)
-    try:
-        with ThreadPoolExecutor(count) as starting:
-            for started in [starting.submit(server.start) for server in servers]:
-                started.result()
+    with running_together(servers):
         yield servers
-    finally:
-        with ThreadPoolExecutor(count) as stopping:
-            for stopped in [stopping.submit(server.stop) for server in servers]:
-                stopped.result()
 
 
 def adapter_for(server: TritonServer, *, model: str | None = MODEL_NAME) -> TritonAdapter:

@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.integration.support import free_port
-from tests.support.engine_server import EngineServer
+from tests.support.engine_server import EngineServer, running_together
 
 REPO = Path(__file__).resolve().parents[2]
 VLLM_PYTHON = REPO / ".engines" / "vllm" / "venv" / "bin" / "python"
@@ -157,12 +156,5 @@ def vllm_servers(
         while server.port in {other.port for other in servers}:
             server.port = free_port()
         servers.append(server)
-    try:
-        with ThreadPoolExecutor(count) as starting:
-            for started in [starting.submit(server.start) for server in servers]:
-                started.result()
+    with running_together(servers):
         yield servers
-    finally:
-        with ThreadPoolExecutor(count) as stopping:
-            for stopped in [stopping.submit(server.stop) for server in servers]:
-                stopped.result()
