@@ -18,9 +18,12 @@ Checks run in this order, and nothing is changed until all have passed:
    ADMISSION_REJECT with the policy, backoff = predicted time for the queue to fall below
    the limit (see `prediction`).
 
-Among several candidate pools (one replica set may span pools), the pool chosen is the
-first by: has room in its queue, holds the session's last replica (unless the client
-asked for a cold start), shortest predicted start, most free slots, config order.
+Among several candidate pools (one replica set may span pools), a canary split narrows
+the Ready ones to the task's side first (ORCH-3033: the task id's bucket against the
+canary weight; a side without a Ready pool leaves the route to the other), then the pool
+chosen is the first by: has room in its queue, holds the session's last replica (unless
+the client asked for a cold start), shortest predicted start, most free slots, config
+order.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from orchestrator_core.pools import Pool
 from orchestrator_core.prediction import backoff_ms, predict_start_ms
 from orchestrator_core.queue import Limit
 from orchestrator_core.ratelimit import TokenBuckets
+from orchestrator_core.seed import canary_bucket
 from orchestrator_core.specs import Priority, TaskSpec
 
 
@@ -82,7 +86,7 @@ def select_pool(spec: TaskSpec, candidates: Sequence[Pool], affine: Pool | None,
     if not fitting:
         limit = max(p.spec.ctx_limit for p in candidates)
         return _invalid(spec, "ctx", f"ctx {spec.ctx} exceeds the model's limit of {limit}")
-    ready = [p for p in fitting if p.is_ready]
+    ready = _canary_side(spec.task_id, [p for p in fitting if p.is_ready])
     if len(ready) == 1:
         return ready[0]
     if ready:
@@ -94,6 +98,22 @@ def select_pool(spec: TaskSpec, candidates: Sequence[Pool], affine: Pool | None,
     what = "is not Ready" if live else "has no live replica"
     return Refused(spec.task_id, kind, f"pool {shown[0].pool_id!r} {what}", hint,
                    pool_id=shown[0].pool_id, engine=spec.engine)
+
+
+def _canary_side(task_id: str, ready: list[Pool]) -> list[Pool]:
+    """The Ready pools of the task's side of a canary split (ORCH-3033).
+
+    With canary and stable pools both Ready, a task whose id falls in the first
+    `canary_weight` of 100 buckets goes to the canary side, every other to the stable side;
+    when one side has no Ready pool, the other serves the whole route.
+    """
+    canary = [p for p in ready if p.spec.canary_weight is not None]
+    if not canary or len(canary) == len(ready):
+        return ready
+    weight = max(p.spec.canary_weight or 0 for p in canary)
+    if canary_bucket(task_id) < weight:
+        return canary
+    return [p for p in ready if p.spec.canary_weight is None]
 
 
 def _rank(pool: Pool, priority: Priority, affine: Pool | None) -> tuple[bool, bool, int, int]:

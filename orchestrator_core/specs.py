@@ -89,7 +89,9 @@ class PoolSpec:
     Service-time prediction starts from `initial_service_ms` and follows an EWMA with
     weight `ewma_alpha` (ORCH-3029). `kv_bytes_per_token` turns a session turn's tokens into
     KV bytes (ORCH-3022). `unready_retry_ms` is the retry hint given while the pool is not
-    Ready and no replica announced when it will be back (ORCH-3018).
+    Ready and no replica announced when it will be back (ORCH-3018). `canary_weight` marks
+    the pool a canary of its route: that percentage of the route's tasks, chosen by task id,
+    goes to canary pools (ORCH-3033).
     """
 
     pool_id: str
@@ -113,6 +115,7 @@ class PoolSpec:
     ewma_alpha: float = 0.2
     kv_bytes_per_token: int = 0
     unready_retry_ms: int = 1_000
+    canary_weight: int | None = None
 
     def limits(self, priority: Priority) -> PriorityLimits:
         """The admission limits of one priority class."""
@@ -148,6 +151,8 @@ class PoolSpec:
             raise ConfigError(f"{where}: ewma_alpha must lie in (0, 1]")
         if self.kv_bytes_per_token < 0:
             raise ConfigError(f"{where}: kv_bytes_per_token must not be negative")
+        if self.canary_weight is not None and not 0 <= self.canary_weight <= 100:
+            raise ConfigError(f"{where}: canary_weight must lie in 0..100")
         for priority in Priority:
             limits = self.limits(priority)
             if limits.queue_capacity is not None:

@@ -366,6 +366,13 @@ class PoolConfig(_Strict):
     preload_timeout_ms: int = Field(
         300_000, ge=1, description="How long a started engine may take to become healthy."
     )
+    canary_weight: int | None = Field(
+        None,
+        ge=0,
+        le=100,
+        description="Mark this pool a canary of its route (engine and model): this "
+        "percentage of the route's tasks, chosen by task id, goes to it (ORCH-3033).",
+    )
     kv_bytes_per_token: int = Field(
         0,
         ge=0,

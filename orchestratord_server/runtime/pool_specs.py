@@ -49,6 +49,7 @@ def pool_spec(pool: PoolConfig) -> PoolSpec:
         batch=_limits(pool, PriorityName.batch),
         tenant_max_concurrent=pool.admission.tenant_max_concurrent,
         kv_bytes_per_token=pool.kv_bytes_per_token,
+        canary_weight=pool.canary_weight,
         wall_timeout_ms=pool.timeouts.wall_ms,
         idle_timeout_ms=pool.timeouts.idle_ms,
     )
