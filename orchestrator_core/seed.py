@@ -1,8 +1,9 @@
 """Values derived from a task's id: its default seed (ORCH-3045), its canary bucket
 (ORCH-3033).
 
-Both come from SHA-256 of the id, so the same id yields the same value on every run,
-machine and Python version (no use of the salted built-in `hash`).
+Both come from SHA-256 of the id (the bucket with a prefix of its own), so the same id
+yields the same value on every run, machine and Python version (no use of the salted
+built-in `hash`).
 """
 
 from __future__ import annotations
@@ -12,17 +13,18 @@ import hashlib
 SEED_MASK = (1 << 63) - 1
 
 
-def _head(task_id: str) -> int:
-    """The first 8 bytes of SHA-256 of the id, big-endian."""
-    return int.from_bytes(hashlib.sha256(task_id.encode()).digest()[:8], "big")
+def _head(data: bytes) -> int:
+    """The first 8 bytes of SHA-256 of ``data``, big-endian."""
+    return int.from_bytes(hashlib.sha256(data).digest()[:8], "big")
 
 
 def derive_seed(task_id: str) -> int:
     """The id's hash head, cut to a non-negative int64."""
-    return _head(task_id) & SEED_MASK
+    return _head(task_id.encode()) & SEED_MASK
 
 
 def canary_bucket(task_id: str) -> int:
-    """The id's hash head modulo 100: a task is a canary task when this is below the
-    canary weight, reproducibly."""
-    return _head(task_id) % 100
+    """A bucket from 0 to 99 for the id: a task is a canary task when its bucket is below
+    the canary weight. Hashed apart from the seed (prefix ``canary\0``), so which tasks
+    are canaries says nothing about their seeds."""
+    return _head(b"canary\0" + task_id.encode()) % 100

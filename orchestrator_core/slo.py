@@ -3,13 +3,14 @@
 The server reports each task's outcome once it is terminal; `SloTracker` keeps the outcomes
 of the last `window_ms` per (scope, priority) and answers `snapshot(scope, now_ms)` with
 the figures of that window and whether they meet the priority's objectives. A scope is any
-string the caller chooses (the runtime uses replica-set ids); every outcome also counts in
-the aggregate scope `GLOBAL_SCOPE`, which cannot be recorded into directly.
+string the caller chooses (the daemon uses pool ids and `set:<replica set id>`); every
+outcome also counts in the aggregate scope `GLOBAL_SCOPE`, which cannot be recorded into
+directly.
 
 Definitions
 -----------
-* Time to first token (TTFT): ms from admission to the first token, as the caller gives
-  it (queueing included). A task that produced no token has none.
+* Time to first token (TTFT): ms to the first token, as the caller gives it (the daemon
+  measures from dispatch, ORCH-3041). A task that produced no token has none.
 * Time for 64 tokens: TTFT plus the task's decode time scaled to 63 more tokens.
   `decode_ms` is the time from the first token to the last one, so it spans
   `tokens_out - 1` inter-token gaps; the figure is ``ttft + ceil(decode_ms * 63 /

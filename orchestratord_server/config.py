@@ -461,7 +461,8 @@ class Config(_Strict):
             raise ValueError("models: model refs must be unique")
         for pool in self.pools:
             needs_file = any(
-                r.launch is not None and r.launch.model_path is None for r in pool.replicas
+                r.command is not None or (r.launch is not None and r.launch.model_path is None)
+                for r in pool.replicas
             )
             known = (
                 pool.model in refs
@@ -470,8 +471,9 @@ class Config(_Strict):
             )
             if needs_file and not known:
                 raise ValueError(
-                    f"pools: {pool.id} launches replicas without launch.model_path, and its "
-                    f"model {pool.model!r} is not in models: add it there or give a path"
+                    f"pools: {pool.id} starts engines (launch without model_path, or "
+                    f"command) for model {pool.model!r}, which is not in models: add it there "
+                    "(or give launch.model_path)"
                 )
         if not self.allow_cpu_pools:
             cpu = [p.id for p in self.pools if p.device_kind is DeviceKind.cpu]

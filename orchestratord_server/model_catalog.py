@@ -12,10 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from orchestratord_server.adapters.digest import PREFIX as DIGEST_PREFIX
 from orchestratord_server.config import EMBEDDED_MODEL_REF, Config, ModelEntry
 from orchestratord_server.engines.models import smollm2_gguf_path
-
-DIGEST_PREFIX = "sha256:"
 
 
 class UnknownModel(LookupError):

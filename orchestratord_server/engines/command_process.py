@@ -32,11 +32,14 @@ _POLL_S = 0.05
 _PR_SET_PDEATHSIG = 1
 
 
+#: libc's prctl, looked up here: the child of a threaded daemon must not dlopen after fork.
+_PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
+
+
 def _die_with_parent() -> None:
     """In the child before exec: get SIGTERM when the daemon's thread that spawned us ends."""
-    if sys.platform == "linux":
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class CommandProcess:
@@ -69,6 +72,12 @@ class CommandProcess:
     def output_tail(self, lines: int = 30) -> str:
         """The last lines the engine wrote (stdout and stderr interleaved)."""
         return "\n".join(list(self._tail)[-lines:])
+
+    def settle_output(self, timeout_s: float) -> None:
+        """Give the reader a moment to take in what an exited engine wrote last (its
+        children may hold the pipe open, so this waits at most ``timeout_s``)."""
+        for thread in self._threads:
+            thread.join(timeout=timeout_s)
 
     def start(self) -> None:
         """Spawn the command; OSError if it cannot be executed."""

@@ -52,6 +52,7 @@ class ControlPlane:
         if id not in runtime.pools:
             return not_found("pool")
         runtime.drain(id, request.deadline_ms)
+        runtime.manager.operator_drained(id)
         remaining = runtime.core.drain_remaining_ms(id, now_ms())
         body = PoolActionAccepted(pool_id=id, action=PoolAction.DRAIN, deadline_ms=remaining)
         return json_response(body, status=202)

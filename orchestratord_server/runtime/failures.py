@@ -2,10 +2,10 @@
 
 Driver resets and ECC errors must be told apart from an ordinary crash: a device with a
 hardware fault fails again on every restart, and operators act differently on it. The
-engine's exit status and the last lines it wrote are matched against the messages CUDA,
-the NVIDIA driver, ROCm, llama.cpp, PyTorch and the C++ runtime print for each class.
-An exit by a signal with nothing recognisable in the output is a plain crash: the host's
-OOM killer and an operator's `kill -9` look the same from here.
+last lines the engine wrote (nothing else) are matched against the messages CUDA, the
+NVIDIA driver, ROCm, llama.cpp, PyTorch and the C++ runtime print for each class. An
+engine killed by a signal with nothing recognisable in its output is a plain crash: the
+host's OOM killer and an operator's `kill -9` look the same from here.
 """
 
 from __future__ import annotations

@@ -14,10 +14,12 @@ from __future__ import annotations
 import asyncio
 import shutil
 from collections.abc import Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
 MEMINFO = Path("/proc/meminfo")
+SMI_TIMEOUT_S = 5.0
 #: The device key a CPU pool's memory is reported under.
 HOST = -1
 
@@ -104,7 +106,19 @@ async def free_memory(device_kind: str) -> dict[int, int] | None:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.DEVNULL,
     )
-    output, _ = await process.communicate()
+    output: bytes | None = None
+    try:
+        async with asyncio.timeout(SMI_TIMEOUT_S):  # a wedged driver hangs nvidia-smi
+            output, _ = await process.communicate()
+    except TimeoutError:
+        pass
+    finally:
+        if process.returncode is None:
+            with suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+    if output is None:
+        return None
     if process.returncode != 0:
         return None
     try:

@@ -32,14 +32,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from orchestrator_core import ReplicaStatus, RestartPolicy
+from orchestratord_server.adapters.digest import PREFIX as DIGEST_PREFIX
 from orchestratord_server.config import Config, PoolConfig
 from orchestratord_server.logs import log_event
-from orchestratord_server.model_catalog import (
-    DIGEST_PREFIX,
-    ModelCatalog,
-    ResolvedModel,
-    UnknownModel,
-)
+from orchestratord_server.model_catalog import ModelCatalog, ResolvedModel, UnknownModel
 from orchestratord_server.runtime.replicas import PreloadFailed, PreloadOutcome, ReplicaHandle
 from orchestratord_server.runtime.supervisor import (
     ReplicaRecord,
@@ -67,10 +63,8 @@ class PoolState:
     applied_model: ResolvedModel | None
     last_error: str | None = None
     pending: ResolvedModel | None = None
-
-    @property
-    def reloading(self) -> bool:
-        return self.desired_ref != self.applied_ref or self.pending is not None
+    #: An operator drained the pool while a reload ran; the reload leaves it drained.
+    operator_drain: bool = False
 
 
 @dataclass(frozen=True)
@@ -210,42 +204,24 @@ class PoolManager:
 
     async def _reload(self, pool_id: str) -> None:
         state = self.state[pool_id]
-        pool = self.pools[pool_id]
         while state.pending is not None:
             target, state.pending = state.pending, None
-            log_event(
-                log,
-                logging.INFO,
-                "pool.reload",
-                f"reloading {pool_id}: {state.applied_ref} -> {target.ref}",
-                pool_id=pool_id,
-                model_ref=target.ref,
-                phase="drain",
-            )
-            await self._hooks.drain(pool_id, pool.timeouts.wall_ms)
-            await self._stop_supervisors(pool_id)
-            for handle in self.pool_handles(pool_id):
-                self.records[pool_id, handle.replica_id].tracker.reset()
-            error = await self._load(pool_id, target)
-            if error is None:
-                self._hooks.swap_model(pool_id, target.ref)
-                state.applied_ref, state.applied_model = target.ref, target
-                state.last_error = None
-                outcome, message = "success", f"{pool_id} now serves {target.ref}"
-            else:
-                state.last_error = f"reload to {target.ref} rolled back: {error}"
-                if state.pending is None:
-                    state.desired_ref = state.applied_ref
-                previous = state.applied_model
-                rollback_error = None if previous is None else await self._load(pool_id, previous)
-                if rollback_error is not None:
-                    state.last_error += f"; the previous model failed too: {rollback_error}"
-                outcome, message = "rolled_back", state.last_error
-            self._hooks.undrain(pool_id)
-            for handle in self.pool_handles(pool_id):
-                key = (pool_id, handle.replica_id)
-                ready = handle.status(live=True, ready=True) if handle.props else None
-                self._supervise(key, ready)
+            state.operator_drain = False
+            try:
+                outcome, message = await self._swap(pool_id, target)
+            except Exception as exc:  # the pool must come back whatever went wrong
+                log.exception("reload of %s failed unexpectedly", pool_id)
+                state.last_error = f"reload to {target.ref} failed: {exc!r}"
+                state.desired_ref = state.applied_ref
+                outcome, message = "failed", state.last_error
+            finally:
+                if not state.operator_drain:
+                    self._hooks.undrain(pool_id)
+                for handle in self.pool_handles(pool_id):
+                    key = (pool_id, handle.replica_id)
+                    if key not in self._supervisors:
+                        ready = handle.status(live=True, ready=True) if handle.props else None
+                        self._supervise(key, ready)
             log_event(
                 log,
                 logging.INFO if outcome == "success" else logging.ERROR,
@@ -255,6 +231,41 @@ class PoolManager:
                 model_ref=state.applied_ref,
                 outcome=outcome,
             )
+
+    async def _swap(self, pool_id: str, target: ResolvedModel) -> tuple[str, str]:
+        """Drain, load ``target`` (or roll back to the previous model); the outcome."""
+        state = self.state[pool_id]
+        log_event(
+            log,
+            logging.INFO,
+            "pool.reload",
+            f"reloading {pool_id}: {state.applied_ref} -> {target.ref}",
+            pool_id=pool_id,
+            model_ref=target.ref,
+            phase="drain",
+        )
+        await self._hooks.drain(pool_id, self.pools[pool_id].timeouts.wall_ms)
+        await self._stop_supervisors(pool_id)
+        for handle in self.pool_handles(pool_id):
+            self.records[pool_id, handle.replica_id].tracker.reset()
+        error = await self._load(pool_id, target)
+        if error is None:
+            self._hooks.swap_model(pool_id, target.ref)
+            state.applied_ref, state.applied_model = target.ref, target
+            state.last_error = None
+            return "success", f"{pool_id} now serves {target.ref}"
+        state.last_error = f"reload to {target.ref} rolled back: {error}"
+        if state.pending is None:
+            state.desired_ref = state.applied_ref
+        previous = state.applied_model
+        rollback_error = None if previous is None else await self._load(pool_id, previous)
+        if rollback_error is not None:
+            state.last_error += f"; the previous model failed too: {rollback_error}"
+        return "rolled_back", state.last_error
+
+    def operator_drained(self, pool_id: str) -> None:
+        """An operator drained the pool: a reload under way must leave it drained."""
+        self.state[pool_id].operator_drain = True
 
     async def _load(self, pool_id: str, model: ResolvedModel) -> str | None:
         """Start every replica of the pool on ``model`` and preload it; the error, if any."""

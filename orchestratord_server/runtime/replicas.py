@@ -57,8 +57,8 @@ from orchestratord_server.runtime.headroom import (
 log = logging.getLogger("orchestratord.replica")
 
 PRELOAD_PROMPT = "Hello"
-#: How long a freshly started `command` engine may take to answer its health check.
-COMMAND_START_TIMEOUT_S = 300.0
+#: How long an exited engine's last output may take to be read in.
+OUTPUT_SETTLE_S = 0.3
 _START_POLL_S = 0.25
 
 
@@ -129,20 +129,26 @@ class ReplicaHandle:
         """`pool/replica`, for logs."""
         return f"{self.pool_id}/{self.replica_id}"
 
-    @property
-    def engine_pid(self) -> int | None:
-        """The managed engine's process id, while it runs."""
-        process = self.launched or self.command
-        return process.pid if process is not None and process.running else None
-
-    @property
-    def process_output(self) -> str:
-        """What a managed engine wrote last (for failure classification, ORCH-3053)."""
+    async def exit_output(self) -> str:
+        """What an exited managed engine wrote last, once its output is read to the end
+        (for failure classification, ORCH-3053)."""
         if self.command is not None:
+            await asyncio.to_thread(self.command.settle_output, OUTPUT_SETTLE_S)
             return self.command.output_tail(200)
         if self.launched is not None:
             return self.launched.stderr_tail(200)
         return ""
+
+    async def exited_within(self, seconds: float) -> bool:
+        """Whether a managed engine has exited, waiting up to ``seconds`` for it: its
+        sockets close a moment before the process can be reaped."""
+        process = self.launched or self.command
+        if process is None:
+            return False
+        deadline = time.monotonic() + seconds
+        while process.running and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        return not process.running
 
     @property
     def process_exited(self) -> bool:
@@ -250,8 +256,10 @@ class ReplicaHandle:
             return
         launch = self.config.launch
         slots = (launch.slots if launch else None) or self.config.slots or 1
-        devices = [HOST] if self.pool.device_kind.value == "cpu" else list(self.pool.devices)
-        split = None if self.pool.device_kind.value == "cpu" else self.pool.tensor_split
+        cpu = self.pool.device_kind.value == "cpu"
+        own = self.config.devices
+        devices = [HOST] if cpu else list(own or self.pool.devices)
+        split = None if cpu or own else self.pool.tensor_split
         needed = needed_per_device(
             await asyncio.to_thread(artifact_bytes, model.path),
             self.pool.kv_bytes_per_token * self.pool_ctx * slots,
@@ -303,9 +311,9 @@ class ReplicaHandle:
             "model_ref": self.model.ref if self.model else "",
         }
         env = self.device_env() | {
-            key: value.format(**values) for key, value in self.config.env.items()
+            key: _fill(value, values) for key, value in self.config.env.items()
         }
-        self.command = CommandProcess([arg.format(**values) for arg in argv], env, self.label)
+        self.command = CommandProcess([_fill(arg, values) for arg in argv], env, self.label)
         try:
             self.command.start()
         except OSError as exc:
@@ -461,6 +469,14 @@ def _server_config(
         start_timeout_s=start_timeout_s,
         env=tuple(env.items()),
     )
+
+
+def _fill(text: str, values: dict[str, str]) -> str:
+    """``text`` with ``{model_path}`` and ``{model_ref}`` replaced; other braces (JSON in
+    an engine's arguments) stay as they are."""
+    for name, value in values.items():
+        text = text.replace("{" + name + "}", value)
+    return text
 
 
 def _stat_key(path: Path) -> tuple[object, ...]:

@@ -77,6 +77,8 @@ from orchestratord_server.transcripts import TaskEvent, Transcript, sse_frame, t
 log = logging.getLogger("orchestratord.runtime")
 
 
+#: How long a broken stream waits for its managed engine to exit before it is classified.
+EXIT_GRACE_S = 0.5
 #: How long stop() waits for canceled streams and loops before it goes on without them.
 STOP_TIMEOUT_S = 10.0
 
@@ -95,6 +97,18 @@ def _emit(
         transcript.close(frame, event)
     else:
         transcript.append(frame, event)
+
+
+class ClassifiedReset(EngineError):
+    """A worker reset whose engine exited, with the class of its failure (ORCH-3053)."""
+
+    def __init__(self, message: str, failure: FailureClass) -> None:
+        super().__init__("WORKER_RESET", message)
+        self.failure = failure
+
+
+def _classified(exc: EngineError, failure: FailureClass) -> ClassifiedReset:
+    return ClassifiedReset(f"{exc.message} (engine exited: {failure.value})", failure)
 
 
 class Runtime:
@@ -119,6 +133,8 @@ class Runtime:
         self._drained: dict[str, asyncio.Event] = {}
         self.ready_replicas: set[tuple[str, str]] = set()
         self.slo = SloMeasurement(metrics)
+        #: The kv_cache_usage_ratio series shown per (pool, replica), to remove on change.
+        self._kv_series: dict[tuple[str, str], tuple[str, str, str, str]] = {}
         self.tasks: dict[str, TaskContext] = {}
         self.shutting_down = False
         self._record = Recorder(metrics)
@@ -235,6 +251,7 @@ class Runtime:
         """Point the core's pool at ``model_ref`` (the pool is drained and idle)."""
         spec = pool_spec(self.pools[pool_id])
         self.core.replace_pool(dataclasses.replace(spec, model_ref=model_ref))
+        self.slo.forget(pool_id)  # the old model's figures say nothing about the new one
         for (owner, _), handle in self.replicas.items():
             if owner == pool_id and handle.props is not None:
                 self._replica_status(handle, handle.status(live=True, ready=True))
@@ -404,11 +421,14 @@ class Runtime:
             props = handle.props
             version = props.engine_version if props else UNKNOWN_VERSION
             key = (handle.engine_name, version, pool_id, handle.replica_id)
-            if handle.kv_usage is None:
+            shown = self._kv_series.get(key[2:])
+            if shown is not None and (handle.kv_usage is None or shown != key):
                 with contextlib.suppress(KeyError):
-                    gauge.remove(*key)
-            else:
+                    gauge.remove(*shown)
+                del self._kv_series[key[2:]]
+            if handle.kv_usage is not None:
                 gauge.labels(*key).set(handle.kv_usage)
+                self._kv_series[key[2:]] = key
 
     # -- the loop ----------------------------------------------------------------------
 
@@ -546,7 +566,16 @@ class Runtime:
             finally:
                 await chunks.aclose()
         except EngineError as exc:
-            outcome = self._engine_failed(dispatch, exc)
+            error = exc
+            # A crashed engine's sockets close just before it can be reaped: give it a
+            # moment, so that the task's error can say why it died (ORCH-3053).
+            if (
+                exc.kind == ErrorKind.WORKER_RESET.value
+                and handle.config.managed
+                and await handle.exited_within(EXIT_GRACE_S)
+            ):
+                error = _classified(exc, classify(await handle.exit_output()))
+            outcome = self._engine_failed(dispatch, error)
         except PreloadFailed as exc:
             failed = core.on_failure(task_id, ErrorKind.WORKER_RESET, str(exc), now_ms())
             outcome = [failed] if failed is not None else []
@@ -562,12 +591,9 @@ class Runtime:
             handle = self.replicas[key]
             self.ready_replicas.discard(key)
             handle.lost.set()
-            message = exc.message
-            if handle.process_exited:  # the engine is gone: say why (ORCH-3053)
-                failure = classify(handle.process_output)
-                message = f"{message} (engine exited: {failure.value})"
-                self._count_failure(key, failure)
-            return self.core.replica_failed(*key, now, message)
+            if isinstance(exc, ClassifiedReset):
+                self._count_failure(key, exc.failure)
+            return self.core.replica_failed(*key, now, exc.message)
         failed = self.core.on_failure(dispatch.task_id, ErrorKind(exc.kind), exc.message, now)
         return [failed] if failed is not None else []
 

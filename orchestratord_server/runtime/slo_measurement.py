@@ -5,8 +5,9 @@ for `orchestrator_core.SloTracker` in the scope of the task's pool and in the sc
 replica set its replica belonged to (scope `set:<id>`; pool ids cannot contain `:`).
 Time to first token runs from dispatch; decode time from the first token to the end. A
 failure the client caused (its parameters) is not the service's error; canceled tasks are
-not counted. The theoretical decode rate of a scope is the best per-task rate seen there,
-so batch throughput is judged against what this hardware has shown it can do. On each
+not counted. The theoretical decode rate of a scope is the best per-task rate seen there
+(over tasks long enough to measure one), so batch throughput is judged against what this
+hardware has shown it can do; a reload forgets the pool's figures. On each
 /metrics scrape the attainment ratios are exported as `slo_attainment_ratio`; a ratio
 that cannot be computed has no sample.
 """
@@ -25,6 +26,10 @@ from orchestrator_core import (
 from orchestratord_server.metrics import Metrics
 from orchestratord_server.runtime.tasks import TaskContext
 
+#: A task sets the best decode rate only when it decoded at least this long and this many
+#: tokens: a few tokens read in one piece would claim an impossible rate.
+RATE_MIN_DECODE_MS = 20
+RATE_MIN_TOKENS = 8
 #: Failures the client caused; they do not count against the service's SLOs.
 CLIENT_ERRORS = frozenset({ErrorKind.INVALID_PARAMS})
 
@@ -64,7 +69,13 @@ class SloMeasurement:
         set_id = self._set_of_replica.get((task.pool.id, task.replica_id or ""))
         if set_id is not None:
             scopes.append(set_scope(set_id))
-        rate = (task.tokens_out - 1) * 1000 / decode if decode and task.tokens_out > 1 else None
+        rate = None
+        if (
+            decode is not None
+            and decode >= RATE_MIN_DECODE_MS
+            and task.tokens_out > RATE_MIN_TOKENS
+        ):
+            rate = (task.tokens_out - 1) * 1000 / decode
         for scope in scopes:
             if rate is not None and rate > self._best_rate.get(scope, 0.0):
                 self._best_rate[scope] = rate
@@ -78,6 +89,11 @@ class SloMeasurement:
                 decode_ms=decode,
                 ok=ok,
             )
+
+    def forget(self, pool_id: str) -> None:
+        """Drop a pool's window and best rate (it now serves another model)."""
+        self.tracker.forget(pool_id)
+        self._best_rate.pop(pool_id, None)
 
     def snapshot(self, scope: str, now_ms: int) -> SloSnapshot:
         """A pool's (or, with `set_scope`, a replica set's) figures over the window."""

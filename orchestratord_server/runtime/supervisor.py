@@ -63,16 +63,27 @@ def new_record(policy: RestartPolicy, *, managed: bool) -> ReplicaRecord:
 
 
 async def preload_once(handle: ReplicaHandle) -> ReplicaStatus:
-    """One preload with its self-test; PreloadFailed (with its outcome) on any failure."""
+    """One preload with its self-test; PreloadFailed (with its outcome) on any failure.
+
+    An unexpected error is a failed start too (logged with its traceback): a supervisor
+    must outlive whatever one attempt throws.
+    """
     try:
         status = await handle.preload()
         await self_test(handle)
+    except PreloadFailed:
+        raise
     except EngineError as exc:
         raise PreloadFailed(
             PreloadOutcome.ENGINE_UNAVAILABLE, f"{handle.label}: {exc.kind}: {exc.message}"
         ) from exc
     except OSError as exc:
         raise PreloadFailed(PreloadOutcome.ENGINE_START_FAILED, f"{handle.label}: {exc}") from exc
+    except Exception as exc:
+        log.exception("unexpected failure preloading %s", handle.label)
+        raise PreloadFailed(
+            PreloadOutcome.ENGINE_START_FAILED, f"{handle.label}: unexpected {exc!r}"
+        ) from exc
     return status
 
 
@@ -106,7 +117,7 @@ async def supervise(
         ready = None
         log_event(log, logging.INFO, "pool.ready", f"{handle.label} is Ready", **where)
         reason = await _watch(handle, interval_s, on_status, where)
-        failure = classify(handle.process_output) if handle.process_exited else None
+        failure = classify(await handle.exit_output()) if handle.process_exited else None
         record.failure_class = failure
         record.last_error = reason if failure is None else f"{reason} ({failure.value})"
         record.restarts += 1
@@ -184,6 +195,7 @@ async def _watch(
     """
     handle.lost.clear()
     failed = good = 0
+    out = False  # taken out of placement by a failed probe, not back yet
     while True:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(interval_s):  # not wait_for: see Runtime
@@ -193,9 +205,9 @@ async def _watch(
         else:
             live, ready = await handle.probe()
             if live and ready:
-                good += 1
-                if failed and good >= PROBES_TO_READY:
-                    failed = 0
+                failed, good = 0, good + 1
+                if out and good >= PROBES_TO_READY:
+                    out = False
                     on_status(handle, handle.status(live=True, ready=True))
                     log_event(
                         log, logging.INFO, "pool.ready", f"{handle.label} answers again", **where
@@ -203,10 +215,13 @@ async def _watch(
                 continue
             good, failed = 0, failed + 1
             reason = "stopped answering" if not live else "reports not ready"
-            if failed == 1:
-                on_status(handle, handle.status(live=live, ready=False))
-                log_event(log, logging.WARNING, "pool.unready", f"{handle.label} {reason}", **where)
             if failed < PROBES_TO_RESTART and not handle.process_exited:
+                if not out:
+                    out = True
+                    on_status(handle, handle.status(live=live, ready=False))
+                    log_event(
+                        log, logging.WARNING, "pool.unready", f"{handle.label} {reason}", **where
+                    )
                 continue
         if handle.process_exited:
             reason = f"engine exited ({reason})"

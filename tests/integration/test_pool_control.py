@@ -192,7 +192,7 @@ def test_orch_2102_reload_waits_for_running_work(client: Client) -> None:
 
 @pytest.mark.parametrize(
     ("target", "reason"),
-    [(TAMPERED, "checksum mismatch"), (BROKEN, "")],
+    [(TAMPERED, "checksum_mismatch: "), (BROKEN, "engine_start_failed: ")],
     ids=["checksum-mismatch", "unloadable-file"],
 )
 def test_orch_3031_a_failing_reload_rolls_back(
@@ -220,7 +220,8 @@ def test_orch_2103_health_reports_each_replica_supervision(client: Client) -> No
     replica = client.health()["metrics"]["replicas"][0]
     assert replica["replica_id"] == "r0"
     assert replica["breaker"] == "closed"
-    assert replica["restarts"] >= 0
+    assert replica["restarts"] == 0
+    assert replica["last_preload_outcome"] == "success"
     assert client.get(f"/v1/pools/{new_id()}/health").status_code == 404
 
 
@@ -244,3 +245,29 @@ def test_orch_3037_a_model_that_fails_its_checksum_is_never_loaded(
         assert health["metrics"]["replicas"][0]["restarts"] == 0
         assert not [p for p in child_pids(daemon.pid) if "xllamacpp_runner" in command_line(p)]
         assert client.get("/readyz", key=None).status_code == 503
+
+
+def reloads_done(daemon: Daemon) -> int:
+    """How many reloads have finished (one `pool.reload` record with an outcome each)."""
+    return sum(1 for r in daemon.log_records() if r["event"] == "pool.reload" and "outcome" in r)
+
+
+def test_orch_2101_a_drain_during_a_reload_is_kept(client: Client, daemon: Daemon) -> None:
+    """ORCH-2101, ORCH-2102: an operator who drains a pool while it reloads finds it
+    drained afterwards; the reload does not put it back into service."""
+    wait_settled(client)
+    before = reloads_done(daemon)
+    body = task_body(model_ref=FIRST, max_tokens=400, ctx=LONG_CTX)
+    client.admit(body)
+    with client.open_stream(body["task_id"]) as stream:
+        stream.read_until(lambda f: f.event == "token")
+        reload(client, FIRST)  # waits for the running task: the reload is under way
+        drained = client.post(f"/v1/pools/{POOL_ID}/drain", json={"deadline_ms": 60_000})
+        assert drained.status_code == 202, drained.text
+        stream.read_all()
+    wait_until(lambda: reloads_done(daemon) > before, timeout=60, what="the reload to end")
+    health = client.health()
+    assert health["metrics"]["replicas"][0]["ready"] is True, "the new engine is loaded"
+    assert health["draining"] is True and health["ready"] is False
+    reload(client, FIRST)  # the way back into service
+    wait_settled(client)

@@ -81,12 +81,14 @@ def test_orch_3002_a_pool_without_preload_loads_on_its_first_task(
 
 def test_orch_3001_a_command_engine_sees_only_its_pools_devices(tmp_path: Path) -> None:
     """ORCH-3001: an engine the daemon starts for a GPU pool sees only the pool's mask
-    (CUDA_VISIBLE_DEVICES in mask order), whatever the daemon's own environment says."""
+    (CUDA_VISIBLE_DEVICES in mask order), whatever the daemon's own environment says; its
+    command and environment keep their own braces."""
     port = free_port()
     seen = tmp_path / "seen.txt"
     probe = (
-        "import os, sys; open(sys.argv[1], 'w').write(os.environ.get('CUDA_VISIBLE_DEVICES', ''));"
-        " sys.exit(3)"
+        "import os, sys; open(sys.argv[1], 'w').write("
+        "os.environ.get('CUDA_VISIBLE_DEVICES', '') + '|' + os.environ['OPTS'] + '|' + sys.argv[2]"
+        "); sys.exit(3)"
     )
     pool = tiny_pool_config(tmp_path, model="masked", pool_ctx=1024)
     pool.update(device_kind="gpu", devices=[3, 1])
@@ -94,7 +96,8 @@ def test_orch_3001_a_command_engine_sees_only_its_pools_devices(tmp_path: Path) 
         {
             "id": "g0",
             "url": f"http://127.0.0.1:{port}",
-            "command": [sys.executable, "-c", probe, str(seen)],
+            "command": [sys.executable, "-c", probe, str(seen), '{"model": "{model_ref}"}'],
+            "env": {"OPTS": '{"temperature": 0}'},
         }
     ]
     config = daemon_config(pool)
@@ -103,7 +106,9 @@ def test_orch_3001_a_command_engine_sees_only_its_pools_devices(tmp_path: Path) 
     with running_daemon(tmp_path / "daemon", config, wait_ready=False) as daemon:
         client = daemon.client()
         wait_until(seen.exists, timeout=30, what="the engine command to run")
-        assert seen.read_text() == "3,1"
+        # The mask in order; JSON in arguments and environment passes through, with only
+        # the model placeholders filled in.
+        assert seen.read_text() == '3,1|{"temperature": 0}|{"model": "masked"}'
         replica = wait_until(
             lambda: (r := client.health(POOL_ID)["metrics"]["replicas"][0]).get("last_error") and r,
             timeout=30,

@@ -28,13 +28,13 @@ def test_orch_3041_replica_sets_report_measured_figures_next_to_objectives(
     assert interactive["tokens_64_p95_ms"] >= interactive["ttft_p95_ms"]
     assert interactive["error_ratio"] == 0
     assert 0 <= interactive["attainment_ratio"] <= 1
-    assert "batch" not in replica_set["slo"] or replica_set["slo"]["batch"]["samples"] > 0
+    assert "batch" not in replica_set["slo"], "only priorities with finished tasks are shown"
 
 
 def test_orch_3041_metrics_export_attainment_per_objective(client: Client) -> None:
     """ORCH-3041: one ratio per priority and objective; throughput against the best
     per-task decode rate the pool has shown."""
-    transcript = client.run(task_body(max_tokens=8))
+    transcript = client.run(task_body(max_tokens=200))
     assert transcript.terminal.event == "end"
     metrics = client.metrics()
     labels = {"pool_id": POOL_ID, "priority": "interactive"}

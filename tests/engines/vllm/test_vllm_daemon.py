@@ -125,7 +125,8 @@ def test_kv_cache_usage_is_scraped_from_vllm(client: Client) -> None:
         return None if value is None else float(value)
 
     wait_until(lambda: usage() is not None, timeout=10, what="the KV usage in health")
-    assert 0.0 <= (usage() or 0.0) <= 1.0
+    ratio = usage()
+    assert ratio is not None and 0.0 <= ratio <= 1.0
     samples = [
         s
         for s in client.metrics().samples
