@@ -15,7 +15,7 @@ engine's knobs and switch off every other sampler the engine has.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
@@ -120,18 +120,7 @@ SAMPLER_PROFILE_V1 = SamplerProfile(
 
 #: Profile ``portable-v1``: ``v1`` without min-p, which some engines (TGI) do not have; the
 #: one profile every adapter can honour exactly.
-SAMPLER_PROFILE_PORTABLE_V1 = SamplerProfile(
-    version="portable-v1",
-    temperature=0.8,
-    top_k=40,
-    top_p=0.95,
-    min_p=0.0,
-    typical_p=1.0,
-    repetition_penalty=1.0,
-    repeat_last_n=64,
-    presence_penalty=0.0,
-    frequency_penalty=0.0,
-)
+SAMPLER_PROFILE_PORTABLE_V1 = replace(SAMPLER_PROFILE_V1, version="portable-v1", min_p=0.0)
 
 SAMPLER_PROFILES: Mapping[str, SamplerProfile] = {
     profile.version: profile for profile in (SAMPLER_PROFILE_V1, SAMPLER_PROFILE_PORTABLE_V1)

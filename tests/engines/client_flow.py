@@ -17,6 +17,30 @@ from tests.integration.support import Client, Frame, Transcript, new_id
 Task = dict[str, Any]
 
 
+def engine_pool(
+    pool_id: str,
+    engine: str,
+    model_ref: str,
+    ctx: int,
+    replicas: list[dict[str, Any]],
+    **fields: Any,
+) -> dict[str, Any]:
+    """One CPU pool of ``engine`` on the given replicas, the way every engine module
+    configures it (a small rejecting queue, generous watchdog limits); ``fields`` override."""
+    return {
+        "id": pool_id,
+        "engine": engine,
+        "model": model_ref,
+        "ctx": ctx,
+        "device_kind": "cpu",
+        "devices": [0],
+        "queue": {"capacity": 4, "full_policy": "reject"},
+        "timeouts": {"wall_ms": 300_000, "idle_ms": 60_000},
+        "replicas": replicas,
+        **fields,
+    }
+
+
 def streams_to_end(
     client: Client, body: Task, *, engine: str, version: str, pool: str, replica: str
 ) -> Transcript:

@@ -57,20 +57,16 @@ def engine() -> Iterator[FakeTgi]:
 
 @pytest.fixture(scope="module")
 def daemon(engine: FakeTgi, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    pool = {
-        "id": POOL_ID,
-        "engine": "tgi",
-        "model": MODEL,
-        "ctx": 1024,
-        "device_kind": "cpu",
-        "devices": [0],
-        "sampler_profile_version": SAMPLER_PROFILE_PORTABLE_V1.version,
-        "queue": {"capacity": 8, "full_policy": "reject"},
-        "timeouts": {"wall_ms": 60_000, "idle_ms": 30_000},
-        "replicas": [
-            {"id": "t0", "url": engine.base_url, "engine_model": engine.model_id, "slots": SLOTS}
-        ],
-    }
+    pool = flow.engine_pool(
+        POOL_ID,
+        "tgi",
+        MODEL,
+        1024,
+        [{"id": "t0", "url": engine.base_url, "engine_model": engine.model_id, "slots": SLOTS}],
+        sampler_profile_version=SAMPLER_PROFILE_PORTABLE_V1.version,
+        queue={"capacity": 8, "full_policy": "reject"},
+        timeouts={"wall_ms": 60_000, "idle_ms": 30_000},
+    )
     with running_daemon(tmp_path_factory.mktemp("tgi-daemon"), daemon_config(pool)) as daemon:
         yield daemon
 

@@ -71,21 +71,18 @@ def engines() -> Iterator[list[FakeTgi]]:
 @pytest.fixture(scope="module")
 def daemon(engines: list[FakeTgi], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     """The two fakes as replicas t0 and t1 of one portable-v1 pool, both Ready."""
-    pool = {
-        "id": POOL,
-        "engine": "tgi",
-        "model": MODEL,
-        "ctx": CTX,
-        "device_kind": "cpu",
-        "devices": [0],
-        "sampler_profile_version": SAMPLER_PROFILE_PORTABLE_V1.version,
-        "queue": {"capacity": 4, "full_policy": "reject"},
-        "timeouts": {"wall_ms": 60_000, "idle_ms": 30_000},
-        "replicas": [
+    pool = flow.engine_pool(
+        POOL,
+        "tgi",
+        MODEL,
+        CTX,
+        [
             {"id": replica_id, "url": fake.base_url, "engine_model": fake.model_id, "slots": 1}
             for replica_id, fake in zip(REPLICAS, engines, strict=True)
         ],
-    }
+        sampler_profile_version=SAMPLER_PROFILE_PORTABLE_V1.version,
+        timeouts={"wall_ms": 60_000, "idle_ms": 30_000},
+    )
     workdir = tmp_path_factory.mktemp("tgi-determinism")
     with running_daemon(workdir, daemon_config(pool)) as started:
         wait_replicas_ready(started.client(), REPLICAS, POOL)

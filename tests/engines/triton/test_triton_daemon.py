@@ -37,16 +37,12 @@ PROMPT = "Once upon a time"
 
 
 def triton_pool(url: str) -> dict[str, Any]:
-    return {
-        "id": POOL,
-        "engine": "triton",
-        "model": MODEL_REF,
-        "ctx": CTX,
-        "device_kind": "cpu",
-        "devices": [0],
-        "queue": {"capacity": 4, "full_policy": "reject"},
-        "timeouts": {"wall_ms": 300_000, "idle_ms": 60_000},
-        "replicas": [
+    return flow.engine_pool(
+        POOL,
+        "triton",
+        MODEL_REF,
+        CTX,
+        [
             {
                 "id": "t0",
                 "url": url,
@@ -54,7 +50,7 @@ def triton_pool(url: str) -> dict[str, Any]:
                 "model_path": str(smollm2_gguf_path()),
             }
         ],
-    }
+    )
 
 
 def triton_task(**overrides: Any) -> dict[str, Any]:

@@ -74,17 +74,13 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     workdir = tmp_path_factory.mktemp("triton-determinism")
     with contextlib.ExitStack() as stack:
         servers = stack.enter_context(triton_servers(workdir, len(REPLICAS), slots=1, threads=1))
-        pool = {
-            "id": POOL,
-            "engine": "triton",
-            "model": MODEL_REF,
-            "ctx": CTX,
-            "device_kind": "cpu",
-            "devices": [0],
-            "queue": {"capacity": 4, "full_policy": "reject"},
-            "timeouts": {"wall_ms": 300_000, "idle_ms": 60_000},
-            "replicas": [replica(r, s) for r, s in zip(REPLICAS, servers, strict=True)],
-        }
+        pool = flow.engine_pool(
+            POOL,
+            "triton",
+            MODEL_REF,
+            CTX,
+            [replica(r, s) for r, s in zip(REPLICAS, servers, strict=True)],
+        )
         started = stack.enter_context(running_daemon(workdir / "daemon", daemon_config(pool)))
         wait_replicas_ready(started.client(), REPLICAS, POOL)
         yield started

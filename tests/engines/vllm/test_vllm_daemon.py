@@ -37,16 +37,12 @@ PROMPT = "Once upon a time"
 
 
 def vllm_pool(url: str) -> dict[str, Any]:
-    return {
-        "id": POOL,
-        "engine": "vllm",
-        "model": MODEL_REF,
-        "ctx": CTX,
-        "device_kind": "cpu",
-        "devices": [0],
-        "queue": {"capacity": 4, "full_policy": "reject"},
-        "timeouts": {"wall_ms": 300_000, "idle_ms": 60_000},
-        "replicas": [
+    return flow.engine_pool(
+        POOL,
+        "vllm",
+        MODEL_REF,
+        CTX,
+        [
             {
                 "id": "v0",
                 "url": url,
@@ -55,7 +51,7 @@ def vllm_pool(url: str) -> dict[str, Any]:
                 "slots": 2,
             }
         ],
-    }
+    )
 
 
 def vllm_task(**overrides: Any) -> dict[str, Any]:

@@ -75,17 +75,7 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
             }
             for replica_id, server in zip(REPLICAS, servers, strict=True)
         ]
-        pool = {
-            "id": POOL,
-            "engine": "vllm",
-            "model": MODEL_REF,
-            "ctx": CTX,
-            "device_kind": "cpu",
-            "devices": [0],
-            "queue": {"capacity": 4, "full_policy": "reject"},
-            "timeouts": {"wall_ms": 300_000, "idle_ms": 60_000},
-            "replicas": replicas,
-        }
+        pool = flow.engine_pool(POOL, "vllm", MODEL_REF, CTX, replicas)
         started = stack.enter_context(running_daemon(workdir / "daemon", daemon_config(pool)))
         wait_replicas_ready(started.client(), REPLICAS, POOL)
         yield started
