@@ -1,14 +1,17 @@
-"""Render OpenAPI 3.0 schemas as pydantic v2 model source (`generated/models.py`).
+"""Render OpenAPI 3.0 schemas as pydantic v2 model source (`generated/models.py`) and
+their string enums as the shared vocabulary (`orchestrator_core/vocabulary.py`).
 
-Mapping: a string enum is an `enum.StrEnum`; an object is a `BaseModel` that forbids
-unknown fields when `additionalProperties: false` and allows them otherwise (typed through
-`__pydantic_extra__` when `additionalProperties` is a schema); any other named schema is a
-`RootModel`. Scalars are strict (`StrictInt`, `StrictFloat`, `StrictBool`) so a JSON body
-is never coerced; `int32`/`int64` bounds merge with `minimum`/`maximum`; `uuid`,
-`date-time` and `date` map to their Python types; `nullable` adds `| None`; a field that is
-not required defaults to its `default`, else None. Inline objects in properties and
-operation bodies get classes named after their parent. Keywords outside this mapping are
-refused rather than silently ignored, so a model never accepts what its contract rejects.
+Mapping: a string enum is an `enum.StrEnum`, rendered once into the vocabulary module,
+which the core, the config, the adapters and the models import; an object is a
+`BaseModel` that forbids unknown fields when `additionalProperties: false` and allows
+them otherwise (typed through `__pydantic_extra__` when `additionalProperties` is a
+schema); any other named schema is a `RootModel`. Scalars are strict (`StrictInt`,
+`StrictFloat`, `StrictBool`) so a JSON body is never coerced; `int32`/`int64` bounds
+merge with `minimum`/`maximum`; `uuid`, `date-time` and `date` map to their Python
+types; `nullable` adds `| None`; a field that is not required defaults to its `default`,
+else None. Inline objects in properties and operation bodies get classes named after
+their parent. Keywords outside this mapping are refused rather than silently ignored, so
+a model never accepts what its contract rejects.
 """
 
 from __future__ import annotations
@@ -236,21 +239,39 @@ class ModelBuilder:
         return name
 
     def render(self, header: str) -> str:
-        """The whole module source (unformatted; run it through ruff format)."""
+        """The models module source (unformatted; run it through ruff format). The enums
+        are imported from the vocabulary module (`render_vocabulary`)."""
         order, rebuild = self._order()
+        enums = sorted(name for name, c in self._classes.items() if not c.is_model)
+        modules = [m for m in _MODULES if m in self._imports and m != "enum"]
         out = [header, _MODULE_DOC, "", "from __future__ import annotations", ""]
-        out += [f"import {m}" for m in _MODULES if m in self._imports]
+        out += [f"import {m}" for m in modules]
         typing_names = [n for n in _TYPING_NAMES if n in self._imports]
         if typing_names:
             out.append(f"from typing import {', '.join(typing_names)}")
         out.append("")
         pyd = [n for n in _PYDANTIC_NAMES if n in self._imports]
         out.append(f"from pydantic import {', '.join(pyd)}")
+        if enums:
+            out.append("")
+            out.append(f"from {VOCABULARY_MODULE} import {', '.join(enums)}")
+            out.append("")
+            out.append(f"__all__ = [{', '.join(ascii(n) for n in sorted(self._classes))}]")
         for name in order:
-            out += ["", "", *self._classes[name].lines]
+            if self._classes[name].is_model:
+                out += ["", "", *self._classes[name].lines]
         if rebuild:
             out += ["", ""]
             out += [f"{name}.model_rebuild()" for name in rebuild]
+        return "\n".join(out) + "\n"
+
+    def render_vocabulary(self, header: str) -> str:
+        """The vocabulary module source: every string enum of the contracts, in name order
+        (unformatted; run it through ruff format)."""
+        enums = sorted(name for name, c in self._classes.items() if not c.is_model)
+        out = [header, _VOCABULARY_DOC, "", "from __future__ import annotations", "", "import enum"]
+        for name in enums:
+            out += ["", "", *self._classes[name].lines]
         return "\n".join(out) + "\n"
 
     # Classes ------------------------------------------------------------------------------
@@ -543,6 +564,16 @@ class ModelBuilder:
                 stack += self._classes[name].deps
         return False
 
+
+#: Where the contracts' enums live: the lowest layer, so that every other one imports them.
+VOCABULARY_MODULE = "orchestrator_core.vocabulary"
+
+_VOCABULARY_DOC = '''"""The contracts' vocabulary: every string enum of the two contracts.
+
+Generated once, here in the core, the lowest layer: the core, the config, the adapters and
+the generated pydantic models all import these classes, so no layer keeps a copy of its
+own and no value is translated between layers.
+"""'''
 
 _MODULE_DOC = '''"""Pydantic v2 models, one per schema of the data and control contracts.
 

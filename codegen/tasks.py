@@ -52,9 +52,19 @@ class TargetResult:
         return not self.errors and not any(o.failed for o in self.outcomes)
 
 
+def vocabulary_output(root: Path) -> writer.Output:
+    """The core's vocabulary module: the contracts' string enums."""
+    loaded = contracts.load(root)
+    builder = pydantic_models.ModelBuilder(loaded.schemas)
+    builder.add_components()
+    header = contracts.python_header(loaded, "regen-openapi")
+    text = builder.render_vocabulary(header)
+    return writer.Output(layout.VOCABULARY, pyformat.ruff_format(text, root, layout.VOCABULARY))
+
+
 def openapi_outputs(root: Path) -> list[writer.Output]:
     """models.py, operations.py, the canonical JSON contracts, the metrics contract and
-    the package __init__."""
+    the package __init__ (the vocabulary module is written beside, in the core)."""
     loaded = contracts.load(root)
     builder = pydantic_models.ModelBuilder(loaded.schemas)
     builder.add_components()
@@ -82,6 +92,7 @@ def regen_openapi(root: Path, check: bool) -> TargetResult:
     """Generated models, operation table and canonical JSON from the two contracts."""
     outputs = openapi_outputs(root)
     outcomes = writer.apply(root, outputs, check=check, owned_dir=layout.GENERATED_DIR)
+    outcomes += writer.apply(root, [vocabulary_output(root)], check=check)
     return TargetResult("regen-openapi", outcomes)
 
 

@@ -1,11 +1,16 @@
 """orchestrator_core: the pure, sans-I/O core of orchestratord.
 
-The server feeds the `Orchestrator` events and the current time; it answers with frozen
-decisions (admit or refuse, dispatch, abort, terminal outcomes, session evictions) that the
-server carries out. No I/O, no clock, no randomness, no logging, no asyncio here.
+The server feeds the `Orchestrator` input events and the current time; it answers with
+frozen decisions (admit or refuse, dispatch, abort, terminal outcomes, session evictions,
+and what to do with engines: preload, stop, probe) that the server carries out and whose
+outcomes it reports back as new inputs. Every rule lives here: tasks, queues, placement,
+sessions, and the life cycles of pools and replicas. No I/O, no clock, no randomness, no
+logging, no asyncio here, so a core's state is a function of its inputs: a run replays
+(`journal`) and its state can be saved and restored (`persistence`).
 """
 
 from orchestrator_core._state import TERMINAL, TRANSITIONS, Event, State, advance
+from orchestrator_core.admission import not_served
 from orchestrator_core.decisions import (
     Abort,
     AbortReason,
@@ -16,12 +21,17 @@ from orchestrator_core.decisions import (
     CancelStatus,
     Dispatch,
     EvictionReason,
-    PoolDrained,
+    PoolChanged,
+    Preload,
+    Probe,
     Refused,
+    ReplicaChanged,
     SessionEvicted,
+    StopEngine,
     TaskCanceled,
     TaskEnded,
     TaskFailed,
+    TaskFigures,
     Terminal,
     TokenAccepted,
 )
@@ -30,15 +40,25 @@ from orchestrator_core.errors import (
     RETRIABLE,
     ConfigError,
     CoreError,
-    ErrorKind,
     IllegalTransition,
     InvalidArgument,
-    PoolBusy,
     UnknownPool,
     UnknownReplica,
 )
-from orchestrator_core.orchestrator import Orchestrator
+from orchestrator_core.inputs import Input
+from orchestrator_core.journal import Journal, replay
+from orchestrator_core.orchestrator import CoreConfig, Orchestrator
+from orchestrator_core.persistence import restore, snapshot
 from orchestrator_core.placement import ReplicaSetKey
+from orchestrator_core.pool_states import PoolEvent
+from orchestrator_core.replica import (
+    FailureClass,
+    PreloadFailure,
+    PreloadOutcome,
+    ProbeReport,
+    ReplicaReport,
+)
+from orchestrator_core.replica_states import ReplicaEvent, ReplicaState
 from orchestrator_core.restarts import (
     BreakerState,
     RestartDecision,
@@ -55,24 +75,33 @@ from orchestrator_core.slo import (
     SloSnapshot,
     SloTracker,
 )
-from orchestrator_core.snapshots import (
-    PoolHealth,
-    ReplicaHealth,
-    ReplicaSetMember,
-    ReplicaSetSnapshot,
-    TaskView,
-)
+from orchestrator_core.slo_book import set_scope
 from orchestrator_core.specs import (
-    FinishReason,
-    KvHint,
     PoolSpec,
-    Priority,
     PriorityLimits,
-    QueuePolicy,
     ReplicaSpec,
-    ReplicaStatus,
     SessionConfig,
     TaskSpec,
+)
+from orchestrator_core.views import (
+    PoolView,
+    Readiness,
+    ReplicaSetMember,
+    ReplicaSetView,
+    ReplicaView,
+    Route,
+    TaskView,
+)
+from orchestrator_core.vocabulary import (
+    Determinism,
+    Engine,
+    ErrorKind,
+    FinishReason,
+    KvHint,
+    PoolPhase,
+    Priority,
+    QueuePolicy,
+    Workload,
 )
 
 __all__ = [
@@ -90,35 +119,52 @@ __all__ = [
     "CancelReason",
     "CancelStatus",
     "ConfigError",
+    "CoreConfig",
     "CoreError",
+    "Determinism",
     "Dispatch",
+    "Engine",
     "ErrorKind",
     "Event",
     "EvictionReason",
+    "FailureClass",
     "FinishReason",
     "IllegalTransition",
+    "Input",
     "InvalidArgument",
+    "Journal",
     "KvHint",
     "Orchestrator",
-    "PoolBusy",
-    "PoolDrained",
-    "PoolHealth",
+    "PoolChanged",
+    "PoolEvent",
+    "PoolPhase",
     "PoolSpec",
+    "PoolView",
+    "Preload",
+    "PreloadFailure",
+    "PreloadOutcome",
     "Priority",
     "PriorityLimits",
     "PriorityObjectives",
     "PrioritySlo",
+    "Probe",
+    "ProbeReport",
     "QueuePolicy",
+    "Readiness",
     "Refused",
-    "ReplicaHealth",
+    "ReplicaChanged",
+    "ReplicaEvent",
+    "ReplicaReport",
     "ReplicaSetKey",
     "ReplicaSetMember",
-    "ReplicaSetSnapshot",
+    "ReplicaSetView",
     "ReplicaSpec",
-    "ReplicaStatus",
+    "ReplicaState",
+    "ReplicaView",
     "RestartDecision",
     "RestartPolicy",
     "RestartTracker",
+    "Route",
     "SessionConfig",
     "SessionEvicted",
     "SessionInfo",
@@ -126,15 +172,23 @@ __all__ = [
     "SloSnapshot",
     "SloTracker",
     "State",
+    "StopEngine",
     "TaskCanceled",
     "TaskEnded",
     "TaskFailed",
+    "TaskFigures",
     "TaskSpec",
     "TaskView",
     "Terminal",
     "TokenAccepted",
     "UnknownPool",
     "UnknownReplica",
+    "Workload",
     "advance",
     "derive_seed",
+    "not_served",
+    "replay",
+    "restore",
+    "set_scope",
+    "snapshot",
 ]

@@ -1,23 +1,48 @@
-"""The core's record of one admitted task, from admission until it is reaped."""
+"""The core's one record of an admitted task, from admission until it is reaped.
+
+Every figure of a task (admission, dispatch and first-token times on the core's clock,
+tokens in and out) lives here and nowhere else; terminal decisions carry them out
+(`decisions.TaskFigures`)."""
 
 from __future__ import annotations
 
 from orchestrator_core._state import State
 from orchestrator_core.decisions import Terminal
-from orchestrator_core.placement import Replica
 from orchestrator_core.pools import Pool
+from orchestrator_core.replica import Replica
 from orchestrator_core.specs import TaskSpec
 
 
 class Task:
     """Mutable per-task state; only the facade touches it, always through `advance`."""
 
-    __slots__ = ("admitted_ms", "dispatched_ms", "first_token_ms", "outcome", "pool",
-                 "predicted_start_ms", "queue_position", "replica", "seed", "seq", "spec",
-                 "state", "tokens")
+    __slots__ = (
+        "admitted_ms",
+        "dispatched_ms",
+        "first_token_ms",
+        "outcome",
+        "pool",
+        "predicted_start_ms",
+        "queue_position",
+        "replica",
+        "seed",
+        "seq",
+        "spec",
+        "state",
+        "tokens",
+        "tokens_in",
+    )
 
-    def __init__(self, spec: TaskSpec, pool: Pool, seq: int, now_ms: int, queue_position: int,
-                 predicted_start_ms: int, seed: int) -> None:
+    def __init__(
+        self,
+        spec: TaskSpec,
+        pool: Pool,
+        seq: int,
+        now_ms: int,
+        queue_position: int,
+        predicted_start_ms: int,
+        seed: int,
+    ) -> None:
         self.spec = spec
         self.pool = pool
         self.seq = seq
@@ -30,6 +55,7 @@ class Task:
         self.dispatched_ms = -1
         self.first_token_ms: int | None = None
         self.tokens = 0
+        self.tokens_in: int | None = None
         self.outcome: Terminal | None = None
 
     def expected_start_ms(self) -> int:

@@ -32,18 +32,26 @@ from collections.abc import Mapping, Sequence
 
 from orchestrator_core._task import Task
 from orchestrator_core.decisions import Refused
-from orchestrator_core.errors import ErrorKind
 from orchestrator_core.pools import Pool
 from orchestrator_core.prediction import backoff_ms, predict_start_ms
 from orchestrator_core.queue import Limit
 from orchestrator_core.ratelimit import TokenBuckets
 from orchestrator_core.seed import canary_bucket
-from orchestrator_core.specs import Priority, TaskSpec
+from orchestrator_core.specs import TaskSpec
+from orchestrator_core.vocabulary import ErrorKind, Priority
+
+
+def not_served(model_ref: str, engine: str | None = None) -> str:
+    """The one message for a model no pool serves as applied now (ORCH-2001): every
+    surface that routes by model says it the same way."""
+    where = f" by any {engine} pool" if engine is not None else ""
+    return f"model {model_ref!r} is not served{where}"
 
 
 def _invalid(spec: TaskSpec, field: str, message: str) -> Refused:
-    return Refused(spec.task_id, ErrorKind.INVALID_PARAMS, message, 0, engine=spec.engine,
-                   field=field)
+    return Refused(
+        spec.task_id, ErrorKind.INVALID_PARAMS, message, 0, engine=spec.engine, field=field
+    )
 
 
 def check_request(spec: TaskSpec) -> Refused | None:
@@ -57,14 +65,18 @@ def check_request(spec: TaskSpec) -> Refused | None:
     if spec.deadline_ms is not None and spec.deadline_ms < 1:
         return _invalid(spec, "deadline_ms", "deadline_ms must be at least 1")
     if spec.prompt_tokens + spec.max_tokens > spec.ctx:
-        return _invalid(spec, "max_tokens",
-                        f"prompt tokens ({spec.prompt_tokens}) + max_tokens "
-                        f"({spec.max_tokens}) exceed ctx ({spec.ctx})")
+        return _invalid(
+            spec,
+            "max_tokens",
+            f"prompt tokens ({spec.prompt_tokens}) + max_tokens "
+            f"({spec.max_tokens}) exceed ctx ({spec.ctx})",
+        )
     return None
 
 
-def select_pool(spec: TaskSpec, candidates: Sequence[Pool], affine: Pool | None,
-                now_ms: int) -> Pool | Refused:
+def select_pool(
+    spec: TaskSpec, candidates: Sequence[Pool], affine: Pool | None, now_ms: int
+) -> Pool | Refused:
     """The pool the task goes to, or the refusal that says why none can take it."""
     if len(candidates) == 1 and spec.pool_id is None and spec.sampler_profile_version is None:
         only = candidates[0]
@@ -73,15 +85,19 @@ def select_pool(spec: TaskSpec, candidates: Sequence[Pool], affine: Pool | None,
     if spec.pool_id is not None:
         candidates = [p for p in candidates if p.spec.pool_id == spec.pool_id]
     if not candidates:
-        field = "pool_id" if spec.pool_id is not None else "model_ref"
-        return _invalid(spec, field,
-                        f"no pool serves engine {spec.engine!r} with model {spec.model_ref!r}")
+        if spec.pool_id is not None:
+            message = f"pool {spec.pool_id!r} does not serve model {spec.model_ref!r}"
+            return _invalid(spec, "pool_id", message)
+        return _invalid(spec, "model_ref", not_served(spec.model_ref, spec.engine))
     wanted = spec.sampler_profile_version
     if wanted is not None:
         candidates = [p for p in candidates if p.spec.sampler_profile_version == wanted]
         if not candidates:
-            return _invalid(spec, "sampler_profile_version",
-                            f"no pool of this model runs sampler profile {wanted!r}")
+            return _invalid(
+                spec,
+                "sampler_profile_version",
+                f"no pool of this model runs sampler profile {wanted!r}",
+            )
     fitting = [p for p in candidates if spec.ctx <= p.spec.ctx_limit]
     if not fitting:
         limit = max(p.spec.ctx_limit for p in candidates)
@@ -96,8 +112,14 @@ def select_pool(spec: TaskSpec, candidates: Sequence[Pool], affine: Pool | None,
     shown = live or fitting
     hint = min(p.retry_hint_ms(now_ms) for p in shown)
     what = "is not Ready" if live else "has no live replica"
-    return Refused(spec.task_id, kind, f"pool {shown[0].pool_id!r} {what}", hint,
-                   pool_id=shown[0].pool_id, engine=spec.engine)
+    return Refused(
+        spec.task_id,
+        kind,
+        f"pool {shown[0].pool_id!r} {what}",
+        hint,
+        pool_id=shown[0].pool_id,
+        engine=spec.engine,
+    )
 
 
 def _canary_side(task_id: str, ready: list[Pool]) -> list[Pool]:
@@ -119,46 +141,64 @@ def _canary_side(task_id: str, ready: list[Pool]) -> list[Pool]:
 def _rank(pool: Pool, priority: Priority, affine: Pool | None) -> tuple[bool, bool, int, int]:
     queue = pool.queue
     total, free = pool.slots()
-    wait = predict_start_ms(queue.position(priority, queue.depth(priority)), total, free,
-                            pool.service.estimate_ms)
+    wait = predict_start_ms(
+        queue.position(priority, queue.depth(priority)), total, free, pool.service.estimate_ms
+    )
     return queue.blocking_limit(priority) is not None, pool is not affine, wait, -free
 
 
-def check_rate(pool: Pool, buckets: TokenBuckets, spec: TaskSpec,
-               now_ms: int) -> Refused | None:
+def check_rate(pool: Pool, buckets: TokenBuckets, spec: TaskSpec, now_ms: int) -> Refused | None:
     """Refuse when the client's bucket for this priority is empty (ORCH-3006)."""
     wait = buckets.wait_ms(spec.client_id, now_ms)
     if wait == 0:
         return None
-    return Refused(spec.task_id, ErrorKind.RATE_LIMITED,
-                   f"client rate limit for {spec.priority} tasks in pool {pool.pool_id!r}",
-                   wait, pool_id=pool.pool_id, engine=spec.engine)
+    return Refused(
+        spec.task_id,
+        ErrorKind.RATE_LIMITED,
+        f"client rate limit for {spec.priority} tasks in pool {pool.pool_id!r}",
+        wait,
+        pool_id=pool.pool_id,
+        engine=spec.engine,
+    )
 
 
-def check_quota(pool: Pool, quota: int, spec: TaskSpec, now_ms: int,
-                tasks: Mapping[str, Task]) -> Refused | None:
+def check_quota(
+    pool: Pool, quota: int, spec: TaskSpec, now_ms: int, tasks: Mapping[str, Task]
+) -> Refused | None:
     """Refuse when the tenant already has its quota of tasks in flight (ORCH-3036)."""
     in_flight = pool.tenants.get(spec.tenant_id)
     if in_flight is None or len(in_flight) < quota:
         return None
     oldest = tasks[next(iter(in_flight))]
     wait = max(1, oldest.expected_start_ms() + pool.service.estimate_ms - now_ms)
-    return Refused(spec.task_id, ErrorKind.QUOTA_EXCEEDED,
-                   f"tenant has {quota} tasks in flight in pool {pool.pool_id!r}", wait,
-                   pool_id=pool.pool_id, engine=spec.engine)
+    return Refused(
+        spec.task_id,
+        ErrorKind.QUOTA_EXCEEDED,
+        f"tenant has {quota} tasks in flight in pool {pool.pool_id!r}",
+        wait,
+        pool_id=pool.pool_id,
+        engine=spec.engine,
+    )
 
 
 def queue_backoff_ms(pool: Pool, priority: Priority, limit: Limit) -> int:
     """Predicted ms until a newcomer of `priority` would fit under `limit` again."""
     total, free = pool.slots()
-    return backoff_ms(pool.queue.dispatches_to_fit(priority, limit), total, free,
-                      pool.service.estimate_ms)
+    return backoff_ms(
+        pool.queue.dispatches_to_fit(priority, limit), total, free, pool.service.estimate_ms
+    )
 
 
 def queue_full(pool: Pool, spec: TaskSpec, limit: Limit, backoff: int) -> Refused:
     """The refusal of a newcomer that the full policy will not make room for (ORCH-3005)."""
     policy = pool.spec.full_policy
     what = "the queue" if limit is Limit.POOL else f"the {spec.priority} share of the queue"
-    return Refused(spec.task_id, ErrorKind.ADMISSION_REJECT,
-                   f"{what} of pool {pool.pool_id!r} is full (policy {policy})", backoff,
-                   pool_id=pool.pool_id, engine=spec.engine, policy=policy)
+    return Refused(
+        spec.task_id,
+        ErrorKind.ADMISSION_REJECT,
+        f"{what} of pool {pool.pool_id!r} is full (policy {policy})",
+        backoff,
+        pool_id=pool.pool_id,
+        engine=spec.engine,
+        policy=policy,
+    )

@@ -11,6 +11,7 @@ memory stays proportional to the tasks still waiting on a deadline.
 from __future__ import annotations
 
 import heapq
+from typing import Any
 
 _COMPACT_SLACK = 64
 
@@ -56,6 +57,16 @@ class Deadlines:
         while heap and live.get(heap[0][1]) != heap[0][0]:
             heapq.heappop(heap)
         return heap[0][0] if heap else None
+
+    def export_state(self) -> list[list[Any]]:
+        """The live due times (stale heap entries are left behind)."""
+        return [[task_id, due] for task_id, due in self._live.items()]
+
+    def restore_state(self, data: list[list[Any]]) -> None:
+        """Take back what `export_state` gave."""
+        self._live = {task_id: due for task_id, due in data}
+        self._heap = [(due, task_id) for task_id, due in self._live.items()]
+        heapq.heapify(self._heap)
 
     def stored(self) -> int:
         """Heap entries held, stale ones included (bounded by the compaction rule)."""

@@ -3,7 +3,13 @@
 Every decision is a frozen, slotted dataclass. The server only renders them: a `Refused`
 knows its HTTP status, whether a retry can help and the backoff headers (ORCH-2007,
 ORCH-3025); a `Dispatch` names the replica and everything the `started` event needs
-(ORCH-3029); the three terminal decisions map one-to-one to the stream's last event.
+(ORCH-3029); the three terminal decisions map one-to-one to the stream's last event and
+carry the task's figures (`TaskFigures`), measured on the core's one clock.
+
+Pool and replica actions tell the server what to do with engines: `Preload` a replica
+(verify, start, health, properties, self-test), `StopEngine`, `Probe` its health. Each
+names the replica's `generation`, which its answer must quote. `ReplicaChanged` and
+`PoolChanged` report life-cycle moves, for logs and operators; they need no answer.
 """
 
 from __future__ import annotations
@@ -11,14 +17,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from orchestrator_core.errors import HTTP_STATUS, RETRIABLE, ErrorKind
-from orchestrator_core.specs import FinishReason, QueuePolicy
+from orchestrator_core.errors import HTTP_STATUS, RETRIABLE
+from orchestrator_core.replica import FailureClass, PreloadOutcome
+from orchestrator_core.replica_states import ReplicaState
+from orchestrator_core.restarts import BreakerState
+from orchestrator_core.vocabulary import ErrorKind, FinishReason, PoolPhase, QueuePolicy
 
 
 class CancelReason(StrEnum):
-    """Who canceled a task: its client, or a drain of its pool."""
+    """Who canceled a task: its client, its client going away, or a drain of its pool."""
 
     CLIENT = "client"
+    DISCONNECT = "disconnect"
     DRAIN = "drain"
 
 
@@ -28,6 +38,7 @@ class AbortReason(StrEnum):
     CANCELED = "canceled"
     DRAINED = "drained"
     TIMEOUT = "timeout"
+    FAILED = "failed"
 
 
 class EvictionReason(StrEnum):
@@ -54,17 +65,36 @@ def _retry_after_s(backoff_ms: int) -> int:
 
 
 @dataclass(frozen=True, slots=True)
+class TaskFigures:
+    """A task's figures when it ended, all from the core's clock (ORCH-3027, ORCH-3041).
+
+    `queue_time_ms`: admission to dispatch (to the end, for a task that never left the
+    queue); `decode_ms`: dispatch to the end (None when never dispatched);
+    `first_token_ms`: dispatch to the first token (None without a token); `tokens_in`:
+    the prompt tokens the engine reported (None when it did not); `tokens_out`: the
+    tokens the client was sent.
+    """
+
+    queue_time_ms: int
+    decode_ms: int | None
+    first_token_ms: int | None
+    tokens_in: int | None
+    tokens_out: int
+
+
+@dataclass(frozen=True, slots=True)
 class Dispatch:
     """Start a task on a replica; carries the `started` event's fields (ORCH-3029).
 
-    The engine, model and request fields are the server's already (pool spec, request);
-    this adds what only the core knows: the replica, its versions, seed, KV warmth and the
-    queue figures.
+    The engine and request fields are the server's already (pool spec, request); this adds
+    what only the core knows: the replica, the model it serves, its versions, the seed,
+    KV warmth and the queue figures.
     """
 
     task_id: str
     pool_id: str
     replica_id: str
+    model_ref: str
     engine_version: str | None
     model_digest: str | None
     seed: int
@@ -91,11 +121,7 @@ class TaskEnded:
     pool_id: str
     replica_id: str
     finish_reason: FinishReason
-    tokens_in: int
-    tokens_out: int
-    queue_time_ms: int
-    decode_ms: int
-    first_token_ms: int | None
+    figures: TaskFigures
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +132,7 @@ class TaskCanceled:
     pool_id: str
     replica_id: str | None
     reason: CancelReason
+    figures: TaskFigures
 
     @property
     def finish_reason(self) -> FinishReason:
@@ -123,6 +150,8 @@ class TaskFailed:
     engine: str
     kind: ErrorKind
     message: str
+    figures: TaskFigures
+    failure_class: FailureClass | None = None
 
     @property
     def retriable(self) -> bool:
@@ -152,14 +181,86 @@ class SessionEvicted:
 
 
 @dataclass(frozen=True, slots=True)
-class PoolDrained:
-    """A draining pool has no task left; a reload may proceed (ORCH-2101)."""
+class Preload:
+    """Make a replica Ready on `model_ref`: verify the model (ORCH-3037), check headroom
+    (ORCH-3003), start the engine if the daemon runs it, check health and properties, decode
+    and self-test (ORCH-3002, ORCH-3049). Answer with the outcome, quoting `generation`."""
 
     pool_id: str
+    replica_id: str
+    generation: int
+    model_ref: str
+
+
+@dataclass(frozen=True, slots=True)
+class StopEngine:
+    """Stop the replica's engine if the daemon runs it (cancelling any preload of it under
+    way); the next `Preload` of the replica starts it again."""
+
+    pool_id: str
+    replica_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """Ask the replica's engine for its health; answer quoting `generation`."""
+
+    pool_id: str
+    replica_id: str
+    generation: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaChanged:
+    """A replica moved in its life cycle (ORCH-3038, ORCH-3053): for logs and operators.
+
+    `reason` says why (a failed preload's message, what a probe found, a broken stream);
+    `retry_in_ms`, `breaker` and `attempt` describe the next attempt of a replica that
+    failed; `failure_class` what its engine left behind; `outcome` the preload outcome
+    when a preload ended.
+    """
+
+    pool_id: str
+    replica_id: str
+    state: ReplicaState
+    previous: ReplicaState
+    reason: str | None = None
+    retry_in_ms: int | None = None
+    breaker: BreakerState | None = None
+    attempt: int | None = None
+    failure_class: FailureClass | None = None
+    outcome: PreloadOutcome | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PoolChanged:
+    """A pool moved in its life cycle (ORCH-2101, ORCH-2102): for logs and operators.
+
+    `model_ref` is the model it serves; `detail` says what happened (a reload's progress,
+    why it rolled back).
+    """
+
+    pool_id: str
+    phase: PoolPhase
+    previous: PoolPhase
+    model_ref: str
+    detail: str | None = None
 
 
 Terminal = TaskEnded | TaskCanceled | TaskFailed
-Action = Dispatch | TaskEnded | TaskCanceled | TaskFailed | Abort | SessionEvicted | PoolDrained
+Action = (
+    Dispatch
+    | TaskEnded
+    | TaskCanceled
+    | TaskFailed
+    | Abort
+    | SessionEvicted
+    | Preload
+    | StopEngine
+    | Probe
+    | ReplicaChanged
+    | PoolChanged
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,8 +327,10 @@ class Refused:
         says when the queue is predicted to have room (`X-Queue-ETA-Ms`)."""
         if not self.retriable:
             return {}
-        headers = {"Retry-After": str(_retry_after_s(self.backoff_ms)),
-                   "X-Backoff-Ms": str(self.backoff_ms)}
+        headers = {
+            "Retry-After": str(_retry_after_s(self.backoff_ms)),
+            "X-Backoff-Ms": str(self.backoff_ms),
+        }
         if self.policy is not None:
             headers["X-Queue-ETA-Ms"] = str(self.backoff_ms)
         return headers

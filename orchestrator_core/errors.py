@@ -1,38 +1,16 @@
 """Error kinds, their HTTP status and retry class, and the core's exceptions.
 
-`ErrorKind` is the closed set of error codes of the public contract (ORCH-2006): the nine
-codes of OrchQueue v1 plus the additive ones this project needs. `HTTP_STATUS` says how the
-server renders each kind and `RETRIABLE` which kinds invite a retry (ORCH-3025).
+`ErrorKind` is the closed set of error codes of the public contract (ORCH-2006), generated
+into `vocabulary`. `HTTP_STATUS` says how the server renders each kind and `RETRIABLE`
+which kinds invite a retry (ORCH-3025).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from enum import StrEnum
 from types import MappingProxyType
 
-
-class ErrorKind(StrEnum):
-    """Every error code a client can see, in a refusal or a stream's `error` event."""
-
-    ADMISSION_REJECT = "ADMISSION_REJECT"
-    QUEUE_FULL_DROP_LRU = "QUEUE_FULL_DROP_LRU"
-    INVALID_PARAMS = "INVALID_PARAMS"
-    POOL_UNREADY = "POOL_UNREADY"
-    POOL_UNAVAILABLE = "POOL_UNAVAILABLE"
-    REPLICA_EXHAUSTED = "REPLICA_EXHAUSTED"
-    DECODE_TIMEOUT = "DECODE_TIMEOUT"
-    WORKER_RESET = "WORKER_RESET"
-    INTERNAL = "INTERNAL"
-    NOT_FOUND = "NOT_FOUND"
-    UNAUTHORIZED = "UNAUTHORIZED"
-    FORBIDDEN = "FORBIDDEN"
-    DUPLICATE_TASK = "DUPLICATE_TASK"
-    RATE_LIMITED = "RATE_LIMITED"
-    QUOTA_EXCEEDED = "QUOTA_EXCEEDED"
-    METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
-    NOT_IMPLEMENTED = "NOT_IMPLEMENTED"
-
+from orchestrator_core.vocabulary import ErrorKind
 
 HTTP_STATUS: Mapping[ErrorKind, int] = MappingProxyType(
     {
@@ -83,12 +61,14 @@ class ConfigError(CoreError, ValueError):
 
 
 class IllegalTransition(CoreError):
-    """An event that the task life cycle does not allow in the task's current state."""
+    """An event that a life cycle (of a task, a pool or a replica) does not allow in the
+    current state."""
 
-    def __init__(self, state: str, event: str) -> None:
+    def __init__(self, state: str, event: str, machine: str = "task") -> None:
         self.state = state
         self.event = event
-        super().__init__(f"event {event!r} is not allowed in state {state!r}")
+        self.machine = machine
+        super().__init__(f"{machine} event {event!r} is not allowed in state {state!r}")
 
 
 class UnknownPool(CoreError, LookupError):
@@ -97,7 +77,3 @@ class UnknownPool(CoreError, LookupError):
 
 class UnknownReplica(CoreError, LookupError):
     """A replica id that the pool does not have."""
-
-
-class PoolBusy(CoreError):
-    """A pool that still holds queued or running tasks cannot be replaced."""

@@ -1,12 +1,22 @@
-"""The facade the server drives: events and the current time in, decisions out.
+"""The facade the server drives: input events and the current time in, decisions out.
 
-`Orchestrator` owns every pool, task and session. It performs no I/O and reads no clock:
-each call takes `now_ms` (any monotonic millisecond clock; a value older than one already
-seen is treated as that one, so time never goes back). Calls return decisions; decisions
-that arise as a side effect (a session evicted at admission, a pool that finished
-draining) wait in an outbox that `poll` and every other call returning `list[Action]`
-hand over, in order. The server calls `poll` after each event it feeds in and whenever
-`next_deadline_ms` comes due.
+`Orchestrator` owns every pool, replica, task and session, and decides everything about
+them: admission, queueing, placement, the task life cycle (`_state`), the pool life cycle
+(`pool_states`: drains, reloads, rollbacks, readiness) and the replica life cycle
+(`replica_states`, `supervision`: preloads, probes, restarts with backoff, breakers). It
+performs no I/O and reads no clock: each input (`inputs`) carries `now_ms` (any monotonic
+millisecond clock; a value older than one already seen is treated as that one, so time
+never goes back). Its state is a function of its configuration and its inputs, so a
+recorded run replays (`journal`) and a snapshot restores (`persistence`).
+
+Calls return decisions; decisions that arise as a side effect (a session evicted at
+admission, a replica lost because a stream broke, a pool that finished draining) wait in
+an outbox that `poll` and every other call returning `list[Action]` hand over, in order.
+The server carries out every action and reports the outcome as a new input: a `Preload`
+is answered by `replica_preloaded` or `replica_preload_failed`, a `Probe` by
+`replica_probed`, quoting the replica's generation. It calls `poll` after each event it
+feeds in and whenever `next_deadline_ms` comes due. Queries (`task`, `pool_view`,
+`routes`, ...) change nothing.
 
 Task ids are never reused: an id is refused as a duplicate while its task is known and,
 after `reap`, for the next `dedup_window` reaped ids (a bounded window, oldest forgotten
@@ -23,8 +33,9 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterable
+from dataclasses import dataclass
 
-from orchestrator_core import admission
+from orchestrator_core import admission, inputs, reloads, supervision
 from orchestrator_core._state import RUNNING, TERMINAL, Event, State, advance
 from orchestrator_core._task import Task
 from orchestrator_core.deadlines import Deadlines
@@ -37,72 +48,118 @@ from orchestrator_core.decisions import (
     CancelReason,
     CancelStatus,
     Dispatch,
-    PoolDrained,
+    PoolChanged,
     Refused,
     SessionEvicted,
     TaskCanceled,
     TaskEnded,
     TaskFailed,
+    TaskFigures,
     Terminal,
     TokenAccepted,
 )
 from orchestrator_core.errors import (
     ConfigError,
-    ErrorKind,
     InvalidArgument,
-    PoolBusy,
     UnknownPool,
     UnknownReplica,
 )
-from orchestrator_core.placement import Replica
-from orchestrator_core.pools import Pool
-from orchestrator_core.prediction import predict_start_ms
+from orchestrator_core.journal import Journal
+from orchestrator_core.pool_states import SERVING, PoolEvent, advance_pool
+from orchestrator_core.pools import Pool, ReloadProgress
+from orchestrator_core.prediction import ServiceTime, predict_start_ms
+from orchestrator_core.replica import (
+    FailureClass,
+    PreloadFailure,
+    ProbeReport,
+    Replica,
+    ReplicaReport,
+)
+from orchestrator_core.replica_states import PROBED, ReplicaState
 from orchestrator_core.seed import derive_seed
 from orchestrator_core.sessions import Session, SessionInfo, SessionTable
-from orchestrator_core.snapshots import (
-    PoolHealth,
-    ReplicaSetSnapshot,
+from orchestrator_core.slo import SloSnapshot
+from orchestrator_core.slo_book import SloBook, set_scope
+from orchestrator_core.specs import PoolSpec, SessionConfig, TaskSpec
+from orchestrator_core.supervision import Loss
+from orchestrator_core.views import (
+    PoolView,
+    Readiness,
+    ReplicaSetView,
+    Route,
     TaskView,
-    pool_health,
+    pool_view,
     replica_sets,
+    route,
 )
-from orchestrator_core.specs import (
+from orchestrator_core.vocabulary import (
+    Engine,
+    ErrorKind,
     FinishReason,
     KvHint,
-    PoolSpec,
+    PoolPhase,
     Priority,
     QueuePolicy,
-    ReplicaStatus,
-    SessionConfig,
-    TaskSpec,
 )
 from orchestrator_core.watchdog import Timeout
 
+_RELOADING = (PoolPhase.LOADING, PoolPhase.ROLLING_BACK)
+
+
+@dataclass(frozen=True, slots=True)
+class CoreConfig:
+    """Everything a core is built from: its pools, session limits and table bounds."""
+
+    pools: tuple[PoolSpec, ...]
+    sessions: SessionConfig
+    dedup_window: int
+    rate_limit_clients: int
+
 
 class Orchestrator:
-    """Queues, admission, placement, life cycle and sessions of all pools."""
+    """Queues, admission, placement, life cycles and sessions of all pools."""
 
-    def __init__(self, pools: Iterable[PoolSpec], sessions: SessionConfig | None = None, *,
-                 dedup_window: int = 100_000, rate_limit_clients: int = 65_536) -> None:
-        session_config = sessions if sessions is not None else SessionConfig()
-        session_config.validate()
+    def __init__(
+        self,
+        pools: Iterable[PoolSpec],
+        sessions: SessionConfig | None = None,
+        *,
+        dedup_window: int = 100_000,
+        rate_limit_clients: int = 65_536,
+        journal: Journal | None = None,
+    ) -> None:
+        config = CoreConfig(
+            tuple(pools),
+            sessions if sessions is not None else SessionConfig(),
+            dedup_window,
+            rate_limit_clients,
+        )
+        config.sessions.validate()
         if dedup_window < 0 or rate_limit_clients < 1:
             raise ConfigError("dedup_window must be >= 0 and rate_limit_clients >= 1")
-        self._rate_limit_clients = rate_limit_clients
-        self._dedup_window = dedup_window
+        self.config = config
         self._pools: dict[str, Pool] = {}
-        self._targets: dict[tuple[str, str], list[Pool]] = {}
+        self._targets: dict[tuple[Engine, str], list[Pool]] = {}
         self._tasks: dict[str, Task] = {}
         self._reaped: OrderedDict[str, None] = OrderedDict()
-        self._sessions = SessionTable(session_config)
+        self._sessions = SessionTable(config.sessions)
         self._outbox: list[Action] = []
         self._deadlines = Deadlines()
+        self._slo = SloBook()
         self._now = -(1 << 62)
         self._seq = 0
-        for spec in pools:
+        for spec in config.pools:
             if spec.pool_id in self._pools:
                 raise ConfigError(f"pool {spec.pool_id!r} is configured twice")
-            self.replace_pool(spec)
+            spec.validate()
+            pool = Pool(spec, rate_limit_clients)
+            self._pools[spec.pool_id] = pool
+            self._targets.setdefault((spec.engine, spec.model_ref), []).append(pool)
+            if spec.preload:
+                supervision.want(pool, self._outbox)
+        self._journal = journal
+        if journal is not None:
+            journal.begin(config)
 
     # -- clock and outbox --------------------------------------------------------------
 
@@ -116,8 +173,10 @@ class Orchestrator:
         out, self._outbox = self._outbox, []
         return out
 
-    def _emit_session(self, evicted: SessionEvicted) -> None:
-        self._outbox.append(evicted)
+    def _record(self, event: inputs.Input) -> None:
+        journal = self._journal
+        if journal is not None:
+            journal.record(event)
 
     # -- pools and replicas ------------------------------------------------------------
 
@@ -132,82 +191,117 @@ class Orchestrator:
         except KeyError:
             raise UnknownPool(f"unknown pool {pool_id!r}") from None
 
-    def _replica(self, pool: Pool, replica_id: str) -> Replica:
+    def _replica(self, pool_id: str, replica_id: str) -> tuple[Pool, Replica]:
+        pool = self._pool(pool_id)
         try:
-            return pool.replicas[replica_id]
+            return pool, pool.replicas[replica_id]
         except KeyError:
-            raise UnknownReplica(
-                f"pool {pool.pool_id!r} has no replica {replica_id!r}") from None
+            raise UnknownReplica(f"pool {pool.pool_id!r} has no replica {replica_id!r}") from None
 
-    def replace_pool(self, spec: PoolSpec) -> None:
-        """Add a pool, or replace an idle one (a reload swaps the model this way).
-
-        A replaced pool keeps its draining flag; its replicas start not live until they
-        report. Raises PoolBusy while it still has queued or running tasks.
-        """
-        spec.validate()
-        old = self._pools.get(spec.pool_id)
-        pool = Pool(spec, self._rate_limit_clients)
-        if old is not None:
-            if old.queue or old.running:
-                raise PoolBusy(f"pool {spec.pool_id!r} still has tasks; drain it first")
-            pool.draining, pool.drain_deadline_ms = old.draining, old.drain_deadline_ms
-            pool.refresh()
-            old_target = self._targets[old.spec.engine, old.spec.model_ref]
-            old_target.remove(old)
-            if not old_target:
-                del self._targets[old.spec.engine, old.spec.model_ref]
-        self._pools[spec.pool_id] = pool
-        members = self._targets.setdefault((spec.engine, spec.model_ref), [])
-        members.append(pool)
-        order = list(self._pools)
-        members.sort(key=lambda p: order.index(p.pool_id))
-
-    def update_replica(self, pool_id: str, replica_id: str, status: ReplicaStatus,
-                       now_ms: int) -> list[Action]:
-        """Take a replica's reported state (ORCH-3019, ORCH-3032, ORCH-3046).
-
-        A replica that stops being live fails its running tasks with WORKER_RESET; a pool
-        left without any live replica fails its queued tasks with POOL_UNAVAILABLE.
-        """
+    def replica_preloaded(
+        self,
+        pool_id: str,
+        replica_id: str,
+        generation: int,
+        report: ReplicaReport,
+        now_ms: int,
+    ) -> list[Action]:
+        """A `Preload` succeeded: the replica is Ready (ORCH-3002); a reload goes on."""
+        self._record(inputs.Preloaded(pool_id, replica_id, generation, report, now_ms))
         now = self._clock(now_ms)
-        pool = self._pool(pool_id)
-        replica = self._replica(pool, replica_id)
-        was_live = replica.live
-        replica.apply(status, now)
-        if was_live and not replica.live:
-            self._fail_running(replica, "replica is no longer live")
+        pool, replica = self._replica(pool_id, replica_id)
+        if replica.generation != generation or replica.state is not ReplicaState.PRELOADING:
+            return self._flush()
+        reload = pool.reload
+        if reload is not None and pool.phase in _RELOADING:
+            step = reloads.preloaded(pool, reload, replica, report, now, self._outbox)
+            self._after_reload_step(pool, reload, step, now)
+        else:
+            supervision.preloaded(pool, replica, report, now, self._outbox)
         self._after_replica_change(pool)
         return self._flush()
 
-    def replica_failed(self, pool_id: str, replica_id: str, now_ms: int,
-                       message: str = "worker failed") -> list[Action]:
-        """A worker crashed or reset (ORCH-3038): fail its tasks, mark it down."""
-        self._clock(now_ms)
-        pool = self._pool(pool_id)
-        replica = self._replica(pool, replica_id)
-        replica.mark_down()
-        self._fail_running(replica, message)
+    def replica_preload_failed(
+        self,
+        pool_id: str,
+        replica_id: str,
+        generation: int,
+        failure: PreloadFailure,
+        now_ms: int,
+    ) -> list[Action]:
+        """A `Preload` failed: retry with backoff (ORCH-3038), or roll a reload back."""
+        self._record(inputs.PreloadFailed(pool_id, replica_id, generation, failure, now_ms))
+        now = self._clock(now_ms)
+        pool, replica = self._replica(pool_id, replica_id)
+        if replica.generation != generation or replica.state is not ReplicaState.PRELOADING:
+            return self._flush()
+        reload = pool.reload
+        if reload is not None and pool.phase in _RELOADING:
+            step = reloads.preload_failed(pool, reload, replica, failure, now, self._outbox)
+            self._after_reload_step(pool, reload, step, now)
+        else:
+            self._lost(
+                replica, supervision.preload_failed(pool, replica, failure, now, self._outbox)
+            )
         self._after_replica_change(pool)
         return self._flush()
 
-    def _fail_running(self, replica: Replica, message: str) -> None:
+    def replica_probed(
+        self, pool_id: str, replica_id: str, generation: int, probe: ProbeReport, now_ms: int
+    ) -> list[Action]:
+        """A `Probe` answered (ORCH-3010, ORCH-3038): keep, suspend, restore or lose the
+        replica. A replica that stops being live fails its running tasks WORKER_RESET; a
+        pool left without any live replica fails its queued tasks POOL_UNAVAILABLE."""
+        self._record(inputs.Probed(pool_id, replica_id, generation, probe, now_ms))
+        now = self._clock(now_ms)
+        pool, replica = self._replica(pool_id, replica_id)
+        if replica.generation != generation or replica.state not in PROBED:
+            return self._flush()
+        self._lost(replica, supervision.probed(pool, replica, probe, now, self._outbox))
+        self._after_replica_change(pool)
+        return self._flush()
+
+    def _lost(self, replica: Replica, loss: Loss | None) -> None:
+        """Fail what runs on a replica that went away (its streams are gone)."""
+        if loss is None:
+            return
         for task_id in list(replica.running):
             task = self._tasks[task_id]
-            self._end(task, Event.WORKER_RESET,
-                      self._failed(task, ErrorKind.WORKER_RESET, message), emit=True)
+            failed = self._failed(task, ErrorKind.WORKER_RESET, loss.message, loss.failure_class)
+            self._end(task, Event.WORKER_RESET, failed, emit=True, abort=AbortReason.FAILED)
 
     def _after_replica_change(self, pool: Pool) -> None:
-        pool.refresh()
+        self._sync_phase(pool)
         if not pool.is_live:
-            self._fail_queue(pool, "pool has no live replica")
+            for priority in Priority:
+                for task_id in pool.queue.ids(priority):
+                    task = self._tasks[task_id]
+                    failed = self._failed(
+                        task, ErrorKind.POOL_UNAVAILABLE, "pool has no live replica"
+                    )
+                    self._end(task, Event.POOL_LOST, failed, emit=True)
 
-    def _fail_queue(self, pool: Pool, message: str) -> None:
-        for priority in Priority:
-            for task_id in pool.queue.ids(priority):
-                task = self._tasks[task_id]
-                self._end(task, Event.POOL_LOST,
-                          self._failed(task, ErrorKind.POOL_UNAVAILABLE, message), emit=True)
+    def _sync_phase(self, pool: Pool) -> None:
+        """Fold the replicas' readiness into a serving pool's phase."""
+        pool.refresh()
+        event = PoolEvent.REPLICA_READY if pool.usable_replicas else PoolEvent.NO_REPLICA
+        self._set_phase(pool, event)
+
+    def _set_phase(self, pool: Pool, event: PoolEvent, detail: str | None = None) -> None:
+        """Advance the pool's phase (and a serving one's readiness); report a change."""
+        previous = pool.phase
+        phase = advance_pool(previous, event)
+        if phase in SERVING and event not in (PoolEvent.REPLICA_READY, PoolEvent.NO_REPLICA):
+            pool.phase = phase
+            pool.refresh()
+            ready = PoolEvent.REPLICA_READY if pool.usable_replicas else PoolEvent.NO_REPLICA
+            phase = advance_pool(phase, ready)
+        pool.phase = phase
+        pool.refresh()
+        if phase is not previous:
+            self._outbox.append(PoolChanged(pool.pool_id, phase, previous, pool.model_ref, detail))
+
+    # -- drain and reload (ORCH-2101, ORCH-2102) ---------------------------------------
 
     def drain(self, pool_id: str, deadline_ms: int, now_ms: int) -> list[Action]:
         """Stop admitting; cancel the queue now and running tasks after `deadline_ms`.
@@ -215,57 +309,165 @@ class Orchestrator:
         `deadline_ms` is relative to `now_ms`. Queued tasks cannot be dispatched to a
         draining pool, so they are canceled at once (reason drain); running tasks may
         finish until the deadline, then `poll` cancels them and aborts their requests.
-        Draining a draining pool keeps the earlier of the two deadlines.
-        `PoolDrained` follows when nothing runs any more (ORCH-2101).
+        Draining a draining pool keeps the earlier of the two deadlines; a pool under
+        reload stays drained once the reload is over.
         """
+        self._record(inputs.Drain(pool_id, deadline_ms, now_ms))
         now = self._clock(now_ms)
         pool = self._pool(pool_id)
         deadline = now + max(0, deadline_ms)
-        if pool.draining:
+        if pool.reload is not None:
+            pool.reload.hold = True
+        if pool.phase in (PoolPhase.DRAINING, PoolPhase.RELOADING):
             deadline = min(deadline, pool.drain_deadline_ms)
-        pool.draining = True
+        if pool.phase in SERVING or pool.phase in (PoolPhase.DRAINING, PoolPhase.RELOADING):
+            pool.drain_deadline_ms = deadline
+        self._set_phase(pool, PoolEvent.DRAIN)
+        self._drain_queue(pool)
+        self._check_idle(pool)
+        return self._flush()
+
+    def reload(self, pool_id: str, model_ref: str, now_ms: int) -> list[Action]:
+        """Move the pool to `model_ref` (ORCH-2102, ORCH-3031): drain it (the pool's wall
+        limit is the deadline), then load the new model on every replica, rolling back to
+        the previous one if that fails. A reload asked for while the pool drains for
+        another replaces its target; one asked for while engines are being replaced runs
+        once that is over. Raises InvalidArgument for a pool whose engines the daemon does
+        not run."""
+        self._record(inputs.Reload(pool_id, model_ref, now_ms))
+        now = self._clock(now_ms)
+        pool = self._pool(pool_id)
+        if not model_ref:
+            raise InvalidArgument("a reload needs a model reference")
+        unmanaged = [r.replica_id for r in pool.replicas.values() if not r.managed]
+        if unmanaged:
+            raise InvalidArgument(
+                f"pool {pool_id!r}: replica {unmanaged[0]!r} is an engine reached by URL; the "
+                "daemon cannot change the model it serves"
+            )
+        self._start_reload(pool, model_ref, now)
+        return self._flush()
+
+    def _start_reload(self, pool: Pool, model_ref: str, now: int) -> None:
+        pool.desired_ref = model_ref
+        reload = pool.reload
+        if reload is not None and pool.phase in _RELOADING:
+            reload.pending = model_ref
+            return
+        if reload is not None:
+            reload.target = model_ref
+            return
+        deadline = now + pool.spec.wall_timeout_ms
+        if pool.phase is PoolPhase.DRAINING:
+            deadline = min(deadline, pool.drain_deadline_ms)
         pool.drain_deadline_ms = deadline
-        pool.refresh()
+        pool.reload = ReloadProgress(model_ref, pool.model_ref)
+        self._set_phase(
+            pool, PoolEvent.RELOAD, f"reloading {pool.pool_id}: {pool.model_ref} -> {model_ref}"
+        )
+        self._drain_queue(pool)
+        self._check_idle(pool)
+
+    def _drain_queue(self, pool: Pool) -> None:
+        """Cancel every queued task of a pool that stopped admitting."""
         for priority in Priority:
             for task_id in pool.queue.ids(priority):
                 task = self._tasks[task_id]
-                self._end(task, Event.DRAIN,
-                          TaskCanceled(task_id, pool.pool_id, None, CancelReason.DRAIN),
-                          emit=True)
-        if pool.running == 0:
-            self._outbox.append(PoolDrained(pool.pool_id))
-        return self._flush()
+                canceled = TaskCanceled(
+                    task_id, pool.pool_id, None, CancelReason.DRAIN, self._figures(task)
+                )
+                self._end(task, Event.DRAIN, canceled, emit=True)
 
-    def drain_remaining_ms(self, pool_id: str, now_ms: int) -> int | None:
-        """Milliseconds left of the pool's drain window; None when it is not draining."""
-        pool = self._pool(pool_id)
-        return max(0, pool.drain_deadline_ms - now_ms) if pool.draining else None
+    def _check_idle(self, pool: Pool) -> None:
+        """A draining pool with nothing running is drained; a reload goes on to load."""
+        if pool.running:
+            return
+        if pool.phase is PoolPhase.DRAINING:
+            self._set_phase(pool, PoolEvent.IDLE, "drained")
+        elif pool.phase is PoolPhase.RELOADING:
+            reload = pool.reload
+            assert reload is not None
+            self._set_phase(pool, PoolEvent.IDLE, f"loading {reload.target}")
+            reloads.begin(pool, reload, self._outbox)
+            pool.refresh()
 
-    def undrain(self, pool_id: str) -> None:
-        """Let a drained pool admit and dispatch again (after a reload, say).
+    def _after_reload_step(
+        self, pool: Pool, reload: ReloadProgress, step: reloads.Step, now: int
+    ) -> None:
+        if step is reloads.Step.LOADING:
+            return
+        if step is reloads.Step.FAILED:
+            self._set_phase(pool, PoolEvent.LOAD_FAILED, pool.last_error)
+            return
+        if step is reloads.Step.LOADED:
+            self._apply_model(pool, reload.target)
+            pool.last_error = None
+            self._set_phase(pool, PoolEvent.LOADED, f"{pool.pool_id} now serves {pool.model_ref}")
+        else:
+            if reload.pending is None:
+                pool.desired_ref = pool.model_ref
+            self._set_phase(pool, PoolEvent.ROLLED_BACK, pool.last_error)
+        reloads.finish(pool, now)
+        pool.reload = None
+        if reload.pending is not None:
+            self._start_reload(pool, reload.pending, now)
+        elif reload.hold:
+            pool.drain_deadline_ms = now
+            self._set_phase(pool, PoolEvent.DRAIN)
+            self._check_idle(pool)
 
-        A `PoolDrained` of this pool still waiting in the outbox is withdrawn: the pool
-        serves again, and a stale notice must not let a reload proceed.
-        """
-        pool = self._pool(pool_id)
-        pool.draining = False
-        pool.refresh()
-        self._outbox = [a for a in self._outbox
-                        if not (isinstance(a, PoolDrained) and a.pool_id == pool_id)]
+    def _apply_model(self, pool: Pool, model_ref: str) -> None:
+        """The pool serves `model_ref` from now on: route it there, and forget what the
+        previous model's tasks taught (service time, SLO figures)."""
+        engine = pool.spec.engine
+        old = self._targets[engine, pool.model_ref]
+        old.remove(pool)
+        if not old:
+            del self._targets[engine, pool.model_ref]
+        pool.model_ref = model_ref
+        members = self._targets.setdefault((engine, model_ref), [])
+        members.append(pool)
+        order = list(self._pools)
+        members.sort(key=lambda p: order.index(p.pool_id))
+        pool.service = ServiceTime(pool.spec.initial_service_ms, pool.spec.ewma_alpha)
+        self._slo.forget(pool.pool_id)
 
     # -- admission ---------------------------------------------------------------------
 
     def submit(self, spec: TaskSpec, now_ms: int) -> Admitted | Refused:
         """Admit a task into a pool's queue, or refuse it (see `admission` for the order)."""
+        self._record(inputs.Submit(spec, now_ms))
         now = self._clock(now_ms)
-        task_id = spec.task_id
-        refusal = admission.check_request(spec)
+        refusal = admission.check_request(spec) or self._check_duplicate(spec)
         if refusal is not None:
             return refusal
+        chosen = self._choose_pool(spec, now)
+        if isinstance(chosen, Refused):
+            return chosen
+        refusal = self._check_limits(chosen, spec, now)
+        if refusal is not None:
+            return refusal
+        room = self._make_room(chosen, spec)
+        if isinstance(room, Refused):
+            return room
+        return self._enqueue(chosen, spec, now, *room)
+
+    def _check_duplicate(self, spec: TaskSpec) -> Refused | None:
+        task_id = spec.task_id
         if task_id in self._tasks or task_id in self._reaped:
-            return Refused(task_id, ErrorKind.DUPLICATE_TASK,
-                           f"task_id {task_id!r} is already in use", 0, engine=spec.engine,
-                           field="task_id")
+            return Refused(
+                task_id,
+                ErrorKind.DUPLICATE_TASK,
+                f"task_id {task_id!r} is already in use",
+                0,
+                engine=spec.engine,
+                field="task_id",
+            )
+        return None
+
+    def _choose_pool(self, spec: TaskSpec, now: int) -> Pool | Refused:
+        """The pool for the task among those serving its model now; a refusal that finds
+        only pools waiting for their first task (`preload: false`) starts loading them."""
         candidates = self._targets.get((spec.engine, spec.model_ref), ())
         affine: Pool | None = None
         if len(candidates) > 1 and spec.session_id is not None and spec.kv_hint is not KvHint.COLD:
@@ -273,36 +475,52 @@ class Orchestrator:
             if session is not None and session.pool_id is not None:
                 affine = self._pools.get(session.pool_id)
         chosen = admission.select_pool(spec, candidates, affine, now)
-        if isinstance(chosen, Refused):
-            return chosen
-        pool = chosen
-        priority = spec.priority
-        buckets = pool.buckets.get(priority)
+        if isinstance(chosen, Refused) and chosen.kind in (
+            ErrorKind.POOL_UNREADY,
+            ErrorKind.POOL_UNAVAILABLE,
+        ):
+            for pool in candidates:
+                supervision.want(pool, self._outbox)
+        return chosen
+
+    def _check_limits(self, pool: Pool, spec: TaskSpec, now: int) -> Refused | None:
+        """The client's rate limit and the tenant's quota (ORCH-3006, ORCH-3036)."""
+        buckets = pool.buckets.get(spec.priority)
         if buckets is not None:
             refusal = admission.check_rate(pool, buckets, spec, now)
             if refusal is not None:
                 return refusal
         quota = pool.spec.tenant_max_concurrent
         if quota is not None:
-            refusal = admission.check_quota(pool, quota, spec, now, self._tasks)
-            if refusal is not None:
-                return refusal
-        queue = pool.queue
-        limit = queue.blocking_limit(priority)
-        backoff = 0
-        evicted: TaskFailed | None = None
-        if limit is not None:
-            backoff = admission.queue_backoff_ms(pool, priority, limit)
-            victim = queue.victim(pool.spec.full_policy, priority, limit)
-            if victim is None:
-                return admission.queue_full(pool, spec, limit, backoff)
-            evicted = self._evict(pool, victim[0])
+            return admission.check_quota(pool, quota, spec, now, self._tasks)
+        return None
+
+    def _make_room(self, pool: Pool, spec: TaskSpec) -> tuple[int, TaskFailed | None] | Refused:
+        """The queue-full backoff and the task evicted to make room, or the refusal when the
+        pool's full policy makes none (ORCH-3005)."""
+        priority = spec.priority
+        limit = pool.queue.blocking_limit(priority)
+        if limit is None:
+            return 0, None
+        backoff = admission.queue_backoff_ms(pool, priority, limit)
+        victim = pool.queue.victim(pool.spec.full_policy, priority, limit)
+        if victim is None:
+            return admission.queue_full(pool, spec, limit, backoff)
+        return backoff, self._evict(pool, victim[0])
+
+    def _enqueue(
+        self, pool: Pool, spec: TaskSpec, now: int, backoff: int, evicted: TaskFailed | None
+    ) -> Admitted:
+        """Take the task in: tokens, quota and session turn are spent, its place and
+        predicted start decided (ORCH-3029)."""
+        task_id, priority, queue = spec.task_id, spec.priority, pool.queue
+        buckets = pool.buckets.get(priority)
         if buckets is not None:
             buckets.take(spec.client_id, now)
-        if quota is not None:
+        if pool.spec.tenant_max_concurrent is not None:
             pool.tenants.setdefault(spec.tenant_id, OrderedDict())[task_id] = None
         if spec.session_id is not None:
-            self._sessions.begin_turn(spec.session_id, now, self._emit_session)
+            self._sessions.begin_turn(spec.session_id, now, self._outbox.append)
         seed = spec.seed if spec.seed is not None else derive_seed(task_id)
         position = queue.position(priority, queue.depth(priority))
         total, free = pool.slots()
@@ -333,31 +551,43 @@ class Orchestrator:
     def poll(self, now_ms: int) -> list[Action]:
         """Fire due timers, dispatch queued work onto free slots, hand over pending actions.
 
-        Tasks whose own deadline ran out fail first (DECODE_TIMEOUT, with an Abort when
-        running), so an expired queued task is never dispatched. Then per pool, in order:
-        watchdog timeouts (FAILED DECODE_TIMEOUT + Abort, ORCH-3016),
-        an expired drain window (CANCELED + Abort), then dispatches in scheduling order.
-        Expired sessions are evicted first.
+        Expired sessions are evicted first. Tasks whose own deadline ran out fail next
+        (DECODE_TIMEOUT, with an Abort when running), so an expired queued task is never
+        dispatched. Then per pool, in order: watchdog timeouts (FAILED DECODE_TIMEOUT +
+        Abort, ORCH-3016), an expired drain window (CANCELED + Abort), replica timers (the
+        next preload attempt, the next probe), then dispatches in scheduling order.
         """
+        self._record(inputs.Poll(now_ms))
         now = self._clock(now_ms)
-        self._sessions.expire(now, self._emit_session)
+        self._sessions.expire(now, self._outbox.append)
         self._expire_deadlines(now)
         for pool in self._pools.values():
             if pool.running:
                 self._fire_watchdog(pool, now)
                 if pool.draining and now >= pool.drain_deadline_ms:
                     self._cancel_running(pool)
+            for replica in pool.replicas.values():
+                due = supervision.next_due_ms(replica)
+                if due is not None and due <= now:
+                    supervision.due(pool, replica, now, self._outbox)
             if pool.queue and pool.free_slots > 0 and not pool.draining:
                 self._dispatch(pool, now)
         return self._flush()
 
     def next_deadline_ms(self) -> int | None:
-        """The earliest time at which `poll` has timed work (watchdog, drain, session TTL,
-        task deadlines)."""
-        due = [d for d in (p.watchdog.next_deadline_ms() for p in self._pools.values())
-               if d is not None]
-        due.extend(p.drain_deadline_ms for p in self._pools.values()
-                   if p.draining and p.running)
+        """The earliest time at which `poll` has timed work (watchdog, drain, replica
+        attempts and probes, session TTL, task deadlines)."""
+        due = []
+        for pool in self._pools.values():
+            watchdog = pool.watchdog.next_deadline_ms()
+            if watchdog is not None:
+                due.append(watchdog)
+            if pool.draining and pool.running:
+                due.append(pool.drain_deadline_ms)
+            for replica in pool.replicas.values():
+                timer = supervision.next_due_ms(replica)
+                if timer is not None:
+                    due.append(timer)
         expiry = self._sessions.next_expiry_ms()
         if expiry is not None:
             due.append(expiry)
@@ -370,41 +600,51 @@ class Orchestrator:
         for task_id in self._deadlines.expired(now):
             task = self._tasks[task_id]
             budget = task.spec.deadline_ms
-            failed = self._failed(task, ErrorKind.DECODE_TIMEOUT,
-                                  f"deadline of {budget} ms from admission exceeded")
+            failed = self._failed(
+                task, ErrorKind.DECODE_TIMEOUT, f"deadline of {budget} ms from admission exceeded"
+            )
             abort = AbortReason.TIMEOUT if task.state in RUNNING else None
             self._end(task, Event.DEADLINE, failed, emit=True, abort=abort)
 
     def _fire_watchdog(self, pool: Pool, now: int) -> None:
         for task_id, timeout in pool.watchdog.expired(now):
             task = self._tasks[task_id]
-            limit = (pool.spec.wall_timeout_ms if timeout is Timeout.WALL
-                     else pool.spec.idle_timeout_ms)
-            failed = self._failed(task, ErrorKind.DECODE_TIMEOUT,
-                                  f"{timeout} timeout of {limit} ms exceeded")
-            self._end(task, Event.TIMEOUT, failed, emit=True, abort=AbortReason.TIMEOUT,
-                      armed=False)
+            limit = (
+                pool.spec.wall_timeout_ms if timeout is Timeout.WALL else pool.spec.idle_timeout_ms
+            )
+            failed = self._failed(
+                task, ErrorKind.DECODE_TIMEOUT, f"{timeout} timeout of {limit} ms exceeded"
+            )
+            self._end(
+                task, Event.TIMEOUT, failed, emit=True, abort=AbortReason.TIMEOUT, armed=False
+            )
 
     def _cancel_running(self, pool: Pool) -> None:
         for replica in pool.replicas.values():
             for task_id in list(replica.running):
                 task = self._tasks[task_id]
-                canceled = TaskCanceled(task_id, pool.pool_id, replica.replica_id,
-                                        CancelReason.DRAIN)
+                canceled = TaskCanceled(
+                    task_id,
+                    pool.pool_id,
+                    replica.replica_id,
+                    CancelReason.DRAIN,
+                    self._figures(task),
+                )
                 self._end(task, Event.DRAIN, canceled, emit=True, abort=AbortReason.DRAINED)
 
     @staticmethod
     def _affine_replica(session: Session, pool: Pool) -> Replica | None:
         """The session's last replica if it is in `pool` and still holds the KV."""
-        replica = session.replica
-        if (replica is None or replica.epoch != session.epoch
-                or pool.replicas.get(replica.replica_id) is not replica):
+        if session.pool_id != pool.pool_id or session.replica_id is None:
+            return None
+        replica = pool.replicas.get(session.replica_id)
+        if replica is None or replica.epoch != session.epoch:
             return None
         return replica
 
     def _dispatch(self, pool: Pool, now: int) -> None:
         queue, tasks, outbox = pool.queue, self._tasks, self._outbox
-        pool_id = pool.spec.pool_id
+        pool_id, model_ref = pool.spec.pool_id, pool.model_ref
         while queue and pool.free_slots > 0:
             task = tasks[queue.pop_next()]
             task_spec = task.spec
@@ -422,15 +662,29 @@ class Orchestrator:
             warm = replica is affine
             if session is not None:
                 session.kv_warmth = warm
-            outbox.append(Dispatch(
-                task_id, pool_id, replica.replica_id, replica.engine_version,
-                replica.model_digest, task.seed, warm, now - task.admitted_ms,
-                task.queue_position, task.predicted_start_ms))
+            outbox.append(
+                Dispatch(
+                    task_id,
+                    pool_id,
+                    replica.replica_id,
+                    model_ref,
+                    replica.engine_version,
+                    replica.model_digest,
+                    task.seed,
+                    warm,
+                    now - task.admitted_ms,
+                    task.queue_position,
+                    task.predicted_start_ms,
+                )
+            )
 
     # -- running tasks -----------------------------------------------------------------
 
     def on_token(self, task_id: str, now_ms: int) -> TokenAccepted | None:
         """Accept the next token of a running task; None drops it (task not running)."""
+        journal = self._journal
+        if journal is not None:
+            journal.record(inputs.Token(task_id, now_ms))
         task = self._tasks.get(task_id)
         if task is None or task.state in TERMINAL:
             return None
@@ -443,12 +697,20 @@ class Orchestrator:
         task.pool.watchdog.touch(task_id, now)
         return TokenAccepted(task_id, index)
 
-    def on_finish(self, task_id: str, finish_reason: FinishReason, tokens_in: int,
-                  tokens_out: int, now_ms: int) -> TaskEnded | None:
-        """The engine finished a task normally; None when it already ended otherwise."""
+    def on_finish(
+        self, task_id: str, finish_reason: FinishReason, tokens_in: int, now_ms: int
+    ) -> TaskEnded | None:
+        """The engine finished a task normally; None when it already ended otherwise.
+
+        `tokens_in` is the engine's prompt-token count; the tokens out are the tokens
+        accepted, which is what the client was sent (ORCH-2002: `end` agrees with the
+        stream).
+        """
+        self._record(inputs.Finish(task_id, finish_reason, tokens_in, now_ms))
         if finish_reason is FinishReason.CANCELED:
-            raise InvalidArgument("a finish reason of 'canceled' comes from cancel(), not the "
-                                  "engine")
+            raise InvalidArgument(
+                "a finish reason of 'canceled' comes from cancel(), not the engine"
+            )
         task = self._tasks.get(task_id)
         if task is None or task.state in TERMINAL:
             return None
@@ -457,33 +719,65 @@ class Orchestrator:
         replica = task.replica
         assert replica is not None
         pool = task.pool
+        task.tokens_in = tokens_in
+        ended = TaskEnded(
+            task_id, pool.pool_id, replica.replica_id, finish_reason, self._figures(task)
+        )
         decode_ms = now - task.dispatched_ms
-        first = task.first_token_ms
-        ended = TaskEnded(task_id, pool.pool_id, replica.replica_id, finish_reason, tokens_in,
-                          tokens_out, task.dispatched_ms - task.admitted_ms, decode_ms,
-                          None if first is None else first - task.dispatched_ms)
         self._end(task, Event.FINISH, ended)
         pool.service.observe(decode_ms)
         session_id = task.spec.session_id
         if session_id is not None:
-            self._sessions.record_end(session_id, pool.pool_id, replica,
-                                      (tokens_in + tokens_out) * pool.spec.kv_bytes_per_token,
-                                      now, self._emit_session)
+            self._sessions.record_end(
+                session_id,
+                pool.pool_id,
+                replica,
+                (tokens_in + task.tokens) * pool.spec.kv_bytes_per_token,
+                now,
+                self._outbox.append,
+            )
         return ended
 
-    def on_failure(self, task_id: str, kind: ErrorKind, message: str,
-                   now_ms: int) -> TaskFailed | None:
-        """The adapter reports a running task failed; None when it already ended."""
+    def on_failure(
+        self,
+        task_id: str,
+        kind: ErrorKind,
+        message: str,
+        now_ms: int,
+        failure_class: FailureClass | None = None,
+    ) -> TaskFailed | None:
+        """The adapter reports a running task failed; None when it already ended.
+
+        A WORKER_RESET means the task's stream broke: its replica is lost (ORCH-3038),
+        the other tasks on it fail the same way, and what that decides waits in the
+        outbox.
+        """
+        self._record(inputs.Fail(task_id, kind, message, now_ms, failure_class))
         task = self._tasks.get(task_id)
         if task is None or task.state in TERMINAL:
             return None
-        self._clock(now_ms)
-        failed = self._failed(task, kind, message)
-        self._end(task, Event.FAIL, failed)
+        now = self._clock(now_ms)
+        failed = self._failed(task, kind, message, failure_class)
+        replica = task.replica
+        self._end(
+            task, Event.WORKER_RESET if kind is ErrorKind.WORKER_RESET else Event.FAIL, failed
+        )
+        if kind is ErrorKind.WORKER_RESET and replica is not None and replica.state in PROBED:
+            pool = task.pool
+            self._lost(
+                replica,
+                supervision.lose(
+                    pool, replica, "reset a stream", failure_class, now, self._outbox, message
+                ),
+            )
+            self._after_replica_change(pool)
         return failed
 
-    def cancel(self, task_id: str, now_ms: int) -> CancelOutcome:
+    def cancel(
+        self, task_id: str, now_ms: int, reason: CancelReason = CancelReason.CLIENT
+    ) -> CancelOutcome:
         """Cancel a task in any state; idempotent (ORCH-3017, ORCH-3026)."""
+        self._record(inputs.Cancel(task_id, now_ms, reason))
         self._clock(now_ms)
         task = self._tasks.get(task_id)
         if task is None:
@@ -493,23 +787,52 @@ class Orchestrator:
         if task.state in TERMINAL:
             return CancelOutcome(CancelStatus.ALREADY_TERMINAL, terminal=task.outcome)
         replica = task.replica
-        canceled = TaskCanceled(task_id, task.pool.pool_id,
-                                None if replica is None else replica.replica_id,
-                                CancelReason.CLIENT)
+        canceled = TaskCanceled(
+            task_id,
+            task.pool.pool_id,
+            None if replica is None else replica.replica_id,
+            reason,
+            self._figures(task),
+        )
         was_running = task.state in RUNNING
         self._end(task, Event.CANCEL, canceled)
         if not was_running:
             return CancelOutcome(CancelStatus.CANCELED_QUEUED, canceled)
-        return CancelOutcome(CancelStatus.CANCELED_RUNNING, canceled,
-                             self._abort(task, AbortReason.CANCELED))
+        return CancelOutcome(
+            CancelStatus.CANCELED_RUNNING, canceled, self._abort(task, AbortReason.CANCELED)
+        )
 
     # -- terminal bookkeeping ----------------------------------------------------------
 
-    def _failed(self, task: Task, kind: ErrorKind, message: str) -> TaskFailed:
+    def _figures(self, task: Task) -> TaskFigures:
+        """The task's figures as of now (the core's clock)."""
+        now = self._now
+        dispatched = task.dispatched_ms
+        if dispatched < 0:
+            return TaskFigures(now - task.admitted_ms, None, None, task.tokens_in, task.tokens)
+        first = task.first_token_ms
+        return TaskFigures(
+            dispatched - task.admitted_ms,
+            now - dispatched,
+            None if first is None else first - dispatched,
+            task.tokens_in,
+            task.tokens,
+        )
+
+    def _failed(
+        self, task: Task, kind: ErrorKind, message: str, failure_class: FailureClass | None = None
+    ) -> TaskFailed:
         replica = task.replica
-        return TaskFailed(task.spec.task_id, task.pool.pool_id,
-                          None if replica is None else replica.replica_id,
-                          task.pool.spec.engine, kind, message)
+        return TaskFailed(
+            task.spec.task_id,
+            task.pool.pool_id,
+            None if replica is None else replica.replica_id,
+            task.pool.spec.engine,
+            kind,
+            message,
+            self._figures(task),
+            failure_class,
+        )
 
     @staticmethod
     def _abort(task: Task, reason: AbortReason) -> Abort:
@@ -517,55 +840,91 @@ class Orchestrator:
         assert replica is not None
         return Abort(task.spec.task_id, task.pool.pool_id, replica.replica_id, reason)
 
-    def _end(self, task: Task, event: Event, outcome: Terminal, *, emit: bool = False,
-             abort: AbortReason | None = None, armed: bool = True) -> None:
+    def _end(
+        self,
+        task: Task,
+        event: Event,
+        outcome: Terminal,
+        *,
+        emit: bool = False,
+        abort: AbortReason | None = None,
+        armed: bool = True,
+    ) -> None:
         """Move a task to its terminal state and give back whatever it held.
 
-        With `emit` the outcome (and an Abort, when given) goes to the outbox, ahead of a
-        PoolDrained that releasing the task may cause. `armed=False` when the watchdog has
-        already let go of the task.
+        With `emit` the outcome (and an Abort, when given) goes to the outbox, ahead of
+        what releasing the task may cause (a drained pool, a reload going on). `armed=False`
+        when the watchdog has already let go of the task.
         """
         previous = task.state
         task.state = advance(previous, event)
         task.outcome = outcome
-        if task.spec.deadline_ms is not None:
-            self._deadlines.disarm(task.spec.task_id)
+        spec = task.spec
+        task_id = spec.task_id
+        if spec.deadline_ms is not None:
+            self._deadlines.disarm(task_id)
         if emit:
             self._outbox.append(outcome)
             if abort is not None:
                 self._outbox.append(self._abort(task, abort))
         pool = task.pool
-        task_id = task.spec.task_id
+        replica = task.replica
         if previous is State.QUEUED:
-            pool.queue.remove(task_id, task.spec.priority)
+            pool.queue.remove(task_id, spec.priority)
         else:
-            replica = task.replica
             assert replica is not None
             pool.vacate(replica, task_id)
             if armed:
                 pool.watchdog.disarm(task_id)
-            if pool.draining and pool.running == 0:
-                self._outbox.append(PoolDrained(pool.pool_id))
         if pool.spec.tenant_max_concurrent is not None:
-            in_flight = pool.tenants[task.spec.tenant_id]
+            in_flight = pool.tenants[spec.tenant_id]
             del in_flight[task_id]
             if not in_flight:
-                del pool.tenants[task.spec.tenant_id]
+                del pool.tenants[spec.tenant_id]
+        if not isinstance(outcome, TaskCanceled):
+            self._count_slo(task, outcome)
+        if pool.draining and previous is not State.QUEUED:
+            self._check_idle(pool)
+
+    def _count_slo(self, task: Task, outcome: TaskEnded | TaskFailed) -> None:
+        """Count an ended or failed task toward its pool's and replica set's SLOs."""
+        pool, replica, figures = task.pool, task.replica, outcome.figures
+        scopes: tuple[str, ...] = (pool.pool_id,)
+        if replica is not None:
+            scopes = (pool.pool_id, set_scope(pool.key_of(replica).set_id))
+        first = task.first_token_ms
+        self._slo.record(
+            scopes,
+            task.spec.priority,
+            self._now,
+            first_token_ms=figures.first_token_ms,
+            decode_ms=None if first is None else self._now - first,
+            tokens_out=task.tokens,
+            kind=outcome.kind if isinstance(outcome, TaskFailed) else None,
+        )
 
     def reap(self, task_id: str) -> bool:
         """Forget a terminal task (its id stays taken for the dedup window); False if not."""
+        self._record(inputs.Reap(task_id))
         task = self._tasks.get(task_id)
         if task is None or task.state not in TERMINAL:
             return False
         del self._tasks[task_id]
-        if self._dedup_window:
+        if self.config.dedup_window:
             reaped = self._reaped
             reaped[task_id] = None
-            if len(reaped) > self._dedup_window:
+            if len(reaped) > self.config.dedup_window:
                 reaped.popitem(last=False)
         return True
 
-    # -- queries -----------------------------------------------------------------------
+    # -- sessions ----------------------------------------------------------------------
+
+    def delete_session(self, session_id: str, now_ms: int) -> SessionEvicted | None:
+        """`DELETE /v1/sessions/{id}`; None when unknown or expired (ORCH-2005)."""
+        self._record(inputs.DeleteSession(session_id, now_ms))
+        return self._sessions.delete(session_id, self._clock(now_ms))
+
+    # -- queries (they change nothing) -------------------------------------------------
 
     def task(self, task_id: str) -> TaskView | None:
         """Where a known task is, or None."""
@@ -573,26 +932,54 @@ class Orchestrator:
         if task is None:
             return None
         spec, replica = task.spec, task.replica
-        return TaskView(task_id, task.state, task.pool.pool_id,
-                        None if replica is None else replica.replica_id, spec.priority,
-                        spec.session_id, task.seed, task.queue_position,
-                        task.predicted_start_ms, task.tokens, task.outcome)
+        return TaskView(
+            task_id,
+            task.state,
+            task.pool.pool_id,
+            None if replica is None else replica.replica_id,
+            spec.priority,
+            spec.session_id,
+            task.seed,
+            task.queue_position,
+            task.predicted_start_ms,
+            task.tokens,
+            task.outcome,
+        )
 
     def session_info(self, session_id: str, now_ms: int) -> SessionInfo | None:
         """`GET /v1/sessions/{id}`; None when unknown or expired (ORCH-2004)."""
-        return self._sessions.info(session_id, self._clock(now_ms))
+        return self._sessions.info(session_id, max(now_ms, self._now))
 
-    def delete_session(self, session_id: str, now_ms: int) -> SessionEvicted | None:
-        """`DELETE /v1/sessions/{id}`; None when unknown or expired (ORCH-2005)."""
-        return self._sessions.delete(session_id, self._clock(now_ms))
-
-    def pool_health(self, pool_id: str) -> PoolHealth:
+    def pool_view(self, pool_id: str, now_ms: int) -> PoolView:
         """`GET /v1/pools/{id}/health` (ORCH-2103); raises UnknownPool."""
-        return pool_health(self._pool(pool_id))
+        return pool_view(self._pool(pool_id), max(now_ms, self._now))
 
-    def replica_sets(self) -> tuple[ReplicaSetSnapshot, ...]:
+    def replica_sets(self) -> tuple[ReplicaSetView, ...]:
         """`GET /v1/replicasets` (ORCH-2104)."""
         return replica_sets(self._pools.values())
+
+    def routes(self, model_ref: str) -> tuple[Route, ...]:
+        """The pools that serve `model_ref` as applied now, any engine, in config order:
+        the one routing answer that admission, the OpenAI routes and `/v1/models` share."""
+        return tuple(route(p) for p in self._pools.values() if p.model_ref == model_ref)
+
+    def models(self) -> tuple[str, ...]:
+        """The models served now, each once, in config order of their first pool."""
+        return tuple(dict.fromkeys(p.model_ref for p in self._pools.values()))
+
+    def readiness(self) -> Readiness:
+        """Per pool whether it takes work, and whether every pool that preloads has
+        finished its first attempt on every replica (ORCH-3002)."""
+        pools = tuple((p.pool_id, p.is_ready) for p in self._pools.values())
+        done = all(
+            r.attempted for p in self._pools.values() if p.spec.preload for r in p.replicas.values()
+        )
+        return Readiness(pools, done)
+
+    def slo(self, scope: str, now_ms: int) -> SloSnapshot:
+        """SLO figures of a pool (or, with `slo_book.set_scope`, a replica set) over the
+        recent window (ORCH-3041)."""
+        return self._slo.snapshot(scope, max(now_ms, self._now))
 
     @property
     def kv_bytes(self) -> int:

@@ -1,59 +1,111 @@
-"""The runtime state of one pool: replicas, queue, watchdog, predictor and limits.
+"""The runtime state of one pool: phase, model, replicas, queue, watchdog, predictor, limits.
 
-A pool is *live* when any replica is live, and *Ready* when it is not draining and at least
-one replica is usable (see `placement`). Admission refuses a pool that is not live with
-POOL_UNAVAILABLE and one that is live but not Ready with POOL_UNREADY (ORCH-3018); the
-retry hint is when the pool manager expects a replica back, else the pool's configured
-hint, and for a draining pool at least the rest of the drain window.
+A pool is *live* when any replica is live, and *Ready* when it is in a serving phase
+(`pool_states`) and at least one replica is usable (see `placement`). Admission refuses a
+pool that is not live with POOL_UNAVAILABLE and one that is live but not Ready with
+POOL_UNREADY (ORCH-3018); the retry hint is when the next replica attempt is due, else the
+pool's configured hint, and for a draining pool at least the rest of the drain window.
+
+The pool serves `model_ref`, the model *as applied now*: the configured one until a
+reload swaps it (ORCH-2102). `desired_ref` is what the last reload asked for; while a
+reload runs, `reload` holds its progress.
 
 Readiness, the pinned engine version and the list of usable replicas only change when a
-replica reports, fails, or the pool drains; `refresh` recomputes them then, and the slot
-totals of usable replicas are kept up to date on every dispatch and release, so admission
-and dispatch read them without scanning.
+replica's state changes or the pool changes phase; `refresh` recomputes them then, and
+the slot totals of usable replicas are kept up to date on every dispatch and release, so
+admission and dispatch read them without scanning.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import dataclass, field
 
-from orchestrator_core.placement import (
-    Replica,
-    ReplicaSetKey,
-    choose_replica,
-    pin_version,
-    usable,
-)
+from orchestrator_core.placement import ReplicaSetKey, choose_replica, pin_version, usable
+from orchestrator_core.pool_states import SERVING
 from orchestrator_core.prediction import ServiceTime
 from orchestrator_core.queue import PoolQueue
 from orchestrator_core.ratelimit import TokenBuckets
-from orchestrator_core.specs import PoolSpec, Priority
+from orchestrator_core.replica import Replica
+from orchestrator_core.specs import PoolSpec
+from orchestrator_core.vocabulary import PoolPhase, Priority
 from orchestrator_core.watchdog import Watchdog
+
+
+@dataclass(slots=True)
+class ReloadProgress:
+    """A reload under way (ORCH-2102): where it goes, where it came from, what waits.
+
+    `target` is the model being loaded (the previous one while rolling back); `loading`
+    the replicas still to load, in order; `pending` a newer request that runs once this
+    one has finished; `hold` an operator's drain that arrived meanwhile, honoured at the
+    end.
+    """
+
+    target: str
+    previous: str
+    loading: list[str] = field(default_factory=list)
+    pending: str | None = None
+    hold: bool = False
 
 
 class Pool:
     """One configured pool and everything the core tracks about it."""
 
-    __slots__ = ("buckets", "drain_deadline_ms", "draining", "free_slots", "is_live",
-                 "is_ready", "mask", "pinned_version", "queue", "replicas", "running",
-                 "service", "spec", "tenants", "total_slots", "usable_replicas", "watchdog")
+    __slots__ = (
+        "buckets",
+        "desired_ref",
+        "drain_deadline_ms",
+        "draining",
+        "ever_ready",
+        "free_slots",
+        "is_live",
+        "is_ready",
+        "last_error",
+        "mask",
+        "model_ref",
+        "phase",
+        "pinned_version",
+        "queue",
+        "reload",
+        "replicas",
+        "running",
+        "service",
+        "spec",
+        "tenants",
+        "total_slots",
+        "usable_replicas",
+        "watchdog",
+    )
 
     def __init__(self, spec: PoolSpec, rate_limit_clients: int) -> None:
         self.spec = spec
         self.mask = frozenset(spec.devices)
         self.replicas: dict[str, Replica] = {
-            r.replica_id: Replica(r, spec.devices) for r in spec.replicas
+            r.replica_id: Replica(r, spec.devices, spec.restart) for r in spec.replicas
         }
-        self.queue = PoolQueue(spec.capacity, spec.interactive.queue_capacity,
-                               spec.batch.queue_capacity, spec.interactive_burst)
+        self.queue = PoolQueue(
+            spec.capacity,
+            spec.interactive.queue_capacity,
+            spec.batch.queue_capacity,
+            spec.interactive_burst,
+        )
         self.watchdog = Watchdog(spec.wall_timeout_ms, spec.idle_timeout_ms)
         self.service = ServiceTime(spec.initial_service_ms, spec.ewma_alpha)
         self.buckets: dict[Priority, TokenBuckets] = {}
         for priority in Priority:
             limits = spec.limits(priority)
             if limits.rate_limit_rps is not None:
-                self.buckets[priority] = TokenBuckets(limits.rate_limit_rps, limits.burst,
-                                                      rate_limit_clients)
+                self.buckets[priority] = TokenBuckets(
+                    limits.rate_limit_rps, limits.burst, rate_limit_clients
+                )
         self.tenants: dict[str, OrderedDict[str, None]] = {}
+        self.phase = PoolPhase.STARTING
+        self.ever_ready = False
+        self.model_ref = spec.model_ref
+        self.desired_ref = spec.model_ref
+        self.last_error: str | None = None
+        self.reload: ReloadProgress | None = None
         self.pinned_version: str | None = None
         self.draining = False
         self.drain_deadline_ms = 0
@@ -75,7 +127,8 @@ class Pool:
         replicas = self.replicas.values()
         self.pinned_version = pin_version(replicas, self.mask, self.pinned_version)
         self.usable_replicas = tuple(
-            r for r in replicas
+            r
+            for r in replicas
             if usable(r, self.mask, self.pinned_version, self.spec.require_same_engine_version)
         )
         for replica in replicas:
@@ -83,6 +136,7 @@ class Pool:
         self.total_slots = sum(r.slots_total for r in self.usable_replicas)
         self.free_slots = sum(r.slots_free for r in self.usable_replicas)
         self.is_live = any(r.live for r in replicas)
+        self.draining = self.phase not in SERVING
         self.is_ready = bool(self.usable_replicas) and not self.draining
 
     def slots(self) -> tuple[int, int]:
@@ -117,13 +171,19 @@ class Pool:
         hint = self.spec.unready_retry_ms
         if self.draining:
             return max(hint, self.drain_deadline_ms - now_ms)
-        announced = [r.retry_at_ms for r in self.replicas.values() if r.retry_at_ms is not None]
-        if announced:
-            return max(1, min(announced) - now_ms)
+        due = [r.retry_at_ms for r in self.replicas.values() if r.retry_at_ms is not None]
+        if due:
+            return max(1, min(due) - now_ms)
         return hint
 
     def key_of(self, replica: Replica) -> ReplicaSetKey:
         """The replica-set key of one of this pool's replicas."""
         spec = self.spec
-        return ReplicaSetKey(spec.engine, spec.model_ref, spec.quant, spec.ctx_limit,
-                             replica.engine_version, spec.sampler_profile_version)
+        return ReplicaSetKey(
+            spec.engine,
+            self.model_ref,
+            spec.quant,
+            spec.ctx_limit,
+            replica.engine_version,
+            spec.sampler_profile_version,
+        )

@@ -43,6 +43,15 @@ class ServiceTime:
         self._value += self.alpha * (service_ms - self._value)
         self.estimate_ms = max(1, math.ceil(self._value))
 
+    def export_state(self) -> float:
+        """The average (the estimate follows from it)."""
+        return self._value
+
+    def restore_state(self, value: float) -> None:
+        """Take back what `export_state` gave."""
+        self._value = value
+        self.estimate_ms = max(1, math.ceil(value))
+
 
 def predict_start_ms(position: int, slots_total: int, slots_free: int, service_ms: int) -> int:
     """Predicted wait of the task at `position` (see the module docstring)."""

@@ -25,8 +25,9 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from enum import StrEnum
+from typing import Any
 
-from orchestrator_core.specs import Priority, QueuePolicy
+from orchestrator_core.vocabulary import Priority, QueuePolicy
 
 
 class Limit(StrEnum):
@@ -39,11 +40,19 @@ class Limit(StrEnum):
 class PoolQueue:
     """Two FIFO classes with a shared capacity and the anti-starvation rule."""
 
-    __slots__ = ("_batch", "_interactive", "_streak", "batch_cap", "burst", "capacity",
-                 "interactive_cap")
+    __slots__ = (
+        "_batch",
+        "_interactive",
+        "_streak",
+        "batch_cap",
+        "burst",
+        "capacity",
+        "interactive_cap",
+    )
 
-    def __init__(self, capacity: int, interactive_cap: int | None, batch_cap: int | None,
-                 burst: int) -> None:
+    def __init__(
+        self, capacity: int, interactive_cap: int | None, batch_cap: int | None, burst: int
+    ) -> None:
         self.capacity = capacity
         self.interactive_cap = interactive_cap
         self.batch_cap = batch_cap
@@ -54,6 +63,20 @@ class PoolQueue:
 
     def __len__(self) -> int:
         return len(self._interactive) + len(self._batch)
+
+    def export_state(self) -> dict[str, Any]:
+        """The queued ids with their sequence numbers, in order, and the burst streak."""
+        return {
+            "interactive": [[task_id, seq] for task_id, seq in self._interactive.items()],
+            "batch": [[task_id, seq] for task_id, seq in self._batch.items()],
+            "streak": self._streak,
+        }
+
+    def restore_state(self, data: dict[str, Any]) -> None:
+        """Take back what `export_state` gave."""
+        self._interactive = OrderedDict((task_id, seq) for task_id, seq in data["interactive"])
+        self._batch = OrderedDict((task_id, seq) for task_id, seq in data["batch"])
+        self._streak = data["streak"]
 
     def _class(self, priority: Priority) -> OrderedDict[str, int]:
         return self._interactive if priority is Priority.INTERACTIVE else self._batch
@@ -123,15 +146,20 @@ class PoolQueue:
         excess = len(self._class(priority)) - (cap or 0)
         return self.position(priority, excess) + 1
 
-    def victim(self, policy: QueuePolicy, priority: Priority,
-               limit: Limit) -> tuple[str, Priority] | None:
+    def victim(
+        self, policy: QueuePolicy, priority: Priority, limit: Limit
+    ) -> tuple[str, Priority] | None:
         """The queued task the full policy evicts for a newcomer, or None to refuse it."""
         if policy is QueuePolicy.DROP_LRU:
             if limit is Limit.CLASS:
                 return next(iter(self._class(priority))), priority
             return self._oldest()
-        if (policy is QueuePolicy.SHED_LOW_PRIORITY and priority is Priority.INTERACTIVE
-                and limit is Limit.POOL and self._batch):
+        if (
+            policy is QueuePolicy.SHED_LOW_PRIORITY
+            and priority is Priority.INTERACTIVE
+            and limit is Limit.POOL
+            and self._batch
+        ):
             return next(reversed(self._batch)), Priority.BATCH
         return None
 

@@ -11,6 +11,7 @@ forgotten, which only ever gives that client a full bucket again.
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import Any
 
 TOKEN = 1_000_000_000
 
@@ -50,3 +51,11 @@ class TokenBuckets:
 
     def __len__(self) -> int:
         return len(self._buckets)
+
+    def export_state(self) -> list[list[Any]]:
+        """Each client's (key, level, time of level), least recently used first."""
+        return [[key, level, stamp] for key, (level, stamp) in self._buckets.items()]
+
+    def restore_state(self, data: list[list[Any]]) -> None:
+        """Take back what `export_state` gave."""
+        self._buckets = OrderedDict((key, (level, stamp)) for key, level, stamp in data)

@@ -17,13 +17,14 @@ parameter, so every rule is testable without sleeping.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
-from enum import Enum
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from typing import Any
 
 from orchestrator_core.errors import InvalidArgument
 
 
-class BreakerState(Enum):
+class BreakerState(StrEnum):
     """``closed``: backing off normally; ``open``: attempts suspended; ``half_open``:
     the one trial attempt after an open period is under way."""
 
@@ -50,6 +51,10 @@ class RestartPolicy:
             raise InvalidArgument("restart policy needs trip_failures >= 1 (or none)")
         if self.window_ms < 1 or self.stable_ms < 0:
             raise InvalidArgument("restart policy needs window_ms >= 1 and stable_ms >= 0")
+
+    def without_breaker(self) -> RestartPolicy:
+        """The same backoff with no circuit breaker (for engines the daemon does not run)."""
+        return replace(self, trip_failures=None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +119,22 @@ class RestartTracker:
         if self._state is BreakerState.HALF_OPEN:
             self.reset()
             self._ready_since = now_ms
+
+    def export_state(self) -> dict[str, Any]:
+        """The failures in the window, the consecutive count, the breaker, Ready since."""
+        return {
+            "failures": list(self._failures),
+            "consecutive": self._consecutive,
+            "ready_since": self._ready_since,
+            "state": self._state.value,
+        }
+
+    def restore_state(self, data: dict[str, Any]) -> None:
+        """Take back what `export_state` gave."""
+        self._failures = deque(data["failures"])
+        self._consecutive = data["consecutive"]
+        self._ready_since = data["ready_since"]
+        self._state = BreakerState(data["state"])
 
     def reset(self) -> None:
         """Forget the history: breaker closed, backoff from the start (a reload)."""

@@ -20,9 +20,10 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from orchestrator_core.decisions import EvictionReason, SessionEvicted
-from orchestrator_core.placement import Replica
+from orchestrator_core.replica import Replica
 from orchestrator_core.specs import SessionConfig
 
 Emit = Callable[[SessionEvicted], None]
@@ -42,8 +43,16 @@ class SessionInfo:
 class Session:
     """One session's turns, KV bytes and affinity (the replica and its epoch)."""
 
-    __slots__ = ("epoch", "kv_bytes", "kv_warmth", "last_used_ms", "pool_id", "replica",
-                 "session_id", "turns")
+    __slots__ = (
+        "epoch",
+        "kv_bytes",
+        "kv_warmth",
+        "last_used_ms",
+        "pool_id",
+        "replica_id",
+        "session_id",
+        "turns",
+    )
 
     def __init__(self, session_id: str, now_ms: int) -> None:
         self.session_id = session_id
@@ -52,7 +61,7 @@ class Session:
         self.kv_bytes = 0
         self.kv_warmth = False
         self.pool_id: str | None = None
-        self.replica: Replica | None = None
+        self.replica_id: str | None = None
         self.epoch = 0
 
 
@@ -76,9 +85,9 @@ class SessionTable:
     def _forget(self, session: Session, reason: EvictionReason) -> SessionEvicted:
         del self._sessions[session.session_id]
         self.kv_bytes -= session.kv_bytes
-        replica = session.replica
-        return SessionEvicted(session.session_id, reason, session.kv_bytes, session.pool_id,
-                              None if replica is None else replica.replica_id)
+        return SessionEvicted(
+            session.session_id, reason, session.kv_bytes, session.pool_id, session.replica_id
+        )
 
     def begin_turn(self, session_id: str, now_ms: int, emit: Emit) -> Session:
         """Count an admitted turn; expired or exhausted sessions restart cold."""
@@ -101,13 +110,21 @@ class SessionTable:
         session.last_used_ms = now_ms
         return session
 
-    def record_end(self, session_id: str, pool_id: str, replica: Replica, kv_bytes: int,
-                   now_ms: int, emit: Emit) -> None:
+    def record_end(
+        self,
+        session_id: str,
+        pool_id: str,
+        replica: Replica,
+        kv_bytes: int,
+        now_ms: int,
+        emit: Emit,
+    ) -> None:
         """A turn ended well: remember its replica and KV; enforce the KV budget."""
         session = self.get(session_id, now_ms)
         if session is None:
             return
-        session.pool_id, session.replica, session.epoch = pool_id, replica, replica.epoch
+        session.pool_id, session.replica_id = pool_id, replica.replica_id
+        session.epoch = replica.epoch
         self.kv_bytes += kv_bytes - session.kv_bytes
         session.kv_bytes = kv_bytes
         session.last_used_ms = now_ms
@@ -138,8 +155,36 @@ class SessionTable:
         if session is None:
             return None
         remaining = session.last_used_ms + self.config.ttl_ms - now_ms
-        return SessionInfo(session_id, remaining, session.turns, session.kv_bytes,
-                           session.kv_warmth)
+        return SessionInfo(
+            session_id, remaining, session.turns, session.kv_bytes, session.kv_warmth
+        )
+
+    def export_state(self) -> list[list[Any]]:
+        """Every session's fields, least recently used first."""
+        return [
+            [
+                s.session_id,
+                s.turns,
+                s.last_used_ms,
+                s.kv_bytes,
+                s.kv_warmth,
+                s.pool_id,
+                s.replica_id,
+                s.epoch,
+            ]
+            for s in self._sessions.values()
+        ]
+
+    def restore_state(self, data: list[list[Any]]) -> None:
+        """Take back what `export_state` gave."""
+        self._sessions.clear()
+        self.kv_bytes = 0
+        for session_id, turns, last_used, kv_bytes, warmth, pool_id, replica_id, epoch in data:
+            session = Session(session_id, last_used)
+            session.turns, session.kv_bytes, session.kv_warmth = turns, kv_bytes, warmth
+            session.pool_id, session.replica_id, session.epoch = pool_id, replica_id, epoch
+            self._sessions[session_id] = session
+            self.kv_bytes += kv_bytes
 
     def delete(self, session_id: str, now_ms: int) -> SessionEvicted | None:
         """Forget a session on request (ORCH-2005); None when unknown or expired."""

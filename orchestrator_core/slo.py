@@ -53,10 +53,10 @@ import math
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from orchestrator_core.errors import ConfigError, InvalidArgument
-from orchestrator_core.specs import Priority
+from orchestrator_core.vocabulary import Priority
 
 GLOBAL_SCOPE = "*"
 REFERENCE_TOKENS = 64
@@ -250,8 +250,31 @@ class SloTracker:
             self._windows.pop((scope, priority), None)
         self._rates.pop(scope, None)
 
+    def export_state(self) -> dict[str, Any]:
+        """The windows' outcomes, the theoretical rates and the clock."""
+        return {
+            "now": self._now_ms,
+            "windows": [
+                [scope, priority.value, [list(outcome) for outcome in window]]
+                for (scope, priority), window in self._windows.items()
+            ],
+            "rates": dict(self._rates),
+        }
+
+    def restore_state(self, data: dict[str, Any]) -> None:
+        """Take back what `export_state` gave."""
+        self._now_ms = data["now"]
+        self._windows = {
+            (scope, Priority(priority)): deque(
+                (_Outcome(*outcome) for outcome in outcomes), maxlen=self.max_samples
+            )
+            for scope, priority, outcomes in data["windows"]
+        }
+        self._rates = dict(data["rates"])
+
     def scopes(self) -> list[str]:
-        """The scopes holding outcomes not yet expired by a snapshot, sorted."""
+        """The scopes holding outcomes (some may have expired since they were recorded),
+        sorted."""
         return sorted({scope for scope, _ in self._windows})
 
     def stored(self) -> int:
@@ -259,18 +282,16 @@ class SloTracker:
         return sum(len(window) for window in self._windows.values())
 
     def snapshot(self, scope: str, now_ms: int) -> SloSnapshot:
-        """The figures of `scope` over the window ending at `now_ms`."""
-        now = self._advance(now_ms)
+        """The figures of `scope` over the window ending at `now_ms` (changes nothing: a
+        reading never moves the tracker's clock or drops outcomes)."""
+        now = max(self._now_ms, now_ms)
+        cutoff = now - self.window_ms
         rate = self._rates.get(scope)
         figures: list[PrioritySlo] = []
         for priority in Priority:
-            key = (scope, priority)
-            window = self._windows.get(key)
-            if window is not None:
-                self._expire(window, now)
-                if not window:
-                    del self._windows[key]
-            figures.append(self._summarise(priority, window or (), rate))
+            window = self._windows.get((scope, priority), ())
+            recent = [o for o in window if o.at_ms > cutoff]
+            figures.append(self._summarise(priority, recent, rate))
         interactive, batch = figures
         return SloSnapshot(scope, now, self.window_ms, interactive, batch)
 

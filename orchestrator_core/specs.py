@@ -1,7 +1,7 @@
 """What the server feeds the core: pool, replica, session and task specifications.
 
 These are plain frozen dataclasses that mirror the daemon's configuration (pools, their
-replicas and queues) and the admission request. `PoolSpec.validate` and
+replicas, queues and supervision) and the admission request. `PoolSpec.validate` and
 `SessionConfig.validate` raise `ConfigError` for anything the core cannot honour, so a bad
 pool never reaches the scheduler.
 """
@@ -10,42 +10,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from enum import StrEnum
 
 from orchestrator_core.errors import ConfigError
+from orchestrator_core.restarts import RestartPolicy
+from orchestrator_core.vocabulary import Engine, KvHint, Priority, QueuePolicy
 
 MAX_SESSION_TTL_MS = 600_000
 MAX_SESSION_TURNS = 8
-
-
-class Priority(StrEnum):
-    """Queue classes: `interactive` is served before `batch` (ORCH-3004)."""
-
-    INTERACTIVE = "interactive"
-    BATCH = "batch"
-
-
-class QueuePolicy(StrEnum):
-    """What a full queue does with a newcomer (ORCH-3005)."""
-
-    REJECT = "reject"
-    DROP_LRU = "drop-lru"
-    SHED_LOW_PRIORITY = "shed-low-priority"
-
-
-class FinishReason(StrEnum):
-    """Why a stream ended normally; `canceled` marks a canceled task's `end` event."""
-
-    STOP = "stop"
-    LENGTH = "length"
-    CANCELED = "canceled"
-
-
-class KvHint(StrEnum):
-    """The client's wish about KV reuse: `cold` opts out of session affinity."""
-
-    REUSE = "reuse"
-    COLD = "cold"
+#: ORCH-3038 and ORCH-3053 defaults: 1 s doubling to 60 s, five failures in 10 min trip.
+DEFAULT_RESTART = RestartPolicy()
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,12 +47,15 @@ class ReplicaSpec:
     """One engine server of a pool.
 
     `devices` defaults to the pool's whole mask; `slots_total` is used until the engine
-    reports its own slot count (and counts as 1 when neither is known).
+    reports its own slot count (and counts as 1 when neither is known). `managed`: the
+    daemon runs the engine (and restarts it under a circuit breaker); an engine reached by
+    URL is only re-probed.
     """
 
     replica_id: str
     devices: tuple[int, ...] | None = None
     slots_total: int | None = None
+    managed: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,11 +67,14 @@ class PoolSpec:
     KV bytes (ORCH-3022). `unready_retry_ms` is the retry hint given while the pool is not
     Ready and no replica announced when it will be back (ORCH-3018). `canary_weight` marks
     the pool a canary of its route: that percentage of the route's tasks, chosen by task id,
-    goes to canary pools (ORCH-3033).
+    goes to canary pools (ORCH-3033). `preload`: replicas load at start (else on the
+    first task routed to the pool, ORCH-3002); `probe_interval_ms`: how often a Ready
+    replica's health is probed; `restart`: the backoff and breaker of failed replicas
+    (ORCH-3038, ORCH-3053).
     """
 
     pool_id: str
-    engine: str
+    engine: Engine
     model_ref: str
     ctx_limit: int
     devices: tuple[int, ...]
@@ -116,6 +95,9 @@ class PoolSpec:
     kv_bytes_per_token: int = 0
     unready_retry_ms: int = 1_000
     canary_weight: int | None = None
+    preload: bool = True
+    probe_interval_ms: int = 1_000
+    restart: RestartPolicy = DEFAULT_RESTART
 
     def limits(self, priority: Priority) -> PriorityLimits:
         """The admission limits of one priority class."""
@@ -142,8 +124,15 @@ class PoolSpec:
                 )
             if replica.slots_total is not None:
                 _positive(where, "slots_total", replica.slots_total)
-        for name in ("capacity", "interactive_burst", "wall_timeout_ms", "idle_timeout_ms",
-                     "initial_service_ms", "unready_retry_ms"):
+        for name in (
+            "capacity",
+            "interactive_burst",
+            "wall_timeout_ms",
+            "idle_timeout_ms",
+            "initial_service_ms",
+            "unready_retry_ms",
+            "probe_interval_ms",
+        ):
             _positive(where, name, getattr(self, name))
         if self.tenant_max_concurrent is not None:
             _positive(where, "tenant_max_concurrent", self.tenant_max_concurrent)
@@ -161,25 +150,6 @@ class PoolSpec:
                 raise ConfigError(f"{where}: {priority}.rate_limit_rps must be positive")
             if limits.rate_limit_burst is not None:
                 _positive(where, f"{priority}.rate_limit_burst", limits.rate_limit_burst)
-
-
-@dataclass(frozen=True, slots=True)
-class ReplicaStatus:
-    """What the pool manager last learned about a replica (ORCH-3019, ORCH-3032).
-
-    `slots_total`/`slots_free` are the engine's own figures when it reports them; `devices`
-    are the devices it really runs on, when known (a replica outside its pool's mask is
-    never used, ORCH-3011); `retry_in_ms` is when the pool manager expects it back.
-    """
-
-    live: bool
-    ready: bool
-    engine_version: str | None = None
-    model_digest: str | None = None
-    slots_total: int | None = None
-    slots_free: int | None = None
-    devices: tuple[int, ...] | None = None
-    retry_in_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,7 +188,7 @@ class TaskSpec:
     """
 
     task_id: str
-    engine: str
+    engine: Engine
     model_ref: str
     ctx: int
     max_tokens: int

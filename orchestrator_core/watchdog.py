@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from enum import StrEnum
+from typing import Any
 
 NEVER = 1 << 62
 
@@ -54,6 +55,20 @@ class Watchdog:
         """Stop watching a task that reached a terminal state."""
         del self._started[task_id]
         del self._activity[task_id]
+
+    def export_state(self) -> dict[str, list[list[Any]]]:
+        """The watched tasks with their dispatch and last-activity times, in order."""
+        return {
+            "started": [[task_id, at] for task_id, at in self._started.items()],
+            "activity": [[task_id, at] for task_id, at in self._activity.items()],
+        }
+
+    def restore_state(self, data: dict[str, list[list[Any]]]) -> None:
+        """Take back what `export_state` gave."""
+        self._started = OrderedDict((task_id, at) for task_id, at in data["started"])
+        self._activity = OrderedDict((task_id, at) for task_id, at in data["activity"])
+        upcoming = self.next_deadline_ms()
+        self._check_at = NEVER if upcoming is None else upcoming
 
     def next_deadline_ms(self) -> int | None:
         """The earliest deadline of any watched task, or None."""

@@ -32,6 +32,7 @@ from pydantic import (
     model_validator,
 )
 
+from orchestrator_core import Engine, Priority, QueuePolicy
 from orchestratord_server.adapters.base import SAMPLER_PROFILES
 
 POOL_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
@@ -43,30 +44,6 @@ class _Strict(BaseModel):
     """Base for every config section: unknown fields are errors, values are frozen."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class EngineName(StrEnum):
-    """The engines a pool can run (ORCH-2008)."""
-
-    llamacpp = "llamacpp"
-    vllm = "vllm"
-    tgi = "tgi"
-    triton = "triton"
-
-
-class FullPolicy(StrEnum):
-    """What a full queue does with a newcomer (ORCH-3005)."""
-
-    reject = "reject"
-    drop_lru = "drop-lru"
-    shed_low_priority = "shed-low-priority"
-
-
-class PriorityName(StrEnum):
-    """Priority classes of the queue (ORCH-3004)."""
-
-    interactive = "interactive"
-    batch = "batch"
 
 
 class DeviceKind(StrEnum):
@@ -184,7 +161,7 @@ class QueueConfig(_Strict):
     """A pool's bounded queue (ORCH-3004, ORCH-3005)."""
 
     capacity: int = Field(256, ge=1, description="Tasks the queue holds, all priorities.")
-    full_policy: FullPolicy = FullPolicy.reject
+    full_policy: QueuePolicy = QueuePolicy.REJECT
     interactive_burst: int = Field(
         4,
         ge=1,
@@ -195,7 +172,7 @@ class QueueConfig(_Strict):
 class PriorityConfig(_Strict):
     """Per-priority admission limits (ORCH-3006)."""
 
-    name: PriorityName
+    name: Priority
     queue_capacity: int | None = Field(
         None, ge=1, description="Cap on this priority's share of the queue."
     )
@@ -350,7 +327,7 @@ class PoolConfig(_Strict):
     """One pool: a model on a device mask, served by one or more replicas (ORCH-3001)."""
 
     id: Annotated[str, Field(pattern=POOL_ID_PATTERN)]
-    engine: EngineName
+    engine: Engine
     model: str = Field(min_length=1, description="sha256:<hex>, repo:Org/Name or a catalog name.")
     quant: str | None = None
     ctx: int = Field(ge=1, description="The model's context limit (ORCH-3014).")
@@ -414,7 +391,7 @@ class PoolConfig(_Strict):
         replica_ids = [r.id for r in self.replicas]
         if len(set(replica_ids)) != len(replica_ids):
             raise ValueError("replicas: replica ids must be unique within a pool")
-        if self.engine is not EngineName.llamacpp and any(r.launch for r in self.replicas):
+        if self.engine is not Engine.LLAMACPP and any(r.launch for r in self.replicas):
             raise ValueError("replicas: only llamacpp replicas can be launched by the daemon")
         for replica in self.replicas:
             if replica.launch is not None and replica.launch.ctx_per_slot < self.ctx:

@@ -20,16 +20,13 @@ from connexion.lifecycle import ConnexionRequest, ConnexionResponse
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from orchestrator_core import RETRIABLE as CORE_RETRIABLE
+from orchestrator_core import RETRIABLE
 from orchestratord_server.generated.models import ErrorEnvelope, ErrorKind, FieldError
 from orchestratord_server.openai_compat import errors as openai_errors
 
 log = logging.getLogger("orchestratord.errors")
 
 JSON = "application/json"
-
-#: Error codes that invite a retry (ORCH-3025); the core's set, in the contract's enum.
-RETRIABLE: frozenset[ErrorKind] = frozenset(ErrorKind(kind.value) for kind in CORE_RETRIABLE)
 
 #: The code a bare HTTP status is reported with when nothing more specific is known.
 STATUS_CODES: Mapping[int, ErrorKind] = {

@@ -17,14 +17,14 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
-EngineName = Literal["llamacpp", "vllm", "tgi", "triton"]
+from orchestrator_core import Engine, ErrorKind, FinishReason
 
 #: The ErrorKind codes (ORCH-2006) an adapter failure is reported with.
-EngineErrorKind = Literal["INVALID_PARAMS", "WORKER_RESET", "DECODE_TIMEOUT", "INTERNAL"]
-
-FinishReason = Literal["stop", "length"]
+ENGINE_ERROR_KINDS = frozenset(
+    {ErrorKind.INVALID_PARAMS, ErrorKind.WORKER_RESET, ErrorKind.DECODE_TIMEOUT, ErrorKind.INTERNAL}
+)
 
 
 class EngineError(Exception):
@@ -36,10 +36,12 @@ class EngineError(Exception):
     engine answered something this adapter cannot understand.
     """
 
-    def __init__(self, kind: EngineErrorKind, message: str, status: int | None = None) -> None:
+    def __init__(self, kind: ErrorKind, message: str, status: int | None = None) -> None:
+        if kind not in ENGINE_ERROR_KINDS:
+            raise ValueError(f"an engine does not fail with {kind}")
         where = "" if status is None else f" (HTTP {status})"
         super().__init__(f"{kind}{where}: {message}")
-        self.kind: EngineErrorKind = kind
+        self.kind = kind
         self.message = message
         self.status = status
 
@@ -61,7 +63,7 @@ class EngineProps:
     is ``sha256:<hex>`` of the model file when the adapter knows where that file is.
     """
 
-    engine: EngineName
+    engine: Engine
     engine_version: str
     slots_total: int
     ctx_limit: int
@@ -172,7 +174,7 @@ class TokenChunk:
 class FinalChunk:
     """The end of a stream: why it ended, token counts, the seed the engine used."""
 
-    finish_reason: FinishReason
+    finish_reason: FinishReason  # stop or length; an engine never cancels
     tokens_in: int
     tokens_out: int
     seed: int | None
@@ -203,7 +205,7 @@ class AdapterSettings:
 class EngineAdapter(Protocol):
     """One engine server. Methods raise :class:`EngineError`; ``health`` never does."""
 
-    engine: EngineName
+    engine: Engine
 
     async def health(self) -> EngineHealth: ...
 

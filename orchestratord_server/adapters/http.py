@@ -2,29 +2,47 @@
 
 One pooled aiohttp session per engine base URL (connection reuse), the timeouts, the
 one mapping of transport failures and HTTP statuses onto :class:`EngineError` kinds (so
-a refused request, a crashed worker and a silent one mean the same on every engine), and
-the one loop that turns a streamed SSE response into chunks (`sse_stream`), which each
-adapter feeds with its own frame parser.
+a refused request, a crashed worker and a silent one mean the same on every engine), the
+one loop that turns a streamed SSE response into chunks (`sse_stream`), which each
+adapter feeds with its own frame parser, and `HttpAdapter`, the base every adapter
+builds on: settings, session, health, the model digest (computed once, off the event
+loop), the engine's metrics text, optional routes, close. The helpers below it read
+what every engine sends alike: a JSON frame, a count, a Prometheus sample.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import os
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
+from pydantic_core import from_json
 
+from orchestrator_core import Engine, ErrorKind, FinishReason
 from orchestratord_server.adapters.base import (
+    AdapterSettings,
     EngineError,
-    EngineErrorKind,
     EngineHealth,
     FinalChunk,
     StreamChunk,
 )
+from orchestratord_server.adapters.digest import sha256_path
 from orchestratord_server.adapters.sse import SseDecoder, SseError, SseEvent
+
+#: Statuses of a server that has no such route (an older or stripped-down build).
+NO_ROUTE = frozenset({404, 405, 501})
+#: The finish reasons of engines that name them as OpenAI does (vLLM, the Triton model).
+OPENAI_FINISH_REASONS: Mapping[str, FinishReason] = {
+    "stop": FinishReason.STOP,
+    "length": FinishReason.LENGTH,
+}
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,13 +59,13 @@ class HttpTimeouts:
 DEFAULT_TIMEOUTS = HttpTimeouts()
 
 
-def kind_for_status(status: int) -> EngineErrorKind:
+def kind_for_status(status: int) -> ErrorKind:
     """The error code an engine HTTP status maps to."""
     if status in (400, 413, 422):
-        return "INVALID_PARAMS"
+        return ErrorKind.INVALID_PARAMS
     if status >= 500 and status != 501:
-        return "WORKER_RESET"
-    return "INTERNAL"
+        return ErrorKind.WORKER_RESET
+    return ErrorKind.INTERNAL
 
 
 def error_from_payload(payload: Mapping[str, Any], default_status: int | None) -> EngineError:
@@ -68,7 +86,7 @@ def error_from_payload(payload: Mapping[str, Any], default_status: int | None) -
         text = str(message) if message else "the engine reported an error"
     else:
         text = str(error)
-    kind = "INTERNAL" if status is None else kind_for_status(status)
+    kind = ErrorKind.INTERNAL if status is None else kind_for_status(status)
     return EngineError(kind, text, status)
 
 
@@ -89,13 +107,15 @@ def translated(what: str) -> Iterator[None]:
     except EngineError:
         raise
     except aiohttp.ConnectionTimeoutError as exc:
-        raise EngineError("WORKER_RESET", f"{what}: cannot connect: {exc}") from exc
+        raise EngineError(ErrorKind.WORKER_RESET, f"{what}: cannot connect: {exc}") from exc
     except TimeoutError as exc:
-        raise EngineError("DECODE_TIMEOUT", f"{what}: the engine stopped answering") from exc
+        raise EngineError(
+            ErrorKind.DECODE_TIMEOUT, f"{what}: the engine stopped answering"
+        ) from exc
     except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, ConnectionError) as exc:
-        raise EngineError("WORKER_RESET", f"{what}: connection lost: {exc!r}") from exc
+        raise EngineError(ErrorKind.WORKER_RESET, f"{what}: connection lost: {exc!r}") from exc
     except (aiohttp.ClientError, SseError, UnicodeDecodeError) as exc:
-        raise EngineError("INTERNAL", f"{what}: {exc}") from exc
+        raise EngineError(ErrorKind.INTERNAL, f"{what}: {exc}") from exc
 
 
 class EngineHttp:
@@ -143,7 +163,9 @@ class EngineHttp:
                 return await response.json(content_type=None)
             except ValueError:
                 text = (await response.text(errors="replace"))[:200]
-                raise EngineError("INTERNAL", f"{path} answered non-JSON: {text!r}") from None
+                raise EngineError(
+                    ErrorKind.INTERNAL, f"{path} answered non-JSON: {text!r}"
+                ) from None
 
     async def text(self, path: str) -> str:
         """A GET's body as text (metrics); every failure is an EngineError."""
@@ -223,9 +245,114 @@ async def sse_stream(
                 decoder.check()
                 if not data:
                     raise EngineError(
-                        "WORKER_RESET", f"{what}: the engine closed the stream before its end"
+                        ErrorKind.WORKER_RESET,
+                        f"{what}: the engine closed the stream before its end",
                     )
     finally:
         response.close()
         if on_close is not None:
             on_close()
+
+
+class HttpAdapter:
+    """What every engine adapter has in common: its settings, its HTTP session, health at
+    `HEALTH_PATH`, metrics text at `METRICS_PATH`, the digest of its local model, close.
+
+    Subclasses name their `engine` and implement the engine's own calls (properties,
+    slots, tokens, templates, the stream). `kv_cache_usage` is None unless an engine's
+    metrics report it.
+    """
+
+    engine: Engine
+    HEALTH_PATH = "/health"
+    METRICS_PATH = "/metrics"
+
+    def __init__(
+        self,
+        settings: AdapterSettings,
+        timeouts: HttpTimeouts = DEFAULT_TIMEOUTS,
+        *,
+        keepalive_s: float = 4.0,
+    ) -> None:
+        self.settings = settings
+        self.base_url = settings.base_url.rstrip("/")
+        self._http = EngineHttp(self.base_url, timeouts, keepalive_s=keepalive_s)
+        self._digest: str | None = None
+        self._digest_lock = asyncio.Lock()
+
+    async def health(self) -> EngineHealth:
+        return await self._http.health(self.HEALTH_PATH)
+
+    async def metrics_text(self) -> str:
+        return await self._http.text(self.METRICS_PATH)
+
+    async def kv_cache_usage(self) -> float | None:
+        """None: this engine's metrics report no KV-cache usage."""
+        return None
+
+    async def model_digest(self, served_path: str | None = None) -> str | None:
+        """``sha256:<hex>`` of the local model (`settings.model_path`), computed once in a
+        worker thread; None without a local path. ``served_path``, the model the engine
+        says it loaded, must be that same file when it is on this machine."""
+        local = self.settings.model_path
+        if local is None:
+            return None
+        if (
+            served_path is not None
+            and os.path.exists(served_path)
+            and not os.path.samefile(served_path, local)
+        ):
+            raise EngineError(ErrorKind.INTERNAL, f"the engine serves {served_path}, not {local}")
+        async with self._digest_lock:
+            if self._digest is None:
+                try:
+                    self._digest = await asyncio.to_thread(sha256_path, local)
+                except OSError as exc:
+                    raise EngineError(ErrorKind.INTERNAL, f"cannot digest {local}: {exc}") from None
+        return self._digest
+
+    async def close(self) -> None:
+        await self._http.close()
+
+
+async def optional(call: Awaitable[T]) -> T | None:
+    """The result of an engine call, or None when the engine has no such route."""
+    try:
+        return await call
+    except EngineError as exc:
+        if exc.status in NO_ROUTE:
+            return None
+        raise
+
+
+def frame_object(event: SseEvent, what: str = "stream frame") -> dict[str, Any]:
+    """One stream event's JSON object (pydantic's parser: ~3x json.loads, once per token);
+    INTERNAL when it is not one."""
+    try:
+        payload = from_json(event.data)
+    except ValueError:
+        raise EngineError(ErrorKind.INTERNAL, f"unparseable {what}: {event.data[:200]!r}") from None
+    if not isinstance(payload, dict):
+        raise EngineError(ErrorKind.INTERNAL, f"{what} is not an object: {event.data[:200]!r}")
+    return payload
+
+
+def count(payload: Mapping[str, Any], key: str, where: str) -> int:
+    """A non-negative integer field; INTERNAL naming ``where`` when it is not one."""
+    value = payload.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise EngineError(ErrorKind.INTERNAL, f"{where} has no valid {key!r}: {value!r}")
+    return value
+
+
+def metric_samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
+    """(labels, value) of every sample named ``name`` in Prometheus ``text``."""
+    try:
+        return [
+            (dict(sample.labels), float(sample.value))
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == name
+        ]
+    except ValueError as exc:
+        raise EngineError(ErrorKind.INTERNAL, f"/metrics is not Prometheus text: {exc}") from None

@@ -30,32 +30,29 @@ local path, computed once in a worker thread.
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import AsyncGenerator, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
-from pydantic_core import from_json
-
+from orchestrator_core import Engine, ErrorKind, FinishReason
 from orchestratord_server.adapters.base import (
+    AdapterSettings,
     CompletionRequest,
     EngineError,
-    EngineHealth,
-    EngineName,
     EngineProps,
     FinalChunk,
-    FinishReason,
     SlotUsage,
     StreamChunk,
     TokenChunk,
 )
-from orchestratord_server.adapters.digest import sha256_file
 from orchestratord_server.adapters.http import (
     DEFAULT_TIMEOUTS,
-    EngineHttp,
+    HttpAdapter,
     HttpTimeouts,
+    count,
     error_from_payload,
+    frame_object,
+    optional,
     sse_stream,
 )
 from orchestratord_server.adapters.sse import SseEvent
@@ -64,15 +61,15 @@ from orchestratord_server.adapters.sse import SseEvent
 RANDOM_SEED = 0xFFFFFFFF
 #: The samplers profile v1 uses, in the order they run.
 SAMPLER_ORDER = ("penalties", "top_k", "typ_p", "top_p", "min_p", "temperature")
-_FINISH_REASONS: Mapping[str, FinishReason] = {"limit": "length", "eos": "stop", "word": "stop"}
-# llama.cpp closes idle keep-alive connections after 5 s; drop ours before it does.
-_KEEPALIVE_S = 4.0
+_FINISH_REASONS: Mapping[str, FinishReason] = {
+    "limit": FinishReason.LENGTH,
+    "eos": FinishReason.STOP,
+    "word": FinishReason.STOP,
+}
 # llama.cpp closes the connection after a streamed answer although it announces
 # keep-alive; a request sent on that socket right away fails. Streams therefore ask for
 # their own connection, and closing it is also how a stream is cancelled.
 _STREAM_HEADERS = {"Connection": "close"}
-#: Statuses of a server that has no such route (an older or stripped-down build).
-_NO_ROUTE = (404, 405, 501)
 
 
 def engine_seed(seed: int) -> int:
@@ -115,23 +112,16 @@ def completion_body(req: CompletionRequest, *, stream: bool) -> dict[str, Any]:
     return body
 
 
-def _count(payload: Mapping[str, Any], key: str) -> int:
-    value = payload.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise EngineError("INTERNAL", f"final frame has no valid {key!r}: {value!r}")
-    return value
-
-
 def _finish_reason(payload: Mapping[str, Any]) -> FinishReason:
     stop_type = payload.get("stop_type")
     if stop_type is None:  # builds before stop_type reported three flags
         if payload.get("stopped_limit") is True:
-            return "length"
+            return FinishReason.LENGTH
         if payload.get("stopped_eos") is True or payload.get("stopped_word") is True:
-            return "stop"
+            return FinishReason.STOP
     reason = _FINISH_REASONS.get(stop_type) if isinstance(stop_type, str) else None
     if reason is None:
-        raise EngineError("INTERNAL", f"final frame has an unknown stop_type {stop_type!r}")
+        raise EngineError(ErrorKind.INTERNAL, f"final frame has an unknown stop_type {stop_type!r}")
     return reason
 
 
@@ -142,8 +132,8 @@ def _final_chunk(payload: Mapping[str, Any]) -> FinalChunk:
         seed = None
     return FinalChunk(
         finish_reason=_finish_reason(payload),
-        tokens_in=_count(payload, "tokens_evaluated"),
-        tokens_out=_count(payload, "tokens_predicted"),
+        tokens_in=count(payload, "tokens_evaluated", "final frame"),
+        tokens_out=count(payload, "tokens_predicted", "final frame"),
         seed=seed,
     )
 
@@ -162,96 +152,63 @@ def chunks_from_event(event: SseEvent) -> list[StreamChunk]:
     prompt progress, give none); the final frame gives its remaining text, if any, and a
     :class:`FinalChunk`. An error event raises the engine's error.
     """
-    try:
-        payload = from_json(event.data)  # pydantic's parser: ~3x json.loads, once per token
-    except ValueError:
-        raise EngineError("INTERNAL", f"unparseable stream frame: {event.data[:200]!r}") from None
-    if not isinstance(payload, dict):
-        raise EngineError("INTERNAL", f"stream frame is not an object: {event.data[:200]!r}")
+    payload = frame_object(event)
     if event.event == "error" or "error" in payload:
         raise error_from_payload(payload, None)
     content = payload.get("content", "")
     stop = payload.get("stop", False)
     if not isinstance(content, str) or not isinstance(stop, bool):
-        raise EngineError("INTERNAL", f"malformed stream frame: {event.data[:200]!r}")
+        raise EngineError(ErrorKind.INTERNAL, f"malformed stream frame: {event.data[:200]!r}")
     chunks: list[StreamChunk] = [TokenChunk(content)] if content else []
     if stop:
         chunks.append(_final_chunk(payload))
     return chunks
 
 
-class LlamaCppAdapter:
-    """One llama.cpp server at ``base_url`` (ORCH-3054).
+class LlamaCppAdapter(HttpAdapter):
+    """One llama.cpp server at ``settings.base_url`` (ORCH-3054).
 
-    ``model_path``: the GGUF file the server runs, when it is on this machine, for the
-    model digest. ``engine_version``: overrides ``build_info`` (see the module doc).
-    The HTTP session is created on first use, inside the running event loop.
+    ``settings.model_path``: the GGUF file the server runs, when it is on this machine, for
+    the model digest. ``settings.engine_version``: overrides ``build_info`` (see the module
+    doc). The HTTP session is created on first use, inside the running event loop.
     """
 
-    engine: EngineName = "llamacpp"
+    engine = Engine.LLAMACPP
 
     def __init__(
-        self,
-        base_url: str,
-        *,
-        model_path: Path | None = None,
-        engine_version: str | None = None,
-        timeouts: HttpTimeouts = DEFAULT_TIMEOUTS,
+        self, settings: AdapterSettings, timeouts: HttpTimeouts = DEFAULT_TIMEOUTS
     ) -> None:
-        self.base_url = base_url.rstrip("/")
-        self._model_path = model_path
-        self._engine_version = engine_version
-        self._http = EngineHttp(self.base_url, timeouts, keepalive_s=_KEEPALIVE_S)
-        self._digest: str | None = None
-        self._digest_lock = asyncio.Lock()
-
-    async def health(self) -> EngineHealth:
-        return await self._http.health("/health")
+        # llama.cpp closes idle keep-alive connections after 5 s; ours go before that.
+        super().__init__(settings, timeouts, keepalive_s=4.0)
 
     async def props(self) -> EngineProps:
         props = await self._http.json("GET", "/props")
         if not isinstance(props, Mapping):
-            raise EngineError("INTERNAL", "/props is not an object")
+            raise EngineError(ErrorKind.INTERNAL, "/props is not an object")
         settings = props.get("default_generation_settings")
         ctx = settings.get("n_ctx") if isinstance(settings, Mapping) else None
         slots_total = props.get("total_slots")
         if not isinstance(ctx, int) or not isinstance(slots_total, int):
-            raise EngineError("INTERNAL", "/props lacks total_slots or n_ctx")
+            raise EngineError(ErrorKind.INTERNAL, "/props lacks total_slots or n_ctx")
         engine_model = props.get("model_path")
         model_path = str(engine_model) if isinstance(engine_model, str) else None
         alias = props.get("model_alias")
         build = props.get("build_info")
         return EngineProps(
             engine=self.engine,
-            engine_version=self._engine_version or (build if isinstance(build, str) else "unknown"),
+            engine_version=self.settings.engine_version
+            or (build if isinstance(build, str) else "unknown"),
             slots_total=slots_total,
             ctx_limit=ctx,
             model_name=_model_name(alias, model_path),
             model_path=model_path,
-            model_digest=await self._model_digest(model_path),
+            model_digest=await self.model_digest(model_path),
         )
-
-    async def _model_digest(self, engine_model_path: str | None) -> str | None:
-        if self._model_path is None:
-            return None
-        if (
-            engine_model_path is not None
-            and os.path.exists(engine_model_path)
-            and not os.path.samefile(engine_model_path, self._model_path)
-        ):
-            raise EngineError(
-                "INTERNAL",
-                f"the engine serves {engine_model_path}, not {self._model_path}",
-            )
-        async with self._digest_lock:
-            if self._digest is None:
-                self._digest = await asyncio.to_thread(sha256_file, self._model_path)
-        return self._digest
 
     async def slots(self) -> SlotUsage:
         slots = await self._http.json("GET", "/slots")
         if not isinstance(slots, list) or not all(isinstance(s, Mapping) for s in slots):
-            raise EngineError("INTERNAL", "/slots is not a list of slots")
+            raise EngineError(ErrorKind.INTERNAL, "/slots is not a list of slots")
         busy = sum(1 for slot in slots if slot.get("is_processing") is True)
         return SlotUsage(total=len(slots), busy=busy)
 
@@ -260,24 +217,19 @@ class LlamaCppAdapter:
         answer = await self._http.json("POST", "/tokenize", {"content": text, "add_special": True})
         tokens = answer.get("tokens") if isinstance(answer, Mapping) else None
         if not isinstance(tokens, list):
-            raise EngineError("INTERNAL", "/tokenize answered without tokens")
+            raise EngineError(ErrorKind.INTERNAL, "/tokenize answered without tokens")
         return len(tokens)
 
     async def apply_template(self, messages: Sequence[Mapping[str, str]]) -> str | None:
         """The prompt llama.cpp renders ``messages`` to; None when the build lacks the route."""
-        try:
-            answer = await self._http.json("POST", "/apply-template", {"messages": list(messages)})
-        except EngineError as exc:
-            if exc.status in _NO_ROUTE:
-                return None
-            raise
+        body = {"messages": list(messages)}
+        answer = await optional(self._http.json("POST", "/apply-template", body))
+        if answer is None:
+            return None
         prompt = answer.get("prompt") if isinstance(answer, Mapping) else None
         if not isinstance(prompt, str):
-            raise EngineError("INTERNAL", "/apply-template answered without a prompt")
+            raise EngineError(ErrorKind.INTERNAL, "/apply-template answered without a prompt")
         return prompt
-
-    async def metrics_text(self) -> str:
-        return await self._http.text("/metrics")
 
     def stream(self, req: CompletionRequest) -> AsyncGenerator[StreamChunk, None]:
         body = completion_body(req, stream=True)
@@ -286,11 +238,3 @@ class LlamaCppAdapter:
             chunks_from_event,
             "completion stream",
         )
-
-    async def kv_cache_usage(self) -> float | None:
-        """None: this llama.cpp server's /metrics has no KV-cache usage gauge (newer builds
-        dropped ``llamacpp:kv_cache_usage_ratio``)."""
-        return None
-
-    async def close(self) -> None:
-        await self._http.close()

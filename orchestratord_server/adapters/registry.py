@@ -4,31 +4,25 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from orchestratord_server.adapters.base import AdapterSettings, EngineAdapter, EngineName
+from orchestrator_core import Engine
+from orchestratord_server.adapters.base import AdapterSettings, EngineAdapter
 from orchestratord_server.adapters.llamacpp import LlamaCppAdapter
 from orchestratord_server.adapters.tgi import TgiAdapter
 from orchestratord_server.adapters.triton import TritonAdapter
 from orchestratord_server.adapters.vllm import VllmAdapter
 
-
-def _llamacpp(settings: AdapterSettings) -> EngineAdapter:
-    return LlamaCppAdapter(
-        settings.base_url, model_path=settings.model_path, engine_version=settings.engine_version
-    )
-
-
-_FACTORIES: Mapping[EngineName, Callable[[AdapterSettings], EngineAdapter]] = {
-    "llamacpp": _llamacpp,
-    "tgi": TgiAdapter,
-    "triton": TritonAdapter,
-    "vllm": VllmAdapter,
+_FACTORIES: Mapping[Engine, Callable[[AdapterSettings], EngineAdapter]] = {
+    Engine.LLAMACPP: LlamaCppAdapter,
+    Engine.TGI: TgiAdapter,
+    Engine.TRITON: TritonAdapter,
+    Engine.VLLM: VllmAdapter,
 }
 
 
-def make_adapter(engine: EngineName, settings: AdapterSettings) -> EngineAdapter:
+def make_adapter(engine: Engine, settings: AdapterSettings) -> EngineAdapter:
     """A new adapter for one replica of ``engine``; ``ValueError`` for an unknown engine."""
     try:
-        factory = _FACTORIES[engine]
-    except KeyError:
+        factory = _FACTORIES[Engine(engine)]
+    except (KeyError, ValueError):
         raise ValueError(f"no adapter for engine {engine!r}") from None
     return factory(settings)

@@ -67,34 +67,31 @@ drops the request from its batch at the next decode step.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncGenerator, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import aiohttp
-from pydantic_core import from_json
 
+from orchestrator_core import Engine, ErrorKind, FinishReason
 from orchestratord_server.adapters.base import (
     AdapterSettings,
     CompletionRequest,
     EngineError,
-    EngineErrorKind,
-    EngineHealth,
-    EngineName,
     EngineProps,
     FinalChunk,
-    FinishReason,
     SamplerProfile,
     SlotUsage,
     StreamChunk,
     TokenChunk,
 )
-from orchestratord_server.adapters.digest import sha256_path
 from orchestratord_server.adapters.http import (
     DEFAULT_TIMEOUTS,
-    EngineHttp,
+    NO_ROUTE,
+    HttpAdapter,
     HttpTimeouts,
+    count,
+    frame_object,
+    metric_samples,
     sse_stream,
 )
 from orchestratord_server.adapters.sse import SseEvent
@@ -104,26 +101,25 @@ SEED_RANGE = 2**64
 #: The gauges whose sum is the requests TGI holds: waiting in its queue, or in the batch.
 BUSY_GAUGES = ("tgi_queue_size", "tgi_batch_current_size")
 _FINISH_REASONS: Mapping[str, FinishReason] = {
-    "length": "length",
-    "eos_token": "stop",
-    "stop_sequence": "stop",
+    "length": FinishReason.LENGTH,
+    "eos_token": FinishReason.STOP,
+    "stop_sequence": FinishReason.STOP,
 }
+_INVALID, _RESET, _INTERNAL = ErrorKind.INVALID_PARAMS, ErrorKind.WORKER_RESET, ErrorKind.INTERNAL
 #: ``error_type`` of TGI's error bodies → (error code, the HTTP status TGI gives it).
-_ERROR_TYPES: Mapping[str, tuple[EngineErrorKind, int]] = {
-    "validation": ("INVALID_PARAMS", 422),
-    "template_error": ("INVALID_PARAMS", 422),
-    "missing_template_variable": ("INVALID_PARAMS", 422),
-    "tool_error": ("INVALID_PARAMS", 422),
-    "generation": ("WORKER_RESET", 424),
-    "incomplete_generation": ("WORKER_RESET", 500),
-    "incomplete_generation_stream": ("WORKER_RESET", 500),
-    "overloaded": ("INTERNAL", 429),
-    "stream_serialization_error": ("INTERNAL", 500),
+_ERROR_TYPES: Mapping[str, tuple[ErrorKind, int]] = {
+    "validation": (_INVALID, 422),
+    "template_error": (_INVALID, 422),
+    "missing_template_variable": (_INVALID, 422),
+    "tool_error": (_INVALID, 422),
+    "generation": (_RESET, 424),
+    "incomplete_generation": (_RESET, 500),
+    "incomplete_generation_stream": (_RESET, 500),
+    "overloaded": (_INTERNAL, 429),
+    "stream_serialization_error": (_INTERNAL, 500),
 }
 #: What ``/chat_tokenize`` says for a model that has no chat template.
 NO_TEMPLATE = "Template error: template not found"
-#: Statuses of a server that has no such route.
-_NO_ROUTE = (404, 405, 501)
 
 
 def engine_seed(seed: int) -> int:
@@ -132,7 +128,7 @@ def engine_seed(seed: int) -> int:
 
 
 def _refuse(name: str, value: float, why: str) -> EngineError:
-    return EngineError("INVALID_PARAMS", f"TGI cannot honour {name}={value}: {why}")
+    return EngineError(ErrorKind.INVALID_PARAMS, f"TGI cannot honour {name}={value}: {why}")
 
 
 def sampling_parameters(sampler: SamplerProfile) -> dict[str, Any]:
@@ -205,7 +201,7 @@ def error_from_frame(payload: Mapping[str, Any]) -> EngineError:
     error_type = payload.get("error_type")
     known = _ERROR_TYPES.get(str(error_type))
     if known is None:
-        return EngineError("INTERNAL", f"{message} (unknown error_type {error_type!r})")
+        return EngineError(ErrorKind.INTERNAL, f"{message} (unknown error_type {error_type!r})")
     kind, status = known
     return EngineError(kind, f"{message} ({error_type})", status)
 
@@ -246,28 +242,21 @@ class StopTrimmer:
         return held
 
 
-def _count(details: Mapping[str, Any], key: str) -> int:
-    value = details.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise EngineError("INTERNAL", f"stream details have no valid {key!r}: {value!r}")
-    return value
-
-
 def _final_chunk(details: object) -> tuple[FinalChunk, bool]:
     """The final chunk of the last frame's ``details``, and whether a stop sequence ended it."""
     if not isinstance(details, Mapping):
-        raise EngineError("INTERNAL", f"the last stream frame has no details: {details!r}")
+        raise EngineError(ErrorKind.INTERNAL, f"the last stream frame has no details: {details!r}")
     reason = details.get("finish_reason")
     finish = _FINISH_REASONS.get(reason) if isinstance(reason, str) else None
     if finish is None:
-        raise EngineError("INTERNAL", f"unknown finish_reason {reason!r}")
+        raise EngineError(ErrorKind.INTERNAL, f"unknown finish_reason {reason!r}")
     seed = details.get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise EngineError("INTERNAL", f"stream details have an invalid seed: {seed!r}")
+        raise EngineError(ErrorKind.INTERNAL, f"stream details have an invalid seed: {seed!r}")
     final = FinalChunk(
         finish_reason=finish,
-        tokens_in=_count(details, "input_length"),
-        tokens_out=_count(details, "generated_tokens"),
+        tokens_in=count(details, "input_length", "stream details"),
+        tokens_out=count(details, "generated_tokens", "stream details"),
         seed=seed,
     )
     return final, reason == "stop_sequence"
@@ -276,12 +265,7 @@ def _final_chunk(details: object) -> tuple[FinalChunk, bool]:
 def parse_frame(event: SseEvent) -> tuple[str, tuple[FinalChunk, bool] | None]:
     """One ``/generate_stream`` frame: its token's text ("" for a special token) and, on
     the last frame, the final chunk; an error frame raises the engine's error."""
-    try:
-        payload = from_json(event.data)
-    except ValueError:
-        raise EngineError("INTERNAL", f"unparseable stream frame: {event.data[:200]!r}") from None
-    if not isinstance(payload, dict):
-        raise EngineError("INTERNAL", f"stream frame is not an object: {event.data[:200]!r}")
+    payload = frame_object(event)
     if "error" in payload:
         raise error_from_frame(payload)
     token = payload.get("token")
@@ -293,7 +277,7 @@ def parse_frame(event: SseEvent) -> tuple[str, tuple[FinalChunk, bool] | None]:
         or not isinstance(special, bool)
         or not (generated is None or isinstance(generated, str))
     ):
-        raise EngineError("INTERNAL", f"malformed stream frame: {event.data[:200]!r}")
+        raise EngineError(ErrorKind.INTERNAL, f"malformed stream frame: {event.data[:200]!r}")
     text = "" if special else text
     if generated is None:
         return text, None
@@ -302,21 +286,11 @@ def parse_frame(event: SseEvent) -> tuple[str, tuple[FinalChunk, bool] | None]:
 
 def busy_from_metrics(text: str) -> int:
     """Requests queued or batched, from TGI's Prometheus text (absent gauges are 0)."""
-    busy = 0.0
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        name, _, rest = line.partition(" ")
-        if name.partition("{")[0] not in BUSY_GAUGES:
-            continue
-        try:
-            busy += float(rest.split()[0])
-        except (IndexError, ValueError):
-            raise EngineError("INTERNAL", f"unreadable metrics line: {line[:200]!r}") from None
+    busy = sum(value for name in BUSY_GAUGES for _, value in metric_samples(text, name))
     return max(0, round(busy))
 
 
-class TgiAdapter:
+class TgiAdapter(HttpAdapter):
     """One TGI server at ``settings.base_url`` (ORCH-3056).
 
     ``settings.slots`` is the replica's concurrent requests (else TGI's
@@ -325,25 +299,18 @@ class TgiAdapter:
     ``settings.model`` is not needed: a TGI server serves one model, named by ``model_id``.
     """
 
-    engine: EngineName = "tgi"
+    engine = Engine.TGI
 
     def __init__(
         self, settings: AdapterSettings, timeouts: HttpTimeouts = DEFAULT_TIMEOUTS
     ) -> None:
-        self.base_url = settings.base_url.rstrip("/")
-        self._settings = settings
-        self._http = EngineHttp(self.base_url, timeouts)
-        self._digest: str | None = None
-        self._digest_lock = asyncio.Lock()
+        super().__init__(settings, timeouts)
         self._slots_total = settings.slots
-
-    async def health(self) -> EngineHealth:
-        return await self._http.health("/health")
 
     async def _info(self) -> Mapping[str, Any]:
         info = await self._http.json("GET", "/info")
         if not isinstance(info, Mapping):
-            raise EngineError("INTERNAL", "/info is not an object")
+            raise EngineError(ErrorKind.INTERNAL, "/info is not an object")
         return info
 
     async def props(self) -> EngineProps:
@@ -351,35 +318,29 @@ class TgiAdapter:
         version, model_id = info.get("version"), info.get("model_id")
         ctx, concurrent = info.get("max_total_tokens"), info.get("max_concurrent_requests")
         if not isinstance(version, str) or not isinstance(model_id, str):
-            raise EngineError("INTERNAL", "/info lacks version or model_id")
+            raise EngineError(ErrorKind.INTERNAL, "/info lacks version or model_id")
         if not isinstance(ctx, int) or not isinstance(concurrent, int):
-            raise EngineError("INTERNAL", "/info lacks max_total_tokens or max_concurrent_requests")
+            raise EngineError(
+                ErrorKind.INTERNAL, "/info lacks max_total_tokens or max_concurrent_requests"
+            )
         sha = info.get("sha")
         reported = f"{version}+{sha}" if isinstance(sha, str) and sha else version
-        model_path = self._settings.model_path
+        model_path = self.settings.model_path
         return EngineProps(
             engine=self.engine,
-            engine_version=self._settings.engine_version or reported,
-            slots_total=self._settings.slots or concurrent,
+            engine_version=self.settings.engine_version or reported,
+            slots_total=self.settings.slots or concurrent,
             ctx_limit=ctx,
             model_name=model_id,
             model_path=None if model_path is None else str(model_path),
-            model_digest=await self._model_digest(model_path),
+            model_digest=await self.model_digest(),
         )
-
-    async def _model_digest(self, model_path: Path | None) -> str | None:
-        if model_path is None:
-            return None
-        async with self._digest_lock:
-            if self._digest is None:
-                self._digest = await asyncio.to_thread(sha256_path, model_path)
-        return self._digest
 
     async def slots(self) -> SlotUsage:
         if self._slots_total is None:
             concurrent = (await self._info()).get("max_concurrent_requests")
             if not isinstance(concurrent, int):
-                raise EngineError("INTERNAL", "/info lacks max_concurrent_requests")
+                raise EngineError(ErrorKind.INTERNAL, "/info lacks max_concurrent_requests")
             self._slots_total = concurrent
         busy = busy_from_metrics(await self._http.text("/metrics"))
         return SlotUsage(total=self._slots_total, busy=busy)
@@ -388,7 +349,7 @@ class TgiAdapter:
         """Tokens the prompt ``text`` costs, special tokens included as for a generation."""
         tokens = await self._http.json("POST", "/tokenize", {"inputs": text})
         if not isinstance(tokens, list):
-            raise EngineError("INTERNAL", "/tokenize did not answer a list of tokens")
+            raise EngineError(ErrorKind.INTERNAL, "/tokenize did not answer a list of tokens")
         return len(tokens)
 
     async def apply_template(self, messages: Sequence[Mapping[str, str]]) -> str | None:
@@ -397,16 +358,13 @@ class TgiAdapter:
         try:
             answer = await self._http.json("POST", "/chat_tokenize", body)
         except EngineError as exc:
-            if exc.status in _NO_ROUTE or (exc.status == 422 and exc.message == NO_TEMPLATE):
+            if exc.status in NO_ROUTE or (exc.status == 422 and exc.message == NO_TEMPLATE):
                 return None
             raise
         prompt = answer.get("templated_text") if isinstance(answer, Mapping) else None
         if not isinstance(prompt, str):
-            raise EngineError("INTERNAL", "/chat_tokenize answered without templated_text")
+            raise EngineError(ErrorKind.INTERNAL, "/chat_tokenize answered without templated_text")
         return prompt
-
-    async def metrics_text(self) -> str:
-        return await self._http.text("/metrics")
 
     def stream(self, req: CompletionRequest) -> AsyncGenerator[StreamChunk, None]:
         trimmer = StopTrimmer(req.stop)
@@ -425,10 +383,3 @@ class TgiAdapter:
             return found
 
         return sse_stream(open_response, chunks, "generate stream")
-
-    async def kv_cache_usage(self) -> float | None:
-        """None: TGI's /metrics reports batch sizes and queue depth, not KV-cache usage."""
-        return None
-
-    async def close(self) -> None:
-        await self._http.close()

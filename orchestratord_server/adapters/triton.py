@@ -56,7 +56,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import re
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -64,25 +63,28 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 from pydantic_core import from_json
 
+from orchestrator_core import Engine, ErrorKind
 from orchestratord_server.adapters.base import (
     AdapterSettings,
     CompletionRequest,
     EngineError,
     EngineHealth,
-    EngineName,
     EngineProps,
     FinalChunk,
-    FinishReason,
     SlotUsage,
     StreamChunk,
     TokenChunk,
 )
-from orchestratord_server.adapters.digest import sha256_path
 from orchestratord_server.adapters.http import (
     DEFAULT_TIMEOUTS,
+    OPENAI_FINISH_REASONS,
     EngineHttp,
+    HttpAdapter,
     HttpTimeouts,
+    count,
     error_from_payload,
+    frame_object,
+    metric_samples,
     sse_stream,
 )
 from orchestratord_server.adapters.llamacpp import RANDOM_SEED, engine_seed
@@ -96,10 +98,7 @@ CTX_PARAMETER = "ctx_limit"
 SLOTS_PARAMETER = "slots"
 #: Suffix of the tokenizer model that belongs to a text model.
 TOKENIZE_SUFFIX = "_tokenize"
-_FINISH_REASONS: Mapping[str, FinishReason] = {"stop": "stop", "length": "length"}
-_PENDING = re.compile(
-    r"^nv_inference_pending_request_count\{(?P<labels>[^}]*)\}\s+(?P<value>\S+)", re.MULTILINE
-)
+PENDING_METRIC = "nv_inference_pending_request_count"
 #: Statuses of a request for a model Triton does not have.
 _NO_MODEL = (400, 404)
 
@@ -145,25 +144,20 @@ def condensed(message: str) -> str:
     return lines[-1].strip() if lines else message
 
 
-def _count(payload: Mapping[str, Any], key: str) -> int:
-    value = payload.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise EngineError("INTERNAL", f"final response has no valid {key!r}: {value!r}")
-    return value
-
-
 def _final_chunk(payload: Mapping[str, Any]) -> FinalChunk:
     reason = payload.get("finish_reason")
-    finish = _FINISH_REASONS.get(reason) if isinstance(reason, str) else None
+    finish = OPENAI_FINISH_REASONS.get(reason) if isinstance(reason, str) else None
     if finish is None:
-        raise EngineError("INTERNAL", f"final response has an unknown finish_reason {reason!r}")
+        raise EngineError(
+            ErrorKind.INTERNAL, f"final response has an unknown finish_reason {reason!r}"
+        )
     seed = payload.get("seed")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed == RANDOM_SEED:
         seed = None
     return FinalChunk(
         finish_reason=finish,
-        tokens_in=_count(payload, "tokens_in"),
-        tokens_out=_count(payload, "tokens_out"),
+        tokens_in=count(payload, "tokens_in", "final response"),
+        tokens_out=count(payload, "tokens_out", "final response"),
         seed=seed,
     )
 
@@ -179,17 +173,12 @@ def chunks_from_event(event: SseEvent) -> list[StreamChunk]:
     A response with text gives a :class:`TokenChunk`; the final response (the one with
     ``finish_reason``) also gives the :class:`FinalChunk`. An error event raises it.
     """
-    try:
-        payload = from_json(event.data)
-    except ValueError:
-        raise EngineError("INTERNAL", f"unparseable stream event: {event.data[:200]!r}") from None
-    if not isinstance(payload, dict):
-        raise EngineError("INTERNAL", f"stream event is not an object: {event.data[:200]!r}")
+    payload = frame_object(event, "stream event")
     if "error" in payload:
         raise _error(payload, None)
     text = payload.get("text_output", "")
     if not isinstance(text, str):
-        raise EngineError("INTERNAL", f"malformed stream event: {event.data[:200]!r}")
+        raise EngineError(ErrorKind.INTERNAL, f"malformed stream event: {event.data[:200]!r}")
     chunks: list[StreamChunk] = [TokenChunk(text)] if text else []
     if "finish_reason" in payload:
         chunks.append(_final_chunk(payload))
@@ -212,27 +201,25 @@ def _refusal(exc: EngineError) -> EngineError:
 
 def pending_requests(metrics: str, model: str) -> int:
     """``nv_inference_pending_request_count`` of ``model`` (all versions) in ``metrics``."""
-    total = 0.0
-    for match in _PENDING.finditer(metrics):
-        if f'model="{model}"' in match.group("labels"):
-            try:
-                total += float(match.group("value"))
-            except ValueError:
-                raise EngineError("INTERNAL", f"unparseable metric: {match.group(0)!r}") from None
+    total = sum(
+        value
+        for labels, value in metric_samples(metrics, PENDING_METRIC)
+        if labels.get("model") == model
+    )
     if not math.isfinite(total) or total < 0:
-        raise EngineError("INTERNAL", f"pending request count of {model} is {total}")
+        raise EngineError(ErrorKind.INTERNAL, f"pending request count of {model} is {total}")
     return int(total)
 
 
 def _instances(config: Mapping[str, Any]) -> int:
     groups = config.get("instance_group")
     if not isinstance(groups, list) or not groups:
-        raise EngineError("INTERNAL", "the model config has no instance_group")
+        raise EngineError(ErrorKind.INTERNAL, "the model config has no instance_group")
     count = 0
     for group in groups:
         value = group.get("count") if isinstance(group, Mapping) else None
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise EngineError("INTERNAL", f"instance_group has no valid count: {group!r}")
+            raise EngineError(ErrorKind.INTERNAL, f"instance_group has no valid count: {group!r}")
         count += value
     batch = config.get("max_batch_size", 0)
     return count * batch if isinstance(batch, int) and batch > 1 else count
@@ -250,7 +237,7 @@ def _parameter(config: Mapping[str, Any], name: str) -> int | None:
     except ValueError:
         number = 0
     if number < 1:
-        raise EngineError("INTERNAL", f"model config parameter {name} is {value!r}")
+        raise EngineError(ErrorKind.INTERNAL, f"model config parameter {name} is {value!r}")
     return number
 
 
@@ -264,7 +251,7 @@ def _ctx_limit(config: Mapping[str, Any], model: str) -> int:
     ctx = _parameter(config, CTX_PARAMETER)
     if ctx is None:
         raise EngineError(
-            "INTERNAL",
+            ErrorKind.INTERNAL,
             f"model {model} publishes no context size (config parameters.{CTX_PARAMETER})",
         )
     return ctx
@@ -283,7 +270,7 @@ def is_text_model(metadata: Mapping[str, Any]) -> bool:
     )
 
 
-class TritonAdapter:
+class TritonAdapter(HttpAdapter):
     """One text streaming model on a Triton server at ``settings.base_url`` (ORCH-3057).
 
     ``settings.model``: the Triton model name (discovered when None); ``settings.slots``
@@ -291,7 +278,7 @@ class TritonAdapter:
     ``metrics_url``: where Triton's metrics are (default: see the module doc).
     """
 
-    engine: EngineName = "triton"
+    engine = Engine.TRITON
 
     def __init__(
         self,
@@ -300,15 +287,11 @@ class TritonAdapter:
         *,
         metrics_url: str | None = None,
     ) -> None:
-        self.settings = settings
-        self.base_url = settings.base_url.rstrip("/")
+        super().__init__(settings, timeouts)
         self.metrics_url = (metrics_url or metrics_url_for(self.base_url)).rstrip("/")
-        self._http = EngineHttp(self.base_url, timeouts)
         self._metrics = EngineHttp(self.metrics_url, timeouts)
         self._model_name = settings.model
         self._model_lock = asyncio.Lock()
-        self._digest: str | None = None
-        self._digest_lock = asyncio.Lock()
         self._has_tokenizer = False
         self._open_streams = 0
 
@@ -342,7 +325,7 @@ class TritonAdapter:
                 exc.status,
             ) from None
         if not isinstance(index, list):
-            raise EngineError("INTERNAL", "/v2/repository/index is not a list")
+            raise EngineError(ErrorKind.INTERNAL, "/v2/repository/index is not a list")
         candidates = []
         for entry in index:
             name = entry.get("name") if isinstance(entry, Mapping) else None
@@ -353,7 +336,7 @@ class TritonAdapter:
         if len(candidates) != 1:
             found = ", ".join(sorted(candidates)) or "none"
             raise EngineError(
-                "INTERNAL",
+                ErrorKind.INTERNAL,
                 f"cannot pick the text model (text_input → text_output) among the server's "
                 f"ready models (found: {found}); configure the model name",
             )
@@ -362,28 +345,32 @@ class TritonAdapter:
     async def _metadata(self, model: str) -> Mapping[str, Any]:
         metadata = await self._http.json("GET", f"/v2/models/{model}")
         if not isinstance(metadata, Mapping):
-            raise EngineError("INTERNAL", f"metadata of model {model} is not an object")
+            raise EngineError(ErrorKind.INTERNAL, f"metadata of model {model} is not an object")
         return metadata
 
     async def _config(self, model: str) -> Mapping[str, Any]:
         config = await self._http.json("GET", f"/v2/models/{model}/config")
         if not isinstance(config, Mapping):
-            raise EngineError("INTERNAL", f"config of model {model} is not an object")
+            raise EngineError(ErrorKind.INTERNAL, f"config of model {model} is not an object")
         return config
 
     async def props(self) -> EngineProps:
         server = await self._http.json("GET", "/v2")
         version = server.get("version") if isinstance(server, Mapping) else None
         if not isinstance(version, str) or not version:
-            raise EngineError("INTERNAL", "/v2 reports no server version")
+            raise EngineError(ErrorKind.INTERNAL, "/v2 reports no server version")
         model = await self.model()
         metadata = await self._metadata(model)
         if not is_text_model(metadata):
-            raise EngineError("INTERNAL", f"model {model} does not map text_input to text_output")
+            raise EngineError(
+                ErrorKind.INTERNAL, f"model {model} does not map text_input to text_output"
+            )
         config = await self._config(model)
         policy = config.get("model_transaction_policy")
         if not (isinstance(policy, Mapping) and policy.get("decoupled") is True):
-            raise EngineError("INTERNAL", f"model {model} is not decoupled, so it cannot stream")
+            raise EngineError(
+                ErrorKind.INTERNAL, f"model {model} is not decoupled, so it cannot stream"
+            )
         name = metadata.get("name")
         return EngineProps(
             engine=self.engine,
@@ -392,20 +379,8 @@ class TritonAdapter:
             ctx_limit=_ctx_limit(config, model),
             model_name=name if isinstance(name, str) and name else model,
             model_path=None if self.settings.model_path is None else str(self.settings.model_path),
-            model_digest=await self._model_digest(),
+            model_digest=await self.model_digest(),
         )
-
-    async def _model_digest(self) -> str | None:
-        path = self.settings.model_path
-        if path is None:
-            return None
-        async with self._digest_lock:
-            if self._digest is None:
-                try:
-                    self._digest = await asyncio.to_thread(sha256_path, path)
-                except OSError as exc:
-                    raise EngineError("INTERNAL", f"cannot digest {path}: {exc}") from None
-        return self._digest
 
     async def slots(self) -> SlotUsage:
         model = await self.model()
@@ -426,7 +401,7 @@ class TritonAdapter:
                 self._has_tokenizer = True
         if not self._has_tokenizer:
             raise EngineError(
-                "INTERNAL",
+                ErrorKind.INTERNAL,
                 f"the server has no tokenizer model {tokenizer}; Triton itself cannot count "
                 "prompt tokens",
             )
@@ -435,7 +410,9 @@ class TritonAdapter:
         )
         count = answer.get("tokens_in") if isinstance(answer, Mapping) else None
         if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-            raise EngineError("INTERNAL", f"{tokenizer} answered without tokens_in: {answer!r}")
+            raise EngineError(
+                ErrorKind.INTERNAL, f"{tokenizer} answered without tokens_in: {answer!r}"
+            )
         return count
 
     async def apply_template(self, messages: Sequence[Mapping[str, str]]) -> str | None:
@@ -460,10 +437,6 @@ class TritonAdapter:
 
         return sse_stream(open_response, chunks_from_event, "generate stream", closed)
 
-    async def kv_cache_usage(self) -> float | None:
-        """None: Triton's metrics describe inference requests, not a model's KV cache."""
-        return None
-
     async def close(self) -> None:
-        await self._http.close()
+        await super().close()
         await self._metrics.close()

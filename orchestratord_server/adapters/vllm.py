@@ -42,37 +42,35 @@ process knows better; ``model_digest`` is
 
 from __future__ import annotations
 
-import asyncio
 import math
-import os
 import uuid
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any
 
 import aiohttp
-from prometheus_client.parser import text_string_to_metric_families
-from pydantic_core import from_json
 
+from orchestrator_core import Engine, ErrorKind, FinishReason
 from orchestratord_server.adapters.base import (
     AdapterSettings,
     CompletionRequest,
     EngineError,
-    EngineHealth,
-    EngineName,
     EngineProps,
     FinalChunk,
-    FinishReason,
     SamplerProfile,
     SlotUsage,
     StreamChunk,
     TokenChunk,
 )
-from orchestratord_server.adapters.digest import sha256_path
 from orchestratord_server.adapters.http import (
     DEFAULT_TIMEOUTS,
-    EngineHttp,
+    OPENAI_FINISH_REASONS,
+    HttpAdapter,
     HttpTimeouts,
+    count,
     error_from_payload,
+    frame_object,
+    metric_samples,
+    optional,
     sse_stream,
 )
 from orchestratord_server.adapters.sse import SseEvent
@@ -87,9 +85,6 @@ RUNNING_METRIC = "vllm:num_requests_running"
 KV_USAGE_METRIC = "vllm:kv_cache_usage_perc"
 CACHE_INFO_METRIC = "vllm:cache_config_info"
 _DONE = "[DONE]"
-_FINISH_REASONS: Mapping[str, FinishReason] = {"stop": "stop", "length": "length"}
-#: Statuses of a server that has no such route (an older or stripped-down build).
-_NO_ROUTE = (404, 405, 501)
 
 
 def engine_seed(seed: int) -> int:
@@ -113,11 +108,12 @@ def sampler_fields(sampler: SamplerProfile) -> dict[str, Any]:
     """
     if sampler.typical_p != 1.0:
         raise EngineError(
-            "INVALID_PARAMS", f"vLLM has no typical-p sampling (typical_p {sampler.typical_p})"
+            ErrorKind.INVALID_PARAMS,
+            f"vLLM has no typical-p sampling (typical_p {sampler.typical_p})",
         )
     if 0.0 < sampler.temperature < MIN_SAMPLED_TEMPERATURE:
         raise EngineError(
-            "INVALID_PARAMS",
+            ErrorKind.INVALID_PARAMS,
             f"vLLM raises a temperature below {MIN_SAMPLED_TEMPERATURE} to that value "
             f"(temperature {sampler.temperature})",
         )
@@ -127,13 +123,13 @@ def sampler_fields(sampler: SamplerProfile) -> dict[str, Any]:
     frequency = sampler.frequency_penalty if penalties else 0.0
     if repetition != 1.0 and sampler.repeat_last_n != -1:
         raise EngineError(
-            "INVALID_PARAMS",
+            ErrorKind.INVALID_PARAMS,
             "vLLM's repetition penalty covers the whole sequence, not the last "
             f"{sampler.repeat_last_n} tokens (repeat_last_n must be -1)",
         )
     if presence != 0.0 or frequency != 0.0:
         raise EngineError(
-            "INVALID_PARAMS",
+            ErrorKind.INVALID_PARAMS,
             "vLLM's presence and frequency penalties count generated tokens only, not the "
             f"last {sampler.repeat_last_n} tokens of prompt and output",
         )
@@ -176,13 +172,6 @@ def completion_body(req: CompletionRequest, model: str, *, stream: bool) -> dict
     if not req.reuse_prompt_cache:
         body["cache_salt"] = uuid.uuid4().hex
     return body
-
-
-def _count(usage: Mapping[str, Any], key: str) -> int:
-    value = usage.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise EngineError("INTERNAL", f"usage chunk has no valid {key!r}: {value!r}")
-    return value
 
 
 def token_pieces(text: str, tokens: Sequence[str]) -> list[str]:
@@ -237,46 +226,44 @@ class CompletionStream:
 
     def feed(self, event: SseEvent) -> list[StreamChunk]:
         if self.done:
-            raise EngineError("INTERNAL", f"stream data after [DONE]: {event.data[:200]!r}")
+            raise EngineError(ErrorKind.INTERNAL, f"stream data after [DONE]: {event.data[:200]!r}")
         if event.data == _DONE:
             self.done = True
             return [self._final()]
-        try:
-            payload = from_json(event.data)
-        except ValueError:
-            raise EngineError(
-                "INTERNAL", f"unparseable stream chunk: {event.data[:200]!r}"
-            ) from None
-        if not isinstance(payload, dict):
-            raise EngineError("INTERNAL", f"stream chunk is not an object: {event.data[:200]!r}")
+        payload = frame_object(event, "stream chunk")
         if "error" in payload:
             raise error_from_payload(payload, None)
         chunks: list[StreamChunk] = []
         choices = payload.get("choices")
         if not isinstance(choices, list):
-            raise EngineError("INTERNAL", f"stream chunk without choices: {event.data[:200]!r}")
+            raise EngineError(
+                ErrorKind.INTERNAL, f"stream chunk without choices: {event.data[:200]!r}"
+            )
         if choices:
             chunks.extend(self._choice(choices[0], event.data))
         usage = payload.get("usage")
         if isinstance(usage, Mapping):
-            self._usage = (_count(usage, "prompt_tokens"), _count(usage, "completion_tokens"))
+            self._usage = (
+                count(usage, "prompt_tokens", "usage chunk"),
+                count(usage, "completion_tokens", "usage chunk"),
+            )
         return chunks
 
     def _choice(self, choice: object, data: str) -> list[StreamChunk]:
         if not isinstance(choice, Mapping):
-            raise EngineError("INTERNAL", f"malformed stream chunk: {data[:200]!r}")
+            raise EngineError(ErrorKind.INTERNAL, f"malformed stream chunk: {data[:200]!r}")
         text = choice.get("text", "")
         reason = choice.get("finish_reason")
         if not isinstance(text, str) or not (reason is None or isinstance(reason, str)):
-            raise EngineError("INTERNAL", f"malformed stream chunk: {data[:200]!r}")
+            raise EngineError(ErrorKind.INTERNAL, f"malformed stream chunk: {data[:200]!r}")
         if reason is not None:
             if self._finish_reason is not None:
-                raise EngineError("INTERNAL", "the stream finished twice")
+                raise EngineError(ErrorKind.INTERNAL, "the stream finished twice")
             if reason == "abort":
-                raise EngineError("WORKER_RESET", "the engine aborted the request")
-            mapped = _FINISH_REASONS.get(reason)
+                raise EngineError(ErrorKind.WORKER_RESET, "the engine aborted the request")
+            mapped = OPENAI_FINISH_REASONS.get(reason)
             if mapped is None:
-                raise EngineError("INTERNAL", f"unknown finish_reason {reason!r}")
+                raise EngineError(ErrorKind.INTERNAL, f"unknown finish_reason {reason!r}")
             self._finish_reason = mapped
         logprobs = choice.get("logprobs")
         tokens = logprobs.get("tokens") if isinstance(logprobs, Mapping) else None
@@ -286,9 +273,9 @@ class CompletionStream:
 
     def _final(self) -> FinalChunk:
         if self._finish_reason is None:
-            raise EngineError("INTERNAL", "the stream ended without a finish_reason")
+            raise EngineError(ErrorKind.INTERNAL, "the stream ended without a finish_reason")
         if self._usage is None:
-            raise EngineError("INTERNAL", "the stream ended without a usage chunk")
+            raise EngineError(ErrorKind.INTERNAL, "the stream ended without a usage chunk")
         tokens_in, tokens_out = self._usage
         return FinalChunk(
             finish_reason=self._finish_reason,
@@ -298,30 +285,17 @@ class CompletionStream:
         )
 
 
-def _metric_samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
-    """(labels, value) of every sample named ``name`` in Prometheus ``text``."""
-    try:
-        return [
-            (dict(sample.labels), float(sample.value))
-            for family in text_string_to_metric_families(text)
-            for sample in family.samples
-            if sample.name == name
-        ]
-    except ValueError as exc:
-        raise EngineError("INTERNAL", f"/metrics is not Prometheus text: {exc}") from None
-
-
 def running_requests(metrics: str) -> int:
     """``vllm:num_requests_running`` summed over engines; INTERNAL when it is missing."""
-    samples = _metric_samples(metrics, RUNNING_METRIC)
+    samples = metric_samples(metrics, RUNNING_METRIC)
     if not samples:
-        raise EngineError("INTERNAL", f"/metrics lacks {RUNNING_METRIC}")
+        raise EngineError(ErrorKind.INTERNAL, f"/metrics lacks {RUNNING_METRIC}")
     return round(sum(value for _, value in samples))
 
 
 def kv_cache_usage(metrics: str) -> float | None:
     """``vllm:kv_cache_usage_perc`` averaged over engines, clamped to 0..1; None when absent."""
-    values = [value for _, value in _metric_samples(metrics, KV_USAGE_METRIC)]
+    values = [value for _, value in metric_samples(metrics, KV_USAGE_METRIC)]
     if not values or not all(math.isfinite(v) for v in values):
         return None
     return min(1.0, max(0.0, sum(values) / len(values)))
@@ -330,7 +304,7 @@ def kv_cache_usage(metrics: str) -> float | None:
 def kv_cache_concurrency(metrics: str) -> int | None:
     """Whole ``max_model_len`` requests the KV cache holds (summed over engines), if told."""
     total = 0.0
-    for labels, _ in _metric_samples(metrics, CACHE_INFO_METRIC):
+    for labels, _ in metric_samples(metrics, CACHE_INFO_METRIC):
         try:
             total += float(labels.get("kv_cache_max_concurrency", "nan"))
         except ValueError:
@@ -345,44 +319,39 @@ def _served_card(models: object, wanted: str | None) -> Mapping[str, Any]:
     data = models.get("data") if isinstance(models, Mapping) else None
     cards = [card for card in data if isinstance(card, Mapping)] if isinstance(data, list) else []
     if not cards:
-        raise EngineError("INTERNAL", "/v1/models lists no model")
+        raise EngineError(ErrorKind.INTERNAL, "/v1/models lists no model")
     if wanted is None:
         return cards[0]
     for card in cards:
         if card.get("id") == wanted:
             return card
     served = ", ".join(str(card.get("id")) for card in cards)
-    raise EngineError("INTERNAL", f"the engine does not serve {wanted!r} (it serves {served})")
+    raise EngineError(
+        ErrorKind.INTERNAL, f"the engine does not serve {wanted!r} (it serves {served})"
+    )
 
 
-class VllmAdapter:
+class VllmAdapter(HttpAdapter):
     """One vLLM OpenAI-compatible server (ORCH-3055); see the module doc.
 
     The HTTP session is created on first use, inside the running event loop.
     """
 
-    engine: EngineName = "vllm"
+    engine = Engine.VLLM
 
     def __init__(
         self, settings: AdapterSettings, timeouts: HttpTimeouts = DEFAULT_TIMEOUTS
     ) -> None:
-        self.settings = settings
-        self.base_url = settings.base_url.rstrip("/")
         # uvicorn (vLLM's server) closes idle keep-alive connections after 5 s.
-        self._http = EngineHttp(self.base_url, timeouts, keepalive_s=4.0)
+        super().__init__(settings, timeouts, keepalive_s=4.0)
         self._model: str | None = settings.model
         self._slots_total: int | None = settings.slots
-        self._digest: str | None = None
-        self._digest_lock = asyncio.Lock()
-
-    async def health(self) -> EngineHealth:
-        return await self._http.health("/health")
 
     async def _card(self) -> Mapping[str, Any]:
         card = _served_card(await self._http.json("GET", "/v1/models"), self.settings.model)
         model = card.get("id")
         if not isinstance(model, str) or not model:
-            raise EngineError("INTERNAL", "/v1/models lists a model without an id")
+            raise EngineError(ErrorKind.INTERNAL, "/v1/models lists a model without an id")
         self._model = model
         return card
 
@@ -397,7 +366,7 @@ class VllmAdapter:
         card = await self._card()
         ctx = card.get("max_model_len")
         if isinstance(ctx, bool) or not isinstance(ctx, int) or ctx < 1:
-            raise EngineError("INTERNAL", f"/v1/models has no valid max_model_len: {ctx!r}")
+            raise EngineError(ErrorKind.INTERNAL, f"/v1/models has no valid max_model_len: {ctx!r}")
         root = card.get("root")
         served_path = root if isinstance(root, str) and root else None
         assert self._model is not None
@@ -408,14 +377,14 @@ class VllmAdapter:
             ctx_limit=ctx,
             model_name=self._model,
             model_path=served_path,
-            model_digest=await self._model_digest(served_path),
+            model_digest=await self.model_digest(served_path),
         )
 
     async def _engine_version(self) -> str:
         answer = await self._http.json("GET", "/version")
         version = answer.get("version") if isinstance(answer, Mapping) else None
         if not isinstance(version, str) or not version:
-            raise EngineError("INTERNAL", "/version answered without a version")
+            raise EngineError(ErrorKind.INTERNAL, "/version answered without a version")
         return version
 
     async def _slots_total_now(self, metrics: str | None = None) -> int:
@@ -426,21 +395,6 @@ class VllmAdapter:
             self._slots_total = DEFAULT_SLOTS if concurrency is None else concurrency
         return self._slots_total
 
-    async def _model_digest(self, served_path: str | None) -> str | None:
-        local = self.settings.model_path
-        if local is None:
-            return None
-        if (
-            served_path is not None
-            and os.path.exists(served_path)
-            and not os.path.samefile(served_path, local)
-        ):
-            raise EngineError("INTERNAL", f"the engine serves {served_path}, not {local}")
-        async with self._digest_lock:
-            if self._digest is None:
-                self._digest = await asyncio.to_thread(sha256_path, local)
-        return self._digest
-
     async def slots(self) -> SlotUsage:
         metrics = await self._http.text("/metrics")
         total = await self._slots_total_now(metrics)
@@ -450,7 +404,7 @@ class VllmAdapter:
         answer = await self._http.json("POST", "/tokenize", dict(body))
         tokens = answer.get("tokens") if isinstance(answer, Mapping) else None
         if not isinstance(tokens, list) or not all(isinstance(t, int) for t in tokens):
-            raise EngineError("INTERNAL", "/tokenize answered without tokens")
+            raise EngineError(ErrorKind.INTERNAL, "/tokenize answered without tokens")
         return tokens
 
     async def count_tokens(self, text: str) -> int:
@@ -468,25 +422,22 @@ class VllmAdapter:
         these routes) None, and the caller falls back to its own rendering.
         """
         model = await self._model_name()
-        try:
-            rendered = await self._tokenize(
+        rendered = await optional(
+            self._tokenize(
                 {"model": model, "messages": list(messages), "add_generation_prompt": True}
             )
-            answer = await self._http.json(
-                "POST", "/detokenize", {"model": model, "tokens": rendered}
-            )
-        except EngineError as exc:
-            if exc.status in _NO_ROUTE:
-                return None
-            raise
+        )
+        if rendered is None:
+            return None
+        body = {"model": model, "tokens": rendered}
+        answer = await optional(self._http.json("POST", "/detokenize", body))
+        if answer is None:
+            return None
         prompt = answer.get("prompt") if isinstance(answer, Mapping) else None
         if not isinstance(prompt, str):
-            raise EngineError("INTERNAL", "/detokenize answered without a prompt")
+            raise EngineError(ErrorKind.INTERNAL, "/detokenize answered without a prompt")
         again = await self._tokenize({"model": model, "prompt": prompt, "add_special_tokens": True})
         return prompt if again == rendered else None
-
-    async def metrics_text(self) -> str:
-        return await self._http.text("/metrics")
 
     def stream(self, req: CompletionRequest) -> AsyncGenerator[StreamChunk, None]:
         parsers: list[CompletionStream] = []
@@ -501,6 +452,3 @@ class VllmAdapter:
     async def kv_cache_usage(self) -> float | None:
         """``vllm:kv_cache_usage_perc`` (a fraction despite its name), averaged over engines."""
         return kv_cache_usage(await self.metrics_text())
-
-    async def close(self) -> None:
-        await self._http.close()

@@ -21,7 +21,7 @@ from starlette.datastructures import Headers
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive
 
-from orchestrator_core import Refused
+from orchestrator_core import Refused, not_served
 from orchestratord_server.adapters.base import EngineError
 from orchestratord_server.body_validation import validated_body
 from orchestratord_server.generated.models import ErrorKind, OpenAIChatCompletionRequest
@@ -62,8 +62,8 @@ class OpenAICompat:
         self._created = int(time.time())
 
     async def listModels(self) -> Response:
-        """The models of the configured replica sets (ORCH-3007)."""
-        models = dict.fromkeys(pool.model for pool in self._state.config.pools)
+        """The models the pools serve now (ORCH-3007): after a reload, the new one."""
+        models = self._state.runtime.models()
         data = [
             {"id": model, "object": "model", "created": self._created, "owned_by": OWNER}
             for model in models
@@ -83,11 +83,10 @@ class OpenAICompat:
         created = int(time.time())
         request: OpenAIRequest = validated_body(connexion_context.scope)
         runtime = self._state.runtime
-        where = target(request.model, self._state.config.pools, runtime.ready_pools)
+        where = target(request.model, runtime.routes(request.model))
         if where is None:
-            message = f"no configured pool serves model {request.model}"
             return errors.error_response(
-                404, message, code=ErrorKind.NOT_FOUND.value, param="model"
+                404, not_served(request.model), code=ErrorKind.NOT_FOUND.value, param="model"
             )
         try:
             chosen = priority(request, Headers(scope=connexion_context.scope).get(PRIORITY_HEADER))
@@ -133,8 +132,7 @@ class OpenAICompat:
         if not isinstance(request, OpenAIChatCompletionRequest):
             return completion_prompt(request)
         turns = chat_turns(request.messages)
-        adapter = self._state.runtime.ready_adapter(where.engine, where.model_ref)
-        rendered = None if adapter is None else await adapter.apply_template(turns)
+        rendered = await self._state.runtime.chat_prompt(where.engine, where.model_ref, turns)
         return rendered if rendered is not None else plain_chat_prompt(turns)
 
     async def _stream(

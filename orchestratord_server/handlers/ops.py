@@ -24,10 +24,9 @@ class Operations:
     async def getReadyz(self) -> Response:
         """200 once every preloading pool has finished its first attempt and at least one
         pool is Ready, else 503 (ORCH-3002)."""
-        runtime = self._state.runtime
-        ready = runtime.ready_pools
-        pools = [{"pool_id": p.id, "ready": p.id in ready} for p in self._state.config.pools]
-        serving = bool(ready) and runtime.manager.first_preloads_done
+        readiness = self._state.runtime.readiness()
+        pools = [{"pool_id": pool_id, "ready": ready} for pool_id, ready in readiness.pools]
+        serving = readiness.serving
         body = Readiness.model_validate({"ready": serving, "pools": pools})
         return Response(
             body.model_dump_json(), status_code=200 if serving else 503, media_type=JSON

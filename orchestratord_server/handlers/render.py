@@ -38,7 +38,7 @@ def refusal(decision: Refused) -> Response:
         extra["retry_after_ms"] = decision.backoff_ms
     return error_response(
         decision.status,
-        ErrorKind(decision.kind.value),
+        decision.kind,
         decision.message,
         engine=decision.engine,
         errors=errors,

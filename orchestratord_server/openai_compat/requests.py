@@ -12,10 +12,10 @@ documented rendering for an engine that has none.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from orchestratord_server.config import PoolConfig
+from orchestrator_core import Route
 from orchestratord_server.generated.models import (
     Engine,
     OpenAIChatCompletionRequest,
@@ -49,20 +49,20 @@ class BadRequest(Exception):
 class Target:
     """Where a model runs: the engine family and the context a task may use."""
 
-    engine: str
+    engine: Engine
     model_ref: str
     ctx: int
 
 
-def target(model: str, pools: Iterable[PoolConfig], ready_pools: set[str]) -> Target | None:
-    """The engine serving ``model`` (one with a Ready pool first) and the smallest context
-    of its pools, so any of them can take the task; None when no pool serves it."""
-    serving = [pool for pool in pools if pool.model == model]
-    if not serving:
+def target(model: str, routes: Sequence[Route]) -> Target | None:
+    """Where ``model`` runs, from the pools that serve it now (`Runtime.routes`): the engine
+    of a Ready pool first, and the smallest context of that engine's pools, so any of them
+    can take the task; None when no pool serves it."""
+    if not routes:
         return None
-    ready = [pool for pool in serving if pool.id in ready_pools]
-    engine = (ready or serving)[0].engine.value
-    ctx = min(pool.ctx for pool in serving if pool.engine.value == engine)
+    ready = [route for route in routes if route.ready]
+    engine = (ready or list(routes))[0].engine
+    ctx = min(route.ctx_limit for route in routes if route.engine == engine)
     return Target(engine, model, ctx)
 
 
@@ -142,7 +142,7 @@ def task_request(
         session_id=uuid.uuid4(),
         workload=Workload.COMPLETION,
         model_ref=where.model_ref,
-        engine=Engine(where.engine),
+        engine=where.engine,
         ctx=where.ctx,
         priority=chosen,
         seed=request.seed,

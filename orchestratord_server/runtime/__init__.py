@@ -1,11 +1,14 @@
 """The runtime: carries out orchestrator_core's decisions with real engines and streams.
 
-`Runtime` owns the core, the replicas (engine adapters, and engine processes it launched)
-and the per-task transcripts; handlers call it, and it feeds the core every event (task
-submitted, token arrived, engine finished or failed, time passed) and performs the actions
-the core returns.
+`Runtime` drives the core (which decides everything about tasks, pools and replicas), the
+pool manager (the engines, by URL or run here) and the per-task transcripts. Handlers call
+its intent-level methods and get plain views back (`PoolStatus`, `ReplicaSetStatus`, the
+core's `Route` and `Readiness`); its parts are its own.
 """
 
+from orchestratord_server.runtime.pool_manager import NotReloadable
 from orchestratord_server.runtime.runtime import Runtime
+from orchestratord_server.runtime.tasks import EngineOptions
+from orchestratord_server.runtime.views import PoolStatus, ReplicaSetStatus
 
-__all__ = ["Runtime"]
+__all__ = ["EngineOptions", "NotReloadable", "PoolStatus", "ReplicaSetStatus", "Runtime"]

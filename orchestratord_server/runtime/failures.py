@@ -11,18 +11,8 @@ host's OOM killer and an operator's `kill -9` look the same from here.
 from __future__ import annotations
 
 import re
-from enum import StrEnum
 
-
-class FailureClass(StrEnum):
-    """The classes a replica failure is reported as."""
-
-    CRASH = "crash"
-    DEVICE_OOM = "device_oom"
-    HOST_OOM = "host_oom"
-    DRIVER_RESET = "driver_reset"
-    ECC_ERROR = "ecc_error"
-
+from orchestrator_core import FailureClass
 
 #: Checked in order: a hardware fault explains an out-of-memory message that follows it.
 _SIGNATURES: tuple[tuple[FailureClass, re.Pattern[str]], ...] = (
@@ -61,8 +51,3 @@ def classify(output: str) -> FailureClass:
         if signature.search(output):
             return failure
     return FailureClass.CRASH
-
-
-def is_device_fault(failure: FailureClass) -> bool:
-    """Driver resets and ECC errors: logged as `replica.driver_reset`, counted per task."""
-    return failure in (FailureClass.DRIVER_RESET, FailureClass.ECC_ERROR)

@@ -1,26 +1,20 @@
-"""The pool manager: every replica supervised, and pools reloaded onto another model.
+"""The pool manager: every replica's engine, and the operations the core asks for on it.
 
-ORCH-3001: each pool serves one model on its device mask; its replicas are engine
-servers reached by URL, optionally started and supervised here (a llama.cpp `launch` or
-a `command`). ORCH-3002/3038/3053: one supervisor per replica preloads it, probes it, and
-restarts it with backoff under a circuit breaker (see `supervisor`).
+ORCH-3001: each pool serves one model on its device mask; its replicas are engine servers
+reached by URL, optionally started here (a llama.cpp `launch` or a `command`). The core
+decides when a replica preloads, is probed, is stopped and on which model
+(`orchestrator_core.supervision`, `orchestrator_core.reloads`); the manager carries each
+operation out on the replica's `ReplicaHandle` and returns what happened:
 
-ORCH-2102/3031 reload, theory of operation. A reload request resolves the new model
-reference first (unknown references are refused before anything changes) and records it
-as the pool's desired model; one reload task per pool then converges on the most recent
-request:
+* `preload` — verify the model (ORCH-3037), check headroom (ORCH-3003), start the engine,
+  check health and properties, decode, self-test (ORCH-3002, ORCH-3049): the engine's
+  report, or `PreloadFailed` with the outcome of the step that failed;
+* `probe` — the engine's health, and for an engine that exited, what its last output says
+  about why (ORCH-3053);
+* `stop` — stop an engine the daemon runs.
 
-1. drain the pool (no new admissions; running tasks may finish within the pool's
-   watchdog wall limit, then are canceled) and wait until nothing runs;
-2. stop the pool's supervisors and engines; verify the new model's checksum (ORCH-3037),
-   start every replica on it and preload it (with its self-test, ORCH-3049);
-3. on success, the core's pool is replaced by one serving the new model reference; on
-   any failure every replica goes back to the previous model and `last_error` says why
-   (the rollback is the same single step, automatic);
-4. the pool leaves the drained state and its supervisors resume.
-
-Health shows `desired_model_ref` (set by the request) and `applied_model_ref` (set once
-the swap is done), so progress and rollbacks are observable.
+It also resolves model references (`resolve`, `check_reload`, ORCH-2102): which file a
+reference names, and whether a pool's engines can change model at all.
 """
 
 from __future__ import annotations
@@ -28,25 +22,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
-from orchestrator_core import ReplicaStatus, RestartPolicy
+from orchestrator_core import FailureClass, PreloadOutcome, ProbeReport, ReplicaReport
+from orchestratord_server.adapters.base import EngineError
 from orchestratord_server.adapters.digest import PREFIX as DIGEST_PREFIX
 from orchestratord_server.config import Config, PoolConfig
-from orchestratord_server.logs import log_event
 from orchestratord_server.model_catalog import ModelCatalog, ResolvedModel, UnknownModel
-from orchestratord_server.runtime.replicas import PreloadFailed, PreloadOutcome, ReplicaHandle
-from orchestratord_server.runtime.supervisor import (
-    ReplicaRecord,
-    new_record,
-    preload_once,
-    supervise,
-)
+from orchestratord_server.runtime.failures import classify
+from orchestratord_server.runtime.replicas import PreloadFailed, ReplicaHandle
+from orchestratord_server.runtime.selftest import self_test
 
 log = logging.getLogger("orchestratord.pool")
 
 ReplicaKey = tuple[str, str]
+#: How long a broken stream waits for its managed engine to exit before it is classified.
+EXIT_GRACE_S = 0.5
 _MODEL_PLACEHOLDERS = ("{model_path}", "{model_ref}")
 
 
@@ -54,52 +44,18 @@ class NotReloadable(Exception):
     """The pool cannot change its model (its engines are not run by the daemon)."""
 
 
-@dataclass
-class PoolState:
-    """What a pool should serve and serves, and what went wrong last (ORCH-2103)."""
-
-    desired_ref: str
-    applied_ref: str
-    applied_model: ResolvedModel | None
-    last_error: str | None = None
-    pending: ResolvedModel | None = None
-    #: An operator drained the pool while a reload ran; the reload leaves it drained.
-    operator_drain: bool = False
-
-
-@dataclass(frozen=True)
-class PoolHooks:
-    """How the pool manager acts on the rest of the runtime (the core lives there)."""
-
-    replica_status: Callable[[ReplicaHandle, ReplicaStatus], None]
-    preload_outcome: Callable[[ReplicaHandle, PreloadOutcome], None]
-    drain: Callable[[str, int], Awaitable[None]]
-    swap_model: Callable[[str, str], None]
-    undrain: Callable[[str], None]
-
-
 class PoolManager:
-    """Replica handles, their supervisors, and each pool's model state."""
+    """Replica handles, and the model references pools resolve to."""
 
-    def __init__(self, config: Config, hooks: PoolHooks) -> None:
+    def __init__(self, config: Config) -> None:
         self.catalog = ModelCatalog(config)
         self.pools = {p.id: p for p in config.pools}
-        self._hooks = hooks
-        self._interval_s = config.server.health_interval_ms / 1000
         self.handles: dict[ReplicaKey, ReplicaHandle] = {}
-        self.records: dict[ReplicaKey, ReplicaRecord] = {}
-        self.state: dict[str, PoolState] = {}
-        self._supervisors: dict[ReplicaKey, asyncio.Task[None]] = {}
-        self._reloads: dict[str, asyncio.Task[None]] = {}
         self._configured: dict[str, ResolvedModel] = {}
         for pool in config.pools:
             model = self._initial_model(pool)
-            policy = RestartPolicy(**pool.restart.model_dump())
-            self.state[pool.id] = PoolState(pool.model, pool.model, model)
             for replica in pool.replicas:
-                key = (pool.id, replica.id)
-                self.handles[key] = ReplicaHandle(pool, replica, model)
-                self.records[key] = new_record(policy, managed=replica.managed)
+                self.handles[pool.id, replica.id] = ReplicaHandle(pool, replica, model)
 
     def _initial_model(self, pool: PoolConfig) -> ResolvedModel | None:
         """The model the pool starts on: the file its launch replicas pin, else the
@@ -127,54 +83,9 @@ class PoolManager:
             return configured
         return self.catalog.resolve(model_ref)
 
-    # -- supervision -------------------------------------------------------------------
-
-    def start(self) -> None:
-        """Start one supervisor per replica (call inside the running loop)."""
-        for key in self.handles:
-            self._supervise(key)
-
-    def _supervise(self, key: ReplicaKey, ready: ReplicaStatus | None = None) -> None:
-        handle, record = self.handles[key], self.records[key]
-        hooks = self._hooks
-        self._supervisors[key] = asyncio.get_running_loop().create_task(
-            supervise(
-                handle,
-                record,
-                self._interval_s,
-                hooks.replica_status,
-                hooks.preload_outcome,
-                ready=ready,
-            ),
-            name=f"supervise {handle.label}",
-        )
-
-    async def _stop_supervisors(self, pool_id: str) -> None:
-        tasks = [self._supervisors.pop(key) for key in list(self._supervisors) if key[0] == pool_id]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-    def want(self, engine: str, model_ref: str) -> None:
-        """A task was routed to ``engine``/``model_ref``: load the pools that serve it and
-        wait for their first task (`preload: false`, ORCH-3002)."""
-        for (pool_id, _), handle in self.handles.items():
-            pool = self.pools[pool_id]
-            if pool.engine.value == engine and self.state[pool_id].applied_ref == model_ref:
-                handle.wanted.set()
-
-    @property
-    def first_preloads_done(self) -> bool:
-        """Every replica of a `preload: true` pool has finished its first attempt."""
-        return all(h.attempted for h in self.handles.values() if self.pools[h.pool_id].preload)
-
-    def pool_handles(self, pool_id: str) -> list[ReplicaHandle]:
-        return [h for (owner, _), h in self.handles.items() if owner == pool_id]
-
-    # -- reload ------------------------------------------------------------------------
-
-    def request_reload(self, pool_id: str, model_ref: str) -> ResolvedModel:
-        """Start moving ``pool_id`` to ``model_ref``; raises UnknownModel, NotReloadable."""
+    def check_reload(self, pool_id: str, model_ref: str) -> ResolvedModel:
+        """What ``pool_id`` would load for ``model_ref``; UnknownModel or NotReloadable when
+        it cannot (ORCH-2102: refused before anything changes)."""
         pool = self.pools[pool_id]
         target = self.resolve(pool_id, model_ref)
         for replica in pool.replicas:
@@ -192,113 +103,73 @@ class PoolManager:
                     f"pool {pool_id}: the command of replica {replica.id} does not name its "
                     "model with {model_path} or {model_ref}, so it cannot load another"
                 )
-        state = self.state[pool_id]
-        state.desired_ref = target.ref
-        state.pending = target
-        running = self._reloads.get(pool_id)
-        if running is None or running.done():
-            self._reloads[pool_id] = asyncio.get_running_loop().create_task(
-                self._reload(pool_id), name=f"reload {pool_id}"
-            )
         return target
 
-    async def _reload(self, pool_id: str) -> None:
-        state = self.state[pool_id]
-        while state.pending is not None:
-            target, state.pending = state.pending, None
-            state.operator_drain = False
-            try:
-                outcome, message = await self._swap(pool_id, target)
-            except Exception as exc:  # the pool must come back whatever went wrong
-                log.exception("reload of %s failed unexpectedly", pool_id)
-                state.last_error = f"reload to {target.ref} failed: {exc!r}"
-                state.desired_ref = state.applied_ref
-                outcome, message = "failed", state.last_error
-            finally:
-                if not state.operator_drain:
-                    self._hooks.undrain(pool_id)
-                for handle in self.pool_handles(pool_id):
-                    key = (pool_id, handle.replica_id)
-                    if key not in self._supervisors:
-                        ready = handle.status(live=True, ready=True) if handle.props else None
-                        self._supervise(key, ready)
-            log_event(
-                log,
-                logging.INFO if outcome == "success" else logging.ERROR,
-                "pool.reload",
-                message,
-                pool_id=pool_id,
-                model_ref=state.applied_ref,
-                outcome=outcome,
-            )
+    def pool_handles(self, pool_id: str) -> list[ReplicaHandle]:
+        return [h for (owner, _), h in self.handles.items() if owner == pool_id]
 
-    async def _swap(self, pool_id: str, target: ResolvedModel) -> tuple[str, str]:
-        """Drain, load ``target`` (or roll back to the previous model); the outcome."""
-        state = self.state[pool_id]
-        log_event(
-            log,
-            logging.INFO,
-            "pool.reload",
-            f"reloading {pool_id}: {state.applied_ref} -> {target.ref}",
-            pool_id=pool_id,
-            model_ref=target.ref,
-            phase="drain",
-        )
-        await self._hooks.drain(pool_id, self.pools[pool_id].timeouts.wall_ms)
-        await self._stop_supervisors(pool_id)
-        for handle in self.pool_handles(pool_id):
-            self.records[pool_id, handle.replica_id].tracker.reset()
-        error = await self._load(pool_id, target)
-        if error is None:
-            self._hooks.swap_model(pool_id, target.ref)
-            state.applied_ref, state.applied_model = target.ref, target
-            state.last_error = None
-            return "success", f"{pool_id} now serves {target.ref}"
-        state.last_error = f"reload to {target.ref} rolled back: {error}"
-        if state.pending is None:
-            state.desired_ref = state.applied_ref
-        previous = state.applied_model
-        rollback_error = None if previous is None else await self._load(pool_id, previous)
-        if rollback_error is not None:
-            state.last_error += f"; the previous model failed too: {rollback_error}"
-        return "rolled_back", state.last_error
-
-    def operator_drained(self, pool_id: str) -> None:
-        """An operator drained the pool: a reload under way must leave it drained."""
-        self.state[pool_id].operator_drain = True
-
-    async def _load(self, pool_id: str, model: ResolvedModel) -> str | None:
-        """Start every replica of the pool on ``model`` and preload it; the error, if any."""
-        handles = self.pool_handles(pool_id)
-        for handle in handles:
+    async def preload(self, key: ReplicaKey, model_ref: str) -> ReplicaReport:
+        """Make the replica Ready on ``model_ref``; PreloadFailed (with its outcome, and
+        whether the engine still answers) on any failure."""
+        handle = self.handles[key]
+        if handle.config.managed and (handle.model is None or handle.model.ref != model_ref):
             await handle.stop_engine()
-            handle.use_model(model)
-            handle.wanted.set()
-            self._hooks.replica_status(handle, handle.status(live=False, ready=False))
-        for handle in handles:
-            record = self.records[pool_id, handle.replica_id]
-            try:
-                await preload_once(handle)
-            except PreloadFailed as exc:
-                self._hooks.preload_outcome(handle, exc.outcome)
-                record.last_preload_outcome = exc.outcome
-                for other in handles:
-                    await other.stop_engine()
-                    other.props = None
-                return f"{exc.outcome.value}: {exc}"
-            self._hooks.preload_outcome(handle, PreloadOutcome.SUCCESS)
-            record.last_preload_outcome = PreloadOutcome.SUCCESS
-            record.last_error = None
+            handle.use_model(self.resolve(handle.pool_id, model_ref))
+        try:
+            return await self._preload_once(handle)
+        except PreloadFailed as failed:
+            failed.live = not handle.config.managed and (await handle.health())[0]
+            raise
+
+    @staticmethod
+    async def _preload_once(handle: ReplicaHandle) -> ReplicaReport:
+        """One preload with its self-test. An unexpected error is a failed start too (logged
+        with its traceback): an attempt must end with an outcome whatever it throws."""
+        try:
+            report = await handle.preload()
+            await self_test(handle)
+        except PreloadFailed:
+            raise
+        except EngineError as exc:
+            raise PreloadFailed(
+                PreloadOutcome.ENGINE_UNAVAILABLE, f"{handle.label}: {exc.kind}: {exc.message}"
+            ) from exc
+        except OSError as exc:
+            raise PreloadFailed(
+                PreloadOutcome.ENGINE_START_FAILED, f"{handle.label}: {exc}"
+            ) from exc
+        except Exception as exc:
+            log.exception("unexpected failure preloading %s", handle.label)
+            raise PreloadFailed(
+                PreloadOutcome.ENGINE_START_FAILED, f"{handle.label}: unexpected {exc!r}"
+            ) from exc
+        return report
+
+    async def probe(self, key: ReplicaKey) -> ProbeReport:
+        """The engine's health now; an engine the daemon ran that exited is classified by
+        what it wrote last (ORCH-3053)."""
+        handle = self.handles[key]
+        live, ready, kv_usage = await handle.health()
+        if not handle.process_exited:
+            return ProbeReport(live, ready, kv_usage=kv_usage)
+        failure = classify(await handle.exit_output())
+        return ProbeReport(False, False, exited=True, failure_class=failure)
+
+    async def reset_class(self, key: ReplicaKey) -> FailureClass | None:
+        """A stream on the replica broke: the class of its engine's failure when an engine
+        the daemon runs exited (it may take a moment to be reaped after its sockets
+        close), else None."""
+        handle = self.handles[key]
+        if handle.config.managed and await handle.exited_within(EXIT_GRACE_S):
+            return classify(await handle.exit_output())
         return None
 
-    # -- shutdown ----------------------------------------------------------------------
+    async def stop(self, key: ReplicaKey) -> None:
+        """Stop the replica's engine if the daemon runs it."""
+        await self.handles[key].stop_engine()
 
     async def close(self) -> None:
-        """Stop reloads and supervisors, then every managed engine."""
-        tasks = [*self._reloads.values(), *self._supervisors.values()]
-        for task in tasks:
-            task.cancel()
+        """Stop every managed engine and close every adapter."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(10):
-                await asyncio.gather(*tasks, return_exceptions=True)
-        await asyncio.gather(*(h.close() for h in self.handles.values()))
+                await asyncio.gather(*(h.close() for h in self.handles.values()))

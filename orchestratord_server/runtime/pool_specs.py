@@ -1,18 +1,19 @@
-"""Translate the daemon's config into orchestrator_core's pool and session specs."""
+"""Translate the daemon's configuration into orchestrator_core's pool and session specs."""
 
 from __future__ import annotations
 
 from orchestrator_core import (
     PoolSpec,
+    Priority,
     PriorityLimits,
-    QueuePolicy,
     ReplicaSpec,
+    RestartPolicy,
     SessionConfig,
 )
-from orchestratord_server.config import Config, PoolConfig, PriorityName
+from orchestratord_server.config import Config, PoolConfig
 
 
-def _limits(pool: PoolConfig, name: PriorityName) -> PriorityLimits:
+def _limits(pool: PoolConfig, name: Priority) -> PriorityLimits:
     for entry in pool.admission.priorities:
         if entry.name is name:
             return PriorityLimits(
@@ -23,11 +24,11 @@ def _limits(pool: PoolConfig, name: PriorityName) -> PriorityLimits:
     return PriorityLimits()
 
 
-def pool_spec(pool: PoolConfig) -> PoolSpec:
-    """The core's view of one configured pool (ORCH-3001, ORCH-3004, ORCH-3016)."""
+def pool_spec(pool: PoolConfig, probe_interval_ms: int) -> PoolSpec:
+    """The core's view of one configured pool (ORCH-3001, ORCH-3004, ORCH-3016, ORCH-3038)."""
     return PoolSpec(
         pool_id=pool.id,
-        engine=pool.engine.value,
+        engine=pool.engine,
         model_ref=pool.model,
         ctx_limit=pool.ctx,
         devices=pool.devices,
@@ -36,6 +37,7 @@ def pool_spec(pool: PoolConfig) -> PoolSpec:
                 replica_id=r.id,
                 devices=r.devices,
                 slots_total=r.slots or (r.launch.slots if r.launch else None),
+                managed=r.managed,
             )
             for r in pool.replicas
         ),
@@ -43,15 +45,18 @@ def pool_spec(pool: PoolConfig) -> PoolSpec:
         sampler_profile_version=pool.sampler_profile_version,
         require_same_engine_version=pool.require_same_engine_version,
         capacity=pool.queue.capacity,
-        full_policy=QueuePolicy(pool.queue.full_policy.value),
+        full_policy=pool.queue.full_policy,
         interactive_burst=pool.queue.interactive_burst,
-        interactive=_limits(pool, PriorityName.interactive),
-        batch=_limits(pool, PriorityName.batch),
+        interactive=_limits(pool, Priority.INTERACTIVE),
+        batch=_limits(pool, Priority.BATCH),
         tenant_max_concurrent=pool.admission.tenant_max_concurrent,
         kv_bytes_per_token=pool.kv_bytes_per_token,
         canary_weight=pool.canary_weight,
         wall_timeout_ms=pool.timeouts.wall_ms,
         idle_timeout_ms=pool.timeouts.idle_ms,
+        preload=pool.preload,
+        probe_interval_ms=probe_interval_ms,
+        restart=RestartPolicy(**pool.restart.model_dump()),
     )
 
 
@@ -62,3 +67,9 @@ def session_config(config: Config) -> SessionConfig:
         max_turns=config.sessions.max_turns,
         kv_budget_bytes=config.sessions.kv_budget_bytes,
     )
+
+
+def core_config(config: Config) -> tuple[tuple[PoolSpec, ...], SessionConfig]:
+    """The pools and session limits a core is built from."""
+    interval = config.server.health_interval_ms
+    return tuple(pool_spec(p, interval) for p in config.pools), session_config(config)

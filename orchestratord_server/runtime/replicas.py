@@ -10,7 +10,9 @@ core. Each failed step raises :class:`PreloadFailed` with its outcome, which is 
 and counted. Health probes then keep the core's view current.
 
 A managed replica can be moved to another model (`use_model`, for reloads, ORCH-3031):
-its engine is stopped and the next preload starts it on the new model.
+its engine is stopped and the next preload starts it on the new model. What a handle
+learns goes back to the core as the outcome of the action it carried out; the handle
+decides nothing about when to preload, probe or restart.
 """
 
 from __future__ import annotations
@@ -21,16 +23,14 @@ import logging
 import os
 import sys
 import time
-from enum import StrEnum
 from pathlib import Path
 
-from orchestrator_core import ReplicaStatus
+from orchestrator_core import PreloadOutcome, ReplicaReport
 from orchestratord_server.adapters.base import (
     AdapterSettings,
     CompletionRequest,
     EngineAdapter,
     EngineError,
-    EngineName,
     EngineProps,
     FinalChunk,
     sampler_profile,
@@ -62,34 +62,21 @@ OUTPUT_SETTLE_S = 0.3
 _START_POLL_S = 0.25
 
 
-class PreloadOutcome(StrEnum):
-    """How a preload attempt ended (ORCH-3002); the preload-outcome metric's label."""
-
-    SUCCESS = "success"
-    CHECKSUM_MISMATCH = "checksum_mismatch"
-    INSUFFICIENT_HEADROOM = "insufficient_headroom"
-    ENGINE_START_FAILED = "engine_start_failed"
-    HEALTH_TIMEOUT = "health_timeout"
-    ENGINE_UNAVAILABLE = "engine_unavailable"
-    ENGINE_MISMATCH = "engine_mismatch"
-    SELFTEST_FAILED = "selftest_failed"
-
-
 class PreloadFailed(Exception):
-    """A replica could not be made Ready: the outcome, and a message saying why."""
+    """A replica could not be made Ready: the outcome, a message saying why, and whether
+    its engine still answers (`live`, known once the attempt is over)."""
 
     def __init__(self, outcome: PreloadOutcome, message: str) -> None:
         super().__init__(message)
         self.outcome = outcome
+        self.live = False
 
 
 class ReplicaHandle:
     """A replica's adapter, its managed engine (if any) and what preload learned.
 
-    `lost` is set when a stream saw the worker reset; the supervisor then preloads the
-    replica again without waiting for its next health probe. `model` is what a managed
-    replica loads (None for an engine reached by URL whose model the daemon cannot
-    resolve; that engine serves whatever it serves).
+    `model` is what a managed replica loads (None for an engine reached by URL whose model
+    the daemon cannot resolve; that engine serves whatever it serves).
     """
 
     def __init__(
@@ -100,7 +87,7 @@ class ReplicaHandle:
         self.pool_ctx = pool.ctx
         self.sampler = sampler_profile(pool.sampler_profile_version)
         self.start_timeout_s = pool.preload_timeout_ms / 1000
-        self.engine_name: EngineName = pool.engine.value
+        self.engine_name = pool.engine
         self.replica_id = config.id
         self.config = config
         self.model = model
@@ -111,16 +98,6 @@ class ReplicaHandle:
         self.verified_digest: str | None = None
         self._verified_stat: tuple[object, ...] | None = None
         self.headroom_unknown = False
-        #: The engine's KV-cache usage at the last probe, when it reports one.
-        self.kv_usage: float | None = None
-        self.lost = asyncio.Event()
-        #: Set when the replica should load: at once for `preload: true` pools, at the
-        #: first task routed to the pool otherwise (ORCH-3002).
-        self.wanted = asyncio.Event()
-        if pool.preload:
-            self.wanted.set()
-        #: The first preload attempt has ended (either way); /readyz waits for it.
-        self.attempted = False
         if not config.managed:
             self.adapter = make_adapter(self.engine_name, self._settings(str(config.url)))
 
@@ -374,9 +351,9 @@ class ReplicaHandle:
 
     # -- readiness ---------------------------------------------------------------------
 
-    async def preload(self) -> ReplicaStatus:
-        """Checksum, headroom, start, health, properties and a minimal decode; the Ready
-        status, or PreloadFailed with the outcome of the step that failed."""
+    async def preload(self) -> ReplicaReport:
+        """Checksum, headroom, start, health, properties and a minimal decode; what the
+        engine reports, or PreloadFailed with the outcome of the step that failed."""
         await self.verify_model()
         await self.check_headroom()
         await self.start_engine()
@@ -418,37 +395,32 @@ class ReplicaHandle:
                 PreloadOutcome.SELFTEST_FAILED,
                 f"{self.label}: the minimal decode gave no token and end",
             )
-        return self.status(live=True, ready=True)
+        return self.report()
 
-    def status(self, *, live: bool, ready: bool, retry_in_ms: int | None = None) -> ReplicaStatus:
-        """A status for the core, with what preload learned about the engine;
-        ``retry_in_ms``: when the next attempt is due, for clients' retry hints."""
+    def report(self) -> ReplicaReport:
+        """What preload learned about the engine, for the core."""
         props = self.props
         digest = (props.model_digest if props else None) or self.verified_digest
-        return ReplicaStatus(
-            live=live,
-            ready=ready,
+        return ReplicaReport(
             engine_version=props.engine_version if props else None,
             model_digest=digest,
             slots_total=self.config.slots or (props.slots_total if props else None),
-            retry_in_ms=retry_in_ms,
         )
 
-    async def probe(self) -> tuple[bool, bool]:
-        """(live, ready) as the engine answers now; a dead managed engine is not live. A
-        ready engine's KV-cache usage is read too (`kv_usage`)."""
+    async def health(self) -> tuple[bool, bool, float | None]:
+        """(live, ready, KV-cache usage) as the engine answers now; a dead managed engine
+        is not live. The KV-cache usage is read from a ready engine that reports it."""
         process = self.launched or self.command
         if self.config.managed and (process is None or not process.running):
-            self.kv_usage = None
-            return False, False
+            return False, False, None
         if self.adapter is None:
-            return False, False
+            return False, False, None
         health = await self.adapter.health()
-        self.kv_usage = None
+        kv_usage = None
         if health.ready:
             with contextlib.suppress(EngineError):
-                self.kv_usage = await self.adapter.kv_cache_usage()
-        return health.live, health.ready
+                kv_usage = await self.adapter.kv_cache_usage()
+        return health.live, health.ready, kv_usage
 
     async def close(self) -> None:
         """Close the adapter and stop a managed engine."""

@@ -17,6 +17,7 @@ import asyncio
 import logging
 import time
 
+from orchestrator_core import PreloadOutcome
 from orchestratord_server.adapters.base import (
     CompletionRequest,
     EngineError,
@@ -24,12 +25,7 @@ from orchestratord_server.adapters.base import (
     TokenChunk,
 )
 from orchestratord_server.logs import log_event
-from orchestratord_server.runtime.replicas import (
-    PRELOAD_PROMPT,
-    PreloadFailed,
-    PreloadOutcome,
-    ReplicaHandle,
-)
+from orchestratord_server.runtime.replicas import PRELOAD_PROMPT, PreloadFailed, ReplicaHandle
 
 log = logging.getLogger("orchestratord.pool")
 

@@ -1,10 +1,11 @@
-"""What the runtime keeps per task beside the core: the request, its stream, its figures.
+"""What the runtime keeps per task beside the core: what needs I/O, and what the logs name.
 
-The figures fill the task's log records (ORCH-3027) and its terminal SSE event; they are
-set as the task moves: admission (prompt tokens, queue figures), dispatch (replica,
-versions, KV warmth, queue time), tokens (count, first-token time). `EngineOptions` carries
-what a task asks of its engine beyond an OrchQueue request: the OpenAI-compatible surface
-sends stop strings and per-request sampling values with it.
+The core keeps every figure of a task (times, tokens; `orchestrator_core.TaskFigures`);
+the runtime keeps the request, the caller, the transcript its streams read, the options
+its engine request carries, and the `Dispatch` that placed it (which replica, which
+versions), so its log records (ORCH-3027) can name them. `EngineOptions` carries what a
+task asks of its engine beyond an OrchQueue request: the OpenAI-compatible surface sends
+stop strings and per-request sampling values with it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from orchestrator_core import Dispatch, FailureClass, TaskFigures
 from orchestratord_server.adapters.base import SamplerProfile
 from orchestratord_server.config import PoolConfig
 from orchestratord_server.generated.models import TaskRequest
@@ -53,61 +55,50 @@ NO_ENGINE_OPTIONS = EngineOptions()
 
 @dataclass(slots=True)
 class TaskContext:
-    """One admitted task as the runtime sees it."""
+    """One admitted task as the runtime sees it; `model_id` names the model it was admitted
+    to (the pool's model digest when a replica reported one, else its reference)."""
 
     task_id: str
     request: TaskRequest
     pool: PoolConfig
     client_id: str
     transcript: Transcript
-    admitted_ms: int
     prompt_tokens: int
-    model_digest: str | None
-    replica_id: str | None = None
-    dispatched_ms: int | None = None
-    engine_version: str | None = None
-    kv_warmth: bool | None = None
-    queue_time_ms: int | None = None
-    first_token_ms: int | None = None
-    tokens_in: int | None = None
-    tokens_out: int = 0
-    decode_time_ms: int | None = None
-    oom_events: int = 0
-    driver_reset_events: int = 0
-    cancel_label: str = "client"
+    model_id: str
     options: EngineOptions = NO_ENGINE_OPTIONS
+    dispatch: Dispatch | None = None
 
-    def decode_ms_until(self, now_ms: int) -> int | None:
-        """Milliseconds since dispatch; None for a task that never left the queue."""
-        return None if self.dispatched_ms is None else max(0, now_ms - self.dispatched_ms)
-
-    def log_fields(self) -> dict[str, Any]:
+    def log_fields(
+        self, figures: TaskFigures | None = None, failure: FailureClass | None = None
+    ) -> dict[str, Any]:
         """Every ORCH-3027 field known for this task (the rest stay null).
 
         `tokens_in` is the engine's own count once it reported one, else the prompt
         tokens as counted at admission.
         """
-        pool = self.pool
-        request = self.request
+        pool, request, placed = self.pool, self.request, self.dispatch
+        tokens_in = figures.tokens_in if figures is not None else None
         return {
             "job_id": self.task_id,
             "session_id": str(request.session_id),
             "client_id": self.client_id,
             "engine": pool.engine.value,
             "pool_id": pool.id,
-            "replica_id": self.replica_id,
-            "model_id": self.model_digest or pool.model,
+            "replica_id": placed.replica_id if placed else None,
+            "model_id": (placed.model_digest or placed.model_ref) if placed else self.model_id,
             "quant": pool.quant,
             "ctx": request.ctx,
             "tensor_split": list(pool.tensor_split) if pool.tensor_split else None,
-            "engine_version": self.engine_version,
+            "engine_version": placed.engine_version if placed else None,
             "sampler_profile_version": pool.sampler_profile_version,
-            "kv_warmth": self.kv_warmth,
-            "queue_time_ms": self.queue_time_ms,
-            "decode_time_ms": self.decode_time_ms,
-            "tokens_in": self.tokens_in if self.tokens_in is not None else self.prompt_tokens,
-            "tokens_out": self.tokens_out,
+            "kv_warmth": placed.kv_warmth if placed else None,
+            "queue_time_ms": figures.queue_time_ms
+            if figures
+            else (placed.queue_time_ms if placed else None),
+            "decode_time_ms": figures.decode_ms if figures else None,
+            "tokens_in": tokens_in if tokens_in is not None else self.prompt_tokens,
+            "tokens_out": figures.tokens_out if figures else 0,
             "eviction_events": 0,
-            "oom_events": self.oom_events,
-            "driver_reset_events": self.driver_reset_events,
+            "oom_events": int(failure is not None and failure.out_of_memory),
+            "driver_reset_events": int(failure is not None and failure.device_fault),
         }

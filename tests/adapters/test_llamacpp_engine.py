@@ -20,6 +20,7 @@ import aiohttp
 import pytest
 
 from orchestratord_server.adapters.base import (
+    AdapterSettings,
     CompletionRequest,
     EngineAdapter,
     EngineError,
@@ -91,7 +92,7 @@ def test_build_info_is_the_version_when_nothing_overrides_it(
     tiny_engine: LlamaCppProcess,
 ) -> None:
     async def scenario() -> tuple[str, str | None]:
-        adapter = LlamaCppAdapter(tiny_engine.base_url)
+        adapter = LlamaCppAdapter(AdapterSettings(tiny_engine.base_url))
         try:
             props = await adapter.props()
         finally:

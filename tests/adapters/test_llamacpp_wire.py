@@ -20,6 +20,7 @@ from aiohttp import web
 
 from orchestratord_server.adapters.base import (
     SAMPLER_PROFILE_V1,
+    AdapterSettings,
     CompletionRequest,
     EngineError,
     FinalChunk,
@@ -224,7 +225,7 @@ async def run_stream(
     routes: dict[str, Handler], timeouts: HttpTimeouts | None = None
 ) -> list[StreamChunk]:
     async with fake_engine(routes) as url:
-        adapter = LlamaCppAdapter(url, timeouts=timeouts or HttpTimeouts())
+        adapter = LlamaCppAdapter(AdapterSettings(url), timeouts=timeouts or HttpTimeouts())
         try:
             return [chunk async for chunk in adapter.stream(REQ)]
         finally:
@@ -277,7 +278,7 @@ def closed_port() -> int:
 
 def test_refused_connection_is_worker_reset() -> None:
     async def scenario() -> None:
-        adapter = LlamaCppAdapter(f"http://127.0.0.1:{closed_port()}")
+        adapter = LlamaCppAdapter(AdapterSettings(f"http://127.0.0.1:{closed_port()}"))
         try:
             assert not (await adapter.health()).live
             await adapter.slots()
@@ -296,7 +297,7 @@ def test_loading_engine_is_live_but_not_ready() -> None:
 
     async def scenario() -> tuple[bool, bool, str]:
         async with fake_engine({"/health": loading}) as url:
-            adapter = LlamaCppAdapter(url)
+            adapter = LlamaCppAdapter(AdapterSettings(url))
             try:
                 health = await adapter.health()
             finally:
@@ -313,7 +314,7 @@ def test_disabled_endpoint_is_internal_with_the_engine_message() -> None:
 
     async def scenario() -> None:
         async with fake_engine({"/slots": disabled}) as url:
-            adapter = LlamaCppAdapter(url)
+            adapter = LlamaCppAdapter(AdapterSettings(url))
             try:
                 await adapter.slots()
             finally:

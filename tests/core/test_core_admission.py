@@ -8,17 +8,30 @@ ORCH-2007 (backoff headers).
 from __future__ import annotations
 
 import pytest
-from corekit import admit, dispatches, orchestrator, pool_spec, refuse, status, task, uid
+from corekit import (
+    admit,
+    dispatches,
+    orchestrator,
+    pool_spec,
+    preloaded,
+    probe,
+    refuse,
+    task,
+    uid,
+)
 
 from orchestrator_core import (
     Admitted,
     ErrorKind,
     FinishReason,
     Orchestrator,
+    Preload,
+    PreloadFailure,
+    PreloadOutcome,
     Priority,
     PriorityLimits,
     QueuePolicy,
-    ReplicaStatus,
+    RestartPolicy,
     State,
 )
 
@@ -97,7 +110,7 @@ def test_orch_3024_a_refused_id_is_not_used_up() -> None:
     orch = busy_pool(capacity=1)
     admit(orch, task(1))
     assert refuse(orch, task(2)).kind is ErrorKind.ADMISSION_REJECT
-    orch.on_finish(uid(0), FinishReason.STOP, 1, 1, 10)
+    orch.on_finish(uid(0), FinishReason.STOP, 1, 10)
     orch.poll(10)
     admit(orch, task(2), 10)
 
@@ -153,7 +166,8 @@ def test_orch_3036_quota_backoff_of_a_running_task_is_its_predicted_end() -> Non
 
 
 def test_orch_3018_no_live_replica_is_503_pool_unavailable_with_retry_hint() -> None:
-    orch = Orchestrator([pool_spec(unready_retry_ms=2500)])
+    restart = RestartPolicy(base_ms=800)
+    orch = Orchestrator([pool_spec(unready_retry_ms=2500, restart=restart)])
     refused = refuse(orch, task(1))
     assert (refused.kind, refused.status, refused.retriable) == (
         ErrorKind.POOL_UNAVAILABLE,
@@ -162,23 +176,27 @@ def test_orch_3018_no_live_replica_is_503_pool_unavailable_with_retry_hint() -> 
     )
     assert refused.backoff_ms == 2500 and refused.headers()["Retry-After"] == "3"
     assert (refused.pool_id, refused.engine) == ("p0", "llamacpp")
-    orch.update_replica("p0", "r0", ReplicaStatus(False, False, retry_in_ms=800), 100)
+    # The preload failed: the next attempt is due in 800 ms, which the hint says.
+    (preload,) = [a for a in orch.poll(100) if isinstance(a, Preload)]
+    failure = PreloadFailure(PreloadOutcome.ENGINE_UNAVAILABLE, "connection refused")
+    orch.replica_preload_failed("p0", "r0", preload.generation, failure, 100)
     assert refuse(orch, task(1), now=300).backoff_ms == 600
 
 
 def test_pool_live_but_not_ready_is_503_pool_unready() -> None:
-    orch = Orchestrator([pool_spec()])
-    orch.update_replica("p0", "r0", status(ready=False), 0)
+    orch = orchestrator()
+    probe(orch, "p0", "r0", 0, ready=False)
     refused = refuse(orch, task(1))
     assert (refused.kind, refused.status) == (ErrorKind.POOL_UNREADY, 503)
 
 
-def test_a_draining_pool_is_unready_until_undrained() -> None:
+def test_a_draining_pool_is_unready_until_reloaded() -> None:
     orch = orchestrator(pool_spec(unready_retry_ms=1000))
     orch.drain("p0", 5000, 0)
     refused = refuse(orch, task(1), now=1000)
     assert refused.kind is ErrorKind.POOL_UNREADY and refused.backoff_ms == 4000
-    orch.undrain("p0")
+    orch.reload("p0", "sha256:" + "ab" * 32, 1000)
+    preloaded(orch, "p0", "r0", 1000)
     admit(orch, task(1), 1000)
 
 
@@ -214,8 +232,8 @@ def test_orch_3005_backoff_grows_with_the_queue_and_the_service_time() -> None:
     # 2 interactive tasks wait, so it is the third dispatch: 3 waves of 1000 ms.
     assert refuse(orch, task(5, BATCH)).backoff_ms == 3000
     for _ in range(5):
-        orch.on_finish(uid(0), FinishReason.STOP, 1, 1, 0)  # only the first one counts
-    assert orch.pool_health("p0").service_time_ms == 800  # EWMA: 1000 + 0.2 * (0 - 1000)
+        orch.on_finish(uid(0), FinishReason.STOP, 1, 0)  # only the first one counts
+    assert orch.pool_view("p0", 0).service_time_ms == 800  # EWMA: 1000 + 0.2 * (0 - 1000)
 
 
 def test_orch_2007_a_client_honouring_the_backoff_finds_room() -> None:
@@ -223,7 +241,7 @@ def test_orch_2007_a_client_honouring_the_backoff_finds_room() -> None:
     admit(orch, task(1))
     refused = refuse(orch, task(2))
     later = refused.backoff_ms
-    orch.on_finish(uid(0), FinishReason.STOP, 1, 1, later)
+    orch.on_finish(uid(0), FinishReason.STOP, 1, later)
     orch.poll(later)
     admit(orch, task(2), later)
 
@@ -244,7 +262,7 @@ def test_orch_3005_drop_lru_evicts_the_oldest_queued_task_of_any_priority() -> N
     assert admitted.backoff_ms == 1000  # admitted under pressure: a hint to slow down
     view = orch.task(uid(1))
     assert view is not None and view.state is State.FAILED and view.outcome == evicted
-    health = orch.pool_health("p0")
+    health = orch.pool_view("p0", 0)
     assert (health.queue_depth_interactive, health.queue_depth_batch) == (3, 0)
 
 

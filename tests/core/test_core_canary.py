@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from corekit import admit, orchestrator, pool_spec, status, task, uid
+from corekit import admit, orchestrator, pool_spec, probe, task, uid
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -55,7 +55,7 @@ def test_orch_3033_a_side_without_a_ready_pool_leaves_the_route_to_the_other() -
     orch.drain("canary", 0, 0)
     assert {placed_on(orch, n) for n in range(100)} == {"stable"}
     orch = split(50)
-    orch.update_replica("stable", "r0", status(ready=False), 0)
+    probe(orch, "stable", "r0", 0, ready=False)
     assert {placed_on(orch, n) for n in range(100)} == {"canary"}
 
 

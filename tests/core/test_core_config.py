@@ -1,7 +1,7 @@
-"""Pool configuration, replacement (reload) and the control-plane snapshots.
+"""Pool configuration and the control-plane views.
 
 ORCH-3001 (one model on one device mask), ORCH-3011 (replica devices inside the mask),
-ORCH-2103 (pool health), ORCH-2102 (a reload replaces an idle pool).
+ORCH-2103 (pool health).
 """
 
 from __future__ import annotations
@@ -9,14 +9,14 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from corekit import ENGINE, MODEL, admit, orchestrator, pool_spec, refuse, status, task
+from corekit import ENGINE, MODEL, admit, orchestrator, pool_spec, report, task
 
 from orchestrator_core import (
     ConfigError,
     Orchestrator,
-    PoolBusy,
     PoolSpec,
     PriorityLimits,
+    ProbeReport,
     ReplicaSpec,
     UnknownPool,
     UnknownReplica,
@@ -43,6 +43,7 @@ GOOD = pool_spec(replicas=[("r0", 1)], devices=(0, 1))
         {"idle_timeout_ms": 0},
         {"initial_service_ms": 0},
         {"unready_retry_ms": 0},
+        {"probe_interval_ms": 0},
         {"tenant_max_concurrent": 0},
         {"ewma_alpha": 0.0},
         {"ewma_alpha": 1.5},
@@ -78,38 +79,13 @@ def test_orchestrator_options_and_duplicate_pools_are_checked() -> None:
 def test_unknown_pools_and_replicas_raise() -> None:
     orch = orchestrator()
     with pytest.raises(UnknownPool):
-        orch.pool_health("nope")
+        orch.pool_view("nope", 0)
     with pytest.raises(UnknownPool):
         orch.drain("nope", 0, 0)
     with pytest.raises(UnknownReplica):
-        orch.update_replica("p0", "nope", status(), 0)
+        orch.replica_preloaded("p0", "nope", 1, report(), 0)
     with pytest.raises(UnknownReplica):
-        orch.replica_failed("p0", "nope", 0)
-
-
-def test_orch_2102_a_reload_replaces_an_idle_pool_only() -> None:
-    orch = orchestrator(pool_spec("a", devices=(0,)), pool_spec("b", devices=(1,)))
-    admit(orch, task(1, pool_id="a"))
-    reloaded = pool_spec("a", devices=(0,), model_ref="sha256:" + "cd" * 32)
-    with pytest.raises(PoolBusy):
-        orch.replace_pool(reloaded)
-    orch.drain("a", 0, 0)
-    orch.replace_pool(reloaded)
-    assert orch.pool_ids == ("a", "b")
-    health = orch.pool_health("a")
-    assert (health.model_ref, health.draining, health.live) == (reloaded.model_ref, True, False)
-    orch.update_replica("a", "r0", status(), 1)
-    orch.undrain("a")
-    assert admit(orch, task(2, model_ref=reloaded.model_ref), 1).pool_id == "a"
-    assert admit(orch, task(3), 1).pool_id == "b"  # the old model lives on in "b" only
-
-
-def test_replacing_the_last_pool_of_a_model_forgets_that_target() -> None:
-    orch = orchestrator()
-    orch.replace_pool(pool_spec(model_ref="other"))
-    assert refuse(orch, task(1)).field == "model_ref"
-    orch.replace_pool(pool_spec("q", devices=(1,)))
-    assert orch.pool_ids == ("p0", "q")
+        orch.replica_probed("p0", "nope", 1, ProbeReport(live=False, ready=False), 0)
 
 
 def test_orch_2103_pool_health_snapshot() -> None:
@@ -117,7 +93,7 @@ def test_orch_2103_pool_health_snapshot() -> None:
     for n in range(5):
         admit(orch, task(n))
     orch.poll(0)
-    health = orch.pool_health("p0")
+    health = orch.pool_view("p0", 0)
     assert (health.live, health.ready, health.draining) == (True, True, False)
     assert (health.running, health.slots_total, health.slots_free) == (3, 3, 0)
     assert (health.queue_depth, health.queue_depth_interactive) == (2, 2)

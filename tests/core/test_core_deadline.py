@@ -6,7 +6,16 @@ also gets an Abort so its upstream request is closed and the slot freed (ORCH-30
 
 from __future__ import annotations
 
-from corekit import admit, dispatches, orchestrator, pool_spec, refuse, task, uid
+from corekit import (
+    RARE_PROBES_MS,
+    admit,
+    dispatches,
+    orchestrator,
+    pool_spec,
+    refuse,
+    task,
+    uid,
+)
 
 from orchestrator_core import (
     Abort,
@@ -31,7 +40,7 @@ def test_orch_3016_a_running_task_fails_at_its_deadline_and_is_aborted() -> None
     assert "500 ms" in failed[0].message
     assert [a.reason for a in actions if isinstance(a, Abort)] == [AbortReason.TIMEOUT]
     assert orch.on_token(uid(1), 601) is None
-    assert orch.pool_health("p0").slots_free == 1
+    assert orch.pool_view("p0", 0).slots_free == 1
 
 
 def test_orch_3016_a_queued_task_fails_at_its_deadline_without_dispatch() -> None:
@@ -46,7 +55,7 @@ def test_orch_3016_a_queued_task_fails_at_its_deadline_without_dispatch() -> Non
     assert not [a for a in actions if isinstance(a, Abort)]
     view = orch.task(uid(2))
     assert view is not None and view.state is State.FAILED
-    orch.on_finish(uid(1), FinishReason.STOP, 1, 1, 60)
+    orch.on_finish(uid(1), FinishReason.STOP, 1, 60)
     assert dispatches(orch.poll(60)) == []
 
 
@@ -54,8 +63,8 @@ def test_orch_3016_a_task_that_finishes_first_never_times_out() -> None:
     orch = orchestrator()
     admit(orch, task(1, deadline_ms=100))
     orch.poll(0)
-    orch.on_finish(uid(1), FinishReason.STOP, 3, 4, 10)
-    assert orch.next_deadline_ms() is None
+    orch.on_finish(uid(1), FinishReason.STOP, 3, 10)
+    assert orch.next_deadline_ms() == RARE_PROBES_MS  # the next probe only
     assert orch.poll(1_000) == []
 
 

@@ -1,8 +1,8 @@
 """Model-based test: random event sequences against a simple reference model.
 
 A hypothesis RuleBasedStateMachine drives submit, poll (with time passing), token, finish,
-failure, cancel, reap, replica reports and failures, drain and undrain against the core
-and against a plain-list reference model, and checks after every step:
+failure, cancel, reap, replica probes, crashes and restarts, drain and reload against the
+core and against a plain-list reference model, and checks after every step:
 
 * queues stay bounded by the pool capacity and the per-priority cap (ORCH-3004);
 * dispatch is FIFO within a priority and follows the burst rule (ORCH-3004, ORCH-3051);
@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import pytest
-from corekit import ENGINE, MODEL, status, task, uid
+from corekit import ENGINE, MODEL, QUICK_RESTARTS, RARE_PROBES_MS, report, task, uid
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
@@ -38,16 +38,24 @@ from orchestrator_core import (
     FinishReason,
     IllegalTransition,
     Orchestrator,
-    PoolDrained,
+    PoolChanged,
+    PoolPhase,
     PoolSpec,
+    Preload,
+    PreloadFailure,
+    PreloadOutcome,
     Priority,
     PriorityLimits,
+    ProbeReport,
     QueuePolicy,
     Refused,
+    ReplicaChanged,
     ReplicaSpec,
+    ReplicaState,
     SessionConfig,
     SessionEvicted,
     State,
+    StopEngine,
     TaskCanceled,
     TaskFailed,
 )
@@ -68,11 +76,14 @@ class RefReplica:
     devices: tuple[int, ...]
     slots: int
     live: bool = True
-    ready: bool = True
+    state: ReplicaState = ReplicaState.READY
+    failures: int = 0
+    successes: int = 0
+    retry_at: int = 0
     running: set[str] = field(default_factory=set)
 
     def usable(self, mask: tuple[int, ...]) -> bool:
-        return self.live and self.ready and set(self.devices) <= set(mask)
+        return self.live and self.state is ReplicaState.READY and set(self.devices) <= set(mask)
 
 
 @dataclass
@@ -82,6 +93,7 @@ class RefPool:
     queues: dict[Priority, list[str]] = field(default_factory=lambda: {INTER: [], BATCH: []})
     streak: int = 0
     draining: bool = False
+    drained: bool = False
     deadline: int = 0
 
     def ready(self) -> bool:
@@ -158,15 +170,19 @@ class CoreModel(RuleBasedStateMachine):
                     wall_timeout_ms=WALL,
                     idle_timeout_ms=IDLE,
                     kv_bytes_per_token=1,
+                    restart=QUICK_RESTARTS,
+                    probe_interval_ms=RARE_PROBES_MS,
                 )
             )
             self.pools[pool_id] = RefPool(
                 mask, {rid: RefReplica(devices, slots) for rid, devices, slots in replicas}
             )
         self.orch = Orchestrator(specs, SessionConfig(ttl_ms=100, max_turns=3, kv_budget_bytes=60))
-        for pool_id, (_, replicas) in LAYOUT.items():
-            for rid, _, _ in replicas:
-                assert self.orch.update_replica(pool_id, rid, status(), 0) == []
+        for action in self.orch.poll(0):
+            if isinstance(action, Preload):
+                self.orch.replica_preloaded(
+                    action.pool_id, action.replica_id, action.generation, report(), 0
+                )
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -230,18 +246,27 @@ class CoreModel(RuleBasedStateMachine):
             elif isinstance(action, Abort):
                 assert action.task_id in ended_now
                 assert self.tasks[action.task_id].replica == action.replica_id
-            elif isinstance(action, PoolDrained):
+            elif isinstance(action, PoolChanged):
                 pool = self.pools[action.pool_id]
-                assert pool.draining
-                assert not any(r.running for r in pool.replicas.values())
+                if action.phase is PoolPhase.DRAINED:
+                    assert pool.draining
+                    assert not any(r.running for r in pool.replicas.values())
+                    pool.drained = True
+            elif isinstance(action, Preload):
+                replica = self.pools[action.pool_id].replicas[action.replica_id]
+                assert replica.state is ReplicaState.BACKING_OFF, "a preload nobody waits for"
+                assert self.now >= replica.retry_at, "a restart before its backoff ran out"
+                replica.state = ReplicaState.PRELOADING
             else:
-                assert isinstance(action, SessionEvicted)
+                assert isinstance(action, SessionEvicted | StopEngine | ReplicaChanged)
 
     def check_dispatch(self, d: Dispatch) -> None:
         pool = self.pools[d.pool_id]
         assert not pool.draining, "dispatch to a draining pool"
         replica = pool.replicas[d.replica_id]
-        assert replica.live and replica.ready, "dispatch to a non-Ready replica"
+        assert replica.live and replica.state is ReplicaState.READY, (
+            "dispatch to a non-Ready replica"
+        )
         assert set(replica.devices) <= set(pool.mask), "dispatch outside the device mask"
         free = {
             rid: r.slots - len(r.running) for rid, r in pool.replicas.items() if r.usable(pool.mask)
@@ -422,9 +447,7 @@ class CoreModel(RuleBasedStateMachine):
         def report() -> object:
             if fail:
                 return self.orch.on_failure(tid, ErrorKind.INTERNAL, "adapter", self.now)
-            return self.orch.on_finish(
-                tid, FinishReason.STOP, 3, ref.tokens if ref else 0, self.now
-            )
+            return self.orch.on_finish(tid, FinishReason.STOP, 3, self.now)
 
         if ref is not None and ref.state is State.QUEUED:
             with pytest.raises(IllegalTransition):
@@ -467,58 +490,113 @@ class CoreModel(RuleBasedStateMachine):
             del self.tasks[tid]
             self.reaped.add(tid)
 
+    def replica_at(self, pool_id: str, slot: int) -> tuple[str, RefReplica]:
+        pool = self.pools[pool_id]
+        rid = sorted(pool.replicas)[slot % len(pool.replicas)]
+        return rid, pool.replicas[rid]
+
+    def generation(self, pool_id: str, rid: str) -> int:
+        view = self.orch.pool_view(pool_id, self.now)
+        return next(r.generation for r in view.replicas if r.replica_id == rid)
+
+    def lose(self, replica: RefReplica) -> None:
+        replica.live = False
+        replica.state = ReplicaState.BACKING_OFF
+        replica.failures = replica.successes = 0
+        replica.retry_at = self.now + QUICK_RESTARTS.base_ms
+
     @rule(
         pool_id=st.sampled_from(sorted(LAYOUT)),
         slot=st.integers(0, 1),
         live=st.booleans(),
         ready=st.booleans(),
-        devices=st.sampled_from(["same", "out"]),
     )
-    def report(self, pool_id: str, slot: int, live: bool, ready: bool, devices: str) -> None:
-        pool = self.pools[pool_id]
-        rid = sorted(pool.replicas)[slot % len(pool.replicas)]
-        replica = pool.replicas[rid]
-        reported = replica.devices if devices == "same" else (7,)
-        self.expect_down(
-            pool_id,
-            rid,
-            going_down=replica.live and not live,
-            call=lambda: self.orch.update_replica(
-                pool_id, rid, status(live=live, ready=ready, devices=reported), self.now
-            ),
-            update=lambda: self._set(replica, live, live and ready, reported),
+    def probe(self, pool_id: str, slot: int, live: bool, ready: bool) -> None:
+        """A probe of a Ready or suspect replica (ORCH-3038): one failure takes it out of
+        placement (and its tasks when it is not live), two good ones bring it back, three
+        failed ones lose it."""
+        rid, replica = self.replica_at(pool_id, slot)
+        generation = self.generation(pool_id, rid)
+        call = lambda: self.orch.replica_probed(  # noqa: E731
+            pool_id, rid, generation, ProbeReport(live=live, ready=ready), self.now
         )
+        if replica.state not in (ReplicaState.READY, ReplicaState.SUSPECT):
+            actions = call()  # dropped; hands over only what waited in the outbox
+            assert all(isinstance(a, SessionEvicted | PoolChanged) for a in actions), actions
+            self.apply(actions)
+            return
+        reset: set[str] = set()
+        if live and ready:
+            replica.failures, replica.successes = 0, replica.successes + 1
+            replica.live = True
+            if replica.state is ReplicaState.SUSPECT and replica.successes >= 2:
+                replica.state = ReplicaState.READY
+        else:
+            replica.successes, replica.failures = 0, replica.failures + 1
+            if (replica.live and not live) or replica.failures >= 3:
+                reset = set(replica.running)
+            replica.live = live
+            if replica.failures >= 3:
+                self.lose(replica)
+            else:
+                replica.state = ReplicaState.SUSPECT
+        self.expect_down(pool_id, rid, reset, call)
 
     @rule(pool_id=st.sampled_from(sorted(LAYOUT)), slot=st.integers(0, 1))
     def crash(self, pool_id: str, slot: int) -> None:
-        pool = self.pools[pool_id]
-        rid = sorted(pool.replicas)[slot % len(pool.replicas)]
-        replica = pool.replicas[rid]
+        """The engine of a probed replica exited: lost at once."""
+        rid, replica = self.replica_at(pool_id, slot)
+        if replica.state not in (ReplicaState.READY, ReplicaState.SUSPECT):
+            return
+        generation = self.generation(pool_id, rid)
+        reset = set(replica.running) if replica.live else set()
+        self.lose(replica)
+        gone = ProbeReport(live=False, ready=False, exited=True)
         self.expect_down(
             pool_id,
             rid,
-            going_down=replica.live,
-            call=lambda: self.orch.replica_failed(pool_id, rid, self.now),
-            update=lambda: self._set(replica, False, False, replica.devices),
+            reset,
+            lambda: self.orch.replica_probed(pool_id, rid, generation, gone, self.now),
         )
 
-    @staticmethod
-    def _set(replica: RefReplica, live: bool, ready: bool, devices: tuple[int, ...]) -> None:
-        replica.live, replica.ready, replica.devices = live, ready, devices
+    @rule(
+        pool_id=st.sampled_from(sorted(LAYOUT)),
+        slot=st.integers(0, 1),
+        ok=st.booleans(),
+        devices=st.sampled_from(["same", "out"]),
+    )
+    def answer_preload(self, pool_id: str, slot: int, ok: bool, devices: str) -> None:
+        """The restart of a lost replica succeeds (on its devices, or outside the mask) or
+        fails again."""
+        rid, replica = self.replica_at(pool_id, slot)
+        if replica.state is not ReplicaState.PRELOADING:
+            return
+        generation = self.generation(pool_id, rid)
+        if ok:
+            reported = LAYOUT[pool_id][1][sorted(self.pools[pool_id].replicas).index(rid)][1]
+            replica.devices = reported if devices == "same" else (7,)
+            replica.live, replica.state = True, ReplicaState.READY
+            self.apply(
+                self.orch.replica_preloaded(
+                    pool_id, rid, generation, report(devices=replica.devices), self.now
+                )
+            )
+            return
+        self.lose(replica)
+        failure = PreloadFailure(PreloadOutcome.ENGINE_START_FAILED, "no")
+        self.expect_down(
+            pool_id,
+            rid,
+            set(),
+            lambda: self.orch.replica_preload_failed(pool_id, rid, generation, failure, self.now),
+        )
 
     def expect_down(
-        self,
-        pool_id: str,
-        rid: str,
-        going_down: bool,
-        call: Callable[[], list[Action]],
-        update: Callable[[], None],
+        self, pool_id: str, rid: str, reset: set[str], call: Callable[[], list[Action]]
     ) -> None:
-        """Run a replica change; running tasks of a replica going down fail WORKER_RESET
-        and, when the pool has no live replica left, its queue fails POOL_UNAVAILABLE."""
+        """Run a replica change; the running tasks `reset` fail WORKER_RESET and, when the
+        pool has no live replica left, its queue fails POOL_UNAVAILABLE."""
         pool = self.pools[pool_id]
-        reset = set(pool.replicas[rid].running) if going_down else set()
-        update()
         lost = set(pool.queues[INTER] + pool.queues[BATCH]) if not pool.live() else set()
         actions = call()
         failed = {(a.task_id, a.kind) for a in actions if isinstance(a, TaskFailed)}
@@ -530,28 +608,55 @@ class CoreModel(RuleBasedStateMachine):
     @rule(pool_id=st.sampled_from(sorted(LAYOUT)), deadline=st.integers(0, 12))
     def drain(self, pool_id: str, deadline: int) -> None:
         pool = self.pools[pool_id]
+        was_drained = pool.drained
         queued = set(pool.queues[INTER] + pool.queues[BATCH])
         due = self.now + deadline
         pool.deadline = min(due, pool.deadline) if pool.draining else due
         pool.draining = True
         actions = self.orch.drain(pool_id, deadline, self.now)
         assert {a.task_id for a in actions if isinstance(a, TaskCanceled)} == queued
+        drained = [
+            a
+            for a in actions
+            if isinstance(a, PoolChanged) and a.pool_id == pool_id and a.phase is PoolPhase.DRAINED
+        ]
         self.apply(actions)
         idle = not any(r.running for r in pool.replicas.values())
-        assert (PoolDrained(pool_id) in actions) == idle
+        assert bool(drained) == (idle and not was_drained)
+        pool.drained = pool.drained or idle
 
-    @precondition(lambda self: any(p.draining for p in self.pools.values()))
+    @precondition(lambda self: any(p.drained for p in self.pools.values()))
     @rule(pool_id=st.sampled_from(sorted(LAYOUT)))
-    def undrain(self, pool_id: str) -> None:
-        self.orch.undrain(pool_id)
-        self.pools[pool_id].draining = False
+    def reload(self, pool_id: str) -> None:
+        """A drained pool is reloaded (ORCH-2102): every replica is held, then preloaded
+        again one by one (all succeed here), and the pool serves again."""
+        pool = self.pools[pool_id]
+        if not pool.drained:
+            return
+        actions = self.orch.reload(pool_id, MODEL, self.now)
+        while True:
+            preloads = [a for a in actions if isinstance(a, Preload)]
+            assert not [a for a in actions if isinstance(a, TaskFailed | TaskCanceled)]
+            self.apply([a for a in actions if not isinstance(a, Preload)])
+            if not preloads:
+                break
+            (preload,) = preloads
+            actions = self.orch.replica_preloaded(
+                pool_id, preload.replica_id, preload.generation, report(), self.now
+            )
+        for rid, devices, _ in LAYOUT[pool_id][1]:
+            replica = pool.replicas[rid]
+            replica.devices, replica.live, replica.state = devices, True, ReplicaState.READY
+            replica.failures = replica.successes = 0
+        pool.draining = pool.drained = False
+        assert self.orch.pool_view(pool_id, self.now).phase is PoolPhase.READY
 
     # -- invariants ---------------------------------------------------------------------------
 
     @invariant()
     def queues_are_bounded_and_match(self) -> None:
         for pool_id, pool in self.pools.items():
-            health = self.orch.pool_health(pool_id)
+            health = self.orch.pool_view(pool_id, 0)
             assert health.queue_depth <= self.capacity
             if self.batch_cap is not None:
                 assert health.queue_depth_batch <= self.batch_cap
@@ -561,13 +666,21 @@ class CoreModel(RuleBasedStateMachine):
     @invariant()
     def slots_stay_within_bounds(self) -> None:
         for pool_id, pool in self.pools.items():
-            health = self.orch.pool_health(pool_id)
+            health = self.orch.pool_view(pool_id, 0)
             assert 0 <= health.slots_free <= health.slots_total
             usable = [r for r in health.replicas if r.usable]
             assert health.slots_free == sum(r.slots_free for r in usable)
             for replica in health.replicas:
                 assert 0 <= replica.slots_free <= replica.slots_total
                 assert replica.running == len(pool.replicas[replica.replica_id].running)
+
+    @invariant()
+    def replicas_match(self) -> None:
+        for pool_id, pool in self.pools.items():
+            for view in self.orch.pool_view(pool_id, self.now).replicas:
+                ref = pool.replicas[view.replica_id]
+                assert (view.state, view.live) == (ref.state, ref.live), view
+                assert view.usable == ref.usable(pool.mask)
 
     @invariant()
     def every_task_has_one_fate(self) -> None:
@@ -592,7 +705,7 @@ class CoreModel(RuleBasedStateMachine):
             self.cancel_task(tid)
         assert all(self.terminals[tid] == 1 for tid in self.tasks)
         assert all(
-            self.orch.pool_health(p).slots_free == self.orch.pool_health(p).slots_total
+            self.orch.pool_view(p, 0).slots_free == self.orch.pool_view(p, 0).slots_total
             for p in self.pools
         )
 

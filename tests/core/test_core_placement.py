@@ -10,7 +10,21 @@ from __future__ import annotations
 
 import hashlib
 
-from corekit import ENGINE, MODEL, admit, dispatches, orchestrator, pool_spec, status, task, uid
+from corekit import (
+    ENGINE,
+    MODEL,
+    admit,
+    crash,
+    dispatches,
+    orchestrator,
+    pool_spec,
+    preloaded,
+    probe,
+    ready_all,
+    restart,
+    task,
+    uid,
+)
 
 from orchestrator_core import (
     Dispatch,
@@ -36,25 +50,25 @@ def test_orch_3008_least_loaded_ready_replica_by_free_slots() -> None:
     orch = orchestrator(pool_spec(replicas=[("r0", 2), ("r1", 3)]))
     order = [placed(orch, n).replica_id for n in range(5)]
     assert order == ["r1", "r0", "r1", "r0", "r1"]
-    orch.on_finish(uid(1), FinishReason.STOP, 1, 1, 1)
+    orch.on_finish(uid(1), FinishReason.STOP, 1, 1)
     assert placed(orch, 9, now=1).replica_id == "r0"
 
 
 def test_orch_3010_nothing_is_dispatched_to_a_non_ready_replica_or_pool() -> None:
     orch = orchestrator(pool_spec(replicas=[("r0", 4), ("r1", 1)]))
-    orch.update_replica("p0", "r0", status(ready=False), 0)
+    probe(orch, "p0", "r0", 0, ready=False)
     assert [placed(orch, 1).replica_id] == ["r1"]
     admit(orch, task(2))
     assert orch.poll(0) == []  # r1 is full and r0 is not Ready
-    orch.update_replica("p0", "r1", status(ready=False), 1)
-    orch.on_finish(uid(1), FinishReason.STOP, 1, 1, 1)
+    probe(orch, "p0", "r1", 1, ready=False)
+    orch.on_finish(uid(1), FinishReason.STOP, 1, 1)
     assert orch.poll(1) == []
 
 
 def test_orch_3011_a_replica_running_outside_the_mask_is_never_used() -> None:
     orch = orchestrator(pool_spec(replicas=[("r0", 4), ("r1", 1)], devices=(0, 1)))
-    orch.update_replica("p0", "r0", status(devices=(0, 2)), 0)
-    health = orch.pool_health("p0")
+    restart(orch, "p0", "r0", 0, devices=(0, 2))
+    health = orch.pool_view("p0", 0)
     assert [(r.replica_id, r.usable) for r in health.replicas] == [("r0", False), ("r1", True)]
     assert placed(orch, 1).replica_id == "r1"
     admit(orch, task(2))
@@ -63,40 +77,41 @@ def test_orch_3011_a_replica_running_outside_the_mask_is_never_used() -> None:
 
 def test_orch_3019_engine_reported_slots_drive_placement() -> None:
     orch = orchestrator(pool_spec(replicas=[("r0", 1)]))
-    orch.update_replica("p0", "r0", status(slots_total=3), 0)
+    restart(orch, "p0", "r0", 0, slots_total=3)
     for n in range(4):
         admit(orch, task(n))
     assert len(dispatches(orch.poll(0))) == 3
-    assert orch.pool_health("p0").slots_free == 0
+    assert orch.pool_view("p0", 0).slots_free == 0
 
 
 def test_orch_3019_work_the_core_did_not_send_occupies_slots() -> None:
     orch = orchestrator(pool_spec(replicas=[("r0", 1)]))
-    orch.update_replica("p0", "r0", status(slots_total=4, slots_free=1), 0)
+    restart(orch, "p0", "r0", 0, slots_total=4)
+    probe(orch, "p0", "r0", 1, slots_free=1)
     for n in range(3):
-        admit(orch, task(n))
-    assert len(dispatches(orch.poll(0))) == 1
+        admit(orch, task(n), 1)
+    assert len(dispatches(orch.poll(1))) == 1
     # A report that has not seen our dispatch yet does not free the slot twice.
-    orch.update_replica("p0", "r0", status(slots_total=4, slots_free=4), 1)
-    assert len(dispatches(orch.poll(1))) == 2
-    assert orch.pool_health("p0").slots_free == 1
+    probe(orch, "p0", "r0", 2, slots_free=4)
+    assert len(dispatches(orch.poll(2))) == 2
+    assert orch.pool_view("p0", 0).slots_free == 1
 
 
 def test_a_replica_without_a_slot_count_counts_as_one() -> None:
     orch = Orchestrator([PoolSpec("p0", ENGINE, MODEL, 8192, (0,), (ReplicaSpec("r0"),))])
-    orch.update_replica("p0", "r0", status(), 0)
-    assert orch.pool_health("p0").slots_total == 1
+    ready_all(orch)
+    assert orch.pool_view("p0", 0).slots_total == 1
 
 
 def test_orch_3046_a_pool_pins_one_engine_version() -> None:
     orch = orchestrator(pool_spec(replicas=[("r0", 1), ("r1", 1)]))
-    orch.update_replica("p0", "r1", status(version="b5000"), 0)
-    assert orch.pool_health("p0").engine_version == "b4000"
+    restart(orch, "p0", "r1", 0, version="b5000")
+    assert orch.pool_view("p0", 0).engine_version == "b4000"
     assert [placed(orch, n).replica_id for n in range(1)] == ["r0"]
     admit(orch, task(1))
     assert orch.poll(0) == []  # r1 runs another version
-    orch.replica_failed("p0", "r0", 1)
-    assert orch.pool_health("p0").engine_version == "b5000"
+    crash(orch, "p0", "r0", 1)
+    assert orch.pool_view("p0", 0).engine_version == "b5000"
     (dispatch,) = dispatches(orch.poll(1))
     assert (dispatch.replica_id, dispatch.engine_version) == ("r1", "b5000")
 
@@ -105,7 +120,7 @@ def test_orch_3046_mixing_versions_is_possible_only_when_allowed() -> None:
     orch = orchestrator(
         pool_spec(replicas=[("r0", 1), ("r1", 1)], require_same_engine_version=False)
     )
-    orch.update_replica("p0", "r1", status(version="b5000"), 0)
+    restart(orch, "p0", "r1", 0, version="b5000")
     assert {placed(orch, n).replica_id for n in range(2)} == {"r0", "r1"}
 
 
@@ -126,7 +141,7 @@ def test_orch_3007_pools_with_the_same_key_form_one_replica_set() -> None:
 
 def test_orch_3046_replicas_of_different_versions_never_share_a_set() -> None:
     orch = orchestrator(pool_spec("a", devices=(0,)), pool_spec("b", devices=(1,)))
-    orch.update_replica("b", "r0", status(version="b5000"), 0)
+    restart(orch, "b", "r0", 0, version="b5000")
     assert sorted(s.key.engine_version or "" for s in orch.replica_sets()) == ["b4000", "b5000"]
 
 
@@ -157,7 +172,7 @@ def test_orch_2104_replica_set_load_counts_queued_work() -> None:
 
 def turn(orch: Orchestrator, n: int, now: int, **fields: object) -> Dispatch:
     dispatch = placed(orch, n, now, session_id=SESSION, **fields)
-    orch.on_finish(dispatch.task_id, FinishReason.STOP, 10, 10, now)
+    orch.on_finish(dispatch.task_id, FinishReason.STOP, 10, now)
     return dispatch
 
 
@@ -184,8 +199,9 @@ def test_orch_3009_a_busy_last_replica_is_left_cold_rather_than_waited_for() -> 
 def test_orch_3023_failover_reports_cold_and_not_migrated() -> None:
     orch = orchestrator(pool_spec(replicas=[("r0", 1), ("r1", 1)]))
     assert turn(orch, 1, 0).replica_id == "r0"
-    orch.replica_failed("p0", "r0", 1)
-    orch.update_replica("p0", "r0", status(), 2)  # back, but its KV is gone
+    crash(orch, "p0", "r0", 1)
+    orch.poll(2)
+    preloaded(orch, "p0", "r0", 2)  # back, but its KV is gone
     moved = turn(orch, 2, 3)
     assert (moved.kv_warmth, moved.kv_migrated) == (False, False)
     info = orch.session_info(SESSION, 3)
@@ -195,8 +211,8 @@ def test_orch_3023_failover_reports_cold_and_not_migrated() -> None:
 def test_kv_hint_cold_opts_out_of_affinity() -> None:
     orch = orchestrator(pool_spec(replicas=[("r0", 1), ("r1", 2)]))
     assert turn(orch, 1, 0).replica_id == "r1"
-    orch.update_replica("p0", "r1", status(slots_total=1), 1)
-    orch.update_replica("p0", "r0", status(slots_total=2), 1)
+    restart(orch, "p0", "r1", 1, slots_total=1)
+    restart(orch, "p0", "r0", 1, slots_total=2)
     cold = turn(orch, 2, 2, kv_hint=KvHint.COLD)
     assert (cold.replica_id, cold.kv_warmth) == ("r0", False)
 

@@ -63,13 +63,13 @@ def test_completed_tasks_feed_the_estimate_and_the_next_prediction() -> None:
     orch = orchestrator(pool_spec(replicas=[("r0", 1)], initial_service_ms=1000, ewma_alpha=1.0))
     admit(orch, task(0))
     orch.poll(0)
-    orch.on_finish(uid(0), FinishReason.STOP, 1, 1, 300)
+    orch.on_finish(uid(0), FinishReason.STOP, 1, 300)
     orch.cancel(uid(0), 300)
     admit(orch, task(1), 300)
     orch.poll(300)
     assert admit(orch, task(2), 300).predicted_start_ms == 300
     orch.cancel(uid(1), 301)  # canceled work does not feed the average
-    assert orch.pool_health("p0").service_time_ms == 300
+    assert orch.pool_view("p0", 0).service_time_ms == 300
 
 
 def simulate(
@@ -89,7 +89,7 @@ def simulate(
         now = min(times)
         while completions and completions[0][0] == now:
             _, done = heapq.heappop(completions)
-            orch.on_finish(done, FinishReason.STOP, 1, 1, now)
+            orch.on_finish(done, FinishReason.STOP, 1, now)
         while next_arrival < len(pending) and pending[next_arrival] == now:
             admitted = admit(orch, task(next_arrival), now)
             tid = uid(next_arrival)

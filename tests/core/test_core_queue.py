@@ -37,7 +37,7 @@ def test_orch_3004_dispatch_is_fifo_within_a_priority() -> None:
     for now in range(1, 7):
         for d in dispatches(orch.poll(now)):
             order.append(d.task_id)
-            orch.on_finish(d.task_id, FinishReason.STOP, 1, 1, now)
+            orch.on_finish(d.task_id, FinishReason.STOP, 1, now)
     assert order == [uid(n) for n in range(5)]
 
 
@@ -47,7 +47,7 @@ def test_orch_3004_queue_is_bounded_by_its_capacity() -> None:
         admit(orch, task(n))
     refused = refuse(orch, task(3))
     assert refused.kind is ErrorKind.ADMISSION_REJECT
-    assert orch.pool_health("p0").queue_depth == 3
+    assert orch.pool_view("p0", 0).queue_depth == 3
 
 
 def test_orch_3004_per_priority_caps_bound_each_class() -> None:
@@ -56,7 +56,7 @@ def test_orch_3004_per_priority_caps_bound_each_class() -> None:
     admit(orch, task(2, BATCH))
     assert refuse(orch, task(3, BATCH)).kind is ErrorKind.ADMISSION_REJECT
     admit(orch, task(4, INTER))
-    health = orch.pool_health("p0")
+    health = orch.pool_view("p0", 0)
     assert (health.queue_depth_interactive, health.queue_depth_batch) == (1, 2)
 
 
@@ -74,7 +74,7 @@ def test_orch_3051_interactive_flood_cannot_starve_batch() -> None:
         now += 1
         for d in dispatches(orch.poll(now)):
             order.append(d.task_id)
-            orch.on_finish(d.task_id, FinishReason.STOP, 1, 1, now)
+            orch.on_finish(d.task_id, FinishReason.STOP, 1, now)
         admit(orch, task(n, INTER), now)  # the flood goes on
         n += 1
     assert order.index(uid(0)) == 4

@@ -32,7 +32,9 @@ def run_turn(
     admit(orch, task(n, session_id=sid(session)), now)
     actions = orch.poll(now)
     (dispatch,) = dispatches(actions)
-    orch.on_finish(dispatch.task_id, FinishReason.STOP, tokens, tokens, now)
+    for _ in range(tokens):
+        orch.on_token(dispatch.task_id, now)
+    orch.on_finish(dispatch.task_id, FinishReason.STOP, tokens, now)
     return [(a.session_id, a.reason) for a in actions if isinstance(a, SessionEvicted)]
 
 
@@ -153,7 +155,7 @@ def test_a_turn_that_outlives_its_session_records_nothing() -> None:
     orch = orchestrator(sessions=SessionConfig(ttl_ms=100))
     admit(orch, task(1, session_id=sid(1)), 0)
     (dispatch,) = dispatches(orch.poll(0))
-    orch.on_finish(dispatch.task_id, FinishReason.STOP, 1, 1, 500)
+    orch.on_finish(dispatch.task_id, FinishReason.STOP, 1, 500)
     assert orch.session_info(sid(1), 500) is None
 
 
@@ -162,7 +164,7 @@ def test_a_session_that_expires_while_its_turn_waits_is_not_revived() -> None:
     admit(orch, task(1))
     orch.poll(0)  # the only slot is busy
     admit(orch, task(2, session_id=sid(1)), 0)
-    orch.on_finish(task(1).task_id, FinishReason.STOP, 1, 1, 200)
+    orch.on_finish(task(1).task_id, FinishReason.STOP, 1, 200)
     (dispatch,) = dispatches(orch.poll(200))
     assert dispatch.task_id == task(2).task_id and not dispatch.kv_warmth
     assert orch.session_info(sid(1), 200) is None

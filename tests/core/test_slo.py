@@ -137,10 +137,10 @@ def test_orch_3041_outcomes_leave_the_window_after_window_ms() -> None:
     gone = tracker.snapshot("rs-a", 1_600).interactive
     assert (gone.samples, gone.first_token_p95_ms, gone.error_rate) == (0, None, None)
     assert (gone.attainment_ratio, gone.met) == (None, None)
-    assert tracker.stored() == 2  # the global aggregate keeps them until it is read
-    tracker.snapshot(GLOBAL_SCOPE, 1_600)
-    assert tracker.stored() == 0
-    assert tracker.scopes() == []
+    assert tracker.stored() == 4  # reading changes nothing: rs-a and the global aggregate
+    record(tracker, 1_600, first_token_ms=100)  # recording drops what left the window
+    assert tracker.stored() == 2
+    assert tracker.scopes() == [GLOBAL_SCOPE, "rs-a"]
 
 
 def test_recording_drops_expired_outcomes_of_that_window() -> None:
@@ -308,8 +308,8 @@ def test_the_clock_never_goes_back() -> None:
     record(tracker, 500)
     record(tracker, 10)  # read as t=500
     assert tracker.snapshot("rs-a", 599).interactive.samples == 2
-    snapshot = tracker.snapshot("rs-a", 0)
-    assert (snapshot.at_ms, snapshot.interactive.samples) == (599, 2)
+    snapshot = tracker.snapshot("rs-a", 0)  # read at the tracker's clock, which reading leaves
+    assert (snapshot.at_ms, snapshot.interactive.samples) == (500, 2)
     assert tracker.snapshot("rs-a", 600).interactive.samples == 0
 
 

@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from orchestratord_server.adapters.base import (
+    AdapterSettings,
     CompletionRequest,
     EngineError,
     FinalChunk,
@@ -171,7 +172,7 @@ pieces = st.lists(
 async def run_stream(base_url: str) -> list[StreamChunk]:
     """The chunks of one completion stream from the engine at ``base_url``."""
     timeouts = HttpTimeouts(connect_s=5, request_s=10, stream_read_s=5)
-    adapter = LlamaCppAdapter(base_url, timeouts=timeouts)
+    adapter = LlamaCppAdapter(AdapterSettings(base_url), timeouts=timeouts)
     try:
         return [chunk async for chunk in adapter.stream(REQ)]
     finally:
@@ -220,7 +221,7 @@ NOT_UTF8 = b"\x80\xff not text"
 
 
 async def call_adapter(base_url: str, method: str) -> Any:
-    adapter = LlamaCppAdapter(base_url)
+    adapter = LlamaCppAdapter(AdapterSettings(base_url))
     try:
         if method == "stream":
             return [chunk async for chunk in adapter.stream(REQ)]

@@ -26,6 +26,8 @@ from tests.support import tiny_gguf
 
 #: Training context of the tiny model here: a 16k-token task runs for tens of seconds.
 LONG_TRAIN_CTX = 65_536
+
+
 @pytest.fixture(scope="session")
 def long_tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("openai-models") / "tiny-long.gguf"

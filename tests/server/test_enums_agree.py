@@ -1,41 +1,97 @@
-"""The core cannot import the server (it is below it), so its enums are its own; these
-tests hold them equal to the contract's and the config's (ORCH-2006, ORCH-2008)."""
+"""One vocabulary: the contracts' enums exist once, in `orchestrator_core.vocabulary`, and
+every layer uses those very classes (ORCH-2006, ORCH-2008).
+
+The generated models re-export the vocabulary's classes (the same objects, not copies),
+the config and the adapters are typed with them, and no module of the project defines an
+enum with the values of a contract enum of its own.
+"""
 
 from __future__ import annotations
 
-from enum import Enum
+import enum
+import importlib
+import inspect
+import pkgutil
+from types import ModuleType
 
 import pytest
 
-import orchestrator_core as core
+import orchestrator_core
+import orchestratord_client
+import orchestratord_server
+from orchestrator_core import vocabulary
 from orchestratord_server import config
+from orchestratord_server.adapters.base import EngineAdapter, EngineError, FinalChunk
 from orchestratord_server.errors import RETRIABLE
 from orchestratord_server.generated import models
 
+CONTRACT_ENUMS = [
+    value
+    for value in vars(vocabulary).values()
+    if inspect.isclass(value)
+    and issubclass(value, enum.Enum)
+    and value.__module__ == vocabulary.__name__
+]
 
-def _values(enum: type[Enum]) -> set[str]:
-    return {str(member.value) for member in enum}
+
+def _modules(package: ModuleType) -> list[ModuleType]:
+    found = [package]
+    for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+        if not info.name.endswith("__main__"):  # running it would start the CLI
+            found.append(importlib.import_module(info.name))
+    return found
 
 
-@pytest.mark.parametrize(
-    ("ours", "contract"),
-    [
-        (core.ErrorKind, models.ErrorKind),
-        (core.Priority, models.Priority),
-        (core.FinishReason, models.FinishReason),
-        (core.QueuePolicy, models.QueuePolicy),
-        (core.KvHint, models.KvHint),
-        (config.EngineName, models.Engine),
-        (config.FullPolicy, models.QueuePolicy),
-        (config.PriorityName, models.Priority),
-    ],
-    ids=lambda enum: f"{enum.__module__.split('.')[0]}.{enum.__name__}",
-)
-def test_enum_values_match_the_contract(ours: type[Enum], contract: type[Enum]) -> None:
-    assert _values(ours) == _values(contract)
+def test_the_vocabulary_holds_every_contract_enum() -> None:
+    names = {e.__name__ for e in CONTRACT_ENUMS}
+    assert {
+        "Engine",
+        "ErrorKind",
+        "FinishReason",
+        "KvHint",
+        "PoolPhase",
+        "Priority",
+        "QueuePolicy",
+        "Workload",
+    } <= names
+
+
+@pytest.mark.parametrize("kind", CONTRACT_ENUMS, ids=lambda e: e.__name__)
+def test_the_models_use_the_vocabulary_itself(kind: type[enum.Enum]) -> None:
+    assert getattr(models, kind.__name__) is kind
+
+
+def test_no_layer_keeps_a_copy_of_a_contract_enum() -> None:
+    contract_values = {frozenset(m.value for m in e): e for e in CONTRACT_ENUMS}
+    for package in (orchestrator_core, orchestratord_server, orchestratord_client):
+        for module in _modules(package):
+            for value in vars(module).values():
+                if not (inspect.isclass(value) and issubclass(value, enum.Enum)):
+                    continue
+                if value.__module__ != module.__name__ or value in CONTRACT_ENUMS:
+                    continue
+                values = frozenset(m.value for m in value)
+                assert values not in contract_values, (
+                    f"{module.__name__}.{value.__name__} copies {contract_values[values].__name__}"
+                )
+
+
+def test_config_and_adapters_are_typed_with_the_vocabulary() -> None:
+    assert config.PoolConfig.model_fields["engine"].annotation is vocabulary.Engine
+    assert config.QueueConfig.model_fields["full_policy"].annotation is vocabulary.QueuePolicy
+    assert config.PriorityConfig.model_fields["name"].annotation is vocabulary.Priority
+    hints = inspect.get_annotations(EngineAdapter, eval_str=True)
+    assert hints["engine"] is vocabulary.Engine
+    assert inspect.get_annotations(FinalChunk, eval_str=True)["finish_reason"] is (
+        vocabulary.FinishReason
+    )
+    error = EngineError(vocabulary.ErrorKind.INTERNAL, "x")
+    assert error.kind is vocabulary.ErrorKind.INTERNAL
+    with pytest.raises(ValueError):
+        EngineError(vocabulary.ErrorKind.NOT_FOUND, "an engine does not say this")
 
 
 def test_retriable_codes_are_the_cores() -> None:
     """ORCH-3025: one notion of which errors invite a retry."""
-    assert {kind.value for kind in RETRIABLE} == {kind.value for kind in core.RETRIABLE}
+    assert RETRIABLE == orchestrator_core.RETRIABLE
     assert models.ErrorKind.DECODE_TIMEOUT not in RETRIABLE

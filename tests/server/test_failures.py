@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from orchestratord_server.runtime.failures import FailureClass, classify, is_device_fault
+from orchestrator_core import FailureClass
+from orchestratord_server.runtime.failures import classify
 
 
 @pytest.mark.parametrize(
@@ -31,7 +32,7 @@ def test_orch_3053_failures_are_classified_from_the_engine_output(
 
 
 def test_orch_3053_only_device_faults_are_driver_resets() -> None:
-    assert {f for f in FailureClass if is_device_fault(f)} == {
+    assert {f for f in FailureClass if f.device_fault} == {
         FailureClass.DRIVER_RESET,
         FailureClass.ECC_ERROR,
     }

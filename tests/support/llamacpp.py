@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
+from orchestratord_server.adapters.base import AdapterSettings
 from orchestratord_server.adapters.http import HttpTimeouts
 from orchestratord_server.adapters.llamacpp import LlamaCppAdapter
 from orchestratord_server.engines.llamacpp_process import LlamaCppProcess, LlamaCppServerConfig
@@ -54,12 +55,12 @@ async def adapter_for(
     process: LlamaCppProcess, *, timeouts: HttpTimeouts | None = None
 ) -> AsyncIterator[LlamaCppAdapter]:
     """An adapter wired to ``process`` the way the daemon wires one, closed on exit."""
-    adapter = LlamaCppAdapter(
+    settings = AdapterSettings(
         process.base_url,
         model_path=process.config.model_path,
         engine_version=process.engine_version,
-        timeouts=timeouts or HttpTimeouts(),
     )
+    adapter = LlamaCppAdapter(settings, timeouts or HttpTimeouts())
     try:
         yield adapter
     finally:

@@ -70,6 +70,7 @@ def build_repo(root: Path) -> Path:
     (server / "config.py").write_text(FIXTURE_CONFIG)
     core = root / "orchestrator_core"
     core.mkdir()
+    (core / "__init__.py").write_text('"""Fixture core package."""\n')
     (core / "things.py").write_text(f'"""Creates things ({req_id(101)}, {req_id(102)})."""\n')
     tests = root / "tests"
     tests.mkdir()

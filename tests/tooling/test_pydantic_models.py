@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from codegen import contracts, layout, pydantic_models, validate
+from codegen import contracts, layout, pydantic_models, tasks, validate
 from codegen.errors import CodegenError
 from tests.tooling.support import REPO, generated_sources, model_class_for
 
@@ -29,8 +29,13 @@ GOOD_THING: dict[str, Any] = {
 
 @pytest.fixture
 def models(repo: Path, load_module: Loader) -> ModuleType:
-    """The models generated from the fixture contracts, imported."""
-    return load_module(generated_sources(repo)[layout.MODELS], "fixture_models")
+    """The models generated from the fixture contracts, imported (with the vocabulary
+    generated from the same contracts in place of the core's)."""
+    load_module(tasks.vocabulary_output(repo).text, "fixture_vocabulary")
+    source = generated_sources(repo)[layout.MODELS].replace(
+        f"from {pydantic_models.VOCABULARY_MODULE} import", "from fixture_vocabulary import"
+    )
+    return load_module(source, "fixture_models")
 
 
 def _errors(model: type[BaseModel], payload: dict[str, Any]) -> dict[str, str]:
