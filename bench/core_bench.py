@@ -37,10 +37,12 @@ from orchestrator_core import (
     FinishReason,
     Orchestrator,
     PoolSpec,
+    Preload,
     QueuePolicy,
+    ReplicaReport,
     ReplicaSpec,
-    ReplicaStatus,
     TaskEnded,
+    TaskFigures,
     TaskSpec,
     derive_seed,
 )
@@ -62,9 +64,12 @@ def _orchestrator(capacity: int, policy: QueuePolicy = QueuePolicy.REJECT) -> Or
         (ReplicaSpec("r0", slots_total=1),),
         capacity=capacity,
         full_policy=policy,
+        probe_interval_ms=1 << 40,  # no probe in the way of the operations measured
     )
     orch = Orchestrator([spec])
-    orch.update_replica("p0", "r0", ReplicaStatus(True, True, "b4000", "sha256:feed", 1), 0)
+    (preload,) = [a for a in orch.poll(0) if isinstance(a, Preload)]
+    report = ReplicaReport("b4000", "sha256:feed", 1)
+    orch.replica_preloaded("p0", "r0", preload.generation, report, 0)
     return orch
 
 
@@ -112,12 +117,12 @@ def admit_dispatch_end(depth: int, ops: int, cancel: bool) -> float:
         if cancel:
             abort(running, now)
         else:
-            finish(running, stop, 256, 128, now)
+            finish(running, stop, 256, now)
         reap(running)
         submit(spec, now)
         running = cast(Dispatch, poll(now)[0]).task_id
     elapsed = time.perf_counter() - start
-    health = orch.pool_health("p0")
+    health = orch.pool_view("p0", 0)
     assert health.queue_depth == depth and health.running == 1
     return elapsed
 
@@ -143,7 +148,7 @@ def cancel_queued(depth: int, ops: int) -> float:
         done += batch
         gone = set(victims)
         queued = [t for t in queued if t not in gone] + _fill(orch, ids, batch)
-    assert orch.pool_health("p0").queue_depth == depth
+    assert orch.pool_view("p0", 0).queue_depth == depth
     return elapsed * ops / done
 
 
@@ -160,7 +165,7 @@ def admit_with_eviction(depth: int, ops: int) -> float:
     for spec in specs:
         submit(spec, 0)
     elapsed = time.perf_counter() - start
-    assert orch.pool_health("p0").queue_depth == depth
+    assert orch.pool_view("p0", 0).queue_depth == depth
     return elapsed
 
 
@@ -175,8 +180,8 @@ def decisions_floor(ops: int) -> float:
     start = time.perf_counter()
     for task_id in ids:
         Admitted(task_id, "p0", 3, 40, 0, derive_seed(task_id))
-        Dispatch(task_id, "p0", "r0", "b4000", "sha256:feed", 1, False, 40, 3, 40)
-        TaskEnded(task_id, "p0", "r0", stop, 256, 128, 40, 900, 20)
+        Dispatch(task_id, "p0", "r0", MODEL, "b4000", "sha256:feed", 1, False, 40, 3, 40)
+        TaskEnded(task_id, "p0", "r0", stop, TaskFigures(40, 900, 20, 256, 128))
     return time.perf_counter() - start
 
 

@@ -45,9 +45,9 @@ from orchestrator_core.errors import (
     UnknownPool,
     UnknownReplica,
 )
-from orchestrator_core.inputs import Input
+from orchestrator_core.inputs import Input, InputSink
 from orchestrator_core.journal import Journal, replay
-from orchestrator_core.orchestrator import CoreConfig, Orchestrator
+from orchestrator_core.orchestrator import Orchestrator
 from orchestrator_core.persistence import restore, snapshot
 from orchestrator_core.placement import ReplicaSetKey
 from orchestrator_core.pool_states import PoolEvent
@@ -77,6 +77,7 @@ from orchestrator_core.slo import (
 )
 from orchestrator_core.slo_book import set_scope
 from orchestrator_core.specs import (
+    CoreConfig,
     PoolSpec,
     PriorityLimits,
     ReplicaSpec,
@@ -131,6 +132,7 @@ __all__ = [
     "FinishReason",
     "IllegalTransition",
     "Input",
+    "InputSink",
     "InvalidArgument",
     "Journal",
     "KvHint",

@@ -2,24 +2,20 @@
 
 The core's state is a function of its configuration and the sequence of these events (and
 nothing else: no clock, no randomness, no I/O). Each public method of `Orchestrator` that
-changes state is one of them; `apply` calls the method an event stands for and returns
-what it returned. A recorded sequence (`journal`) therefore replays into a fresh core,
+changes state is one of them, and records it in the core's `InputSink`, if it has one,
+before acting on it. A recorded sequence (`journal`) therefore replays into a fresh core,
 which reaches the same state and decides the same actions.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Protocol
 
 from orchestrator_core.decisions import CancelReason
 from orchestrator_core.replica import FailureClass, PreloadFailure, ProbeReport, ReplicaReport
-from orchestrator_core.specs import TaskSpec
+from orchestrator_core.specs import CoreConfig, TaskSpec
 from orchestrator_core.vocabulary import ErrorKind, FinishReason
-
-if TYPE_CHECKING:
-    from orchestrator_core.orchestrator import Orchestrator
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,29 +153,10 @@ Input = (
     | Probed
 )
 
-_APPLY: dict[type, Callable[[Orchestrator, Any], object]] = {
-    Submit: lambda core, e: core.submit(e.spec, e.now_ms),
-    Cancel: lambda core, e: core.cancel(e.task_id, e.now_ms, e.reason),
-    Token: lambda core, e: core.on_token(e.task_id, e.now_ms),
-    Finish: lambda core, e: core.on_finish(e.task_id, e.finish_reason, e.tokens_in, e.now_ms),
-    Fail: lambda core, e: core.on_failure(e.task_id, e.kind, e.message, e.now_ms, e.failure_class),
-    Poll: lambda core, e: core.poll(e.now_ms),
-    Reap: lambda core, e: core.reap(e.task_id),
-    DeleteSession: lambda core, e: core.delete_session(e.session_id, e.now_ms),
-    Drain: lambda core, e: core.drain(e.pool_id, e.deadline_ms, e.now_ms),
-    Reload: lambda core, e: core.reload(e.pool_id, e.model_ref, e.now_ms),
-    Preloaded: lambda core, e: core.replica_preloaded(
-        e.pool_id, e.replica_id, e.generation, e.report, e.now_ms
-    ),
-    PreloadFailed: lambda core, e: core.replica_preload_failed(
-        e.pool_id, e.replica_id, e.generation, e.failure, e.now_ms
-    ),
-    Probed: lambda core, e: core.replica_probed(
-        e.pool_id, e.replica_id, e.generation, e.probe, e.now_ms
-    ),
-}
 
+class InputSink(Protocol):
+    """Where a core records its configuration and then each input as it arrives."""
 
-def apply(core: Orchestrator, event: Input) -> object:
-    """Feed `event` to `core` (the method it stands for) and return that method's result."""
-    return _APPLY[type(event)](core, event)
+    def begin(self, config: CoreConfig) -> None: ...
+
+    def record(self, event: Input) -> None: ...

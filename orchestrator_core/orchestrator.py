@@ -33,7 +33,6 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 from orchestrator_core import admission, inputs, reloads, supervision
 from orchestrator_core._state import RUNNING, TERMINAL, Event, State, advance
@@ -64,7 +63,6 @@ from orchestrator_core.errors import (
     UnknownPool,
     UnknownReplica,
 )
-from orchestrator_core.journal import Journal
 from orchestrator_core.pool_states import SERVING, PoolEvent, advance_pool
 from orchestrator_core.pools import Pool, ReloadProgress
 from orchestrator_core.prediction import ServiceTime, predict_start_ms
@@ -79,8 +77,8 @@ from orchestrator_core.replica_states import PROBED, ReplicaState
 from orchestrator_core.seed import derive_seed
 from orchestrator_core.sessions import Session, SessionInfo, SessionTable
 from orchestrator_core.slo import SloSnapshot
-from orchestrator_core.slo_book import SloBook, set_scope
-from orchestrator_core.specs import PoolSpec, SessionConfig, TaskSpec
+from orchestrator_core.slo_book import SloBook
+from orchestrator_core.specs import CoreConfig, PoolSpec, SessionConfig, TaskSpec
 from orchestrator_core.supervision import Loss
 from orchestrator_core.views import (
     PoolView,
@@ -106,16 +104,6 @@ from orchestrator_core.watchdog import Timeout
 _RELOADING = (PoolPhase.LOADING, PoolPhase.ROLLING_BACK)
 
 
-@dataclass(frozen=True, slots=True)
-class CoreConfig:
-    """Everything a core is built from: its pools, session limits and table bounds."""
-
-    pools: tuple[PoolSpec, ...]
-    sessions: SessionConfig
-    dedup_window: int
-    rate_limit_clients: int
-
-
 class Orchestrator:
     """Queues, admission, placement, life cycles and sessions of all pools."""
 
@@ -126,7 +114,7 @@ class Orchestrator:
         *,
         dedup_window: int = 100_000,
         rate_limit_clients: int = 65_536,
-        journal: Journal | None = None,
+        journal: inputs.InputSink | None = None,
     ) -> None:
         config = CoreConfig(
             tuple(pools),
@@ -148,6 +136,8 @@ class Orchestrator:
         self._slo = SloBook()
         self._now = -(1 << 62)
         self._seq = 0
+        #: A lower bound of the earliest replica timer (attempt or probe), None when none.
+        self._replica_timer_ms: int | None = None
         for spec in config.pools:
             if spec.pool_id in self._pools:
                 raise ConfigError(f"pool {spec.pool_id!r} is configured twice")
@@ -172,11 +162,6 @@ class Orchestrator:
     def _flush(self) -> list[Action]:
         out, self._outbox = self._outbox, []
         return out
-
-    def _record(self, event: inputs.Input) -> None:
-        journal = self._journal
-        if journal is not None:
-            journal.record(event)
 
     # -- pools and replicas ------------------------------------------------------------
 
@@ -207,7 +192,8 @@ class Orchestrator:
         now_ms: int,
     ) -> list[Action]:
         """A `Preload` succeeded: the replica is Ready (ORCH-3002); a reload goes on."""
-        self._record(inputs.Preloaded(pool_id, replica_id, generation, report, now_ms))
+        if self._journal is not None:
+            self._journal.record(inputs.Preloaded(pool_id, replica_id, generation, report, now_ms))
         now = self._clock(now_ms)
         pool, replica = self._replica(pool_id, replica_id)
         if replica.generation != generation or replica.state is not ReplicaState.PRELOADING:
@@ -219,6 +205,7 @@ class Orchestrator:
         else:
             supervision.preloaded(pool, replica, report, now, self._outbox)
         self._after_replica_change(pool)
+        self._sync_timers()
         return self._flush()
 
     def replica_preload_failed(
@@ -230,7 +217,10 @@ class Orchestrator:
         now_ms: int,
     ) -> list[Action]:
         """A `Preload` failed: retry with backoff (ORCH-3038), or roll a reload back."""
-        self._record(inputs.PreloadFailed(pool_id, replica_id, generation, failure, now_ms))
+        if self._journal is not None:
+            self._journal.record(
+                inputs.PreloadFailed(pool_id, replica_id, generation, failure, now_ms)
+            )
         now = self._clock(now_ms)
         pool, replica = self._replica(pool_id, replica_id)
         if replica.generation != generation or replica.state is not ReplicaState.PRELOADING:
@@ -244,6 +234,7 @@ class Orchestrator:
                 replica, supervision.preload_failed(pool, replica, failure, now, self._outbox)
             )
         self._after_replica_change(pool)
+        self._sync_timers()
         return self._flush()
 
     def replica_probed(
@@ -252,14 +243,26 @@ class Orchestrator:
         """A `Probe` answered (ORCH-3010, ORCH-3038): keep, suspend, restore or lose the
         replica. A replica that stops being live fails its running tasks WORKER_RESET; a
         pool left without any live replica fails its queued tasks POOL_UNAVAILABLE."""
-        self._record(inputs.Probed(pool_id, replica_id, generation, probe, now_ms))
+        if self._journal is not None:
+            self._journal.record(inputs.Probed(pool_id, replica_id, generation, probe, now_ms))
         now = self._clock(now_ms)
         pool, replica = self._replica(pool_id, replica_id)
         if replica.generation != generation or replica.state not in PROBED:
             return self._flush()
         self._lost(replica, supervision.probed(pool, replica, probe, now, self._outbox))
         self._after_replica_change(pool)
+        self._sync_timers()
         return self._flush()
+
+    def _sync_timers(self) -> None:
+        """Recompute the earliest replica timer (after timers may have been added)."""
+        due = [
+            timer
+            for pool in self._pools.values()
+            for replica in pool.replicas.values()
+            if (timer := supervision.next_due_ms(replica)) is not None
+        ]
+        self._replica_timer_ms = min(due) if due else None
 
     def _lost(self, replica: Replica, loss: Loss | None) -> None:
         """Fail what runs on a replica that went away (its streams are gone)."""
@@ -312,7 +315,8 @@ class Orchestrator:
         Draining a draining pool keeps the earlier of the two deadlines; a pool under
         reload stays drained once the reload is over.
         """
-        self._record(inputs.Drain(pool_id, deadline_ms, now_ms))
+        if self._journal is not None:
+            self._journal.record(inputs.Drain(pool_id, deadline_ms, now_ms))
         now = self._clock(now_ms)
         pool = self._pool(pool_id)
         deadline = now + max(0, deadline_ms)
@@ -334,7 +338,8 @@ class Orchestrator:
         another replaces its target; one asked for while engines are being replaced runs
         once that is over. Raises InvalidArgument for a pool whose engines the daemon does
         not run."""
-        self._record(inputs.Reload(pool_id, model_ref, now_ms))
+        if self._journal is not None:
+            self._journal.record(inputs.Reload(pool_id, model_ref, now_ms))
         now = self._clock(now_ms)
         pool = self._pool(pool_id)
         if not model_ref:
@@ -436,7 +441,8 @@ class Orchestrator:
 
     def submit(self, spec: TaskSpec, now_ms: int) -> Admitted | Refused:
         """Admit a task into a pool's queue, or refuse it (see `admission` for the order)."""
-        self._record(inputs.Submit(spec, now_ms))
+        if self._journal is not None:
+            self._journal.record(inputs.Submit(spec, now_ms))
         now = self._clock(now_ms)
         refusal = admission.check_request(spec) or self._check_duplicate(spec)
         if refusal is not None:
@@ -557,21 +563,27 @@ class Orchestrator:
         Abort, ORCH-3016), an expired drain window (CANCELED + Abort), replica timers (the
         next preload attempt, the next probe), then dispatches in scheduling order.
         """
-        self._record(inputs.Poll(now_ms))
+        if self._journal is not None:
+            self._journal.record(inputs.Poll(now_ms))
         now = self._clock(now_ms)
         self._sessions.expire(now, self._outbox.append)
         self._expire_deadlines(now)
+        timers = self._replica_timer_ms
+        timers_due = timers is not None and timers <= now
         for pool in self._pools.values():
             if pool.running:
                 self._fire_watchdog(pool, now)
                 if pool.draining and now >= pool.drain_deadline_ms:
                     self._cancel_running(pool)
-            for replica in pool.replicas.values():
-                due = supervision.next_due_ms(replica)
-                if due is not None and due <= now:
-                    supervision.due(pool, replica, now, self._outbox)
+            if timers_due:
+                for replica in pool.replicas.values():
+                    due = supervision.next_due_ms(replica)
+                    if due is not None and due <= now:
+                        supervision.due(pool, replica, now, self._outbox)
             if pool.queue and pool.free_slots > 0 and not pool.draining:
                 self._dispatch(pool, now)
+        if timers_due:
+            self._sync_timers()
         return self._flush()
 
     def next_deadline_ms(self) -> int | None:
@@ -584,10 +596,8 @@ class Orchestrator:
                 due.append(watchdog)
             if pool.draining and pool.running:
                 due.append(pool.drain_deadline_ms)
-            for replica in pool.replicas.values():
-                timer = supervision.next_due_ms(replica)
-                if timer is not None:
-                    due.append(timer)
+        if self._replica_timer_ms is not None:
+            due.append(self._replica_timer_ms)
         expiry = self._sessions.next_expiry_ms()
         if expiry is not None:
             due.append(expiry)
@@ -682,9 +692,8 @@ class Orchestrator:
 
     def on_token(self, task_id: str, now_ms: int) -> TokenAccepted | None:
         """Accept the next token of a running task; None drops it (task not running)."""
-        journal = self._journal
-        if journal is not None:
-            journal.record(inputs.Token(task_id, now_ms))
+        if self._journal is not None:
+            self._journal.record(inputs.Token(task_id, now_ms))
         task = self._tasks.get(task_id)
         if task is None or task.state in TERMINAL:
             return None
@@ -706,7 +715,8 @@ class Orchestrator:
         accepted, which is what the client was sent (ORCH-2002: `end` agrees with the
         stream).
         """
-        self._record(inputs.Finish(task_id, finish_reason, tokens_in, now_ms))
+        if self._journal is not None:
+            self._journal.record(inputs.Finish(task_id, finish_reason, tokens_in, now_ms))
         if finish_reason is FinishReason.CANCELED:
             raise InvalidArgument(
                 "a finish reason of 'canceled' comes from cancel(), not the engine"
@@ -752,7 +762,8 @@ class Orchestrator:
         the other tasks on it fail the same way, and what that decides waits in the
         outbox.
         """
-        self._record(inputs.Fail(task_id, kind, message, now_ms, failure_class))
+        if self._journal is not None:
+            self._journal.record(inputs.Fail(task_id, kind, message, now_ms, failure_class))
         task = self._tasks.get(task_id)
         if task is None or task.state in TERMINAL:
             return None
@@ -771,13 +782,15 @@ class Orchestrator:
                 ),
             )
             self._after_replica_change(pool)
+            self._sync_timers()
         return failed
 
     def cancel(
         self, task_id: str, now_ms: int, reason: CancelReason = CancelReason.CLIENT
     ) -> CancelOutcome:
         """Cancel a task in any state; idempotent (ORCH-3017, ORCH-3026)."""
-        self._record(inputs.Cancel(task_id, now_ms, reason))
+        if self._journal is not None:
+            self._journal.record(inputs.Cancel(task_id, now_ms, reason))
         self._clock(now_ms)
         task = self._tasks.get(task_id)
         if task is None:
@@ -888,10 +901,8 @@ class Orchestrator:
 
     def _count_slo(self, task: Task, outcome: TaskEnded | TaskFailed) -> None:
         """Count an ended or failed task toward its pool's and replica set's SLOs."""
-        pool, replica, figures = task.pool, task.replica, outcome.figures
-        scopes: tuple[str, ...] = (pool.pool_id,)
-        if replica is not None:
-            scopes = (pool.pool_id, set_scope(pool.key_of(replica).set_id))
+        replica, figures = task.replica, outcome.figures
+        scopes = (task.pool.pool_id,) if replica is None else replica.slo_scopes
         first = task.first_token_ms
         self._slo.record(
             scopes,
@@ -905,7 +916,8 @@ class Orchestrator:
 
     def reap(self, task_id: str) -> bool:
         """Forget a terminal task (its id stays taken for the dedup window); False if not."""
-        self._record(inputs.Reap(task_id))
+        if self._journal is not None:
+            self._journal.record(inputs.Reap(task_id))
         task = self._tasks.get(task_id)
         if task is None or task.state not in TERMINAL:
             return False
@@ -921,7 +933,8 @@ class Orchestrator:
 
     def delete_session(self, session_id: str, now_ms: int) -> SessionEvicted | None:
         """`DELETE /v1/sessions/{id}`; None when unknown or expired (ORCH-2005)."""
-        self._record(inputs.DeleteSession(session_id, now_ms))
+        if self._journal is not None:
+            self._journal.record(inputs.DeleteSession(session_id, now_ms))
         return self._sessions.delete(session_id, self._clock(now_ms))
 
     # -- queries (they change nothing) -------------------------------------------------
@@ -980,6 +993,11 @@ class Orchestrator:
         """SLO figures of a pool (or, with `slo_book.set_scope`, a replica set) over the
         recent window (ORCH-3041)."""
         return self._slo.snapshot(scope, max(now_ms, self._now))
+
+    @property
+    def has_pending_actions(self) -> bool:
+        """Actions wait in the outbox for the next `poll`."""
+        return bool(self._outbox)
 
     @property
     def kv_bytes(self) -> int:

@@ -25,11 +25,11 @@ from orchestrator_core._state import State
 from orchestrator_core._task import Task
 from orchestrator_core.decisions import Action, Terminal
 from orchestrator_core.errors import InvalidArgument
-from orchestrator_core.orchestrator import CoreConfig, Orchestrator
+from orchestrator_core.orchestrator import Orchestrator
 from orchestrator_core.pools import Pool, ReloadProgress
 from orchestrator_core.replica import FailureClass, PreloadOutcome, Replica
 from orchestrator_core.replica_states import ReplicaState
-from orchestrator_core.specs import TaskSpec
+from orchestrator_core.specs import CoreConfig, TaskSpec
 from orchestrator_core.vocabulary import PoolPhase, Priority
 
 FORMAT = 1
@@ -85,6 +85,7 @@ def restore(data: dict[str, Any]) -> Orchestrator:
     core._outbox = [codec.from_plain(Action, action) for action in data["outbox"]]
     for pool in core._pools.values():
         pool.refresh()
+    core._sync_timers()
     return core
 
 

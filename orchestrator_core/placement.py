@@ -15,6 +15,7 @@ different versions never share a set.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -36,17 +37,21 @@ class ReplicaSetKey:
     @property
     def set_id(self) -> str:
         """A stable, short id derived from the key (same key, same id, on every run)."""
-        text = "\x1f".join(
-            (
-                self.engine,
-                self.model_ref,
-                self.quant or "",
-                str(self.ctx),
-                self.engine_version or "",
-                self.sampler_profile_version,
-            )
-        )
-        return "rs-" + hashlib.sha256(text.encode()).hexdigest()[:12]
+        return _set_id(self)
+
+
+@functools.lru_cache(maxsize=1024)
+def _set_id(key: ReplicaSetKey) -> str:
+    """The set id of a key, computed once per key (a pure function of it)."""
+    parts = (
+        key.engine,
+        key.model_ref,
+        key.quant or "",
+        str(key.ctx),
+        key.engine_version or "",
+        key.sampler_profile_version,
+    )
+    return "rs-" + hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:12]
 
 
 def usable(

@@ -27,6 +27,7 @@ from orchestrator_core.prediction import ServiceTime
 from orchestrator_core.queue import PoolQueue
 from orchestrator_core.ratelimit import TokenBuckets
 from orchestrator_core.replica import Replica
+from orchestrator_core.slo_book import set_scope
 from orchestrator_core.specs import PoolSpec
 from orchestrator_core.vocabulary import PoolPhase, Priority
 from orchestrator_core.watchdog import Watchdog
@@ -133,6 +134,7 @@ class Pool:
         )
         for replica in replicas:
             replica.usable = replica in self.usable_replicas
+            replica.slo_scopes = (self.pool_id, set_scope(self.key_of(replica).set_id))
         self.total_slots = sum(r.slots_total for r in self.usable_replicas)
         self.free_slots = sum(r.slots_free for r in self.usable_replicas)
         self.is_live = any(r.live for r in replicas)

@@ -123,6 +123,7 @@ class Replica:
         "restarts",
         "retry_at_ms",
         "running",
+        "slo_scopes",
         "slots_total",
         "state",
         "tracker",
@@ -156,6 +157,8 @@ class Replica:
         self.busy = 0
         self.epoch = 0
         self.running: dict[str, None] = {}
+        #: Where a task that ends here counts toward SLOs: its pool and its replica set.
+        self.slo_scopes: tuple[str, ...] = ()
         self.kv_usage: float | None = None
         self.restarts = 0
         self.attempted = False

@@ -203,7 +203,7 @@ class SloTracker:
 
     def record_outcome(
         self,
-        scope: str,
+        scopes: str | tuple[str, ...],
         priority: Priority,
         now_ms: int,
         *,
@@ -212,12 +212,15 @@ class SloTracker:
         decode_ms: int | None,
         ok: bool,
     ) -> None:
-        """Count one terminal task of `priority` in `scope` (and in `GLOBAL_SCOPE`).
+        """Count one terminal task of `priority` in each of `scopes` (a task counts in its
+        pool and in its replica set) and, once, in `GLOBAL_SCOPE`.
 
         `first_token_ms` is admission to first token, `decode_ms` first to last token
         (None when not observed); `ok` is False for a failure attributable to the service.
         """
-        if scope == GLOBAL_SCOPE:
+        if isinstance(scopes, str):
+            scopes = (scopes,)
+        if GLOBAL_SCOPE in scopes:
             raise InvalidArgument(f"scope {GLOBAL_SCOPE!r} aggregates the others")
         if tokens_out < 0 or min(first_token_ms or 0, decode_ms or 0) < 0:
             raise InvalidArgument("tokens_out, first_token_ms and decode_ms must not be negative")
@@ -228,12 +231,15 @@ class SloTracker:
             if first_token_ms is not None:
                 tokens_64_ms = first_token_ms - (-decode_ms * (REFERENCE_TOKENS - 1) // gaps)
         outcome = _Outcome(now, ok, first_token_ms, tokens_64_ms, gaps, decode_ms or 0)
-        for key in ((scope, priority), (GLOBAL_SCOPE, priority)):
-            window = self._windows.get(key)
+        windows = self._windows
+        for scope in (*scopes, GLOBAL_SCOPE):
+            key = (scope, priority)
+            window = windows.get(key)
             if window is None:
-                window = self._windows[key] = deque(maxlen=self.max_samples)
+                window = windows[key] = deque(maxlen=self.max_samples)
             window.append(outcome)
-            self._expire(window, now)
+            if window[0].at_ms <= now - self.window_ms:
+                self._expire(window, now)
 
     def set_theoretical_tokens_per_s(self, scope: str, rate: float | None) -> None:
         """Set (or clear, with None) the decode rate one task should reach in `scope`."""

@@ -59,20 +59,20 @@ class SloBook:
             and (tokens_out > RATE_MIN_TOKENS)
         ):
             rate = (tokens_out - 1) * 1000 / decode_ms
-        ok = kind is None or kind in CLIENT_ERRORS
-        for scope in scopes:
-            if rate is not None and rate > self.best_rate.get(scope, 0.0):
-                self.best_rate[scope] = rate
-                self.tracker.set_theoretical_tokens_per_s(scope, rate)
-            self.tracker.record_outcome(
-                scope,
-                priority,
-                now_ms,
-                first_token_ms=first_token_ms,
-                tokens_out=tokens_out,
-                decode_ms=decode_ms,
-                ok=ok,
-            )
+        if rate is not None:
+            for scope in scopes:
+                if rate > self.best_rate.get(scope, 0.0):
+                    self.best_rate[scope] = rate
+                    self.tracker.set_theoretical_tokens_per_s(scope, rate)
+        self.tracker.record_outcome(
+            scopes,
+            priority,
+            now_ms,
+            first_token_ms=first_token_ms,
+            tokens_out=tokens_out,
+            decode_ms=decode_ms,
+            ok=kind is None or kind in CLIENT_ERRORS,
+        )
 
     def forget(self, scope: str) -> None:
         """Drop a scope's window and best rate (a pool that now serves another model)."""

@@ -207,3 +207,13 @@ class TaskSpec:
 def _positive(where: str, name: str, value: int) -> None:
     if value < 1:
         raise ConfigError(f"{where}: {name} must be at least 1")
+
+
+@dataclass(frozen=True, slots=True)
+class CoreConfig:
+    """Everything a core is built from: its pools, session limits and table bounds."""
+
+    pools: tuple[PoolSpec, ...]
+    sessions: SessionConfig
+    dedup_window: int
+    rate_limit_clients: int

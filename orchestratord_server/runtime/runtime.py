@@ -60,6 +60,7 @@ from orchestrator_core import (
     set_scope,
 )
 from orchestrator_core import inputs as core_inputs
+from orchestrator_core.journal import apply as apply_input
 from orchestratord_server.adapters.base import EngineAdapter, EngineError
 from orchestratord_server.config import Config
 from orchestratord_server.generated.models import TaskRequest
@@ -96,6 +97,26 @@ def _emit(
         transcript.close(frame, event)
     else:
         transcript.append(frame, event)
+
+
+def _task_spec(request: TaskRequest, client_id: str, prompt_tokens: int) -> TaskSpec:
+    """What the core is told of an admission request; the caller is also its tenant."""
+    return TaskSpec(
+        task_id=str(request.task_id),
+        engine=request.engine,
+        model_ref=request.model_ref,
+        ctx=request.ctx,
+        max_tokens=request.max_tokens,
+        prompt_tokens=prompt_tokens,
+        priority=request.priority,
+        session_id=str(request.session_id),
+        client_id=client_id,
+        tenant_id=client_id,
+        seed=request.seed,
+        sampler_profile_version=request.sampler_profile_version,
+        kv_hint=request.kv_hint,
+        deadline_ms=request.deadline_ms,
+    )
 
 
 class Runtime:
@@ -192,26 +213,12 @@ class Runtime:
         """
         task_id = str(request.task_id)
         prompt_tokens = await self._prompt_tokens(request)
-        spec = TaskSpec(
-            task_id=task_id,
-            engine=request.engine,
-            model_ref=request.model_ref,
-            ctx=request.ctx,
-            max_tokens=request.max_tokens,
-            prompt_tokens=prompt_tokens,
-            priority=request.priority,
-            session_id=str(request.session_id),
-            client_id=client_id,
-            tenant_id=client_id,
-            seed=request.seed,
-            sampler_profile_version=request.sampler_profile_version,
-            kv_hint=request.kv_hint,
-            deadline_ms=request.deadline_ms,
-        )
+        spec = _task_spec(request, client_id, prompt_tokens)
         decision = self._core.submit(spec, now_ms())
         if isinstance(decision, Refused):
             self._record.refused(request, decision)
-            self._pump()  # a refusal may have asked a `preload: false` pool to load
+            if self._core.has_pending_actions:  # a `preload: false` pool now loads
+                self._pump()
             return decision
         view = self._core.pool_view(decision.pool_id, now_ms())
         task = TaskContext(
@@ -383,7 +390,7 @@ class Runtime:
 
     def _deliver(self, outcome: core_inputs.Input) -> None:
         """An engine action's outcome, fed to the core as the input it is."""
-        result = core_inputs.apply(self._core, outcome)
+        result = apply_input(self._core, outcome)
         assert isinstance(result, list)
         self._perform(result)
         self._pump()

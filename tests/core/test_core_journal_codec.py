@@ -262,7 +262,7 @@ json.dump({"state": snapshot(core), "decided": decided}, sys.stdout)
 """
 
 
-def test_a_journal_replays_to_the_same_state_in_another_process() -> None:
+def test_orch_3048_a_journal_replays_to_the_same_state_in_another_process() -> None:
     journal, core = random_run(seed=7, steps=3_000)
     assert journal.config is not None
     kinds = {type(e).__name__ for e in journal.events}

@@ -1,5 +1,5 @@
-"""A replayable core: recorded inputs replay into the same state and decisions, and a state
-snapshot restores into a core that goes on exactly as the original.
+"""A replayable core (ORCH-3048): recorded inputs replay into the same state and decisions,
+and a state snapshot restores into a core that goes on exactly as the original.
 
 A hypothesis state machine drives a core (with a `Journal`) through every kind of input:
 admissions, tokens, finishes and failures (worker resets included), cancels, reaps,
@@ -94,7 +94,7 @@ def pools() -> list[PoolSpec]:
 
 
 #: Fields that are derived lower bounds or caches, which a restore recomputes exactly.
-DERIVED = {"_check_at", "_heap", "_journal"}
+DERIVED = {"_check_at", "_heap", "_journal", "_replica_timer_ms"}
 #: Indexes whose key order means nothing (only lookups use them).
 UNORDERED = {"_targets"}
 
@@ -140,7 +140,7 @@ def normalised(result: object) -> object:
 
 
 class ReplayedCore(RuleBasedStateMachine):
-    """Drive a journaled core with arbitrary inputs; check replay and restore at the end."""
+    """ORCH-3048: drive a journaled core with arbitrary inputs; check replay and restore."""
 
     def __init__(self) -> None:
         super().__init__()

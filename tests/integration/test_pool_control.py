@@ -166,13 +166,64 @@ def test_orch_2102_reload_moves_the_pool_to_another_model(
     after = serves(client, SECOND)
     assert after["model_digest"] == file_digest(models[SECOND]) != before["model_digest"]
     gone = client.submit(task_body(model_ref=FIRST))
-    assert gone.status_code in (400, 404, 503), gone.text
+    assert gone.status_code == 400, gone.text
     sets_after = replica_sets(client)
     assert sets_after.keys().isdisjoint(sets_before.keys())
     assert set(sets_after.values()) == {SECOND}
     reload(client, FIRST)
     assert wait_settled(client)["applied_model_ref"] == FIRST
     assert replica_sets(client) == sets_before
+
+
+def openai_models(client: Client) -> list[str]:
+    response = client.get("/v1/models")
+    assert response.status_code == 200, response.text
+    return [model["id"] for model in response.json()["data"]]
+
+
+def openai_completion(client: Client, model: str) -> Any:
+    return client.post("/v1/completions", json={"model": model, "prompt": "Hi", "max_tokens": 4})
+
+
+def test_orch_2102_after_a_reload_every_surface_serves_the_new_model_only(
+    client: Client,
+) -> None:
+    """ORCH-2102, ORCH-2001, ORCH-3007: one routing answer. After a reload to another model,
+    OrchQueue admission, the OpenAI routes, the model list, replica sets and health all
+    serve the new model, and the old one is refused everywhere as not served: 400 naming
+    `model_ref` on OrchQueue, 404 in OpenAI's error shape on the OpenAI routes."""
+    wait_settled(client)
+    assert openai_models(client) == [FIRST]
+    reload(client, SECOND)
+    health = wait_settled(client)
+    assert (health["phase"], health["applied_model_ref"]) == ("ready", SECOND)
+    assert openai_models(client) == [SECOND]
+    assert set(replica_sets(client).values()) == {SECOND}
+    served = openai_completion(client, SECOND)
+    assert served.status_code == 200, served.text
+    assert served.json()["model"] == SECOND and served.json()["choices"][0]["text"]
+    assert serves(client, SECOND)["pool_id"] == POOL_ID
+    old = openai_completion(client, FIRST)
+    assert old.status_code == 404, old.text
+    assert old.json() == {
+        "error": {
+            "message": f"model {FIRST!r} is not served",
+            "type": "invalid_request_error",
+            "param": "model",
+            "code": "NOT_FOUND",
+        }
+    }
+    refused = client.submit(task_body(model_ref=FIRST))
+    assert refused.status_code == 400, refused.text
+    envelope = refused.json()
+    assert envelope["code"] == "INVALID_PARAMS"
+    assert envelope["message"] == f"model {FIRST!r} is not served by any llamacpp pool"
+    assert [e["loc"] for e in envelope["errors"]] == ["body.model_ref"]
+    reload(client, FIRST)
+    assert wait_settled(client)["applied_model_ref"] == FIRST
+    assert openai_models(client) == [FIRST]
+    assert openai_completion(client, SECOND).status_code == 404
+    assert openai_completion(client, FIRST).status_code == 200
 
 
 def test_orch_2102_reload_waits_for_running_work(client: Client) -> None:
