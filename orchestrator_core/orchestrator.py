@@ -195,11 +195,11 @@ class Orchestrator:
         if self._journal is not None:
             self._journal.record(inputs.Preloaded(pool_id, replica_id, generation, report, now_ms))
         now = self._clock(now_ms)
-        pool, replica = self._replica(pool_id, replica_id)
-        if replica.generation != generation or replica.state is not ReplicaState.PRELOADING:
+        awaited = self._awaited_preload(pool_id, replica_id, generation)
+        if awaited is None:
             return self._flush()
-        reload = pool.reload
-        if reload is not None and pool.phase in _RELOADING:
+        pool, replica, reload = awaited
+        if reload is not None:
             step = reloads.preloaded(pool, reload, replica, report, now, self._outbox)
             self._after_reload_step(pool, reload, step, now)
         else:
@@ -222,11 +222,11 @@ class Orchestrator:
                 inputs.PreloadFailed(pool_id, replica_id, generation, failure, now_ms)
             )
         now = self._clock(now_ms)
-        pool, replica = self._replica(pool_id, replica_id)
-        if replica.generation != generation or replica.state is not ReplicaState.PRELOADING:
+        awaited = self._awaited_preload(pool_id, replica_id, generation)
+        if awaited is None:
             return self._flush()
-        reload = pool.reload
-        if reload is not None and pool.phase in _RELOADING:
+        pool, replica, reload = awaited
+        if reload is not None:
             step = reloads.preload_failed(pool, reload, replica, failure, now, self._outbox)
             self._after_reload_step(pool, reload, step, now)
         else:
@@ -253,6 +253,17 @@ class Orchestrator:
         self._after_replica_change(pool)
         self._sync_timers()
         return self._flush()
+
+    def _awaited_preload(
+        self, pool_id: str, replica_id: str, generation: int
+    ) -> tuple[Pool, Replica, ReloadProgress | None] | None:
+        """The replica a preload outcome answers, with the reload whose engines are being
+        replaced (preload outcomes go to it rather than to ordinary supervision); None
+        when the answer is late (the replica has moved on since)."""
+        pool, replica = self._replica(pool_id, replica_id)
+        if replica.generation != generation or replica.state is not ReplicaState.PRELOADING:
+            return None
+        return pool, replica, pool.reload if pool.phase in _RELOADING else None
 
     def _sync_timers(self) -> None:
         """Recompute the earliest replica timer (after timers may have been added)."""

@@ -21,7 +21,7 @@ from enum import Enum
 from orchestrator_core import supervision
 from orchestrator_core.decisions import Action
 from orchestrator_core.pools import Pool, ReloadProgress
-from orchestrator_core.replica import PreloadFailure, PreloadOutcome, Replica, ReplicaReport
+from orchestrator_core.replica import PreloadFailure, Replica, ReplicaReport
 from orchestrator_core.replica_states import ReplicaEvent, ReplicaState
 from orchestrator_core.supervision import move, request_preload, stop
 from orchestrator_core.vocabulary import PoolPhase
@@ -67,15 +67,9 @@ def preloaded(
     now_ms: int,
     out: list[Action],
 ) -> Step:
-    """A replica is Ready on the target: load the next one, or say the reload is done."""
-    replica.attempted = True
-    replica.last_preload_outcome = PreloadOutcome.SUCCESS
-    replica.last_error = None
-    replica.set_live(True)
-    replica.take_report(report)
-    replica.tracker.succeeded(now_ms)
-    replica.probe_failures = replica.probe_successes = 0
-    move(pool, replica, ReplicaEvent.PRELOADED, out, outcome=PreloadOutcome.SUCCESS)
+    """A replica is Ready on the target: load the next one, or say the reload is done.
+    (Its probes start once the whole pool serves again, `finish`.)"""
+    supervision.ready(pool, replica, report, now_ms, out)
     if reload.loading:
         load_next(pool, reload, out)
         return Step.LOADING

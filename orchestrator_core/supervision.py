@@ -117,10 +117,10 @@ def want(pool: Pool, out: list[Action]) -> None:
             request_preload(pool, replica, ReplicaEvent.WANTED, pool.model_ref, out)
 
 
-def preloaded(
+def ready(
     pool: Pool, replica: Replica, report: ReplicaReport, now_ms: int, out: list[Action]
 ) -> None:
-    """A preload succeeded: the replica is Ready and will be probed."""
+    """A preload succeeded: the replica is Ready with what the engine reported."""
     replica.attempted = True
     replica.last_preload_outcome = PreloadOutcome.SUCCESS
     replica.last_error = None
@@ -128,8 +128,15 @@ def preloaded(
     replica.take_report(report)
     replica.tracker.succeeded(now_ms)
     replica.probe_failures = replica.probe_successes = 0
-    replica.probe_due_ms = now_ms + pool.spec.probe_interval_ms
     move(pool, replica, ReplicaEvent.PRELOADED, out, outcome=PreloadOutcome.SUCCESS)
+
+
+def preloaded(
+    pool: Pool, replica: Replica, report: ReplicaReport, now_ms: int, out: list[Action]
+) -> None:
+    """A preload succeeded: the replica is Ready and will be probed."""
+    ready(pool, replica, report, now_ms, out)
+    replica.probe_due_ms = now_ms + pool.spec.probe_interval_ms
 
 
 def preload_failed(
@@ -140,19 +147,12 @@ def preload_failed(
     replica.last_preload_outcome = failure.outcome
     replica.last_error = failure.message
     loss = _set_live(replica, failure.live, failure.message)
-    decision = replica.tracker.failed(now_ms)
-    replica.retry_at_ms = decision.retry_at_ms
-    tripped = decision.state is BreakerState.OPEN
-    stop(pool, replica, out)
-    move(
+    _back_off(
         pool,
         replica,
-        ReplicaEvent.PRELOAD_TRIPPED if tripped else ReplicaEvent.PRELOAD_FAILED,
+        (ReplicaEvent.PRELOAD_FAILED, ReplicaEvent.PRELOAD_TRIPPED),
+        now_ms,
         out,
-        reason=failure.message,
-        retry_in_ms=decision.delay_ms,
-        breaker=decision.state,
-        attempt=decision.consecutive_failures,
         outcome=failure.outcome,
     )
     return loss
@@ -207,6 +207,31 @@ def lose(
     replica.set_live(False)
     replica.probe_failures = replica.probe_successes = 0
     replica.kv_usage = None
+    _back_off(
+        pool,
+        replica,
+        (ReplicaEvent.LOST, ReplicaEvent.TRIPPED),
+        now_ms,
+        out,
+        failure_class=failure_class,
+    )
+    if not was_live and message is None:
+        return None
+    return Loss(message or f"replica is no longer live: {replica.last_error}", failure_class)
+
+
+def _back_off(
+    pool: Pool,
+    replica: Replica,
+    events: tuple[ReplicaEvent, ReplicaEvent],
+    now_ms: int,
+    out: list[Action],
+    *,
+    failure_class: FailureClass | None = None,
+    outcome: PreloadOutcome | None = None,
+) -> None:
+    """A failure: ask the restart tracker when to try again, stop the engine, and wait
+    (`events`: the move while the breaker stays closed, and the one when it trips)."""
     decision = replica.tracker.failed(now_ms)
     replica.retry_at_ms = decision.retry_at_ms
     tripped = decision.state is BreakerState.OPEN
@@ -214,17 +239,15 @@ def lose(
     move(
         pool,
         replica,
-        ReplicaEvent.TRIPPED if tripped else ReplicaEvent.LOST,
+        events[1] if tripped else events[0],
         out,
         reason=replica.last_error,
         retry_in_ms=decision.delay_ms,
         breaker=decision.state,
         attempt=decision.consecutive_failures,
         failure_class=failure_class,
+        outcome=outcome,
     )
-    if not was_live and message is None:
-        return None
-    return Loss(message or f"replica is no longer live: {replica.last_error}", failure_class)
 
 
 def due(pool: Pool, replica: Replica, now_ms: int, out: list[Action]) -> None:
