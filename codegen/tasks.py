@@ -121,7 +121,7 @@ def trace_target(root: Path, check: bool) -> TargetResult:
         f"{req_id} is named in {', '.join(files)} but the spec lacks it"
         for req_id, files in trace.unknown_ids(spec, collected).items()
     ]
-    untested = sum(1 for r in spec.requirements if r.id not in collected.tests)
+    untested = len(trace.untested(spec, collected))
     return TargetResult("trace", outcomes, errors, note=f"{untested} requirements without a test")
 
 

@@ -1,8 +1,9 @@
 """Helpers for the tooling tests: a miniature repository to run codegen and xtask on.
 
 Fixture requirement IDs live in fixtures/*.yaml and fixtures/spec.md (the trace scans .py
-files only); Python code here builds them with `req_id(n)` so that this repository's own
-traceability report never counts these files as naming a real requirement.
+files only); Python code here builds them with `req_id(n)` and test function names with
+`proof_name(n)` so that this repository's own traceability report never counts these files
+as naming or proving a real requirement.
 """
 
 from __future__ import annotations
@@ -25,6 +26,11 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 def req_id(number: int) -> str:
     """A requirement ID such as the fixtures use, e.g. `req_id(101)`."""
     return f"ORCH-{number:04d}"
+
+
+def proof_name(*numbers: int, what: str = "holds") -> str:
+    """A test function name that proves fixture IDs: `proof_name(102)` is `test_orch_0102_holds`."""
+    return "_".join(["test", *(f"orch_{number:04d}" for number in numbers), what])
 
 
 FIXTURE_CONFIG = '''"""A fixture daemon configuration."""
@@ -74,7 +80,9 @@ def build_repo(root: Path) -> Path:
     (core / "things.py").write_text(f'"""Creates things ({req_id(101)}, {req_id(102)})."""\n')
     tests = root / "tests"
     tests.mkdir()
-    (tests / "test_things.py").write_text(f'"""Proves {req_id(102)}."""\n')
+    (tests / "test_things.py").write_text(
+        f'"""Things ({req_id(102)})."""\n\n\ndef {proof_name(102)}() -> None:\n    """Bounded."""\n'
+    )
     return root
 
 

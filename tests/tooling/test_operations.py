@@ -128,7 +128,7 @@ def test_malformed_req_ids_are_refused(repo: Path) -> None:
         _build(repo)
 
 
-def test_the_real_table_serves_every_operation_of_the_real_contracts() -> None:
+def test_orch_3044_the_real_table_serves_every_operation_of_the_real_contracts() -> None:
     """ORCH-3044: both planes' operations are in the table, each under a versioned path."""
     from orchestratord_server.generated.operations import OPERATIONS
 
@@ -180,7 +180,7 @@ def test_every_error_response_of_the_real_contracts_is_the_error_envelope() -> N
     assert openai_errors == {models.OpenAIError}
 
 
-def test_the_real_engine_enum_is_the_closed_set_of_four() -> None:
+def test_orch_2008_the_real_engine_enum_is_the_closed_set_of_four() -> None:
     """ORCH-2008: llamacpp, vllm, tgi, triton, and nothing else."""
     from orchestratord_server.generated import models
 

@@ -41,7 +41,7 @@ def test_an_operation_without_x_req_id_fails(repo: Path) -> None:
     assert _errors(repo) == ["contracts/openapi/control.yaml operation getMetrics: no x-req-id"]
 
 
-def test_unversioned_paths_and_differing_versions_fail(repo: Path) -> None:
+def test_orch_3044_unversioned_paths_and_differing_versions_fail(repo: Path) -> None:
     """ORCH-3044: paths carry the major version of info.version, the same in both contracts."""
 
     def edit(doc: dict[str, Any]) -> None:

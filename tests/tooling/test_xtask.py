@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from codegen import layout
-from tests.tooling.support import req_id, run_xtask
+from tests.tooling.support import proof_name, req_id, run_xtask
 
 GENERATED = (
     layout.GENERATED_INIT,
@@ -91,7 +91,7 @@ def test_check_catches_hand_edits_spec_config_and_trace_changes(fresh: Path) -> 
     spec.write_text(spec.read_text().replace("Things stream", "Things are streamed"))
     config = fresh / "orchestratord_server/config.py"
     config.write_text(config.read_text().replace("default=8080", "default=9090"))
-    (fresh / "tests/test_more.py").write_text(f'"""Proves {req_id(104)}."""\n')
+    (fresh / "tests/test_more.py").write_text(f"def {proof_name(104)}() -> None:\n    pass\n")
     out = _failed(run_xtask(fresh, "check"))
     assert "orchestratord_server/generated/models.py is stale (+0 -1 lines)" in out
     assert "requirements/index.yaml is stale" in out
