@@ -6,7 +6,9 @@
 - Public APIs are versioned (ORCH-3044): `info.version` is semantic and the same in both
   contracts, and every path is under `/v<major>/` except the unversioned probes.
 - Every example in a contract conforms to the schema it illustrates (OAS 3.0 validator
-  with format checks, so a bad uuid in an example is caught too).
+  with format checks, so a bad uuid in an example is caught too). An event stream's
+  schema describes one frame as an SSE parser reads it (`event`, `data`); its example is
+  a whole stream, checked frame by frame.
 """
 
 from __future__ import annotations
@@ -58,6 +60,33 @@ def _walk_schema(pointer: str, node: Any) -> Iterator[Example]:
             yield from _walk_schema(f"{pointer}/{key}/{i}", sub)
 
 
+SSE_MEDIA = "text~1event-stream"
+
+
+def sse_frames(stream: str) -> list[dict[str, str]]:
+    """The frames of an event stream's text as an SSE parser reads them: `event` (default
+    `message`) and `data` (its lines joined)."""
+    frames = []
+    for block in stream.split("\n\n"):
+        fields: dict[str, list[str]] = {}
+        for line in block.splitlines():
+            name, _, value = line.partition(":")
+            fields.setdefault(name, []).append(value.removeprefix(" "))
+        if "data" in fields:
+            event = fields.get("event", ["message"])[-1]
+            frames.append({"event": event, "data": "\n".join(fields["data"])})
+    return frames
+
+
+def _media_examples(pointer: str, child: str, where: str, value: Any) -> Iterator[Example]:
+    """A media type's example: one value, or for an event stream one per frame."""
+    if pointer.endswith(f"/{SSE_MEDIA}") and isinstance(value, str):
+        for i, frame in enumerate(sse_frames(value)):
+            yield Example(f"{where} (frame {i})", child, frame)
+    else:
+        yield Example(where, child, value)
+
+
 def _walk(contract: Contract, pointer: str, node: Any) -> Iterator[Example]:
     if isinstance(node, list):
         for i, item in enumerate(node):
@@ -69,11 +98,12 @@ def _walk(contract: Contract, pointer: str, node: Any) -> Iterator[Example]:
         child = f"{pointer}/{_escape(key)}"
         if key == "schema" and isinstance(value, Mapping):
             if "example" in node:
-                yield Example(pointer, child, node["example"])
+                yield from _media_examples(pointer, child, pointer, node["example"])
             for name, example in (node.get("examples") or {}).items():
                 resolved = contract.resolve(example)
                 if "value" in resolved:
-                    yield Example(f"{pointer}/examples/{_escape(name)}", child, resolved["value"])
+                    where = f"{pointer}/examples/{_escape(name)}"
+                    yield from _media_examples(pointer, child, where, resolved["value"])
             yield from _walk_schema(child, value)
         elif pointer == "#/components" and key == "schemas":
             for name, schema in value.items():

@@ -7,10 +7,12 @@ first token makes it STREAMING, and further tokens keep it there. Every task end
 one terminal state and never leaves it:
 
 * ENDED    — the engine finished (finish reason `stop` or `length`);
-* CANCELED — the client canceled it, or a drain did, in any non-terminal state;
+* CANCELED — the client canceled it (or left its stream for good), or a drain did, in
+             any non-terminal state;
 * FAILED   — with an ErrorKind: evicted from a full queue, the pool was lost while it
              waited, the watchdog fired, the task's own deadline ran out (queued or
-             running), the worker reset, or the adapter reported a fault.
+             running), the worker reset, the adapter reported a fault, or the daemon shut
+             down before the task could end (queued or running).
 
 The facade never assigns a state itself: every change goes through `advance`, so this
 table is the whole life cycle. Events that arrive after a terminal state (a late token
@@ -52,6 +54,7 @@ class Event(StrEnum):
     TIMEOUT = "timeout"
     DEADLINE = "deadline"
     WORKER_RESET = "worker_reset"
+    SHUTDOWN = "shutdown"
 
 
 _Q, _D, _S = State.QUEUED, State.DISPATCHED, State.STREAMING
@@ -65,6 +68,7 @@ TRANSITIONS: Mapping[tuple[State, Event], State] = MappingProxyType(
         (_Q, Event.EVICT): _FAIL,
         (_Q, Event.POOL_LOST): _FAIL,
         (_Q, Event.DEADLINE): _FAIL,
+        (_Q, Event.SHUTDOWN): _FAIL,
         (_D, Event.TOKEN): _S,
         (_D, Event.FINISH): _END,
         (_D, Event.CANCEL): _CAN,
@@ -73,6 +77,7 @@ TRANSITIONS: Mapping[tuple[State, Event], State] = MappingProxyType(
         (_D, Event.TIMEOUT): _FAIL,
         (_D, Event.DEADLINE): _FAIL,
         (_D, Event.WORKER_RESET): _FAIL,
+        (_D, Event.SHUTDOWN): _FAIL,
         (_S, Event.TOKEN): _S,
         (_S, Event.FINISH): _END,
         (_S, Event.CANCEL): _CAN,
@@ -81,6 +86,7 @@ TRANSITIONS: Mapping[tuple[State, Event], State] = MappingProxyType(
         (_S, Event.TIMEOUT): _FAIL,
         (_S, Event.DEADLINE): _FAIL,
         (_S, Event.WORKER_RESET): _FAIL,
+        (_S, Event.SHUTDOWN): _FAIL,
     }
 )
 

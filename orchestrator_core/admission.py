@@ -2,6 +2,7 @@
 
 Checks run in this order, and nothing is changed until all have passed:
 
+0. the daemon is not shutting down: else 503 SHUTTING_DOWN, backoff = `SHUTDOWN_BACKOFF_MS`;
 1. the request's numbers — ctx and max_tokens positive, prompt tokens + max_tokens within
    ctx (ORCH-3015): 400 INVALID_PARAMS naming the field;
 2. the id is not already in use (ORCH-3024): 409 DUPLICATE_TASK (checked by the facade);
@@ -39,6 +40,22 @@ from orchestrator_core.ratelimit import TokenBuckets
 from orchestrator_core.seed import canary_bucket
 from orchestrator_core.specs import TaskSpec
 from orchestrator_core.vocabulary import ErrorKind, Priority
+
+#: The retry hint of work refused or ended by a shutdown: long enough for a load balancer
+#: to see this instance's readiness fail and send the retry to another one (or for a
+#: supervisor to restart it).
+SHUTDOWN_BACKOFF_MS = 1_000
+
+
+def shutting_down(spec: TaskSpec) -> Refused:
+    """The refusal of every task submitted once the daemon began to shut down."""
+    return Refused(
+        spec.task_id,
+        ErrorKind.SHUTTING_DOWN,
+        "the daemon is shutting down; retry after the hint",
+        SHUTDOWN_BACKOFF_MS,
+        engine=spec.engine,
+    )
 
 
 def not_served(model_ref: str, engine: str | None = None) -> str:

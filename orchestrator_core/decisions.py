@@ -39,6 +39,7 @@ class AbortReason(StrEnum):
     DRAINED = "drained"
     TIMEOUT = "timeout"
     FAILED = "failed"
+    SHUTDOWN = "shutdown"
 
 
 class EvictionReason(StrEnum):
@@ -88,7 +89,9 @@ class Dispatch:
 
     The engine and request fields are the server's already (pool spec, request); this adds
     what only the core knows: the replica, the model it serves, its versions, the seed,
-    KV warmth and the queue figures.
+    KV warmth and the queue figures. `kv_migrated` is False when a returning session's turn
+    runs cold (its KV stayed where its last turn ran, or was lost with that replica: KV is
+    never migrated, ORCH-3023), None for a new session or a warm turn.
     """
 
     task_id: str
@@ -102,7 +105,7 @@ class Dispatch:
     queue_time_ms: int
     queue_position: int
     predicted_start_ms: int
-    kv_migrated: bool = False
+    kv_migrated: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +145,8 @@ class TaskCanceled:
 
 @dataclass(frozen=True, slots=True)
 class TaskFailed:
-    """The task failed: the stream ends with `error` carrying `kind`."""
+    """The task failed: the stream ends with `error` carrying `kind`; `backoff_ms` > 0 is
+    the hint of when a retry can succeed (rendered as the error's `retry_after_ms`)."""
 
     task_id: str
     pool_id: str
@@ -152,6 +156,7 @@ class TaskFailed:
     message: str
     figures: TaskFigures
     failure_class: FailureClass | None = None
+    backoff_ms: int = 0
 
     @property
     def retriable(self) -> bool:

@@ -31,6 +31,11 @@ HTTP_STATUS: Mapping[ErrorKind, int] = MappingProxyType(
         ErrorKind.QUOTA_EXCEEDED: 429,
         ErrorKind.METHOD_NOT_ALLOWED: 405,
         ErrorKind.NOT_IMPLEMENTED: 501,
+        ErrorKind.ENGINE_ERROR: 502,
+        ErrorKind.SHUTTING_DOWN: 503,
+        ErrorKind.SERVER_BUSY: 503,
+        ErrorKind.REQUEST_TIMEOUT: 408,
+        ErrorKind.HEADERS_TOO_LARGE: 431,
     }
 )
 
@@ -44,6 +49,10 @@ RETRIABLE: frozenset[ErrorKind] = frozenset(
         ErrorKind.POOL_UNAVAILABLE,
         ErrorKind.REPLICA_EXHAUSTED,
         ErrorKind.WORKER_RESET,
+        ErrorKind.ENGINE_ERROR,
+        ErrorKind.SHUTTING_DOWN,
+        ErrorKind.SERVER_BUSY,
+        ErrorKind.REQUEST_TIMEOUT,
     }
 )
 

@@ -36,6 +36,30 @@ class Cancel:
 
 
 @dataclass(frozen=True, slots=True)
+class Unwatched:
+    """The last open stream of a task closed (its client went away, or is reconnecting)."""
+
+    task_id: str
+    now_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Watched:
+    """A stream of a task opened."""
+
+    task_id: str
+    now_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class ShutDown:
+    """The daemon stops: nothing more is admitted, every task ends within the grace."""
+
+    grace_ms: int
+    now_ms: int
+
+
+@dataclass(frozen=True, slots=True)
 class Token:
     """A running task's engine produced its next token."""
 
@@ -140,6 +164,9 @@ class Probed:
 Input = (
     Submit
     | Cancel
+    | Unwatched
+    | Watched
+    | ShutDown
     | Token
     | Finish
     | Fail

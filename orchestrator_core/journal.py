@@ -31,8 +31,11 @@ from orchestrator_core.inputs import (
     Probed,
     Reap,
     Reload,
+    ShutDown,
     Submit,
     Token,
+    Unwatched,
+    Watched,
 )
 from orchestrator_core.orchestrator import Orchestrator
 from orchestrator_core.specs import CoreConfig
@@ -60,6 +63,9 @@ class Journal:
 _APPLY: dict[type, Callable[[Orchestrator, Any], object]] = {
     Submit: lambda core, e: core.submit(e.spec, e.now_ms),
     Cancel: lambda core, e: core.cancel(e.task_id, e.now_ms, e.reason),
+    Unwatched: lambda core, e: core.unwatched(e.task_id, e.now_ms),
+    Watched: lambda core, e: core.watched(e.task_id, e.now_ms),
+    ShutDown: lambda core, e: core.shut_down(e.grace_ms, e.now_ms),
     Token: lambda core, e: core.on_token(e.task_id, e.now_ms),
     Finish: lambda core, e: core.on_finish(e.task_id, e.finish_reason, e.tokens_in, e.now_ms),
     Fail: lambda core, e: core.on_failure(e.task_id, e.kind, e.message, e.now_ms, e.failure_class),
@@ -105,6 +111,7 @@ def replay(
         config.sessions,
         dedup_window=config.dedup_window,
         rate_limit_clients=config.rate_limit_clients,
+        stream_grace_ms=config.stream_grace_ms,
         journal=journal,
     )
     return core, feed(core, events)

@@ -27,6 +27,12 @@ server reaps them.
 Cancel is race-free (ORCH-3026): once a task is terminal every later token, finish or
 failure report for it is dropped (the methods return None), so no token is ever accepted
 after a cancel was acknowledged.
+
+A task whose last open stream closed (`unwatched`) is canceled (reason disconnect) unless a
+stream opens again (`watched`) within `stream_grace_ms`: a client that reconnects resumes,
+one that left frees its queue place or slot. A shutdown (`shut_down`) admits nothing more,
+fails every queued task at once and every running task still running at the end of the
+grace with SHUTTING_DOWN, a retriable error distinct from any cancel.
 """
 
 from __future__ import annotations
@@ -114,6 +120,7 @@ class Orchestrator:
         *,
         dedup_window: int = 100_000,
         rate_limit_clients: int = 65_536,
+        stream_grace_ms: int = 5_000,
         journal: inputs.InputSink | None = None,
     ) -> None:
         config = CoreConfig(
@@ -121,10 +128,13 @@ class Orchestrator:
             sessions if sessions is not None else SessionConfig(),
             dedup_window,
             rate_limit_clients,
+            stream_grace_ms,
         )
         config.sessions.validate()
-        if dedup_window < 0 or rate_limit_clients < 1:
-            raise ConfigError("dedup_window must be >= 0 and rate_limit_clients >= 1")
+        if dedup_window < 0 or rate_limit_clients < 1 or stream_grace_ms < 0:
+            raise ConfigError(
+                "dedup_window and stream_grace_ms must be >= 0 and rate_limit_clients >= 1"
+            )
         self.config = config
         self._pools: dict[str, Pool] = {}
         self._targets: dict[tuple[Engine, str], list[Pool]] = {}
@@ -133,6 +143,10 @@ class Orchestrator:
         self._sessions = SessionTable(config.sessions)
         self._outbox: list[Action] = []
         self._deadlines = Deadlines()
+        #: When each task that nobody follows any more is canceled, unless followed again.
+        self._unwatched = Deadlines()
+        #: When running tasks fail with SHUTTING_DOWN; None unless shutting down.
+        self._shutdown_deadline_ms: int | None = None
         self._slo = SloBook()
         self._now = -(1 << 62)
         self._seq = 0
@@ -329,8 +343,10 @@ class Orchestrator:
         if self._journal is not None:
             self._journal.record(inputs.Drain(pool_id, deadline_ms, now_ms))
         now = self._clock(now_ms)
-        pool = self._pool(pool_id)
-        deadline = now + max(0, deadline_ms)
+        self._drain(self._pool(pool_id), now + max(0, deadline_ms))
+        return self._flush()
+
+    def _drain(self, pool: Pool, deadline: int) -> None:
         if pool.reload is not None:
             pool.reload.hold = True
         if pool.phase in (PoolPhase.DRAINING, PoolPhase.RELOADING):
@@ -340,7 +356,26 @@ class Orchestrator:
         self._set_phase(pool, PoolEvent.DRAIN)
         self._drain_queue(pool)
         self._check_idle(pool)
+
+    def shut_down(self, grace_ms: int, now_ms: int) -> list[Action]:
+        """The daemon stops: admit nothing more (503 SHUTTING_DOWN), fail every queued task
+        now and every task still running after `grace_ms` with SHUTTING_DOWN (retriable,
+        with a retry hint). Every pool drains; a second call keeps the earlier deadline."""
+        if self._journal is not None:
+            self._journal.record(inputs.ShutDown(grace_ms, now_ms))
+        now = self._clock(now_ms)
+        deadline = now + max(0, grace_ms)
+        if self._shutdown_deadline_ms is not None:
+            deadline = min(deadline, self._shutdown_deadline_ms)
+        self._shutdown_deadline_ms = deadline
+        for pool in self._pools.values():
+            self._drain(pool, deadline)
         return self._flush()
+
+    @property
+    def shutting_down(self) -> bool:
+        """A shutdown has begun: nothing new is admitted."""
+        return self._shutdown_deadline_ms is not None
 
     def reload(self, pool_id: str, model_ref: str, now_ms: int) -> list[Action]:
         """Move the pool to `model_ref` (ORCH-2102, ORCH-3031): drain it (the pool's wall
@@ -385,14 +420,33 @@ class Orchestrator:
         self._check_idle(pool)
 
     def _drain_queue(self, pool: Pool) -> None:
-        """Cancel every queued task of a pool that stopped admitting."""
+        """End every queued task of a pool that stopped admitting: canceled by a drain or
+        a reload, failed by a shutdown."""
         for priority in Priority:
             for task_id in pool.queue.ids(priority):
-                task = self._tasks[task_id]
-                canceled = TaskCanceled(
-                    task_id, pool.pool_id, None, CancelReason.DRAIN, self._figures(task)
-                )
-                self._end(task, Event.DRAIN, canceled, emit=True)
+                self._end_drained(self._tasks[task_id], None)
+
+    def _end_drained(self, task: Task, abort: AbortReason | None) -> None:
+        """End a task its pool's drain leaves no room for (`abort` when it was running)."""
+        if self._shutdown_deadline_ms is not None:
+            failed = self._failed(
+                task,
+                ErrorKind.SHUTTING_DOWN,
+                "the daemon is shutting down; retry after the hint",
+                backoff_ms=admission.SHUTDOWN_BACKOFF_MS,
+            )
+            shutdown = None if abort is None else AbortReason.SHUTDOWN
+            self._end(task, Event.SHUTDOWN, failed, emit=True, abort=shutdown)
+            return
+        replica = task.replica
+        canceled = TaskCanceled(
+            task.spec.task_id,
+            task.pool.pool_id,
+            None if replica is None else replica.replica_id,
+            CancelReason.DRAIN,
+            self._figures(task),
+        )
+        self._end(task, Event.DRAIN, canceled, emit=True, abort=abort)
 
     def _check_idle(self, pool: Pool) -> None:
         """A draining pool with nothing running is drained; a reload goes on to load."""
@@ -455,6 +509,8 @@ class Orchestrator:
         if self._journal is not None:
             self._journal.record(inputs.Submit(spec, now_ms))
         now = self._clock(now_ms)
+        if self._shutdown_deadline_ms is not None:
+            return admission.shutting_down(spec)
         refusal = admission.check_request(spec) or self._check_duplicate(spec)
         if refusal is not None:
             return refusal
@@ -570,7 +626,8 @@ class Orchestrator:
 
         Expired sessions are evicted first. Tasks whose own deadline ran out fail next
         (DECODE_TIMEOUT, with an Abort when running), so an expired queued task is never
-        dispatched. Then per pool, in order: watchdog timeouts (FAILED DECODE_TIMEOUT +
+        dispatched; then tasks nobody came back to follow within the grace are canceled
+        (disconnect). Then per pool, in order: watchdog timeouts (FAILED DECODE_TIMEOUT +
         Abort, ORCH-3016), an expired drain window (CANCELED + Abort), replica timers (the
         next preload attempt, the next probe), then dispatches in scheduling order.
         """
@@ -579,6 +636,7 @@ class Orchestrator:
         now = self._clock(now_ms)
         self._sessions.expire(now, self._outbox.append)
         self._expire_deadlines(now)
+        self._expire_unwatched(now)
         timers = self._replica_timer_ms
         timers_due = timers is not None and timers <= now
         for pool in self._pools.values():
@@ -599,7 +657,7 @@ class Orchestrator:
 
     def next_deadline_ms(self) -> int | None:
         """The earliest time at which `poll` has timed work (watchdog, drain, replica
-        attempts and probes, session TTL, task deadlines)."""
+        attempts and probes, session TTL, task deadlines, streams left)."""
         due = []
         for pool in self._pools.values():
             watchdog = pool.watchdog.next_deadline_ms()
@@ -612,9 +670,10 @@ class Orchestrator:
         expiry = self._sessions.next_expiry_ms()
         if expiry is not None:
             due.append(expiry)
-        deadline = self._deadlines.next_deadline_ms()
-        if deadline is not None:
-            due.append(deadline)
+        for deadlines in (self._deadlines, self._unwatched):
+            deadline = deadlines.next_deadline_ms()
+            if deadline is not None:
+                due.append(deadline)
         return min(due) if due else None
 
     def _expire_deadlines(self, now: int) -> None:
@@ -626,6 +685,11 @@ class Orchestrator:
             )
             abort = AbortReason.TIMEOUT if task.state in RUNNING else None
             self._end(task, Event.DEADLINE, failed, emit=True, abort=abort)
+
+    def _expire_unwatched(self, now: int) -> None:
+        for task_id in self._unwatched.expired(now):
+            outcome = self._cancel(self._tasks[task_id], CancelReason.DISCONNECT)
+            self._outbox.extend(a for a in (outcome.canceled, outcome.abort) if a is not None)
 
     def _fire_watchdog(self, pool: Pool, now: int) -> None:
         for task_id, timeout in pool.watchdog.expired(now):
@@ -643,15 +707,7 @@ class Orchestrator:
     def _cancel_running(self, pool: Pool) -> None:
         for replica in pool.replicas.values():
             for task_id in list(replica.running):
-                task = self._tasks[task_id]
-                canceled = TaskCanceled(
-                    task_id,
-                    pool.pool_id,
-                    replica.replica_id,
-                    CancelReason.DRAIN,
-                    self._figures(task),
-                )
-                self._end(task, Event.DRAIN, canceled, emit=True, abort=AbortReason.DRAINED)
+                self._end_drained(self._tasks[task_id], AbortReason.DRAINED)
 
     @staticmethod
     def _affine_replica(session: Session, pool: Pool) -> Replica | None:
@@ -681,6 +737,7 @@ class Orchestrator:
             pool.occupy(replica, task_id)
             pool.watchdog.arm(task_id, now)
             warm = replica is affine
+            returning_cold = session is not None and session.replica_id is not None and not warm
             if session is not None:
                 session.kv_warmth = warm
             outbox.append(
@@ -696,6 +753,7 @@ class Orchestrator:
                     now - task.admitted_ms,
                     task.queue_position,
                     task.predicted_start_ms,
+                    False if returning_cold else None,
                 )
             )
 
@@ -810,9 +868,12 @@ class Orchestrator:
             return CancelOutcome(CancelStatus.UNKNOWN)
         if task.state in TERMINAL:
             return CancelOutcome(CancelStatus.ALREADY_TERMINAL, terminal=task.outcome)
+        return self._cancel(task, reason)
+
+    def _cancel(self, task: Task, reason: CancelReason) -> CancelOutcome:
         replica = task.replica
         canceled = TaskCanceled(
-            task_id,
+            task.spec.task_id,
             task.pool.pool_id,
             None if replica is None else replica.replica_id,
             reason,
@@ -825,6 +886,25 @@ class Orchestrator:
         return CancelOutcome(
             CancelStatus.CANCELED_RUNNING, canceled, self._abort(task, AbortReason.CANCELED)
         )
+
+    def unwatched(self, task_id: str, now_ms: int) -> list[Action]:
+        """The last open stream of a task closed: unless one opens within
+        `stream_grace_ms` (a client reconnecting), the task is canceled (disconnect)."""
+        if self._journal is not None:
+            self._journal.record(inputs.Unwatched(task_id, now_ms))
+        now = self._clock(now_ms)
+        task = self._tasks.get(task_id)
+        if task is not None and task.state not in TERMINAL:
+            self._unwatched.arm(task_id, now + self.config.stream_grace_ms)
+            self._expire_unwatched(now)
+        return self._flush()
+
+    def watched(self, task_id: str, now_ms: int) -> None:
+        """A stream of a task opened: a cancel pending since its last stream closed is off."""
+        if self._journal is not None:
+            self._journal.record(inputs.Watched(task_id, now_ms))
+        self._clock(now_ms)
+        self._unwatched.disarm(task_id)
 
     # -- terminal bookkeeping ----------------------------------------------------------
 
@@ -844,7 +924,12 @@ class Orchestrator:
         )
 
     def _failed(
-        self, task: Task, kind: ErrorKind, message: str, failure_class: FailureClass | None = None
+        self,
+        task: Task,
+        kind: ErrorKind,
+        message: str,
+        failure_class: FailureClass | None = None,
+        backoff_ms: int = 0,
     ) -> TaskFailed:
         replica = task.replica
         return TaskFailed(
@@ -856,6 +941,7 @@ class Orchestrator:
             message,
             self._figures(task),
             failure_class,
+            backoff_ms,
         )
 
     @staticmethod
@@ -887,6 +973,7 @@ class Orchestrator:
         task_id = spec.task_id
         if spec.deadline_ms is not None:
             self._deadlines.disarm(task_id)
+        self._unwatched.disarm(task_id)
         if emit:
             self._outbox.append(outcome)
             if abort is not None:

@@ -32,7 +32,7 @@ from orchestrator_core.replica_states import ReplicaState
 from orchestrator_core.specs import CoreConfig, TaskSpec
 from orchestrator_core.vocabulary import PoolPhase, Priority
 
-FORMAT = 1
+FORMAT = 2
 
 
 def snapshot(core: Orchestrator) -> dict[str, Any]:
@@ -47,6 +47,8 @@ def snapshot(core: Orchestrator) -> dict[str, Any]:
         "reaped": list(core._reaped),
         "sessions": core._sessions.export_state(),
         "deadlines": core._deadlines.export_state(),
+        "unwatched": core._unwatched.export_state(),
+        "shutdown_deadline_ms": core._shutdown_deadline_ms,
         "slo": {
             "tracker": core._slo.tracker.export_state(),
             "best_rate": dict(core._slo.best_rate),
@@ -65,6 +67,7 @@ def restore(data: dict[str, Any]) -> Orchestrator:
         config.sessions,
         dedup_window=config.dedup_window,
         rate_limit_clients=config.rate_limit_clients,
+        stream_grace_ms=config.stream_grace_ms,
     )
     core._now = data["now"]
     core._seq = data["seq"]
@@ -80,6 +83,8 @@ def restore(data: dict[str, Any]) -> Orchestrator:
     core._reaped.update(dict.fromkeys(data["reaped"]))
     core._sessions.restore_state(data["sessions"])
     core._deadlines.restore_state(data["deadlines"])
+    core._unwatched.restore_state(data["unwatched"])
+    core._shutdown_deadline_ms = data["shutdown_deadline_ms"]
     core._slo.tracker.restore_state(data["slo"]["tracker"])
     core._slo.best_rate = dict(data["slo"]["best_rate"])
     core._outbox = [codec.from_plain(Action, action) for action in data["outbox"]]

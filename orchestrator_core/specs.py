@@ -211,9 +211,12 @@ def _positive(where: str, name: str, value: int) -> None:
 
 @dataclass(frozen=True, slots=True)
 class CoreConfig:
-    """Everything a core is built from: its pools, session limits and table bounds."""
+    """Everything a core is built from: its pools, session limits and table bounds, and
+    how long a task nobody follows any more waits for its client to come back
+    (`stream_grace_ms`)."""
 
     pools: tuple[PoolSpec, ...]
     sessions: SessionConfig
     dedup_window: int
     rate_limit_clients: int
+    stream_grace_ms: int = 5_000

@@ -2,7 +2,8 @@
 
 Routing goes through the generated operation table: each operationId resolves to the
 handler `handler_table` found for it. Bodies are validated by the generated pydantic
-models (`body_validation`), credentials by the plane's key ring (`auth`), and every error
+models (`body_validation`), credentials by the plane's key ring after a check that they
+are not ambiguous (`auth`), and every error
 renders as an ErrorEnvelope (`errors`). One interactive API page at `/docs` shows both
 contracts; the contracts themselves are served at `/openapi/data.json` and
 `/openapi/control.json`.
@@ -18,12 +19,18 @@ from typing import Any
 
 from connexion import AsyncApp
 from connexion.exceptions import ResolverError
+from connexion.middleware import MiddlewarePosition
 from connexion.options import SwaggerUIOptions
 from connexion.resolver import Resolver
 from starlette.requests import Request
 from starlette.responses import Response
 
-from orchestratord_server.auth import KeyRing, apply_route_security, security_map
+from orchestratord_server.auth import (
+    CredentialsGuard,
+    KeyRing,
+    apply_route_security,
+    security_map,
+)
 from orchestratord_server.body_validation import validator_map
 from orchestratord_server.errors import install_error_handlers
 from orchestratord_server.handlers import handler_table
@@ -103,5 +110,7 @@ def build_app(state: ServerState) -> AsyncApp:
     app.add_url_rule(
         "/openapi/control.json", "control_contract", _spec_route(specs["control"]), methods=["GET"]
     )
+    if state.key_rings:
+        app.add_middleware(CredentialsGuard, position=MiddlewarePosition.BEFORE_SECURITY)
     install_error_handlers(app)
     return app

@@ -78,6 +78,7 @@ def _serve(args: argparse.Namespace) -> int:
     from orchestratord_server.app import build_app
     from orchestratord_server.auth import MissingApiKeys, generate_key, key_rings
     from orchestratord_server.config import ConfigError
+    from orchestratord_server.http_protocol import fit_connection_cap, protocol_class
     from orchestratord_server.logs import configure_logging
     from orchestratord_server.state import ServerState
 
@@ -108,6 +109,7 @@ def _serve(args: argparse.Namespace) -> int:
     app = build_app(state)
     _settle_garbage_collector()
     grace_s = config.server.shutdown_grace_ms / 1000
+    max_connections = fit_connection_cap(config.server.max_connections)
     server = _DrainingServer(
         uvicorn.Config(
             app,
@@ -116,7 +118,8 @@ def _serve(args: argparse.Namespace) -> int:
             log_level="warning",
             access_log=False,
             loop="asyncio",
-            http="httptools",
+            http=protocol_class(config.server, max_connections),
+            ws="none",
             timeout_graceful_shutdown=int(grace_s) + 5,
         ),
         state.runtime,

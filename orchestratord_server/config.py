@@ -36,6 +36,10 @@ from orchestrator_core import Engine, Priority, QueuePolicy
 from orchestratord_server.adapters.base import SAMPLER_PROFILES
 
 POOL_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+#: Engines that shard a model evenly across devices (tensor parallelism, ORCH-3012).
+EVEN_SHARDING = frozenset({Engine.VLLM, Engine.TGI})
+#: Stands for the split ratios in a replica's ``command`` and ``env`` (ORCH-3012).
+SPLIT_PLACEHOLDER = "{tensor_split}"
 MAX_SESSION_TTL_MS = 600_000
 MAX_SESSION_TURNS = 8
 
@@ -100,6 +104,15 @@ class AuthConfig(_Strict):
         ("/livez", "/readyz", "/metrics"),
         description="Routes that answer without a key; remove one to protect it.",
     )
+    client_id_secret_env: str | None = Field(
+        "ORCHD_CLIENT_ID_SECRET",
+        description=(
+            "Environment variable holding the deployment's secret for client ids: a "
+            "caller's `client_id` in limits and logs is an HMAC of its key under it. When "
+            "unset, each process draws a random one (ids then differ across restarts and "
+            "instances)."
+        ),
+    )
 
     @field_validator("api_keys", "control_api_keys")
     @classmethod
@@ -110,7 +123,8 @@ class AuthConfig(_Strict):
 
 
 class ServerConfig(_Strict):
-    """Where the HTTP server listens and how it logs."""
+    """Where the HTTP server listens, how it logs, and what it allows a connection
+    (`http_protocol.py`)."""
 
     host: str = Field("127.0.0.1", description="Bind address.")
     port: int = Field(8080, ge=0, le=65535, description="Bind port; 0 picks a free one.")
@@ -130,8 +144,56 @@ class ServerConfig(_Strict):
     shutdown_grace_ms: int = Field(
         5_000,
         ge=0,
-        description="On SIGTERM, how long running tasks may finish before they are canceled.",
+        description=(
+            "On SIGTERM, how long running tasks may finish; those still running then end "
+            "with the retriable error SHUTTING_DOWN."
+        ),
     )
+    reconnect_grace_ms: int = Field(
+        5_000,
+        ge=0,
+        description=(
+            "How long a task whose last open stream closed waits for its client to open "
+            "one again (and resume) before it is canceled; 0 cancels at once."
+        ),
+    )
+    header_timeout_ms: int = Field(
+        10_000,
+        ge=100,
+        description="Time a request's line and headers may take, from the connection's start "
+        "or the previous response's end; bytes arriving do not extend it. Then 408.",
+    )
+    body_timeout_ms: int = Field(
+        10_000,
+        ge=100,
+        description="Longest pause in a request body before the request is answered 408.",
+    )
+    keepalive_timeout_ms: int = Field(
+        5_000,
+        ge=100,
+        description="Idle time after a response before a kept-alive connection is closed; at "
+        "most header_timeout_ms.",
+    )
+    max_connections: int = Field(
+        1_000,
+        ge=1,
+        description="Client connections held at once; one more is answered 503 SERVER_BUSY. "
+        "Lowered at start, with a warning, to what the open-file limit allows.",
+    )
+    max_header_bytes: int = Field(
+        32_768,
+        ge=1024,
+        description="Largest request line plus headers, in bytes; a larger head is 431.",
+    )
+    max_headers: int = Field(
+        100, ge=16, description="Most header fields a request may carry; more is 431."
+    )
+
+    @model_validator(mode="after")
+    def _keepalive_within_header_timeout(self) -> ServerConfig:
+        if self.keepalive_timeout_ms > self.header_timeout_ms:
+            raise ValueError("server: keepalive_timeout_ms must not exceed header_timeout_ms")
+        return self
 
 
 class SessionConfig(_Strict):
@@ -256,7 +318,8 @@ class ReplicaConfig(_Strict):
     process the daemon starts, supervises and restarts, reached at ``url``), or ``launch``
     (a llama.cpp server the daemon starts on loopback). In ``command`` and ``env`` values,
     ``{model_path}`` and ``{model_ref}`` stand for the model being loaded, so a reload can
-    swap it (ORCH-3031).
+    swap it (ORCH-3031), and ``{tensor_split}`` for each visible device's share of the model,
+    comma-separated in the order the engine sees its devices (``1`` for one device; ORCH-3012).
     """
 
     id: Annotated[str, Field(pattern=POOL_ID_PATTERN)]
@@ -375,13 +438,7 @@ class PoolConfig(_Strict):
             raise ValueError("devices: the device mask must name at least one device")
         if len(set(self.devices)) != len(self.devices):
             raise ValueError("devices: a device may be listed once")
-        if self.tensor_split is not None:
-            if len(self.tensor_split) != len(self.devices):
-                raise ValueError("tensor_split: give one ratio per device of the mask")
-            if any(r <= 0 for r in self.tensor_split) or not math.isclose(
-                sum(self.tensor_split), 1.0, abs_tol=1e-6
-            ):
-                raise ValueError("tensor_split: ratios must be positive and sum to 1")
+        self._check_split()
         if self.sampler_profile_version not in SAMPLER_PROFILES:
             known = ", ".join(sorted(SAMPLER_PROFILES))
             raise ValueError(
@@ -410,7 +467,54 @@ class PoolConfig(_Strict):
         for replica in self.replicas:
             if replica.devices is not None and not set(replica.devices) <= mask:
                 raise ValueError(f"replicas: {replica.id} uses devices outside the pool's mask")
+        self._check_split_reaches_commands()
         return self
+
+    def _check_split(self) -> None:
+        """ORCH-3012: no implicit split; one positive ratio per device, summing to 1, that
+        the engine can honour. A CPU pool runs on the host, one device, and is not split."""
+        split = self.tensor_split
+        if self.device_kind is DeviceKind.cpu:
+            if split is not None:
+                raise ValueError(
+                    "tensor_split: a CPU pool runs on the host, which counts as one device "
+                    "(ORCH-1101); only a GPU pool's model can be split, remove tensor_split"
+                )
+            return
+        if split is None:
+            if len(self.devices) > 1:
+                raise ValueError(
+                    f"tensor_split: the mask names {len(self.devices)} devices and a model is "
+                    "never split across them implicitly; give one ratio per device, in mask "
+                    "order (ORCH-3012)"
+                )
+            return
+        if len(split) != len(self.devices):
+            raise ValueError("tensor_split: give one ratio per device of the mask")
+        if any(r <= 0 for r in split) or not math.isclose(sum(split), 1.0, abs_tol=1e-6):
+            raise ValueError("tensor_split: ratios must be positive and sum to 1")
+        if self.engine in EVEN_SHARDING and any(
+            not math.isclose(r, split[0], abs_tol=1e-6) for r in split
+        ):
+            raise ValueError(
+                f"tensor_split: {self.engine.value} shards a model evenly across its devices "
+                "(tensor parallelism) and cannot honour unequal ratios; give equal ones"
+            )
+
+    def _check_split_reaches_commands(self) -> None:
+        """A llama.cpp engine started from a command gets the split only through the
+        `{tensor_split}` placeholder; without it llama.cpp would choose its own (ORCH-3012)."""
+        if self.engine is not Engine.LLAMACPP or self.tensor_split is None:
+            return
+        for replica in self.replicas:
+            if replica.command is None or len(replica.devices or self.devices) < 2:
+                continue
+            if not any(SPLIT_PLACEHOLDER in v for v in (*replica.command, *replica.env.values())):
+                raise ValueError(
+                    f"replicas: {replica.id}'s command never names {SPLIT_PLACEHOLDER}, so the "
+                    "pool's tensor_split would not reach llama.cpp; pass it on, e.g. "
+                    f"--tensor-split {SPLIT_PLACEHOLDER} (ORCH-3012)"
+                )
 
 
 class Config(_Strict):

@@ -11,6 +11,7 @@ their own error classes for authentication and validation failures too.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -22,6 +23,7 @@ from starlette.responses import Response
 
 from orchestrator_core import RETRIABLE
 from orchestratord_server.generated.models import ErrorEnvelope, ErrorKind, FieldError
+from orchestratord_server.generated.operations import OPERATIONS
 from orchestratord_server.openai_compat import errors as openai_errors
 
 log = logging.getLogger("orchestratord.errors")
@@ -133,6 +135,29 @@ def _on_problem(request: ConnexionRequest, exc: ProblemException) -> ConnexionRe
     return _connexion_error(request, status, code, message, headers=_auth_headers(status))
 
 
+def _path_methods() -> list[tuple[re.Pattern[str], str]]:
+    """Each contract path as a pattern, with every method the contracts give it."""
+    methods: dict[str, list[str]] = {}
+    for operation in OPERATIONS.values():
+        methods.setdefault(operation.path, []).append(operation.method.upper())
+    return [
+        (re.compile(re.sub(r"\\\{[^/]+\\\}", "[^/]+", re.escape(path))), ", ".join(sorted(names)))
+        for path, names in methods.items()
+    ]
+
+
+_PATH_METHODS = _path_methods()
+
+
+def allowed_methods(path: str) -> str | None:
+    """The `Allow` header of a 405 on `path`: every method the contracts declare for it
+    (the router lists only those of the first route that matched the path)."""
+    for pattern, methods in _PATH_METHODS:
+        if pattern.fullmatch(path):
+            return methods
+    return None
+
+
 def _on_http_exception(request: ConnexionRequest, exc: HTTPException) -> ConnexionResponse:
     status = exc.status_code
     code = STATUS_CODES.get(status, ErrorKind.INTERNAL)
@@ -142,6 +167,9 @@ def _on_http_exception(request: ConnexionRequest, exc: HTTPException) -> Connexi
     }
     message = messages.get(status) or str(exc.detail)
     headers = {**(exc.headers or {}), **_auth_headers(status)}
+    allow = allowed_methods(request.url.path) if status == 405 else None
+    if allow is not None:
+        headers["Allow"] = allow
     return _connexion_error(request, status, code, message, headers=headers)
 
 

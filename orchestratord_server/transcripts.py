@@ -131,3 +131,19 @@ class Transcript:
                 await waiter
         finally:
             self.subscribers -= 1
+
+
+def emit(
+    transcript: Transcript, name: str, data: Mapping[str, Any], *, terminal: bool = False
+) -> None:
+    """Record one event: its frame, and its typed form when the transcript keeps those.
+
+    Fields without a value are left out: no event field of the contract is nullable.
+    """
+    data = {key: value for key, value in data.items() if value is not None}
+    frame = sse_frame(name, data)
+    event = TaskEvent(name, data) if transcript.events is not None else None
+    if terminal:
+        transcript.close(frame, event)
+    else:
+        transcript.append(frame, event)

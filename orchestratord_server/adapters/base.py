@@ -23,7 +23,12 @@ from orchestrator_core import Engine, ErrorKind, FinishReason
 
 #: The ErrorKind codes (ORCH-2006) an adapter failure is reported with.
 ENGINE_ERROR_KINDS = frozenset(
-    {ErrorKind.INVALID_PARAMS, ErrorKind.WORKER_RESET, ErrorKind.DECODE_TIMEOUT, ErrorKind.INTERNAL}
+    {
+        ErrorKind.INVALID_PARAMS,
+        ErrorKind.WORKER_RESET,
+        ErrorKind.DECODE_TIMEOUT,
+        ErrorKind.ENGINE_ERROR,
+    }
 )
 
 
@@ -32,11 +37,17 @@ class EngineError(Exception):
 
     INVALID_PARAMS: the engine refused the request (HTTP 400). WORKER_RESET: the engine
     could not be reached, dropped the connection (also mid-stream) or answered 5xx.
-    DECODE_TIMEOUT: the engine stopped answering within the read timeout. INTERNAL: the
-    engine answered something this adapter cannot understand.
+    DECODE_TIMEOUT: the engine stopped answering within the read timeout. ENGINE_ERROR: the
+    engine answered something this adapter cannot understand, or an unexpected status.
+
+    ``message`` is what a client may be shown: what happened, in the engine's own words
+    where it gave some, never the daemon's exception text; ``detail`` is that text, for
+    the daemon's own logs.
     """
 
-    def __init__(self, kind: ErrorKind, message: str, status: int | None = None) -> None:
+    def __init__(
+        self, kind: ErrorKind, message: str, status: int | None = None, detail: str | None = None
+    ) -> None:
         if kind not in ENGINE_ERROR_KINDS:
             raise ValueError(f"an engine does not fail with {kind}")
         where = "" if status is None else f" (HTTP {status})"
@@ -44,6 +55,7 @@ class EngineError(Exception):
         self.kind = kind
         self.message = message
         self.status = status
+        self.detail = detail
 
 
 @dataclass(frozen=True, slots=True)

@@ -65,7 +65,7 @@ def kind_for_status(status: int) -> ErrorKind:
         return ErrorKind.INVALID_PARAMS
     if status >= 500 and status != 501:
         return ErrorKind.WORKER_RESET
-    return ErrorKind.INTERNAL
+    return ErrorKind.ENGINE_ERROR
 
 
 def error_from_payload(payload: Mapping[str, Any], default_status: int | None) -> EngineError:
@@ -86,7 +86,7 @@ def error_from_payload(payload: Mapping[str, Any], default_status: int | None) -
         text = str(message) if message else "the engine reported an error"
     else:
         text = str(error)
-    kind = ErrorKind.INTERNAL if status is None else kind_for_status(status)
+    kind = ErrorKind.ENGINE_ERROR if status is None else kind_for_status(status)
     return EngineError(kind, text, status)
 
 
@@ -107,15 +107,23 @@ def translated(what: str) -> Iterator[None]:
     except EngineError:
         raise
     except aiohttp.ConnectionTimeoutError as exc:
-        raise EngineError(ErrorKind.WORKER_RESET, f"{what}: cannot connect: {exc}") from exc
+        raise EngineError(
+            ErrorKind.WORKER_RESET, f"{what}: cannot connect to the engine", detail=repr(exc)
+        ) from exc
     except TimeoutError as exc:
         raise EngineError(
             ErrorKind.DECODE_TIMEOUT, f"{what}: the engine stopped answering"
         ) from exc
     except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, ConnectionError) as exc:
-        raise EngineError(ErrorKind.WORKER_RESET, f"{what}: connection lost: {exc!r}") from exc
+        raise EngineError(
+            ErrorKind.WORKER_RESET,
+            f"{what}: the connection to the engine was lost",
+            detail=repr(exc),
+        ) from exc
     except (aiohttp.ClientError, SseError, UnicodeDecodeError) as exc:
-        raise EngineError(ErrorKind.INTERNAL, f"{what}: {exc}") from exc
+        raise EngineError(
+            ErrorKind.ENGINE_ERROR, f"{what}: the engine's answer is malformed", detail=repr(exc)
+        ) from exc
 
 
 class EngineHttp:
@@ -164,7 +172,7 @@ class EngineHttp:
             except ValueError:
                 text = (await response.text(errors="replace"))[:200]
                 raise EngineError(
-                    ErrorKind.INTERNAL, f"{path} answered non-JSON: {text!r}"
+                    ErrorKind.ENGINE_ERROR, f"{path} answered non-JSON", detail=repr(text[:200])
                 ) from None
 
     async def text(self, path: str) -> str:
@@ -302,13 +310,19 @@ class HttpAdapter:
             and os.path.exists(served_path)
             and not os.path.samefile(served_path, local)
         ):
-            raise EngineError(ErrorKind.INTERNAL, f"the engine serves {served_path}, not {local}")
+            raise EngineError(
+                ErrorKind.ENGINE_ERROR, f"the engine serves {served_path}, not {local}"
+            )
         async with self._digest_lock:
             if self._digest is None:
                 try:
                     self._digest = await asyncio.to_thread(sha256_path, local)
                 except OSError as exc:
-                    raise EngineError(ErrorKind.INTERNAL, f"cannot digest {local}: {exc}") from None
+                    raise EngineError(
+                        ErrorKind.ENGINE_ERROR,
+                        "cannot digest the engine's model file",
+                        detail=f"{local}: {exc!r}",
+                    ) from None
         return self._digest
 
     async def close(self) -> None:
@@ -331,9 +345,13 @@ def frame_object(event: SseEvent, what: str = "stream frame") -> dict[str, Any]:
     try:
         payload = from_json(event.data)
     except ValueError:
-        raise EngineError(ErrorKind.INTERNAL, f"unparseable {what}: {event.data[:200]!r}") from None
+        raise EngineError(
+            ErrorKind.ENGINE_ERROR, f"unparseable {what}", detail=repr(event.data[:200])
+        ) from None
     if not isinstance(payload, dict):
-        raise EngineError(ErrorKind.INTERNAL, f"{what} is not an object: {event.data[:200]!r}")
+        raise EngineError(
+            ErrorKind.ENGINE_ERROR, f"{what} is not an object", detail=repr(event.data[:200])
+        )
     return payload
 
 
@@ -341,7 +359,9 @@ def count(payload: Mapping[str, Any], key: str, where: str) -> int:
     """A non-negative integer field; INTERNAL naming ``where`` when it is not one."""
     value = payload.get(key)
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise EngineError(ErrorKind.INTERNAL, f"{where} has no valid {key!r}: {value!r}")
+        raise EngineError(
+            ErrorKind.ENGINE_ERROR, f"{where} has no valid {key!r}", detail=repr(value)[:200]
+        )
     return value
 
 
@@ -355,4 +375,6 @@ def metric_samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
             if sample.name == name
         ]
     except ValueError as exc:
-        raise EngineError(ErrorKind.INTERNAL, f"/metrics is not Prometheus text: {exc}") from None
+        raise EngineError(
+            ErrorKind.ENGINE_ERROR, "/metrics is not Prometheus text", detail=repr(exc)
+        ) from None

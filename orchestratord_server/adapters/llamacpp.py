@@ -121,7 +121,11 @@ def _finish_reason(payload: Mapping[str, Any]) -> FinishReason:
             return FinishReason.STOP
     reason = _FINISH_REASONS.get(stop_type) if isinstance(stop_type, str) else None
     if reason is None:
-        raise EngineError(ErrorKind.INTERNAL, f"final frame has an unknown stop_type {stop_type!r}")
+        raise EngineError(
+            ErrorKind.ENGINE_ERROR,
+            "the engine's final frame has an unknown stop_type",
+            detail=repr(stop_type)[:200],
+        )
     return reason
 
 
@@ -158,7 +162,9 @@ def chunks_from_event(event: SseEvent) -> list[StreamChunk]:
     content = payload.get("content", "")
     stop = payload.get("stop", False)
     if not isinstance(content, str) or not isinstance(stop, bool):
-        raise EngineError(ErrorKind.INTERNAL, f"malformed stream frame: {event.data[:200]!r}")
+        raise EngineError(
+            ErrorKind.ENGINE_ERROR, "malformed stream frame", detail=repr(event.data[:200])
+        )
     chunks: list[StreamChunk] = [TokenChunk(content)] if content else []
     if stop:
         chunks.append(_final_chunk(payload))
@@ -184,12 +190,12 @@ class LlamaCppAdapter(HttpAdapter):
     async def props(self) -> EngineProps:
         props = await self._http.json("GET", "/props")
         if not isinstance(props, Mapping):
-            raise EngineError(ErrorKind.INTERNAL, "/props is not an object")
+            raise EngineError(ErrorKind.ENGINE_ERROR, "/props is not an object")
         settings = props.get("default_generation_settings")
         ctx = settings.get("n_ctx") if isinstance(settings, Mapping) else None
         slots_total = props.get("total_slots")
         if not isinstance(ctx, int) or not isinstance(slots_total, int):
-            raise EngineError(ErrorKind.INTERNAL, "/props lacks total_slots or n_ctx")
+            raise EngineError(ErrorKind.ENGINE_ERROR, "/props lacks total_slots or n_ctx")
         engine_model = props.get("model_path")
         model_path = str(engine_model) if isinstance(engine_model, str) else None
         alias = props.get("model_alias")
@@ -208,7 +214,7 @@ class LlamaCppAdapter(HttpAdapter):
     async def slots(self) -> SlotUsage:
         slots = await self._http.json("GET", "/slots")
         if not isinstance(slots, list) or not all(isinstance(s, Mapping) for s in slots):
-            raise EngineError(ErrorKind.INTERNAL, "/slots is not a list of slots")
+            raise EngineError(ErrorKind.ENGINE_ERROR, "/slots is not a list of slots")
         busy = sum(1 for slot in slots if slot.get("is_processing") is True)
         return SlotUsage(total=len(slots), busy=busy)
 
@@ -217,7 +223,7 @@ class LlamaCppAdapter(HttpAdapter):
         answer = await self._http.json("POST", "/tokenize", {"content": text, "add_special": True})
         tokens = answer.get("tokens") if isinstance(answer, Mapping) else None
         if not isinstance(tokens, list):
-            raise EngineError(ErrorKind.INTERNAL, "/tokenize answered without tokens")
+            raise EngineError(ErrorKind.ENGINE_ERROR, "/tokenize answered without tokens")
         return len(tokens)
 
     async def apply_template(self, messages: Sequence[Mapping[str, str]]) -> str | None:
@@ -228,7 +234,7 @@ class LlamaCppAdapter(HttpAdapter):
             return None
         prompt = answer.get("prompt") if isinstance(answer, Mapping) else None
         if not isinstance(prompt, str):
-            raise EngineError(ErrorKind.INTERNAL, "/apply-template answered without a prompt")
+            raise EngineError(ErrorKind.ENGINE_ERROR, "/apply-template answered without a prompt")
         return prompt
 
     def stream(self, req: CompletionRequest) -> AsyncGenerator[StreamChunk, None]:

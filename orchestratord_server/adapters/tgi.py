@@ -105,7 +105,7 @@ _FINISH_REASONS: Mapping[str, FinishReason] = {
     "eos_token": FinishReason.STOP,
     "stop_sequence": FinishReason.STOP,
 }
-_INVALID, _RESET, _INTERNAL = ErrorKind.INVALID_PARAMS, ErrorKind.WORKER_RESET, ErrorKind.INTERNAL
+_INVALID, _RESET, _ENGINE = ErrorKind.INVALID_PARAMS, ErrorKind.WORKER_RESET, ErrorKind.ENGINE_ERROR
 #: ``error_type`` of TGI's error bodies → (error code, the HTTP status TGI gives it).
 _ERROR_TYPES: Mapping[str, tuple[ErrorKind, int]] = {
     "validation": (_INVALID, 422),
@@ -115,8 +115,8 @@ _ERROR_TYPES: Mapping[str, tuple[ErrorKind, int]] = {
     "generation": (_RESET, 424),
     "incomplete_generation": (_RESET, 500),
     "incomplete_generation_stream": (_RESET, 500),
-    "overloaded": (_INTERNAL, 429),
-    "stream_serialization_error": (_INTERNAL, 500),
+    "overloaded": (_ENGINE, 429),
+    "stream_serialization_error": (_ENGINE, 500),
 }
 #: What ``/chat_tokenize`` says for a model that has no chat template.
 NO_TEMPLATE = "Template error: template not found"
@@ -201,7 +201,7 @@ def error_from_frame(payload: Mapping[str, Any]) -> EngineError:
     error_type = payload.get("error_type")
     known = _ERROR_TYPES.get(str(error_type))
     if known is None:
-        return EngineError(ErrorKind.INTERNAL, f"{message} (unknown error_type {error_type!r})")
+        return EngineError(ErrorKind.ENGINE_ERROR, f"{message} (unknown error_type {error_type!r})")
     kind, status = known
     return EngineError(kind, f"{message} ({error_type})", status)
 
@@ -245,14 +245,22 @@ class StopTrimmer:
 def _final_chunk(details: object) -> tuple[FinalChunk, bool]:
     """The final chunk of the last frame's ``details``, and whether a stop sequence ended it."""
     if not isinstance(details, Mapping):
-        raise EngineError(ErrorKind.INTERNAL, f"the last stream frame has no details: {details!r}")
+        raise EngineError(
+            ErrorKind.ENGINE_ERROR,
+            "the last stream frame has no details",
+            detail=repr(details)[:200],
+        )
     reason = details.get("finish_reason")
     finish = _FINISH_REASONS.get(reason) if isinstance(reason, str) else None
     if finish is None:
-        raise EngineError(ErrorKind.INTERNAL, f"unknown finish_reason {reason!r}")
+        raise EngineError(
+            ErrorKind.ENGINE_ERROR, "unknown finish_reason", detail=repr(reason)[:200]
+        )
     seed = details.get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise EngineError(ErrorKind.INTERNAL, f"stream details have an invalid seed: {seed!r}")
+        raise EngineError(
+            ErrorKind.ENGINE_ERROR, "stream details have an invalid seed", detail=repr(seed)[:200]
+        )
     final = FinalChunk(
         finish_reason=finish,
         tokens_in=count(details, "input_length", "stream details"),
@@ -277,7 +285,9 @@ def parse_frame(event: SseEvent) -> tuple[str, tuple[FinalChunk, bool] | None]:
         or not isinstance(special, bool)
         or not (generated is None or isinstance(generated, str))
     ):
-        raise EngineError(ErrorKind.INTERNAL, f"malformed stream frame: {event.data[:200]!r}")
+        raise EngineError(
+            ErrorKind.ENGINE_ERROR, "malformed stream frame", detail=repr(event.data[:200])
+        )
     text = "" if special else text
     if generated is None:
         return text, None
@@ -310,7 +320,7 @@ class TgiAdapter(HttpAdapter):
     async def _info(self) -> Mapping[str, Any]:
         info = await self._http.json("GET", "/info")
         if not isinstance(info, Mapping):
-            raise EngineError(ErrorKind.INTERNAL, "/info is not an object")
+            raise EngineError(ErrorKind.ENGINE_ERROR, "/info is not an object")
         return info
 
     async def props(self) -> EngineProps:
@@ -318,10 +328,10 @@ class TgiAdapter(HttpAdapter):
         version, model_id = info.get("version"), info.get("model_id")
         ctx, concurrent = info.get("max_total_tokens"), info.get("max_concurrent_requests")
         if not isinstance(version, str) or not isinstance(model_id, str):
-            raise EngineError(ErrorKind.INTERNAL, "/info lacks version or model_id")
+            raise EngineError(ErrorKind.ENGINE_ERROR, "/info lacks version or model_id")
         if not isinstance(ctx, int) or not isinstance(concurrent, int):
             raise EngineError(
-                ErrorKind.INTERNAL, "/info lacks max_total_tokens or max_concurrent_requests"
+                ErrorKind.ENGINE_ERROR, "/info lacks max_total_tokens or max_concurrent_requests"
             )
         sha = info.get("sha")
         reported = f"{version}+{sha}" if isinstance(sha, str) and sha else version
@@ -340,7 +350,7 @@ class TgiAdapter(HttpAdapter):
         if self._slots_total is None:
             concurrent = (await self._info()).get("max_concurrent_requests")
             if not isinstance(concurrent, int):
-                raise EngineError(ErrorKind.INTERNAL, "/info lacks max_concurrent_requests")
+                raise EngineError(ErrorKind.ENGINE_ERROR, "/info lacks max_concurrent_requests")
             self._slots_total = concurrent
         busy = busy_from_metrics(await self._http.text("/metrics"))
         return SlotUsage(total=self._slots_total, busy=busy)
@@ -349,7 +359,7 @@ class TgiAdapter(HttpAdapter):
         """Tokens the prompt ``text`` costs, special tokens included as for a generation."""
         tokens = await self._http.json("POST", "/tokenize", {"inputs": text})
         if not isinstance(tokens, list):
-            raise EngineError(ErrorKind.INTERNAL, "/tokenize did not answer a list of tokens")
+            raise EngineError(ErrorKind.ENGINE_ERROR, "/tokenize did not answer a list of tokens")
         return len(tokens)
 
     async def apply_template(self, messages: Sequence[Mapping[str, str]]) -> str | None:
@@ -363,7 +373,9 @@ class TgiAdapter(HttpAdapter):
             raise
         prompt = answer.get("templated_text") if isinstance(answer, Mapping) else None
         if not isinstance(prompt, str):
-            raise EngineError(ErrorKind.INTERNAL, "/chat_tokenize answered without templated_text")
+            raise EngineError(
+                ErrorKind.ENGINE_ERROR, "/chat_tokenize answered without templated_text"
+            )
         return prompt
 
     def stream(self, req: CompletionRequest) -> AsyncGenerator[StreamChunk, None]:

@@ -149,7 +149,9 @@ def _final_chunk(payload: Mapping[str, Any]) -> FinalChunk:
     finish = OPENAI_FINISH_REASONS.get(reason) if isinstance(reason, str) else None
     if finish is None:
         raise EngineError(
-            ErrorKind.INTERNAL, f"final response has an unknown finish_reason {reason!r}"
+            ErrorKind.ENGINE_ERROR,
+            "final response has an unknown finish_reason",
+            detail=repr(reason)[:200],
         )
     seed = payload.get("seed")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed == RANDOM_SEED:
@@ -178,7 +180,9 @@ def chunks_from_event(event: SseEvent) -> list[StreamChunk]:
         raise _error(payload, None)
     text = payload.get("text_output", "")
     if not isinstance(text, str):
-        raise EngineError(ErrorKind.INTERNAL, f"malformed stream event: {event.data[:200]!r}")
+        raise EngineError(
+            ErrorKind.ENGINE_ERROR, "malformed stream event", detail=repr(event.data[:200])
+        )
     chunks: list[StreamChunk] = [TokenChunk(text)] if text else []
     if "finish_reason" in payload:
         chunks.append(_final_chunk(payload))
@@ -207,19 +211,21 @@ def pending_requests(metrics: str, model: str) -> int:
         if labels.get("model") == model
     )
     if not math.isfinite(total) or total < 0:
-        raise EngineError(ErrorKind.INTERNAL, f"pending request count of {model} is {total}")
+        raise EngineError(ErrorKind.ENGINE_ERROR, f"pending request count of {model} is {total}")
     return int(total)
 
 
 def _instances(config: Mapping[str, Any]) -> int:
     groups = config.get("instance_group")
     if not isinstance(groups, list) or not groups:
-        raise EngineError(ErrorKind.INTERNAL, "the model config has no instance_group")
+        raise EngineError(ErrorKind.ENGINE_ERROR, "the model config has no instance_group")
     count = 0
     for group in groups:
         value = group.get("count") if isinstance(group, Mapping) else None
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise EngineError(ErrorKind.INTERNAL, f"instance_group has no valid count: {group!r}")
+            raise EngineError(
+                ErrorKind.ENGINE_ERROR, f"instance_group has no valid count: {group!r}"
+            )
         count += value
     batch = config.get("max_batch_size", 0)
     return count * batch if isinstance(batch, int) and batch > 1 else count
@@ -237,7 +243,7 @@ def _parameter(config: Mapping[str, Any], name: str) -> int | None:
     except ValueError:
         number = 0
     if number < 1:
-        raise EngineError(ErrorKind.INTERNAL, f"model config parameter {name} is {value!r}")
+        raise EngineError(ErrorKind.ENGINE_ERROR, f"model config parameter {name} is {value!r}")
     return number
 
 
@@ -251,7 +257,7 @@ def _ctx_limit(config: Mapping[str, Any], model: str) -> int:
     ctx = _parameter(config, CTX_PARAMETER)
     if ctx is None:
         raise EngineError(
-            ErrorKind.INTERNAL,
+            ErrorKind.ENGINE_ERROR,
             f"model {model} publishes no context size (config parameters.{CTX_PARAMETER})",
         )
     return ctx
@@ -325,7 +331,7 @@ class TritonAdapter(HttpAdapter):
                 exc.status,
             ) from None
         if not isinstance(index, list):
-            raise EngineError(ErrorKind.INTERNAL, "/v2/repository/index is not a list")
+            raise EngineError(ErrorKind.ENGINE_ERROR, "/v2/repository/index is not a list")
         candidates = []
         for entry in index:
             name = entry.get("name") if isinstance(entry, Mapping) else None
@@ -336,7 +342,7 @@ class TritonAdapter(HttpAdapter):
         if len(candidates) != 1:
             found = ", ".join(sorted(candidates)) or "none"
             raise EngineError(
-                ErrorKind.INTERNAL,
+                ErrorKind.ENGINE_ERROR,
                 f"cannot pick the text model (text_input → text_output) among the server's "
                 f"ready models (found: {found}); configure the model name",
             )
@@ -345,31 +351,31 @@ class TritonAdapter(HttpAdapter):
     async def _metadata(self, model: str) -> Mapping[str, Any]:
         metadata = await self._http.json("GET", f"/v2/models/{model}")
         if not isinstance(metadata, Mapping):
-            raise EngineError(ErrorKind.INTERNAL, f"metadata of model {model} is not an object")
+            raise EngineError(ErrorKind.ENGINE_ERROR, f"metadata of model {model} is not an object")
         return metadata
 
     async def _config(self, model: str) -> Mapping[str, Any]:
         config = await self._http.json("GET", f"/v2/models/{model}/config")
         if not isinstance(config, Mapping):
-            raise EngineError(ErrorKind.INTERNAL, f"config of model {model} is not an object")
+            raise EngineError(ErrorKind.ENGINE_ERROR, f"config of model {model} is not an object")
         return config
 
     async def props(self) -> EngineProps:
         server = await self._http.json("GET", "/v2")
         version = server.get("version") if isinstance(server, Mapping) else None
         if not isinstance(version, str) or not version:
-            raise EngineError(ErrorKind.INTERNAL, "/v2 reports no server version")
+            raise EngineError(ErrorKind.ENGINE_ERROR, "/v2 reports no server version")
         model = await self.model()
         metadata = await self._metadata(model)
         if not is_text_model(metadata):
             raise EngineError(
-                ErrorKind.INTERNAL, f"model {model} does not map text_input to text_output"
+                ErrorKind.ENGINE_ERROR, f"model {model} does not map text_input to text_output"
             )
         config = await self._config(model)
         policy = config.get("model_transaction_policy")
         if not (isinstance(policy, Mapping) and policy.get("decoupled") is True):
             raise EngineError(
-                ErrorKind.INTERNAL, f"model {model} is not decoupled, so it cannot stream"
+                ErrorKind.ENGINE_ERROR, f"model {model} is not decoupled, so it cannot stream"
             )
         name = metadata.get("name")
         return EngineProps(
@@ -401,7 +407,7 @@ class TritonAdapter(HttpAdapter):
                 self._has_tokenizer = True
         if not self._has_tokenizer:
             raise EngineError(
-                ErrorKind.INTERNAL,
+                ErrorKind.ENGINE_ERROR,
                 f"the server has no tokenizer model {tokenizer}; Triton itself cannot count "
                 "prompt tokens",
             )
@@ -411,7 +417,7 @@ class TritonAdapter(HttpAdapter):
         count = answer.get("tokens_in") if isinstance(answer, Mapping) else None
         if isinstance(count, bool) or not isinstance(count, int) or count < 0:
             raise EngineError(
-                ErrorKind.INTERNAL, f"{tokenizer} answered without tokens_in: {answer!r}"
+                ErrorKind.ENGINE_ERROR, f"{tokenizer} answered without tokens_in: {answer!r}"
             )
         return count
 

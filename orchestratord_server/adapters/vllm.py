@@ -226,7 +226,9 @@ class CompletionStream:
 
     def feed(self, event: SseEvent) -> list[StreamChunk]:
         if self.done:
-            raise EngineError(ErrorKind.INTERNAL, f"stream data after [DONE]: {event.data[:200]!r}")
+            raise EngineError(
+                ErrorKind.ENGINE_ERROR, "stream data after [DONE]", detail=repr(event.data[:200])
+            )
         if event.data == _DONE:
             self.done = True
             return [self._final()]
@@ -237,7 +239,9 @@ class CompletionStream:
         choices = payload.get("choices")
         if not isinstance(choices, list):
             raise EngineError(
-                ErrorKind.INTERNAL, f"stream chunk without choices: {event.data[:200]!r}"
+                ErrorKind.ENGINE_ERROR,
+                "stream chunk without choices",
+                detail=repr(event.data[:200]),
             )
         if choices:
             chunks.extend(self._choice(choices[0], event.data))
@@ -251,19 +255,25 @@ class CompletionStream:
 
     def _choice(self, choice: object, data: str) -> list[StreamChunk]:
         if not isinstance(choice, Mapping):
-            raise EngineError(ErrorKind.INTERNAL, f"malformed stream chunk: {data[:200]!r}")
+            raise EngineError(
+                ErrorKind.ENGINE_ERROR, "malformed stream chunk", detail=repr(data[:200])
+            )
         text = choice.get("text", "")
         reason = choice.get("finish_reason")
         if not isinstance(text, str) or not (reason is None or isinstance(reason, str)):
-            raise EngineError(ErrorKind.INTERNAL, f"malformed stream chunk: {data[:200]!r}")
+            raise EngineError(
+                ErrorKind.ENGINE_ERROR, "malformed stream chunk", detail=repr(data[:200])
+            )
         if reason is not None:
             if self._finish_reason is not None:
-                raise EngineError(ErrorKind.INTERNAL, "the stream finished twice")
+                raise EngineError(ErrorKind.ENGINE_ERROR, "the stream finished twice")
             if reason == "abort":
                 raise EngineError(ErrorKind.WORKER_RESET, "the engine aborted the request")
             mapped = OPENAI_FINISH_REASONS.get(reason)
             if mapped is None:
-                raise EngineError(ErrorKind.INTERNAL, f"unknown finish_reason {reason!r}")
+                raise EngineError(
+                    ErrorKind.ENGINE_ERROR, "unknown finish_reason", detail=repr(reason)[:200]
+                )
             self._finish_reason = mapped
         logprobs = choice.get("logprobs")
         tokens = logprobs.get("tokens") if isinstance(logprobs, Mapping) else None
@@ -273,9 +283,9 @@ class CompletionStream:
 
     def _final(self) -> FinalChunk:
         if self._finish_reason is None:
-            raise EngineError(ErrorKind.INTERNAL, "the stream ended without a finish_reason")
+            raise EngineError(ErrorKind.ENGINE_ERROR, "the stream ended without a finish_reason")
         if self._usage is None:
-            raise EngineError(ErrorKind.INTERNAL, "the stream ended without a usage chunk")
+            raise EngineError(ErrorKind.ENGINE_ERROR, "the stream ended without a usage chunk")
         tokens_in, tokens_out = self._usage
         return FinalChunk(
             finish_reason=self._finish_reason,
@@ -289,7 +299,7 @@ def running_requests(metrics: str) -> int:
     """``vllm:num_requests_running`` summed over engines; INTERNAL when it is missing."""
     samples = metric_samples(metrics, RUNNING_METRIC)
     if not samples:
-        raise EngineError(ErrorKind.INTERNAL, f"/metrics lacks {RUNNING_METRIC}")
+        raise EngineError(ErrorKind.ENGINE_ERROR, f"/metrics lacks {RUNNING_METRIC}")
     return round(sum(value for _, value in samples))
 
 
@@ -319,7 +329,7 @@ def _served_card(models: object, wanted: str | None) -> Mapping[str, Any]:
     data = models.get("data") if isinstance(models, Mapping) else None
     cards = [card for card in data if isinstance(card, Mapping)] if isinstance(data, list) else []
     if not cards:
-        raise EngineError(ErrorKind.INTERNAL, "/v1/models lists no model")
+        raise EngineError(ErrorKind.ENGINE_ERROR, "/v1/models lists no model")
     if wanted is None:
         return cards[0]
     for card in cards:
@@ -327,7 +337,7 @@ def _served_card(models: object, wanted: str | None) -> Mapping[str, Any]:
             return card
     served = ", ".join(str(card.get("id")) for card in cards)
     raise EngineError(
-        ErrorKind.INTERNAL, f"the engine does not serve {wanted!r} (it serves {served})"
+        ErrorKind.ENGINE_ERROR, f"the engine does not serve {wanted!r} (it serves {served})"
     )
 
 
@@ -351,7 +361,7 @@ class VllmAdapter(HttpAdapter):
         card = _served_card(await self._http.json("GET", "/v1/models"), self.settings.model)
         model = card.get("id")
         if not isinstance(model, str) or not model:
-            raise EngineError(ErrorKind.INTERNAL, "/v1/models lists a model without an id")
+            raise EngineError(ErrorKind.ENGINE_ERROR, "/v1/models lists a model without an id")
         self._model = model
         return card
 
@@ -366,7 +376,9 @@ class VllmAdapter(HttpAdapter):
         card = await self._card()
         ctx = card.get("max_model_len")
         if isinstance(ctx, bool) or not isinstance(ctx, int) or ctx < 1:
-            raise EngineError(ErrorKind.INTERNAL, f"/v1/models has no valid max_model_len: {ctx!r}")
+            raise EngineError(
+                ErrorKind.ENGINE_ERROR, f"/v1/models has no valid max_model_len: {ctx!r}"
+            )
         root = card.get("root")
         served_path = root if isinstance(root, str) and root else None
         assert self._model is not None
@@ -384,7 +396,7 @@ class VllmAdapter(HttpAdapter):
         answer = await self._http.json("GET", "/version")
         version = answer.get("version") if isinstance(answer, Mapping) else None
         if not isinstance(version, str) or not version:
-            raise EngineError(ErrorKind.INTERNAL, "/version answered without a version")
+            raise EngineError(ErrorKind.ENGINE_ERROR, "/version answered without a version")
         return version
 
     async def _slots_total_now(self, metrics: str | None = None) -> int:
@@ -404,7 +416,7 @@ class VllmAdapter(HttpAdapter):
         answer = await self._http.json("POST", "/tokenize", dict(body))
         tokens = answer.get("tokens") if isinstance(answer, Mapping) else None
         if not isinstance(tokens, list) or not all(isinstance(t, int) for t in tokens):
-            raise EngineError(ErrorKind.INTERNAL, "/tokenize answered without tokens")
+            raise EngineError(ErrorKind.ENGINE_ERROR, "/tokenize answered without tokens")
         return tokens
 
     async def count_tokens(self, text: str) -> int:
@@ -435,7 +447,7 @@ class VllmAdapter(HttpAdapter):
             return None
         prompt = answer.get("prompt") if isinstance(answer, Mapping) else None
         if not isinstance(prompt, str):
-            raise EngineError(ErrorKind.INTERNAL, "/detokenize answered without a prompt")
+            raise EngineError(ErrorKind.ENGINE_ERROR, "/detokenize answered without a prompt")
         again = await self._tokenize({"model": model, "prompt": prompt, "add_special_tokens": True})
         return prompt if again == rendered else None
 

@@ -70,8 +70,13 @@ class LlamaCppServerConfig:
     env: tuple[tuple[str, str], ...] = ()
     stop_grace_s: float = 5.0
     python: str = sys.executable
+    #: Each visible device's share of the model, in device order (``--tensor-split``,
+    #: ORCH-3012); empty on one device or the host, where nothing is split.
+    tensor_split: tuple[float, ...] = ()
 
     def command(self) -> list[str]:
+        """The runner's argv for this configuration."""
+        split = ["--tensor-split", split_text(self.tensor_split)] if self.tensor_split else []
         return [
             self.python,
             "-m",
@@ -90,7 +95,13 @@ class LlamaCppServerConfig:
             str(self.threads),
             "--cache-ram-mib",
             str(self.cache_ram_mib),
+            *split,
         ]
+
+
+def split_text(shares: tuple[float, ...]) -> str:
+    """Device shares as llama.cpp's ``--tensor-split`` takes them, e.g. ``0.6,0.4``."""
+    return ",".join(f"{share:g}" for share in shares)
 
 
 def _child_env() -> dict[str, str]:

@@ -39,7 +39,28 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--cache-ram-mib", type=int, default=0, help="host RAM for the prompt cache, 0 = off"
     )
+    parser.add_argument(
+        "--tensor-split",
+        type=_ratios,
+        default=None,
+        help="each visible device's share of the model, comma-separated (e.g. 0.6,0.4)",
+    )
     return parser.parse_args(argv)
+
+
+def _ratios(text: str) -> list[float]:
+    """``0.6,0.4`` as ``[0.6, 0.4]``."""
+    return [float(part) for part in text.split(",")]
+
+
+def padded_split(ratios: Sequence[float], length: int) -> list[float]:
+    """``ratios`` followed by zeros up to ``length``, the size of llama.cpp's
+    per-device split array (its maximum number of devices)."""
+    if len(ratios) > length:
+        raise ValueError(
+            f"--tensor-split: llama.cpp splits a model across at most {length} devices"
+        )
+    return [*ratios, *[0.0] * (length - len(ratios))]
 
 
 def engine_version(xllamacpp_version: str, system_info: str) -> str:
@@ -80,6 +101,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     params.cpuparams.n_threads = args.threads
     params.cpuparams_batch.n_threads = args.threads
     params.cache_ram_mib = args.cache_ram_mib
+    if args.tensor_split is not None:
+        params.tensor_split = padded_split(args.tensor_split, len(params.tensor_split))
     params.endpoint_metrics = True
     params.endpoint_props = True
     params.endpoint_slots = True

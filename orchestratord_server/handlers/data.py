@@ -3,7 +3,8 @@
 Handlers only translate: the validated request goes to the runtime, the core's decision
 comes back rendered (202 with queue figures, or the refusal's envelope and backpressure
 headers). A stream is the task's transcript as Server-Sent Events; when the last open
-stream of an unfinished task closes, the task is canceled so no slot leaks.
+stream of an unfinished task closes, the task is canceled unless a stream opens again within
+`server.reconnect_grace_ms` (a client reconnecting resumes; one that left leaks no slot).
 """
 
 from __future__ import annotations
@@ -38,6 +39,33 @@ from orchestratord_server.transcripts import Transcript
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
+def _input_error(request: TaskRequest) -> FieldError | None:
+    """What is wrong with where a task carries its text (the contract's `oneOf`): exactly
+    one of `prompt` and `inputs`; a completion's `inputs` hold one text."""
+    if request.prompt is not None and request.inputs is not None:
+        message = "give the text in `prompt` or in `inputs`, not both"
+        return FieldError(loc="body.inputs", msg=message, type="value_error")
+    if request.workload is Workload.COMPLETION:
+        if request.prompt is None and request.inputs is None:
+            return FieldError(
+                loc="body.prompt", msg="a completion needs a `prompt`", type="missing"
+            )
+        if request.inputs is not None and len(request.inputs) != 1:
+            message = "a completion's `inputs` hold exactly one text (its prompt)"
+            return FieldError(loc="body.inputs", msg=message, type="value_error")
+    elif request.inputs is None:
+        message = f"a {request.workload.value} task needs `inputs`"
+        return FieldError(loc="body.inputs", msg=message, type="missing")
+    return None
+
+
+def _as_completion(request: TaskRequest) -> TaskRequest:
+    """The completion with its one text in `prompt`, however the client sent it."""
+    if request.inputs is None:
+        return request
+    return request.model_copy(update={"prompt": request.inputs[0], "inputs": None})
+
+
 class DataPlane:
     """Handlers for data.yaml's operations (ORCH-2001..2005)."""
 
@@ -47,20 +75,24 @@ class DataPlane:
     async def createTask(self) -> Response:
         """Admit a task (ORCH-2001, ORCH-2007, ORCH-3014, ORCH-3015, ORCH-3024)."""
         request: TaskRequest = validated_body(connexion_context.scope)
+        wrong = _input_error(request)
+        if wrong is not None:
+            return error_response(
+                400,
+                ErrorKind.INVALID_PARAMS,
+                wrong.msg,
+                engine=request.engine.value,
+                errors=[wrong],
+            )
         if request.workload is not Workload.COMPLETION:
             return error_response(
                 501,
                 ErrorKind.NOT_IMPLEMENTED,
-                f"workload {request.workload.value} is not served; engines here run completions",
+                f"workload {request.workload.value!r} is not served: no engine of this "
+                "deployment runs it (engines here run completions)",
                 engine=request.engine.value,
             )
-        if request.prompt is None or request.inputs is not None:
-            error = FieldError(
-                loc="body.prompt",
-                msg="a completion takes `prompt` (inputs are for embedding and rerank)",
-                type="missing",
-            )
-            return error_response(400, ErrorKind.INVALID_PARAMS, "invalid request", errors=[error])
+        request = _as_completion(request)
         decision = await self._state.runtime.submit(request, caller())
         if isinstance(decision, Refused):
             return refusal(decision)
@@ -80,6 +112,8 @@ class DataPlane:
         transcript = self._state.runtime.transcript(task_id)
         if transcript is None:
             return not_found("task")
+        if not transcript.closed:
+            self._state.runtime.stream_opened(task_id)
         return StreamingResponse(
             self._follow(task_id, transcript), media_type="text/event-stream", headers=SSE_HEADERS
         )

@@ -128,12 +128,16 @@ class OpenAICompat:
         """The prompt text. A chat is rendered by the model's chat template on a Ready
         replica, or plainly when its engine has no template rendering. With no Ready
         replica there is nothing to ask: the plain rendering is returned and the core
-        refuses the task (ORCH-3010) before anything uses it."""
+        refuses the task (ORCH-3010) before anything uses it. Messages that render to no
+        text at all cannot produce a result: BadRequest on `messages`."""
         if not isinstance(request, OpenAIChatCompletionRequest):
             return completion_prompt(request)
         turns = chat_turns(request.messages)
         rendered = await self._state.runtime.chat_prompt(where.engine, where.model_ref, turns)
-        return rendered if rendered is not None else plain_chat_prompt(turns)
+        prompt = rendered if rendered is not None else plain_chat_prompt(turns)
+        if not prompt:
+            raise BadRequest("the messages render to an empty prompt", "messages")
+        return prompt
 
     async def _stream(
         self, task_id: str, transcript: Transcript, writer: ChunkWriter
@@ -169,4 +173,4 @@ class OpenAICompat:
     def _release(self, task_id: str, transcript: Transcript) -> None:
         """Cancel the task when its last follower left before it ended (no slot leaks)."""
         if not transcript.closed and transcript.subscribers == 0:
-            self._state.runtime.stream_abandoned(task_id)
+            self._state.runtime.client_gone(task_id)

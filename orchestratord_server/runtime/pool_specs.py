@@ -1,8 +1,9 @@
-"""Translate the daemon's configuration into orchestrator_core's pool and session specs."""
+"""Translate the daemon's configuration into orchestrator_core's specs, and build its core."""
 
 from __future__ import annotations
 
 from orchestrator_core import (
+    Orchestrator,
     PoolSpec,
     Priority,
     PriorityLimits,
@@ -69,7 +70,11 @@ def session_config(config: Config) -> SessionConfig:
     )
 
 
-def core_config(config: Config) -> tuple[tuple[PoolSpec, ...], SessionConfig]:
-    """The pools and session limits a core is built from."""
+def core(config: Config) -> Orchestrator:
+    """The core of a daemon with this configuration."""
     interval = config.server.health_interval_ms
-    return tuple(pool_spec(p, interval) for p in config.pools), session_config(config)
+    return Orchestrator(
+        tuple(pool_spec(p, interval) for p in config.pools),
+        session_config(config),
+        stream_grace_ms=config.server.reconnect_grace_ms,
+    )

@@ -168,10 +168,15 @@ class Recorder:
             self._metrics["tasks_rejected_total"].labels(
                 task.pool.engine.value, outcome.kind.value
             ).inc()
+        else:
+            self._metrics["tasks_failed_total"].labels(
+                *self._labels(task, outcome.replica_id), outcome.kind.value
+            ).inc()
 
         def fields() -> dict[str, Any]:
             return task.log_fields(outcome.figures, outcome.failure_class) | {
                 "code": outcome.kind.value,
+                "message": outcome.message,
                 "eviction_events": int(evicted),
             }
 

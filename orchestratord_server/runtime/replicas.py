@@ -3,7 +3,8 @@
 Preload (ORCH-3002) gates readiness: the model's checksum is verified before anything
 loads it (ORCH-3037), the memory a managed engine needs is checked against what is free
 (ORCH-3003), the engine is started (a llama.cpp `launch`, or a configured `command`, given
-the pool's preload timeout to come up) and sees only its pool's devices (ORCH-3001); then
+the pool's preload timeout to come up), sees only its pool's devices (ORCH-3001) and is
+given each device's share of the model (`tensor_split`, ORCH-3012); then
 it must answer health, report its properties (slots, version, model digest; ORCH-3019,
 ORCH-3032) and complete a minimal decode before the replica is reported Ready to the
 core. Each failed step raises :class:`PreloadFailed` with its outcome, which is logged
@@ -37,12 +38,13 @@ from orchestratord_server.adapters.base import (
 )
 from orchestratord_server.adapters.digest import sha256_path
 from orchestratord_server.adapters.registry import make_adapter
-from orchestratord_server.config import LaunchConfig, PoolConfig, ReplicaConfig
+from orchestratord_server.config import DeviceKind, LaunchConfig, PoolConfig, ReplicaConfig
 from orchestratord_server.engines.command_process import CommandProcess
 from orchestratord_server.engines.llamacpp_process import (
     EngineStartError,
     LlamaCppProcess,
     LlamaCppServerConfig,
+    split_text,
 )
 from orchestratord_server.logs import log_event
 from orchestratord_server.model_catalog import ResolvedModel
@@ -234,15 +236,13 @@ class ReplicaHandle:
         launch = self.config.launch
         slots = (launch.slots if launch else None) or self.config.slots or 1
         cpu = self.pool.device_kind.value == "cpu"
-        own = self.config.devices
-        devices = [HOST] if cpu else list(own or self.pool.devices)
-        split = None if cpu or own else self.pool.tensor_split
+        devices = [HOST] if cpu else list(self.config.devices or self.pool.devices)
         needed = needed_per_device(
             await asyncio.to_thread(artifact_bytes, model.path),
             self.pool.kv_bytes_per_token * self.pool_ctx * slots,
             self.pool.memory_margin_bytes,
             devices,
-            split,
+            device_shares(self.pool, self.config),
         )
         short = shortfalls(needed, free)
         if short:
@@ -270,8 +270,7 @@ class ReplicaHandle:
                 PreloadOutcome.ENGINE_START_FAILED,
                 f"{self.label}: no model file to launch llama.cpp with",
             )
-        config = _server_config(launch, model_path, self.start_timeout_s, self.device_env())
-        self.launched = LlamaCppProcess(config)
+        self.launched = LlamaCppProcess(self.launch_config(launch, model_path))
         try:
             await self.launched.start()
         except EngineStartError as exc:
@@ -279,18 +278,39 @@ class ReplicaHandle:
         await self._replace_adapter(self.launched.base_url, self.launched.engine_version)
         self._log_started(self.launched.base_url, self.launched.pid)
 
-    async def _start_command(self, argv: tuple[str, ...]) -> None:
-        if self.command is not None and self.command.running:
-            return
+    def launch_config(self, launch: LaunchConfig, model_path: Path) -> LlamaCppServerConfig:
+        """How to run this replica's llama.cpp server on ``model_path``: its slots and
+        threads, its devices (ORCH-3001) and their shares of the model (ORCH-3012)."""
+        shares = device_shares(self.pool, self.config)
+        return LlamaCppServerConfig(
+            model_path=model_path,
+            n_ctx=launch.ctx_per_slot * launch.slots,
+            n_parallel=launch.slots,
+            threads=launch.threads or default_threads(),
+            python=sys.executable,
+            start_timeout_s=self.start_timeout_s,
+            env=tuple(self.device_env().items()),
+            tensor_split=shares if len(shares) > 1 else (),
+        )
+
+    def command_line(self, argv: tuple[str, ...]) -> tuple[list[str], dict[str, str]]:
+        """A configured command's argv and environment with the placeholders filled in:
+        the model (ORCH-3031), the devices' shares (ORCH-3012); plus device visibility."""
         path = self._model_path()
         values = {
             "model_path": "" if path is None else str(path),
             "model_ref": self.model.ref if self.model else "",
+            "tensor_split": split_text(device_shares(self.pool, self.config)),
         }
         env = self.device_env() | {
             key: _fill(value, values) for key, value in self.config.env.items()
         }
-        self.command = CommandProcess([_fill(arg, values) for arg in argv], env, self.label)
+        return [_fill(arg, values) for arg in argv], env
+
+    async def _start_command(self, argv: tuple[str, ...]) -> None:
+        if self.command is not None and self.command.running:
+            return
+        self.command = CommandProcess(*self.command_line(argv), self.label)
         try:
             self.command.start()
         except OSError as exc:
@@ -429,23 +449,23 @@ class ReplicaHandle:
         await self.stop_engine()
 
 
-def _server_config(
-    launch: LaunchConfig, model_path: Path, start_timeout_s: float, env: dict[str, str]
-) -> LlamaCppServerConfig:
-    return LlamaCppServerConfig(
-        model_path=model_path,
-        n_ctx=launch.ctx_per_slot * launch.slots,
-        n_parallel=launch.slots,
-        threads=launch.threads or default_threads(),
-        python=sys.executable,
-        start_timeout_s=start_timeout_s,
-        env=tuple(env.items()),
-    )
+def device_shares(pool: PoolConfig, replica: ReplicaConfig) -> tuple[float, ...]:
+    """Each device's share of the model, in the order the replica's engine sees them
+    (ORCH-3012): the pool's ratios of the replica's devices, scaled to sum to 1; equal
+    shares without ratios; a CPU pool's host is one device with the whole model."""
+    if pool.device_kind is DeviceKind.cpu:
+        return (1.0,)
+    devices = replica.devices or pool.devices
+    if pool.tensor_split is None:
+        return (1 / len(devices),) * len(devices)
+    ratio = dict(zip(pool.devices, pool.tensor_split, strict=True))
+    total = sum(ratio[d] for d in devices)
+    return tuple(ratio[d] / total for d in devices)
 
 
 def _fill(text: str, values: dict[str, str]) -> str:
-    """``text`` with ``{model_path}`` and ``{model_ref}`` replaced; other braces (JSON in
-    an engine's arguments) stay as they are."""
+    """``text`` with ``{model_path}``, ``{model_ref}`` and ``{tensor_split}`` replaced;
+    other braces (JSON in an engine's arguments) stay as they are."""
     for name, value in values.items():
         text = text.replace("{" + name + "}", value)
     return text

@@ -16,10 +16,10 @@ nowhere else:
 A timer task sleeps until the core's next deadline (watchdog, drain, replica attempts and
 probes, session TTL, task deadlines) or until woken by a new event, then polls the core.
 Finished transcripts stay readable for late subscribers for
-`server.transcript_retention_ms`, then the task is reaped from the core. On shutdown every
-pool is drained with `server.shutdown_grace_ms`: queued tasks are canceled at once,
-running ones may finish within the grace window, then are canceled, so every admitted
-task gets its terminal event and every open stream closes.
+`server.transcript_retention_ms`, then the task is reaped from the core. On shutdown the
+core admits nothing more and fails queued tasks at once and running ones still running
+after `server.shutdown_grace_ms` with the retriable SHUTTING_DOWN, so every admitted task
+gets its terminal event and every open stream closes.
 
 Handlers use the intent-level methods below (`submit`, `cancel`, `drain`, `reload`,
 `pool_status`, `routes`, `chat_prompt`, ...), which return plain values; the runtime's
@@ -32,7 +32,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 from orchestrator_core import (
     Abort,
@@ -42,7 +41,6 @@ from orchestrator_core import (
     CancelStatus,
     Dispatch,
     InvalidArgument,
-    Orchestrator,
     PoolChanged,
     Preload,
     Probe,
@@ -70,33 +68,17 @@ from orchestratord_server.runtime.clock import now_ms
 from orchestratord_server.runtime.engine_actions import EngineActions
 from orchestratord_server.runtime.gauges import Gauges
 from orchestratord_server.runtime.pool_manager import NotReloadable, PoolManager
-from orchestratord_server.runtime.pool_specs import core_config
+from orchestratord_server.runtime.pool_specs import core
 from orchestratord_server.runtime.recording import Recorder
 from orchestratord_server.runtime.streams import TaskStreams
 from orchestratord_server.runtime.tasks import NO_ENGINE_OPTIONS, EngineOptions, TaskContext
 from orchestratord_server.runtime.views import PoolStatus, ReplicaSetStatus
-from orchestratord_server.transcripts import TaskEvent, Transcript, sse_frame
+from orchestratord_server.transcripts import Transcript, emit
 
 log = logging.getLogger("orchestratord.runtime")
 
 #: How long stop() waits for canceled streams and loops before it goes on without them.
 STOP_TIMEOUT_S = 10.0
-
-
-def _emit(
-    transcript: Transcript, name: str, data: dict[str, Any], *, terminal: bool = False
-) -> None:
-    """Record one event: its frame, and its typed form when the transcript keeps those.
-
-    Fields without a value are left out: no event field of the contract is nullable.
-    """
-    data = {key: value for key, value in data.items() if value is not None}
-    frame = sse_frame(name, data)
-    event = TaskEvent(name, data) if transcript.events is not None else None
-    if terminal:
-        transcript.close(frame, event)
-    else:
-        transcript.append(frame, event)
 
 
 def _task_spec(request: TaskRequest, client_id: str, prompt_tokens: int) -> TaskSpec:
@@ -125,14 +107,13 @@ class Runtime:
     def __init__(self, config: Config, metrics: Metrics) -> None:
         self._config = config
         self._pools = {p.id: p for p in config.pools}
-        self._core = Orchestrator(*core_config(config))
+        self._core = core(config)
         self._manager = PoolManager(config)
         self._engine_actions = EngineActions(self._manager, metrics, self._deliver)
         self._streams = TaskStreams(self._core, self._manager, self._settle)
         self._record = Recorder(metrics)
         self._gauges = Gauges(metrics)
         self._tasks: dict[str, TaskContext] = {}
-        self._shutting_down = False
         self._timer: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -159,7 +140,7 @@ class Runtime:
     @property
     def shutting_down(self) -> bool:
         """A shutdown has begun: nothing new is admitted."""
-        return self._shutting_down
+        return self._core.shutting_down
 
     def request_shutdown(self) -> None:
         """Begin a graceful shutdown; safe to call from a signal handler."""
@@ -167,16 +148,16 @@ class Runtime:
             self._loop.call_soon_threadsafe(self._begin_shutdown)
 
     def _begin_shutdown(self) -> None:
-        if self._shutting_down:
+        if self._core.shutting_down:
             return
-        self._shutting_down = True
         grace = self._config.server.shutdown_grace_ms
         log_event(
-            log, logging.WARNING, "daemon.shutdown", f"draining every pool ({grace} ms grace)"
+            log,
+            logging.WARNING,
+            "daemon.shutdown",
+            f"shutting down: nothing more is admitted; running tasks have {grace} ms",
         )
-        now = now_ms()
-        for pool_id in self._pools:
-            self._perform(self._core.drain(pool_id, grace, now))
+        self._perform(self._core.shut_down(grace, now_ms()))
         self._pump()
 
     async def stop(self) -> None:
@@ -298,8 +279,19 @@ class Runtime:
         self._pump()
         return outcome.status
 
+    def stream_opened(self, task_id: str) -> None:
+        """A stream of the task opened: a client that reconnected resumes its task."""
+        self._core.watched(task_id, now_ms())
+
     def stream_abandoned(self, task_id: str) -> None:
-        """The last open stream of an unfinished task closed: cancel it (no slot leaks)."""
+        """The last open stream of an unfinished task closed: the task is canceled unless
+        a stream opens again within `server.reconnect_grace_ms` (no slot leaks)."""
+        self._perform(self._core.unwatched(task_id, now_ms()))
+        self._pump()
+
+    def client_gone(self, task_id: str) -> None:
+        """The client of a task that cannot be resumed (an OpenAI request) went away:
+        cancel the task now."""
         self.cancel(task_id, CancelReason.DISCONNECT)
 
     def session_info(self, session_id: str) -> SessionInfo | None:
@@ -435,7 +427,7 @@ class Runtime:
         task = self._tasks[dispatch.task_id]
         task.dispatch = dispatch
         pool = task.pool
-        _emit(
+        emit(
             task.transcript,
             "started",
             {
@@ -451,6 +443,7 @@ class Runtime:
                 "kv_warmth": dispatch.kv_warmth,
                 "seed": dispatch.seed,
                 "queue_time_ms": dispatch.queue_time_ms,
+                "kv_migrated": dispatch.kv_migrated,
             },
         )
         self._record.dispatched(task, dispatch)
@@ -462,21 +455,22 @@ class Runtime:
         if task is None or task.transcript.closed:
             return
         figures = outcome.figures
-        if isinstance(outcome, TaskEnded):
+        if figures.decode_ms is not None:
             metrics = {
                 "tokens_out": figures.tokens_out,
                 "decode_ms": figures.decode_ms,
                 "queue_time_ms": figures.queue_time_ms,
                 "queue_depth": self._core.pool_view(outcome.pool_id, now_ms()).queue_depth,
             }
-            _emit(task.transcript, "metrics", metrics)
+            emit(task.transcript, "metrics", metrics)
+        if isinstance(outcome, TaskEnded):
             end = {
                 "tokens_out": figures.tokens_out,
                 "decode_ms": figures.decode_ms,
                 "tokens_in": figures.tokens_in,
                 "finish_reason": outcome.finish_reason.value,
             }
-            _emit(task.transcript, "end", end, terminal=True)
+            emit(task.transcript, "end", end, terminal=True)
             self._record.ended(task, outcome)
         elif isinstance(outcome, TaskCanceled):
             end = {
@@ -484,7 +478,7 @@ class Runtime:
                 "decode_ms": figures.decode_ms or 0,
                 "finish_reason": outcome.finish_reason.value,
             }
-            _emit(task.transcript, "end", end, terminal=True)
+            emit(task.transcript, "end", end, terminal=True)
             self._record.canceled(task, outcome)
         else:
             error = {
@@ -492,8 +486,9 @@ class Runtime:
                 "message": outcome.message,
                 "engine": task.pool.engine.value,
                 "retriable": outcome.retriable,
+                "retry_after_ms": outcome.backoff_ms or None,
             }
-            _emit(task.transcript, "error", error, terminal=True)
+            emit(task.transcript, "error", error, terminal=True)
             self._record.failed(task, outcome)
         asyncio.get_running_loop().call_later(self._retention_s, self._reap, outcome.task_id)
 

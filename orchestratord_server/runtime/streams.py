@@ -6,6 +6,7 @@ and recorded only if the core accepts it, so after a cancel no token is ever emi
 it (`on_failure`), and a broken stream (WORKER_RESET) also tells the core its replica is
 lost, with the class of the failure when an engine the daemon runs exited (ORCH-3038,
 ORCH-3053). What the core decides then goes to `settle`, which the runtime carries out.
+A `metrics` event follows the first token and then comes at most once a second.
 Cancelling a stream's asyncio task (an `Abort`) closes the upstream request, which frees
 the engine's slot (ORCH-3017).
 """
@@ -13,6 +14,7 @@ the engine's slot (ORCH-3017).
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 
 from orchestrator_core import (
@@ -29,13 +31,20 @@ from orchestratord_server.adapters.base import (
     sampler_profile,
 )
 from orchestratord_server.generated.models import Determinism
+from orchestratord_server.logs import log_event
 from orchestratord_server.runtime.clock import now_ms
 from orchestratord_server.runtime.pool_manager import PoolManager
 from orchestratord_server.runtime.replicas import PreloadFailed
 from orchestratord_server.runtime.tasks import TaskContext
-from orchestratord_server.transcripts import TaskEvent, token_frame
+from orchestratord_server.transcripts import TaskEvent, emit, token_frame
 
 Settle = Callable[[list[Action]], None]
+
+#: A running task's stream gets a `metrics` event after its first token, then at most
+#: once per this many milliseconds (ORCH-2002).
+METRICS_INTERVAL_MS = 1_000
+
+log = logging.getLogger("orchestratord.engine")
 
 
 class TaskStreams:
@@ -83,6 +92,7 @@ class TaskStreams:
         transcript = task.transcript
         events = transcript.events
         outcome: list[Action] = []
+        started_ms = metrics_due_ms = now_ms()
         try:
             chunks = self._manager.handles[key].engine().stream(completion)
             try:
@@ -103,6 +113,9 @@ class TaskStreams:
                     else:
                         token = {"t": chunk.text, "i": accepted.index}
                         transcript.append(frame, TaskEvent("token", token))
+                    if now >= metrics_due_ms:
+                        metrics_due_ms = now + METRICS_INTERVAL_MS
+                        self._progress(task, dispatch, accepted.index + 1, now - started_ms)
             finally:
                 await chunks.aclose()
         except EngineError as exc:
@@ -112,8 +125,26 @@ class TaskStreams:
             outcome = [failed] if failed is not None else []
         self._settle(outcome)
 
+    def _progress(self, task: TaskContext, dispatch: Dispatch, tokens: int, decode_ms: int) -> None:
+        """The periodic `metrics` event of a running task (ORCH-2002)."""
+        depth = self._core.pool_view(dispatch.pool_id, now_ms()).queue_depth
+        metrics = {
+            "tokens_out": tokens,
+            "decode_ms": decode_ms,
+            "queue_depth": depth,
+            "kv_warmth": dispatch.kv_warmth,
+        }
+        emit(task.transcript, "metrics", metrics)
+
     async def _failed(self, task_id: str, key: tuple[str, str], exc: EngineError) -> list[Action]:
-        """The engine failed the task; a broken stream also loses its replica."""
+        """The engine failed the task; a broken stream also loses its replica. The client
+        sees the error's message; its detail (exception text, the engine's raw frame) goes
+        to the log only."""
+        if exc.detail is not None:
+            pool_id, replica_id = key
+            message = f"engine error of task {task_id}: {exc.message}"
+            fields = {"task_id": task_id, "pool_id": pool_id, "replica_id": replica_id}
+            log_event(log, logging.WARNING, "engine.error", message, detail=exc.detail, **fields)
         failure = None
         message = exc.message
         if exc.kind == ErrorKind.WORKER_RESET:

@@ -65,7 +65,7 @@ async def non_streamed(adapter: LlamaCppAdapter, req: CompletionRequest) -> dict
         return answer
 
 
-def test_health_props_and_slots(tiny_engine: LlamaCppProcess) -> None:
+def test_orch_3054_orch_3032_health_props_and_slots(tiny_engine: LlamaCppProcess) -> None:
     async def scenario() -> EngineProps:
         async with adapter_for(tiny_engine) as adapter:
             assert isinstance(adapter, EngineAdapter)
@@ -114,7 +114,9 @@ def test_count_tokens_uses_the_engine_tokenizer(tiny_engine: LlamaCppProcess) ->
     assert asyncio.run(scenario()) == [11, 1, 0, 100]
 
 
-def test_stream_text_equals_the_non_streamed_text(tiny_engine: LlamaCppProcess) -> None:
+def test_orch_3054_orch_3058_stream_text_equals_the_non_streamed_text(
+    tiny_engine: LlamaCppProcess,
+) -> None:
     req = CompletionRequest(prompt=PROMPT, max_tokens=64, seed=1234)
 
     async def scenario() -> tuple[list[StreamChunk], dict[str, Any], int]:

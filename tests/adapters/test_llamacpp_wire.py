@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from orchestrator_core import RETRIABLE
 from orchestratord_server.adapters.base import (
     SAMPLER_PROFILE_V1,
     AdapterSettings,
@@ -102,10 +103,14 @@ def test_random_seed_is_reported_as_none() -> None:
         json.dumps(final_frame(tokens_evaluated=True)),
     ],
 )
-def test_garbage_frames_are_internal(data: str) -> None:
+def test_garbage_frames_are_retriable_engine_errors(data: str) -> None:
+    """An engine's unexpected frame (an unknown `stop_type` was once a non-retriable
+    INTERNAL) is a retriable ENGINE_ERROR whose message carries no engine internals."""
     with pytest.raises(EngineError) as caught:
         chunks_from_event(SseEvent(event="message", data=data))
-    assert caught.value.kind == "INTERNAL"
+    assert caught.value.kind == "ENGINE_ERROR"
+    assert caught.value.kind in RETRIABLE
+    assert data not in caught.value.message
 
 
 def test_error_frames_raise_by_their_code() -> None:
@@ -128,8 +133,8 @@ def test_error_frames_raise_by_their_code() -> None:
     [
         (400, "INVALID_PARAMS"),
         (413, "INVALID_PARAMS"),
-        (404, "INTERNAL"),
-        (501, "INTERNAL"),
+        (404, "ENGINE_ERROR"),
+        (501, "ENGINE_ERROR"),
         (500, "WORKER_RESET"),
         (503, "WORKER_RESET"),
     ],
@@ -260,7 +265,7 @@ def test_stream_ending_without_final_frame_is_worker_reset() -> None:
 
 def test_garbage_frame_is_internal() -> None:
     error = stream_error({"/completion": sse_handler([TOKEN, b"data: {\x00garbage\n\n"])})
-    assert error.kind == "INTERNAL"
+    assert error.kind == "ENGINE_ERROR"
 
 
 def test_error_frame_mid_stream_is_raised() -> None:
@@ -322,5 +327,5 @@ def test_disabled_endpoint_is_internal_with_the_engine_message() -> None:
 
     with pytest.raises(EngineError) as caught:
         asyncio.run(scenario())
-    assert (caught.value.kind, caught.value.status) == ("INTERNAL", 501)
+    assert (caught.value.kind, caught.value.status) == ("ENGINE_ERROR", 501)
     assert "does not support slots" in caught.value.message

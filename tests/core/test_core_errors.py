@@ -22,10 +22,15 @@ CONTRACT_CODES = {
     "QUOTA_EXCEEDED",
     "METHOD_NOT_ALLOWED",
     "NOT_IMPLEMENTED",
+    "ENGINE_ERROR",
+    "SHUTTING_DOWN",
+    "SERVER_BUSY",
+    "REQUEST_TIMEOUT",
+    "HEADERS_TOO_LARGE",
 }
 
 
-def test_orch_2006_error_kind_is_the_closed_set_of_17_codes() -> None:
+def test_orch_2006_error_kind_is_the_closed_set_of_22_codes() -> None:
     assert {k.value for k in ErrorKind} == CONTRACT_CODES
     assert all(k.value == k.name for k in ErrorKind)
 
@@ -37,6 +42,10 @@ def test_every_kind_has_a_status() -> None:
     for kind in (ErrorKind.RATE_LIMITED, ErrorKind.QUOTA_EXCEEDED, ErrorKind.ADMISSION_REJECT):
         assert HTTP_STATUS[kind] == 429
     assert HTTP_STATUS[ErrorKind.POOL_UNAVAILABLE] == HTTP_STATUS[ErrorKind.POOL_UNREADY] == 503
+    assert HTTP_STATUS[ErrorKind.ENGINE_ERROR] == 502  # an upstream's fault, never a 500
+    assert HTTP_STATUS[ErrorKind.SHUTTING_DOWN] == HTTP_STATUS[ErrorKind.SERVER_BUSY] == 503
+    assert HTTP_STATUS[ErrorKind.REQUEST_TIMEOUT] == 408
+    assert HTTP_STATUS[ErrorKind.HEADERS_TOO_LARGE] == 431
 
 
 def test_orch_3025_only_transient_kinds_invite_retries() -> None:
@@ -49,4 +58,8 @@ def test_orch_3025_only_transient_kinds_invite_retries() -> None:
         "POOL_UNAVAILABLE",
         "REPLICA_EXHAUSTED",
         "WORKER_RESET",
+        "ENGINE_ERROR",
+        "SHUTTING_DOWN",
+        "SERVER_BUSY",
+        "REQUEST_TIMEOUT",
     }

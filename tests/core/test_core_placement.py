@@ -179,11 +179,11 @@ def turn(orch: Orchestrator, n: int, now: int, **fields: object) -> Dispatch:
 def test_orch_3009_a_session_returns_to_its_last_replica_warm() -> None:
     orch = orchestrator(pool_spec(replicas=[("r0", 1), ("r1", 3)]), sessions=SessionConfig())
     first = turn(orch, 1, 0)
-    assert (first.replica_id, first.kv_warmth) == ("r1", False)
+    assert (first.replica_id, first.kv_warmth, first.kv_migrated) == ("r1", False, None)
     assert [placed(orch, n, now=1).replica_id for n in (2, 3)] == ["r1", "r1"]
     # Now r0 and r1 have one free slot each; least-loaded alone would take r0.
     second = turn(orch, 4, 2)
-    assert (second.replica_id, second.kv_warmth, second.kv_migrated) == ("r1", True, False)
+    assert (second.replica_id, second.kv_warmth, second.kv_migrated) == ("r1", True, None)
     info = orch.session_info(SESSION, 2)
     assert info is not None and info.kv_warmth and info.turns == 2
 
@@ -193,10 +193,11 @@ def test_orch_3009_a_busy_last_replica_is_left_cold_rather_than_waited_for() -> 
     assert turn(orch, 1, 0).replica_id == "r0"
     placed(orch, 2, now=1)  # takes r0 again (first in order with a free slot)
     moved = turn(orch, 3, 2)
-    assert (moved.replica_id, moved.kv_warmth) == ("r1", False)
+    assert (moved.replica_id, moved.kv_warmth, moved.kv_migrated) == ("r1", False, False)
 
 
 def test_orch_3023_failover_reports_cold_and_not_migrated() -> None:
+    """A returning session whose replica was lost runs cold and says its KV did not move."""
     orch = orchestrator(pool_spec(replicas=[("r0", 1), ("r1", 1)]))
     assert turn(orch, 1, 0).replica_id == "r0"
     crash(orch, "p0", "r0", 1)

@@ -159,6 +159,7 @@ class ReplayedCore(RuleBasedStateMachine):
             pools(),
             SessionConfig(ttl_ms=200, max_turns=3, kv_budget_bytes=80),
             dedup_window=4,
+            stream_grace_ms=20,
             journal=self.journal,
         )
         self.step(lambda: self.core.poll(0))
@@ -221,7 +222,7 @@ class ReplayedCore(RuleBasedStateMachine):
 
     @rule(
         index=st.integers(0, 100),
-        kind=st.sampled_from([ErrorKind.INTERNAL, ErrorKind.WORKER_RESET]),
+        kind=st.sampled_from([ErrorKind.ENGINE_ERROR, ErrorKind.WORKER_RESET]),
         failure=st.none() | st.sampled_from(FailureClass),
     )
     def fail(self, index: int, kind: ErrorKind, failure: FailureClass | None) -> None:
@@ -232,6 +233,17 @@ class ReplayedCore(RuleBasedStateMachine):
     def cancel(self, index: int, reason: CancelReason) -> None:
         task_id = self.known(index)
         self.step(lambda: self.core.cancel(task_id, self.now, reason))
+
+    @rule(index=st.integers(0, 100), back=st.booleans())
+    def stream_left(self, index: int, back: bool) -> None:
+        task_id = self.known(index)
+        self.step(lambda: self.core.unwatched(task_id, self.now))
+        if back:
+            self.step(lambda: self.core.watched(task_id, self.now))
+
+    @rule(grace=st.integers(0, 50))
+    def shut_down(self, grace: int) -> None:
+        self.step(lambda: self.core.shut_down(grace, self.now))
 
     @rule(index=st.integers(0, 100))
     def reap(self, index: int) -> None:

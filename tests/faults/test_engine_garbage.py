@@ -4,8 +4,9 @@ The fake engine of this module sends two good tokens, then one of the frames of
 :data:`tests.support.fake_engines.GARBAGE` (JSON that does not parse, the wrong JSON
 type, fields of the wrong type, bytes that are not UTF-8, a line longer than the decoder
 takes, final frames with an unknown stop type or a negative count). Each fails the task
-with `error` INTERNAL; the daemon closes the upstream request and goes on serving from
-the same replica.
+with `error` ENGINE_ERROR, retriable (the engine misbehaved; the daemon did not, and the
+same request can succeed on a retry); the daemon closes the upstream request and goes on
+serving from the same replica.
 
 The good tokens should reach the client before the error. They do when they arrive in an
 earlier read than the garbage; when both arrive in one read and the garbage is a line the
@@ -53,7 +54,7 @@ def test_garbage_frame_fails_the_task_and_the_daemon_keeps_serving(
     record_property: RecordProperty,
 ) -> None:
     """ORCH-2006, ORCH-2002, ORCH-3054: a frame the adapter cannot read ends the task
-    with error INTERNAL (not retriable: the same request would meet the same engine)
+    with error ENGINE_ERROR (retriable: the engine broke its protocol, not the request)
     after no more than the good tokens; the engine sees its request closed, the replica
     stays Ready, and the next task on it completes."""
     fd_baseline = open_fds(garbage_daemon.pid)
@@ -68,8 +69,8 @@ def test_garbage_frame_fails_the_task_and_the_daemon_keeps_serving(
     assert transcript.events[0] == "started" and transcript.terminal.event == "error"
     assert transcript.text in ("ok" * n for n in range(GOOD_TOKENS + 1)), transcript.text
     error = transcript.terminal.data
-    assert error["code"] == "INTERNAL", error
-    assert error["retriable"] is False
+    assert error["code"] == "ENGINE_ERROR", error
+    assert error["retriable"] is True
     assert error["engine"] == "llamacpp"
     wait_until(
         lambda: garbling.stats.active == 0 and garbling.stats.cut == cut_before + 1,
@@ -99,5 +100,6 @@ def test_tokens_read_with_the_garbage_still_reach_the_client(
         transcript = client.run(task_body(max_tokens=20))
     finally:
         garbling.behaviour = Behaviour()
-    assert transcript.terminal.data["code"] == "INTERNAL"
-    assert transcript.events == ["started", *["token"] * GOOD_TOKENS, "error"]
+    assert transcript.terminal.data["code"] == "ENGINE_ERROR"
+    tokens = ["token"] * GOOD_TOKENS
+    assert transcript.events == ["started", "token", "metrics", *tokens[1:], "metrics", "error"]

@@ -155,7 +155,15 @@ def drop_one_stream(client: Client, engine: FakeLlamaCpp) -> None:
     engine.behaviour = Behaviour(mode="close", after=3, then_refuse=True)
     body = task_body(max_tokens=10)
     transcript = client.run(body)
-    assert transcript.events == ["started", "token", "token", "token", "error"]
+    assert transcript.events == [
+        "started",
+        "token",
+        "metrics",
+        "token",
+        "token",
+        "metrics",
+        "error",
+    ]
     assert_worker_reset(transcript.terminal.data)
     assert engine.stats.cut == cut_before + 1
     assert engine.refusing

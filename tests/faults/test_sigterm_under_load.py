@@ -1,14 +1,16 @@
-"""SIGTERM while tasks run and wait (ORCH-2002, ORCH-3017, ORCH-3027, ORCH-3054).
+"""SIGTERM while tasks run and wait (ORCH-2002, ORCH-3017, ORCH-3025, ORCH-3027, ORCH-3054).
 
 The daemon of this module has 2 slots and a queue of 12, and a shutdown grace of 4 s.
 Two long tasks (about a minute each) take the slots and 8 tasks of both priorities
 wait, every one with a client streaming it. A client cancels one long task, so the
 first waiting task, a short one (1000 tokens, under a second), starts; as soon as its
 first token arrives the daemon gets SIGTERM. From the moment it logs its shutdown it
-admits nothing (a new task is refused with 503, or its connection is); the 7 queued
-tasks end at once, canceled; the short task finishes within the grace; the long one
-is canceled when the grace runs out. Every admitted task's stream ends with exactly one
-terminal event, the daemon logs exactly one terminal record per task, and it exits,
+admits nothing (a new task is refused with 503 SHUTTING_DOWN and a retry hint, or its
+connection is); the 7 queued tasks end at once with the retriable error SHUTTING_DOWN;
+the short task finishes within the grace; the long one fails the same way when the grace
+runs out. A shutdown is never reported as a cancel. Every admitted task's stream ends
+with exactly one terminal event, the daemon logs exactly one terminal record per task,
+and it exits,
 engine and all, within the grace plus a bound.
 """
 
@@ -74,7 +76,10 @@ async def submit_after_shutdown(clients: AsyncClients, daemon: Daemon) -> list[s
         except httpx.TransportError as exc:
             outcomes.append(type(exc).__name__)
         else:
-            outcomes.append(f"{response.status_code} {response.json().get('code')}")
+            outcome = f"{response.status_code} {response.json().get('code')}"
+            if response.status_code == 503 and "retry-after" not in response.headers:
+                outcome += " without Retry-After"
+            outcomes.append(outcome)
         await asyncio.sleep(0.05)
     return outcomes
 
@@ -143,30 +148,44 @@ def shutdown(tmp_path_factory: pytest.TempPathFactory, long_model: Path) -> tupl
     return run, daemon
 
 
-def test_every_admitted_task_ends_exactly_once(shutdown: tuple[Shutdown, Daemon]) -> None:
+def shutting_down(data: dict[str, Any]) -> bool:
+    """An `error` event that says the daemon shut down, retriable with a retry hint."""
+    return (data["code"], data["retriable"], data["retry_after_ms"]) == (
+        "SHUTTING_DOWN",
+        True,
+        1000,
+    )
+
+
+def test_orch_3025_every_admitted_task_ends_exactly_once_with_the_shutdown_as_its_cause(
+    shutdown: tuple[Shutdown, Daemon],
+) -> None:
     """ORCH-2002, ORCH-3017: each stream ends with one terminal event: queued tasks at
-    once (one `end`, canceled, never started), the short running task with its full
-    length inside the grace, the long one canceled after its tokens."""
+    once (one `error` SHUTTING_DOWN, retriable, never started), the short running task
+    with its full length inside the grace, the long one SHUTTING_DOWN after its tokens;
+    only the client's own cancel is a cancel."""
     run, _ = shutdown
     check_transcripts(run.ledger)
     transcripts = run.ledger.transcripts
     assert len(transcripts) == SLOTS + QUEUED
     for task_id in run.queued:
-        assert transcripts[task_id].events == ["end"]
-        assert transcripts[task_id].terminal.data["finish_reason"] == "canceled"
+        assert transcripts[task_id].events == ["error"]
+        assert shutting_down(transcripts[task_id].terminal.data)
     short = transcripts[run.short]
     assert short.terminal.data["finish_reason"] == "length"
     assert len(short.tokens) == SHORT_TOKENS
-    for task_id in (run.drained, run.canceled):
-        transcript = transcripts[task_id]
-        assert transcript.started is not None and transcript.tokens
-        assert transcript.terminal.data["finish_reason"] == "canceled"
+    drained = transcripts[run.drained]
+    assert drained.started is not None and drained.tokens
+    assert drained.terminal.event == "error" and shutting_down(drained.terminal.data)
+    canceled = transcripts[run.canceled]
+    assert canceled.terminal.data["finish_reason"] == "canceled"
 
 
 def test_the_daemon_logs_one_terminal_record_per_task(shutdown: tuple[Shutdown, Daemon]) -> None:
     """ORCH-3027: the daemon's own record agrees: one terminal log line per admitted
     task; the short task ended after the shutdown began (it was running at SIGTERM);
-    the cancellations the shutdown made have reason `drain`."""
+    the tasks the shutdown ended failed with SHUTTING_DOWN, the only cancel is the
+    client's."""
     run, daemon = shutdown
     check_terminal_logs(daemon, run.ledger)
     events = [(r.get("event"), r.get("job_id")) for r in daemon.log_records()]
@@ -176,17 +195,24 @@ def test_the_daemon_logs_one_terminal_record_per_task(shutdown: tuple[Shutdown, 
         for r in daemon.log_records()
         if r.get("event") == "task.canceled"
     }
-    assert reasons == {run.canceled: "client"} | dict.fromkeys([*run.queued, run.drained], "drain")
+    assert reasons == {run.canceled: "client"}
+    failed = {
+        r["job_id"]: r.get("code") for r in daemon.log_records() if r.get("event") == "task.failed"
+    }
+    assert failed == dict.fromkeys([*run.queued, run.drained], "SHUTTING_DOWN")
 
 
-def test_nothing_is_admitted_after_the_shutdown_began(shutdown: tuple[Shutdown, Daemon]) -> None:
-    """ORCH-3018, ORCH-2007: once draining, every submission is refused (503 POOL_UNREADY)
-    or finds the listener closed; none is admitted."""
+def test_orch_3025_nothing_is_admitted_after_the_shutdown_began(
+    shutdown: tuple[Shutdown, Daemon],
+) -> None:
+    """ORCH-3018, ORCH-2007: once shutting down, every submission is refused (503
+    SHUTTING_DOWN, retriable, with Retry-After) or finds the listener closed; none is
+    admitted."""
     run, _ = shutdown
     assert run.after_shutdown, "the daemon exited before a submission could be tried"
-    allowed = {"503 POOL_UNREADY", "ConnectError", "RemoteProtocolError", "ReadError"}
+    allowed = {"503 SHUTTING_DOWN", "ConnectError", "RemoteProtocolError", "ReadError"}
     assert set(run.after_shutdown) <= allowed, run.after_shutdown
-    assert run.ledger.refusals.keys() <= {"POOL_UNREADY"}
+    assert run.ledger.refusals.keys() <= {"SHUTTING_DOWN"}
 
 
 def test_the_daemon_exits_within_the_grace_and_a_bound(

@@ -36,7 +36,7 @@ READY_TIMEOUT_S = 30.0
 HEALTH_INTERVAL_MS = 100
 #: Time given to a pool to come back after a worker reset: many health intervals.
 RECOVERY_TIMEOUT_S = 5.0
-FAILURE_CODES = {"INTERNAL", "WORKER_RESET", "DECODE_TIMEOUT", "INVALID_PARAMS"}
+FAILURE_CODES = {"ENGINE_ERROR", "WORKER_RESET", "DECODE_TIMEOUT", "INVALID_PARAMS"}
 
 
 def final(tokens: int) -> bytes:

@@ -50,9 +50,9 @@ BODIES: dict[str, tuple[str, dict[str, Any], str]] = {
 SCHEMAS = {"createTask": "TaskRequest", "drainPool": "DrainRequest", "reloadPool": "ReloadRequest"}
 JSON = {"Content-Type": "application/json"}
 #: The answers a submission to the in-process app may get: its pool's engine is dead, so
-#: a valid completion is refused with 503; other workloads are not served (501).
-SUBMISSION_STATUSES = {400, 409, 413, 415, 501, 503}
-ALLOWED_5XX = {"NOT_IMPLEMENTED", "POOL_UNAVAILABLE", "POOL_UNREADY"}
+#: a valid completion is refused with 503.
+SUBMISSION_STATUSES = {400, 409, 413, 415, 503}
+ALLOWED_5XX = {"POOL_UNAVAILABLE", "POOL_UNREADY"}
 
 json_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text()
 json_values = st.recursive(
@@ -197,10 +197,13 @@ def test_any_unicode_prompt_and_model_ref_gets_an_envelope(
     app_client: CheckedClient, prompt: str, model_ref: str
 ) -> None:
     """ORCH-2006, ORCH-3018: unicode anywhere in the text fields never breaks admission:
-    an unknown model is 400 on `body.model_ref`, the served one is 503 (engine down)."""
+    an empty prompt is 400 on `body.prompt`, an unknown model 400 on `body.model_ref`, the
+    served one 503 (engine down)."""
     body = {**TASK, "prompt": prompt, "model_ref": model_ref}
     answer = envelope(app_client.post("/v1/tasks", json=body), SUBMISSION_STATUSES)
-    if model_ref == TASK["model_ref"]:
+    if not prompt:
+        assert [error["loc"] for error in answer["errors"]] == ["body.prompt"], answer
+    elif model_ref == TASK["model_ref"]:
         assert answer["code"] == "POOL_UNAVAILABLE", answer
     else:
         assert answer["code"] == "INVALID_PARAMS", answer
@@ -243,10 +246,10 @@ def test_any_unicode_pool_id_gets_an_envelope(
     app_client: CheckedClient, operation: tuple[str, str, dict[str, Any] | None], ident: str
 ) -> None:
     """ORCH-2006: a pool id of any unicode is refused (400 off the id's pattern, 404
-    unknown) or, for drain and reload, answered 501 as today; never a 500."""
+    unknown); never a 5xx."""
     method, template, body = operation
     path = template.format(urllib.parse.quote(ident, safe=""))
-    envelope(app_client.request(method, path, json=body), {400, 404, 501})
+    envelope(app_client.request(method, path, json=body), {400, 404})
     still_answering(app_client)
 
 

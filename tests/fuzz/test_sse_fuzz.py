@@ -42,7 +42,7 @@ FUZZ = settings(
 )
 LINE_LIMIT = 256
 REQ = CompletionRequest(prompt="hi", max_tokens=8, seed=3)
-ENGINE_KINDS = {"INVALID_PARAMS", "WORKER_RESET", "DECODE_TIMEOUT", "INTERNAL"}
+ENGINE_KINDS = {"INVALID_PARAMS", "WORKER_RESET", "DECODE_TIMEOUT", "ENGINE_ERROR"}
 
 json_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text()
 json_values = st.recursive(
@@ -210,11 +210,11 @@ def test_a_misbehaving_engine_gives_chunks_or_an_engine_error(
 
 def test_an_overlong_engine_line_is_an_engine_error(engine: ScriptedEngine) -> None:
     """ORCH-3054: an engine line beyond the decoder's 4 MiB limit fails the stream as
-    INTERNAL instead of growing the buffer without bound."""
+    ENGINE_ERROR instead of growing the buffer without bound."""
     engine.scripts = {"*": Script(parts=[TOKEN, b"data: " + b"x" * (4 * 1024 * 1024 + 1)])}
     with pytest.raises(EngineError) as caught:
         asyncio.run(run_stream(engine.base_url))
-    assert caught.value.kind == "INTERNAL"
+    assert caught.value.kind == "ENGINE_ERROR"
 
 
 NOT_UTF8 = b"\x80\xff not text"

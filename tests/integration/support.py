@@ -275,12 +275,36 @@ class Transcript:
         return b"".join(f.raw for f in self.frames)
 
 
+def _check_metrics(transcript: Transcript) -> None:
+    """`metrics` events: one right after the first token, one right before the terminal
+    event of a task that started, none for one that never did; `tokens_out` never falls
+    and counts the tokens sent before it."""
+    events = transcript.events
+    if "started" not in events:
+        assert "metrics" not in events, events
+        return
+    assert events[-2] == "metrics", f"a metrics event must precede the terminal one: {events}"
+    if "token" in events:
+        first = events.index("token")
+        assert events[first + 1] == "metrics", f"metrics must follow the first token: {events}"
+    sent = 0
+    counts = []
+    for frame in transcript.frames:
+        if frame.event == "token":
+            sent += 1
+        elif frame.event == "metrics":
+            assert frame.data["tokens_out"] == sent, (frame.data, sent)
+            counts.append(frame.data["tokens_out"])
+    assert counts == sorted(counts), counts
+
+
 def check_transcript(frames: list[Frame], *, task_id: str | None = None) -> Transcript:
     """Assert the event order of ORCH-2002 and return the transcript.
 
     ``started`` first (a task canceled or failed while still queued has none, ORCH-3017),
-    tokens indexed 0, 1, 2... with no gap, exactly one terminal event and it is last, and
-    an ``end``'s ``tokens_out`` equal to the number of token events.
+    tokens indexed 0, 1, 2... with no gap, the ``metrics`` events where they belong,
+    exactly one terminal event and it is last, and an ``end``'s ``tokens_out`` equal to
+    the number of token events.
     """
     assert frames, "empty stream"
     transcript = Transcript(frames)
@@ -297,6 +321,7 @@ def check_transcript(frames: list[Frame], *, task_id: str | None = None) -> Tran
         assert not transcript.tokens, "tokens without a started event"
     indexes = [t["i"] for t in transcript.tokens]
     assert indexes == list(range(len(indexes))), "token indexes must be 0, 1, 2... no gaps"
+    _check_metrics(transcript)
     terminal = transcript.terminal
     if terminal.event == "end":
         assert terminal.data["tokens_out"] == len(indexes), (

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,9 +41,14 @@ CAPACITY = 2
 UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
 
 
+#: How long an abandoned task waits for its client to come back (short, to keep tests fast).
+RECONNECT_GRACE_MS = 300
+
+
 @pytest.fixture(scope="module")
 def flood_daemon(tmp_path_factory: pytest.TempPathFactory, long_model: Path) -> Iterator[Daemon]:
     config = daemon_config(tiny_pool_config(long_model, slots=SLOTS, capacity=CAPACITY))
+    config["server"]["reconnect_grace_ms"] = RECONNECT_GRACE_MS
     with running_daemon(tmp_path_factory.mktemp("flood-daemon"), config) as daemon:
         yield daemon
 
@@ -192,8 +198,9 @@ def test_cancel_mid_stream_is_race_free(flood: Client, flood_daemon: Daemon) -> 
 def test_client_disconnect_cancels_the_task_and_frees_the_slot(
     flood: Client, flood_daemon: Daemon
 ) -> None:
-    """ORCH-2002, ORCH-3017: the only stream of a running task goes away: the task is
-    canceled (reason disconnect) and its slot is free again."""
+    """ORCH-2002, ORCH-3017: the only stream of a running task goes away and no client
+    comes back within the grace: the task is canceled (reason disconnect) and its slot
+    is free again."""
     body = long_task_body()
     task_id = body["task_id"]
     flood.admit(body)
@@ -203,8 +210,8 @@ def test_client_disconnect_cancels_the_task_and_frees_the_slot(
         flood.open_stream(task_id, http=own) as stream,
     ):
         stream.read_until(lambda f: f.event == "token" and f.data["i"] >= 1)
-    # The connection is closed. Do not open a stream while waiting: closing that one
-    # would cancel the task too.
+    # The connection is closed. Do not open a stream while waiting: that would resume the
+    # task (a client reconnecting).
     flood.wait_idle(timeout=15)
     health = flood.health()["metrics"]
     assert health["slots_free"] == health["slots_total"] == SLOTS
@@ -217,8 +224,8 @@ def test_client_disconnect_cancels_the_task_and_frees_the_slot(
 
 
 def test_disconnect_from_a_queued_task_cancels_it(flood: Client) -> None:
-    """ORCH-2002, ORCH-3017: the only stream of a queued task goes away: it is canceled
-    and leaves the queue without ever starting."""
+    """ORCH-2002, ORCH-3017: the only stream of a queued task goes away and nobody comes
+    back within the grace: it is canceled and leaves the queue without ever starting."""
     running = long_task_body()
     queued = long_task_body()
     flood.admit(running)
@@ -238,6 +245,36 @@ def test_disconnect_from_a_queued_task_cancels_it(flood: Client) -> None:
     assert transcript.terminal.data["finish_reason"] == "canceled"
     assert flood.health()["metrics"]["running"] == 1
     assert flood.cancel(running["task_id"]).status_code == 204
+
+
+def test_orch_3017_a_client_that_reopens_its_stream_within_the_grace_resumes(
+    flood: Client,
+) -> None:
+    """A dropped stream that is opened again within `server.reconnect_grace_ms` keeps
+    its task running: the new stream replays the transcript from `started` and goes on
+    with the tokens that followed, none lost or repeated."""
+    body = long_task_body()
+    task_id = body["task_id"]
+    flood.admit(body)
+    before = flood.metrics().total("tasks_canceled_total", reason="disconnect")
+    with (
+        httpx.Client(base_url=flood.base_url, timeout=30) as own,
+        flood.open_stream(task_id, http=own) as first,
+    ):
+        seen = first.read_until(lambda f: f.event == "token" and f.data["i"] >= 3)
+    with flood.open_stream(task_id) as again:
+        frame = again.read_until(
+            lambda f: f.event in ("end", "error") or (f.event == "token" and f.data["i"] >= 200)
+        )
+        assert frame.event == "token", frame
+        tokens = [f.data["i"] for f in again.frames if f.event == "token"]
+        assert tokens == list(range(len(tokens)))
+        assert seen.data["i"] < len(tokens)
+        time.sleep(2 * RECONNECT_GRACE_MS / 1000)  # past the grace, still followed
+        assert flood.health()["metrics"]["running"] == 1
+        assert flood.cancel(task_id).status_code == 204
+        assert again.read_all().terminal.data["finish_reason"] == "canceled"
+    assert flood.metrics().total("tasks_canceled_total", reason="disconnect") == before
 
 
 def test_one_of_two_streams_closing_does_not_cancel(flood: Client) -> None:
@@ -331,7 +368,7 @@ def scenario(flood_daemon: Daemon) -> Scenario:
     return run
 
 
-def test_task_counters_match_what_the_client_saw(scenario: Scenario) -> None:
+def test_orch_3028_task_counters_match_what_the_client_saw(scenario: Scenario) -> None:
     """ORCH-3028: enqueued, started, canceled{reason}, rejected{reason} counted exactly."""
     assert scenario.delta("tasks_enqueued_total") == scenario.admitted == 5
     # Not placed yet at admission: replica_id is the pool id (metrics contract).

@@ -149,7 +149,9 @@ def identical_everywhere(client: Client, prompt: str, seed: int) -> str:
     return one.text
 
 
-def test_fixed_seed_streams_are_byte_identical_across_replicas(single_slot: Client) -> None:
+def test_orch_3050_fixed_seed_streams_are_byte_identical_across_replicas(
+    single_slot: Client,
+) -> None:
     """ORCH-3050, ORCH-3045: each (prompt, seed) runs concurrently on r0 and r1 and once
     more afterwards; the three token streams are byte-identical. Different seeds give
     different streams (for all but at most one prompt), so the equality is not vacuous."""

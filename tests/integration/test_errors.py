@@ -188,11 +188,33 @@ def test_bad_uuid_in_path_is_400_on_path_id(client: Client) -> None:
         assert locs(response) == {"path.id"}, (method, path, response.text)
 
 
-def test_embedding_workload_is_501(client: Client) -> None:
-    """ORCH-2001: engines here run completions; an embedding is NOT_IMPLEMENTED."""
+def test_orch_2001_embedding_workload_is_501(client: Client) -> None:
+    """Engines here run completions; an embedding is NOT_IMPLEMENTED, not retriable."""
     body = task_body(workload="embedding", prompt=None, inputs=["a", "b"], max_tokens=1)
     envelope = assert_envelope(client.submit(body), 501, "NOT_IMPLEMENTED")
     assert envelope["retriable"] is False
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [({"prompt": ""}, "body.prompt"), ({"prompt": None, "inputs": []}, "body.inputs")],
+    ids=["empty-prompt", "empty-inputs"],
+)
+def test_orch_2001_a_task_without_text_is_refused_at_admission(
+    client: Client, change: dict[str, Any], field: str
+) -> None:
+    """On a real engine an empty prompt was admitted and then failed as a non-retriable
+    INTERNAL error; it is a 400 naming the field, and the engine never sees it."""
+    envelope = assert_envelope(client.submit(task_body(**change)), 400, "INVALID_PARAMS")
+    assert [error["loc"] for error in envelope["errors"]] == [field]
+
+
+def test_orch_2001_a_completion_may_carry_its_prompt_as_one_input(client: Client) -> None:
+    """The contract lets a completion give its text as `inputs` with one element."""
+    body = task_body(prompt=None, inputs=["The capital of France is"], max_tokens=4)
+    transcript = client.run(body)
+    assert transcript.terminal.event == "end", transcript.frames
+    assert transcript.tokens
 
 
 def test_a_pool_ctx_larger_than_launched_slots_is_refused_at_config_load(

@@ -146,7 +146,7 @@ def test_orch_2101_drain_cancels_queued_lets_running_finish_then_cancels_at_dead
     assert serves(client, FIRST)["model_digest"] == file_digest(models[FIRST])
 
 
-def test_orch_2102_reload_moves_the_pool_to_another_model(
+def test_orch_2102_orch_3047_reload_moves_the_pool_to_another_model(
     client: Client, models: dict[str, Path]
 ) -> None:
     """ORCH-2102, ORCH-3037: the new model's checksum is verified, it is preloaded, the

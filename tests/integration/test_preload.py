@@ -79,7 +79,7 @@ def test_orch_3002_a_pool_without_preload_loads_on_its_first_task(
         assert client.get("/readyz", key=None).status_code == 200
 
 
-def test_orch_3001_a_command_engine_sees_only_its_pools_devices(tmp_path: Path) -> None:
+def test_orch_3001_orch_3012_a_command_engine_sees_only_its_pools_devices(tmp_path: Path) -> None:
     """ORCH-3001: an engine the daemon starts for a GPU pool sees only the pool's mask
     (CUDA_VISIBLE_DEVICES in mask order), whatever the daemon's own environment says; its
     command and environment keep their own braces."""
@@ -88,16 +88,16 @@ def test_orch_3001_a_command_engine_sees_only_its_pools_devices(tmp_path: Path) 
     probe = (
         "import os, sys; open(sys.argv[1], 'w').write("
         "os.environ.get('CUDA_VISIBLE_DEVICES', '') + '|' + os.environ['OPTS'] + '|' + sys.argv[2]"
-        "); sys.exit(3)"
+        " + '|' + os.environ['SPLIT']); sys.exit(3)"
     )
     pool = tiny_pool_config(tmp_path, model="masked", pool_ctx=1024)
-    pool.update(device_kind="gpu", devices=[3, 1])
+    pool.update(device_kind="gpu", devices=[3, 1], tensor_split=[0.75, 0.25])
     pool["replicas"] = [
         {
             "id": "g0",
             "url": f"http://127.0.0.1:{port}",
             "command": [sys.executable, "-c", probe, str(seen), '{"model": "{model_ref}"}'],
-            "env": {"OPTS": '{"temperature": 0}'},
+            "env": {"OPTS": '{"temperature": 0}', "SPLIT": "{tensor_split}"},
         }
     ]
     config = daemon_config(pool)
@@ -107,8 +107,8 @@ def test_orch_3001_a_command_engine_sees_only_its_pools_devices(tmp_path: Path) 
         client = daemon.client()
         wait_until(seen.exists, timeout=30, what="the engine command to run")
         # The mask in order; JSON in arguments and environment passes through, with only
-        # the model placeholders filled in.
-        assert seen.read_text() == '3,1|{"temperature": 0}|{"model": "masked"}'
+        # the model and split (ORCH-3012) placeholders filled in.
+        assert seen.read_text() == '3,1|{"temperature": 0}|{"model": "masked"}|0.75,0.25'
         replica = wait_until(
             lambda: (r := client.health(POOL_ID)["metrics"]["replicas"][0]).get("last_error") and r,
             timeout=30,

@@ -124,10 +124,12 @@ def test_least_loaded_placement_and_queueing(client: Client) -> None:
         assert per_replica(client) == {"r0": (2, 0), "r1": (2, 0)}
 
 
-def test_session_stays_on_its_replica_while_it_has_room(client: Client) -> None:
+def test_orch_3009_orch_3023_session_stays_on_its_replica_while_it_has_room(
+    client: Client,
+) -> None:
     """ORCH-3009, ORCH-3021, ORCH-2004: turns follow the session's last replica, warm, even
-    against least-loaded order; a full replica sends the turn elsewhere, cold, and the
-    session then sticks to the new replica."""
+    against least-loaded order; a full replica sends the turn elsewhere, cold and with
+    `kv_migrated: false` (ORCH-3023), and the session then sticks to the new replica."""
     session = new_id()
     with OpenStreams(client) as streams:
         blocker, where = streams.occupy()
@@ -135,11 +137,13 @@ def test_session_stays_on_its_replica_while_it_has_room(client: Client) -> None:
         # Turn 1: no affinity yet, so least loaded: r1.
         replica, started = short_run(client, session_id=session)
         assert (replica, started["kv_warmth"]) == ("r1", False)
+        assert "kv_migrated" not in started  # a new session has nothing to migrate
         release(client, blocker)
 
     # Turn 2, both idle: config order would pick r0; affinity keeps r1, warm.
     replica, started = short_run(client, session_id=session)
     assert (replica, started["kv_warmth"]) == ("r1", True)
+    assert "kv_migrated" not in started
 
     with OpenStreams(client) as streams:
         first, on_first = streams.occupy()
@@ -157,9 +161,9 @@ def test_session_stays_on_its_replica_while_it_has_room(client: Client) -> None:
             if r == "r0":
                 release(client, stream)
         assert per_replica(client) == {"r0": (0, 2), "r1": (2, 0)}
-        # Turn 4: its replica is full, so it moves to r0, cold.
+        # Turn 4: its replica is full, so it moves to r0, cold; its KV stayed on r1.
         replica, started = short_run(client, session_id=session)
-        assert (replica, started["kv_warmth"]) == ("r0", False)
+        assert (replica, started["kv_warmth"], started["kv_migrated"]) == ("r0", False, False)
         info = client.get(f"/v1/sessions/{session}").json()
         assert (info["turns"], info["kv_warmth"]) == (4, False)
         # Turn 5: the session now sticks to r0, warm again.
@@ -215,7 +219,8 @@ def test_killed_engine_resets_its_tasks_and_comes_back(
             r1_stream = running[1][0]
             seen = len(r1_stream.frames)
             r1_stream.read_until(lambda f: len(r1_stream.frames) == seen + 50)
-            assert all(f.event == "token" for f in r1_stream.frames[seen:])
+            later = [f.event for f in r1_stream.frames[seen:]]
+            assert set(later) <= {"token", "metrics"} and later.count("token") >= 45, later
             replica, _ = short_run(client)
             assert replica == "r1"
             health = client.health()

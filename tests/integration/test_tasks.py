@@ -6,6 +6,7 @@ over HTTP; every response is checked against the contracts.
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import httpx
@@ -28,7 +29,9 @@ from tests.integration.support import (
 pytestmark = pytest.mark.integration
 
 
-def test_happy_path_admission_and_stream(client: Client, main_daemon: Daemon) -> None:
+def test_orch_2001_orch_2002_happy_path_admission_and_stream(
+    client: Client, main_daemon: Daemon
+) -> None:
     """ORCH-2001, ORCH-2002, ORCH-3029: 202 ticket, then started, tokens 0..n-1, one end."""
     body = task_body(max_tokens=24)
     task_id = body["task_id"]
@@ -80,7 +83,9 @@ def test_stream_text_is_the_engine_output_byte_for_byte(
     assert transcript.text == direct.json()["content"]
 
 
-def test_two_streams_and_a_late_subscriber_see_the_same_transcript(client: Client) -> None:
+def test_orch_2002_two_streams_and_a_late_subscriber_see_the_same_transcript(
+    client: Client,
+) -> None:
     """ORCH-2002: every subscriber gets the whole transcript, byte-identical."""
     body = long_task_body(max_tokens=1500)
     task_id = body["task_id"]
@@ -96,7 +101,7 @@ def test_two_streams_and_a_late_subscriber_see_the_same_transcript(client: Clien
     assert len(one.tokens) == 1500
 
 
-def test_cancel_after_end_is_204_and_changes_nothing(client: Client) -> None:
+def test_orch_2003_cancel_after_end_is_204_and_changes_nothing(client: Client) -> None:
     """ORCH-2003, ORCH-3017: canceling a finished task is 204; transcript and metrics stay."""
     body = task_body(max_tokens=8)
     before = client.run(body)
@@ -109,7 +114,7 @@ def test_cancel_after_end_is_204_and_changes_nothing(client: Client) -> None:
     assert client.metrics().total("tasks_canceled_total") == canceled_before
 
 
-def test_cancel_twice_while_running(client: Client) -> None:
+def test_orch_2003_cancel_twice_while_running(client: Client) -> None:
     """ORCH-2003, ORCH-3017: two cancels of a running task, both 204, one terminal `end`."""
     body = long_task_body()
     task_id = body["task_id"]
@@ -182,3 +187,24 @@ def test_prompt_within_budget_by_exact_token_count_is_admitted(client: Client) -
     transcript = client.run(body)
     assert transcript.terminal.data["finish_reason"] == "length"
     assert transcript.terminal.data["tokens_out"] == 40
+
+
+def test_orch_2002_a_running_task_gets_a_metrics_event_about_once_a_second(
+    client: Client,
+) -> None:
+    """The `metrics` event was sent once, at the end; it follows the first token, then
+    comes at most once a second while the task runs, and once more before a canceled
+    task's `end`."""
+    body = long_task_body()
+    client.admit(body)
+    with client.open_stream(body["task_id"]) as stream:
+        stream.read_until(lambda f: f.event == "metrics" and f.data["decode_ms"] >= 2_500)
+        assert client.cancel(body["task_id"]).status_code == 204
+        transcript = stream.read_all()
+    assert transcript.events[-2:] == ["metrics", "end"]
+    running = [f.data["decode_ms"] for f in transcript.frames[:-2] if f.event == "metrics"]
+    assert len(running) >= 3, running
+    gaps = [later - earlier for earlier, later in itertools.pairwise(running)]
+    assert min(gaps) >= 1_000, gaps
+    final = transcript.frames[-2].data
+    assert final["tokens_out"] == len(transcript.tokens) and final["decode_ms"] > 0

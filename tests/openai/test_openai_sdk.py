@@ -180,6 +180,30 @@ def test_unsupported_requests_are_bad_request_errors(sdk: openai.OpenAI, orch: C
     assert missing.value.body["param"] == "model"
 
 
+@pytest.mark.parametrize("prompt", ["", [""], []], ids=["empty", "list-of-empty", "empty-list"])
+def test_orch_2001_an_empty_prompt_is_a_bad_request_naming_prompt(
+    sdk: openai.OpenAI, orch: Client, prompt: object
+) -> None:
+    """A prompt that cannot produce a result is refused at admission (400, `param`
+    `prompt`), never admitted to fail on the engine or answered with a 500."""
+    with pytest.raises(openai.BadRequestError) as caught:
+        sdk.completions.create(model=MODEL_REF, prompt=prompt, max_tokens=2)  # type: ignore[arg-type]
+    assert caught.value.body["param"].startswith("prompt"), caught.value.body
+    answer = orch.post("/v1/completions", json={"model": MODEL_REF, "prompt": prompt})
+    assert answer.status_code == 400, answer.text
+
+
+def test_orch_2001_messages_that_render_to_no_text_are_a_bad_request(
+    sdk: openai.OpenAI, orch: Client
+) -> None:
+    """Schemathesis found a 500: one empty assistant message renders to an empty prompt,
+    which the daemon then failed to build a task from. It is a 400 on `messages`."""
+    messages = [{"role": "assistant", "content": ""}]
+    with pytest.raises(openai.BadRequestError) as caught:
+        sdk.chat.completions.create(model=MODEL_REF, messages=messages, max_tokens=2)  # type: ignore[arg-type]
+    assert caught.value.body["param"] == "messages", caught.value.body
+
+
 def test_a_full_queue_is_a_rate_limit_error_with_retry_after(
     sdk: openai.OpenAI, orch: Client
 ) -> None:

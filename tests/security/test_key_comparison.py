@@ -45,7 +45,7 @@ CANDIDATES = {
 
 
 @pytest.mark.parametrize("candidate, accepted", CANDIDATES.values(), ids=CANDIDATES)
-def test_every_configured_key_is_compared_whatever_is_presented(
+def test_orch_3035_every_configured_key_is_compared_whatever_is_presented(
     compared: list[tuple[bytes, bytes]], candidate: str, accepted: bool
 ) -> None:
     """ORCH-3035: a match, a near miss and a far miss cost the same comparisons: one

@@ -10,6 +10,7 @@ label value of `/metrics`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import uuid
@@ -100,3 +101,16 @@ def test_no_metric_label_holds_a_secret_or_an_id(run: Run) -> None:
             assert not UUID_RE.search(value), where
             for secret in run.secrets.values():
                 assert secret not in value, where
+
+
+def test_orch_3027_client_ids_are_keyed_hashes_not_plain_hashes_of_the_key(run: Run) -> None:
+    """A logged `client_id` once was a plain SHA-256 prefix of the key, which lets a weak
+    key be guessed offline; it is an HMAC under the deployment's secret, so neither the
+    plain hash nor any prefix of it appears."""
+    logged = set(re.findall(r'"client_id":\s*"([^"]+)"', run.output))
+    assert logged - {"anonymous"}, "no client_id was logged"
+    for key in (run.secrets["data key"], run.secrets["control key"]):
+        plain = hashlib.sha256(key.encode()).hexdigest()
+        assert plain[:12] not in run.output
+        for client_id in logged:
+            assert client_id.removeprefix("key-") not in plain

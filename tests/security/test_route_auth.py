@@ -19,6 +19,7 @@ from orchestratord_server.config import AuthConfig
 from orchestratord_server.generated.operations import OPERATIONS, Operation
 from tests.integration.support import DATA_KEY, POOL_ID, Client
 from tests.security.conftest import Secured
+from tests.support.contract import assert_conforms
 
 pytestmark = pytest.mark.integration
 
@@ -83,7 +84,7 @@ def test_the_operation_table_has_both_planes() -> None:
 
 
 @pytest.mark.parametrize("credentials", REFUSED_CREDENTIALS.values(), ids=REFUSED_CREDENTIALS)
-def test_every_route_refuses_a_missing_or_wrong_key(
+def test_orch_3035_every_route_refuses_a_missing_or_wrong_key(
     secured: Secured, credentials: dict[str, str]
 ) -> None:
     """ORCH-3035, ORCH-2006: no key, an unknown key, a near miss of a real one (one bit,
@@ -117,7 +118,7 @@ def test_data_and_control_keys_are_not_interchangeable(secured: Secured, style: 
             assert response.status_code in (401, 403), (op.operation_id, response.text)
 
 
-def test_a_key_of_the_other_plane_is_forbidden(secured: Secured) -> None:
+def test_orch_3035_a_key_of_the_other_plane_is_forbidden(secured: Secured) -> None:
     """ORCH-3035, ORCH-2006: a valid key of the other plane (the data key on a control
     route, the control key on a data route) is 403 FORBIDDEN."""
     client = secured.daemon.client()
@@ -126,3 +127,65 @@ def test_a_key_of_the_other_plane_is_forbidden(secured: Secured) -> None:
             response = call(client, op, bearer(key))
             assert response.status_code == 403, (op.operation_id, response.text)
             assert error_code(op, response) == "FORBIDDEN"
+
+
+#: Credentials that say two things: each refused whichever of them is valid.
+AMBIGUOUS_CREDENTIALS: dict[str, tuple[list[tuple[str, str]], int, str]] = {
+    "two-authorization-valid-first": (
+        [("Authorization", f"Bearer {DATA_KEY}"), ("Authorization", f"Bearer {WRONG_KEY}")],
+        400,
+        "header.Authorization",
+    ),
+    "two-authorization-valid-last": (
+        [("Authorization", f"Bearer {WRONG_KEY}"), ("Authorization", f"Bearer {DATA_KEY}")],
+        400,
+        "header.Authorization",
+    ),
+    "two-api-keys": (
+        [("X-API-Key", DATA_KEY), ("X-API-Key", WRONG_KEY)],
+        400,
+        "header.X-API-Key",
+    ),
+    "bearer-and-a-different-api-key": (
+        [("Authorization", f"Bearer {DATA_KEY}"), ("X-API-Key", WRONG_KEY)],
+        401,
+        "",
+    ),
+    "wrong-bearer-and-the-valid-api-key": (
+        [("Authorization", f"Bearer {WRONG_KEY}"), ("X-API-Key", DATA_KEY)],
+        401,
+        "",
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("headers", "status", "loc"), AMBIGUOUS_CREDENTIALS.values(), ids=AMBIGUOUS_CREDENTIALS
+)
+def test_orch_3035_ambiguous_credentials_are_refused_on_every_data_route(
+    secured: Secured, headers: list[tuple[str, str]], status: int, loc: str
+) -> None:
+    """Two `Authorization` or two `X-API-Key` headers are 400 naming the header (once the
+    first one won); a Bearer key and an `X-API-Key` that differ are 401 (once either valid
+    one was enough)."""
+    client = secured.daemon.client()
+    for op in DATA_OPS:
+        path = op.path.replace("{id}", SOME_ID)
+        body: Any = {} if op.request_model is not None else None
+        response = client.http.request(op.method, path, headers=headers, json=body)
+        assert_conforms(response)
+        assert response.status_code == status, (op.operation_id, response.text)
+        if status == 400:
+            assert error_code(op, response) == "INVALID_PARAMS"
+            answer = response.json()
+            locs = [e["loc"] for e in answer.get("errors", [])] or [answer["error"]["param"]]
+            assert locs in ([loc], [loc.removeprefix("header.")]), answer
+        else:
+            assert_unauthorized(op, response)
+
+
+def test_orch_3035_the_same_key_in_both_headers_is_accepted(secured: Secured) -> None:
+    client = secured.daemon.client()
+    headers = [("Authorization", f"Bearer {DATA_KEY}"), ("X-API-Key", DATA_KEY)]
+    response = client.http.get(f"/v1/sessions/{SOME_ID}", headers=headers)
+    assert response.status_code == 404, response.text  # authenticated; no such session

@@ -39,6 +39,10 @@ class CheckedClient:
         self._key = key
         self.app_state = state
 
+    def running(self) -> TestClient:
+        """The client as a context manager that runs the app's lifespan (runtime started)."""
+        return self._client
+
     def request(self, method: str, path: str, *, key: str | None = "default", **kwargs: Any):
         headers = dict(kwargs.pop("headers", {}) or {})
         use = self._key if key == "default" else key

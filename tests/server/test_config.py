@@ -30,7 +30,7 @@ def test_there_are_examples() -> None:
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
-def test_example_validates_against_the_generated_schema(path: Path) -> None:
+def test_orch_3030_example_validates_against_the_generated_schema(path: Path) -> None:
     """ORCH-3030: every example config passes the JSON Schema and the loader."""
     data = yaml.safe_load(path.read_text())
     jsonschema.Draft202012Validator(SCHEMA).validate(data)
@@ -46,7 +46,7 @@ def test_schema_matches_the_models() -> None:
     assert Config.model_json_schema() == committed
 
 
-def test_broken_config_fails_naming_each_path() -> None:
+def test_orch_3030_broken_config_fails_naming_each_path() -> None:
     """ORCH-3030: one error per fault, each with its path."""
     bad = {
         "pools": [{**POOL, "engine": "mystery", "replicas": [{"id": "r1", "url": "nope"}]}],
@@ -84,7 +84,7 @@ def test_compat_mode_still_rejects_wrong_values() -> None:
         parse_config({"mode": "compat", "pools": [{**POOL, "ctx": -1, "colour": "blue"}]})
 
 
-def test_cpu_pool_needs_the_development_opt_in() -> None:
+def test_orch_1101_cpu_pool_needs_the_development_opt_in() -> None:
     """ORCH-1101: a CPU pool is refused unless allow_cpu_pools is set."""
     cpu = {**POOL, "device_kind": "cpu"}
     with pytest.raises(ConfigError) as caught:

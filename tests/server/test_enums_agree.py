@@ -85,8 +85,8 @@ def test_config_and_adapters_are_typed_with_the_vocabulary() -> None:
     assert inspect.get_annotations(FinalChunk, eval_str=True)["finish_reason"] is (
         vocabulary.FinishReason
     )
-    error = EngineError(vocabulary.ErrorKind.INTERNAL, "x")
-    assert error.kind is vocabulary.ErrorKind.INTERNAL
+    error = EngineError(vocabulary.ErrorKind.ENGINE_ERROR, "x")
+    assert error.kind is vocabulary.ErrorKind.ENGINE_ERROR
     with pytest.raises(ValueError):
         EngineError(vocabulary.ErrorKind.NOT_FOUND, "an engine does not say this")
 

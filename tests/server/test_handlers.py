@@ -3,9 +3,13 @@ replica is Ready, and every refusal that needs no engine (contract-checked respo
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
-from .conftest import CONTROL_KEY, CheckedClient
+from orchestratord_server.config import Config
+
+from .conftest import CONTROL_KEY, CheckedClient, make_client
 from .test_app import TASK
 
 SOME_UUID = "0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9"
@@ -46,21 +50,48 @@ def test_token_budget_over_ctx_is_invalid_params(client: CheckedClient) -> None:
     assert response.json()["code"] == "INVALID_PARAMS"
 
 
-def test_other_workloads_are_not_implemented(client: CheckedClient) -> None:
+@pytest.mark.parametrize("workload", ["embedding", "rerank"])
+def test_orch_2001_a_workload_no_engine_serves_is_not_implemented(
+    client: CheckedClient, workload: str
+) -> None:
     body = {k: v for k, v in TASK.items() if k != "prompt"}
-    response = client.post("/v1/tasks", json={**body, "workload": "embedding", "inputs": ["a"]})
+    response = client.post("/v1/tasks", json={**body, "workload": workload, "inputs": ["a"]})
     assert response.status_code == 501
     assert response.json()["code"] == "NOT_IMPLEMENTED"
+    assert response.json()["retriable"] is False
 
 
 @pytest.mark.parametrize(
-    "change", [{"prompt": None}, {"inputs": ["a", "b"]}], ids=["no-prompt", "inputs"]
+    ("change", "field"),
+    [
+        ({"prompt": None}, "body.prompt"),
+        ({"inputs": ["a"]}, "body.inputs"),
+        ({"prompt": None, "inputs": ["a", "b"]}, "body.inputs"),
+        ({"prompt": None, "workload": "embedding"}, "body.inputs"),
+        ({"prompt": ""}, "body.prompt"),
+        ({"prompt": None, "inputs": [""]}, "body.inputs[0]"),
+        ({"prompt": None, "inputs": []}, "body.inputs"),
+    ],
+    ids=[
+        "no-text",
+        "prompt-and-inputs",
+        "completion-with-two-inputs",
+        "embedding-without-inputs",
+        "empty-prompt",
+        "empty-input",
+        "no-inputs",
+    ],
 )
-def test_a_completion_takes_a_prompt(client: CheckedClient, change: dict[str, object]) -> None:
+def test_orch_2001_a_task_without_usable_text_is_refused_naming_the_field(
+    client: CheckedClient, change: dict[str, object], field: str
+) -> None:
+    """Every input that cannot produce a result is refused at admission (400 naming the
+    field), never admitted to fail later."""
     body = {k: v for k, v in {**TASK, **change}.items() if v is not None}
     response = client.post("/v1/tasks", json=body)
-    assert response.status_code == 400
-    assert [e["loc"] for e in response.json()["errors"]] == ["body.prompt"]
+    assert response.status_code == 400, response.text
+    assert response.json()["code"] == "INVALID_PARAMS"
+    assert [e["loc"] for e in response.json()["errors"]] == [field]
 
 
 @pytest.mark.parametrize(
@@ -121,3 +152,31 @@ def test_replica_sets_list_the_configured_model(client: CheckedClient) -> None:
     assert replica_set["engine"] == "llamacpp"
     assert replica_set["model_ref"] == "tiny"
     assert replica_set["pools"] == [{"pool_id": "pool-a", "ready": False, "draining": False}]
+
+
+def test_orch_3025_during_a_shutdown_submissions_get_503_shutting_down_with_retry_hints(
+    config: Config,
+) -> None:
+    """Once SIGTERM began the shutdown, every submission, OrchQueue or OpenAI, is refused
+    503 SHUTTING_DOWN, retriable, with `Retry-After`, and readiness says not ready."""
+    client = make_client(config)
+    with client.running():
+        runtime = client.app_state.runtime
+        runtime.request_shutdown()
+        deadline = time.monotonic() + 5
+        while not runtime.shutting_down and time.monotonic() < deadline:
+            time.sleep(0.01)
+        answer = client.post("/v1/tasks", json=TASK)
+        assert answer.status_code == 503, answer.text
+        body = answer.json()
+        assert (body["code"], body["retriable"], body["retry_after_ms"]) == (
+            "SHUTTING_DOWN",
+            True,
+            1000,
+        )
+        assert (answer.headers["retry-after"], answer.headers["x-backoff-ms"]) == ("1", "1000")
+        openai = client.post("/v1/completions", json={"model": "tiny", "prompt": "Hello"})
+        assert openai.status_code == 503, openai.text
+        assert openai.json()["error"]["code"] == "SHUTTING_DOWN"
+        assert openai.headers["retry-after"] == "1"
+        assert client.get("/readyz", key=None).status_code == 503

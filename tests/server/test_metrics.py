@@ -32,7 +32,9 @@ def _scrape(client: CheckedClient) -> dict[str, object]:
     return {family.name: family for family in text_string_to_metric_families(text)}
 
 
-def test_every_contract_metric_is_served_with_exactly_its_labels(client: CheckedClient) -> None:
+def test_orch_3028_every_contract_metric_is_served_with_exactly_its_labels(
+    client: CheckedClient,
+) -> None:
     _sample_every_family(client)
     families = _scrape(client)
     for entry in CONTRACT["metrics"]:
@@ -47,7 +49,7 @@ def test_every_contract_metric_is_served_with_exactly_its_labels(client: Checked
         assert label_sets == {frozenset(entry["labels"])}, entry["name"]
 
 
-def test_no_series_carries_a_forbidden_label(client: CheckedClient) -> None:
+def test_orch_3028_no_series_carries_a_forbidden_label(client: CheckedClient) -> None:
     _sample_every_family(client)
     forbidden = set(CONTRACT["forbidden_labels"])
     for family in _scrape(client).values():
@@ -55,7 +57,7 @@ def test_no_series_carries_a_forbidden_label(client: CheckedClient) -> None:
             assert not forbidden & set(sample.labels), sample.name
 
 
-def test_histograms_resolve_one_millisecond_to_a_minute(client: CheckedClient) -> None:
+def test_orch_3028_histograms_resolve_one_millisecond_to_a_minute(client: CheckedClient) -> None:
     _sample_every_family(client)
     family = _scrape(client)["latency_first_token_ms"]
     bounds = sorted(float(s.labels["le"]) for s in family.samples if s.name.endswith("_bucket"))

@@ -6,14 +6,19 @@ every response a test receives goes through `assert_conforms`.
 
 from __future__ import annotations
 
+import functools
+import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from openapi_core import OpenAPI
+from openapi_core import Config, OpenAPI
 from openapi_core.datatypes import RequestParameters
 from openapi_core.templating.paths.exceptions import OperationNotFound, PathNotFound
+from openapi_schema_validator import OAS30Validator
 
+from codegen.validate import sse_frames
 from orchestratord_server.app import contract
 from orchestratord_server.generated.operations import OPERATIONS
 
@@ -36,7 +41,12 @@ class _Response:
     data: Any
 
 
-_SPECS = {plane: OpenAPI.from_dict(contract(plane)) for plane in ("data", "control")}
+#: An event stream's schema describes one frame (`event`, `data`): the checker is handed
+#: the frames one at a time, each as JSON.
+_CONFIG = Config(extra_media_type_deserializers={"text/event-stream": json.loads})
+_SPECS = {
+    plane: OpenAPI.from_dict(contract(plane), config=_CONFIG) for plane in ("data", "control")
+}
 
 
 #: Path prefixes of the data contract's operations (the rest belong to the control plane).
@@ -72,16 +82,37 @@ def assert_conforms(response: httpx.Response, data: bytes | None = None) -> None
     content_type = response.headers.get("content-type", "").split(";")[0]
     payload: Any = response.content if data is None else data
     if content_type == "text/event-stream":
-        # openapi-core has no deserializer for SSE: the schema (a string) sees the text.
-        payload = payload.decode("utf-8")
+        frames = sse_frames(payload.decode("utf-8"))
+        payload = json.dumps(frames[0] if frames else {}).encode()
+        validator = _frame_validator(request.method.lower(), path, response.status_code)
+        for frame in frames[1:]:
+            validator.validate(frame)
+    _check(checked_request, response, content_type, payload)
+
+
+@functools.cache
+def _frame_validator(method: str, path: str, status: int) -> OAS30Validator:
+    """The schema of one frame of the event stream that answers ``method path``."""
+    for operation in OPERATIONS.values():
+        template = re.sub(r"\\{[^/]+\\}", "[^/]+", re.escape(operation.path))
+        if operation.method.lower() == method and re.fullmatch(template, path):
+            doc = contract(operation.contract)
+            answer = doc["paths"][operation.path][method]["responses"][str(status)]
+            schema = answer["content"]["text/event-stream"]["schema"]
+            return OAS30Validator({**doc, **schema})
+    raise AssertionError(f"no operation answers {method} {path} with an event stream")
+
+
+def _check(request: _Request, response: httpx.Response, content_type: str, payload: Any) -> None:
     checked_response = _Response(
         status_code=response.status_code,
         content_type=content_type,
         headers=response.headers,
         data=payload,
     )
+    path = request.path
     try:
-        _SPECS[plane_of(path)].validate_response(checked_request, checked_response)
+        _SPECS[plane_of(path)].validate_response(request, checked_response)
     except (PathNotFound, OperationNotFound):
         if response.status_code not in (404, 405):
             raise

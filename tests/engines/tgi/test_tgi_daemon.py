@@ -80,7 +80,9 @@ def client(daemon: Daemon, engine: FakeTgi) -> Iterator[Client]:
     wait_until(lambda: client.health(POOL_ID)["ready"], timeout=20, what="the TGI pool ready")
 
 
-def test_a_task_streams_to_its_end_on_tgi(client: Client, engine: FakeTgi) -> None:
+def test_orch_3056_orch_3032_a_task_streams_to_its_end_on_tgi(
+    client: Client, engine: FakeTgi
+) -> None:
     """ORCH-3056, ORCH-3032: started names the engine and the version TGI reports."""
     transcript = flow.streams_to_end(
         client, tgi_task(), engine="tgi", version=f"{VERSION}+{GIT_SHA}", pool=POOL_ID,

@@ -103,7 +103,7 @@ def test_the_replicas_form_one_single_slot_replica_set(client: Client) -> None:
     assert found["sampler_profile_version"] == SAMPLER_PROFILE_PORTABLE_V1.version
 
 
-def test_fixed_seed_streams_are_byte_identical_across_replicas(
+def test_orch_3050_fixed_seed_streams_are_byte_identical_across_replicas(
     client: Client, engines: list[FakeTgi]
 ) -> None:
     """ORCH-3050, ORCH-3045: each (prompt, seed) runs on t0 and t1 at once and once more;

@@ -208,7 +208,7 @@ def test_busy_is_read_from_the_gauges_only() -> None:
     assert busy_from_metrics("tgi_request_count 1\n") == 0
     with pytest.raises(EngineError) as caught:
         busy_from_metrics("tgi_queue_size many\n")
-    assert caught.value.kind == "INTERNAL"
+    assert caught.value.kind == "ENGINE_ERROR"
 
 
 def test_token_counts_agree_with_the_generation(tgi: FakeTgi) -> None:
@@ -339,9 +339,9 @@ def test_an_error_frame_mid_stream_is_the_mapped_error(tgi: FakeTgi) -> None:
     ("error_type", "kind"),
     [
         ("validation", "INVALID_PARAMS"),
-        ("overloaded", "INTERNAL"),
+        ("overloaded", "ENGINE_ERROR"),
         ("incomplete_generation_stream", "WORKER_RESET"),
-        ("something_new", "INTERNAL"),
+        ("something_new", "ENGINE_ERROR"),
     ],
 )
 def test_error_types_map_to_error_kinds(tgi: FakeTgi, error_type: str, kind: str) -> None:
@@ -438,7 +438,7 @@ GARBAGE = {
 @pytest.mark.parametrize("garbage", sorted(GARBAGE))
 def test_malformed_frames_are_internal(tgi: FakeTgi, garbage: str) -> None:
     tgi.behaviour = Behaviour(mode="raw", after=1, raw=GARBAGE[garbage])
-    assert failure_of(tgi, request()).kind == "INTERNAL"
+    assert failure_of(tgi, request()).kind == "ENGINE_ERROR"
 
 
 # -- sampler profiles (ORCH-3058) -------------------------------------------------------

@@ -99,7 +99,7 @@ def test_the_replicas_form_one_single_slot_replica_set(client: Client) -> None:
     flow.one_single_slot_replica_set(client, POOL, REPLICAS, TRITON_VERSION)
 
 
-def test_fixed_seed_streams_are_byte_identical_across_replicas(client: Client) -> None:
+def test_orch_3050_fixed_seed_streams_are_byte_identical_across_replicas(client: Client) -> None:
     """ORCH-3050, ORCH-3045: each (prompt, seed) runs on t0 and t1 at once and once more;
     the three token streams are byte-identical, and other seeds give other streams."""
     texts = {

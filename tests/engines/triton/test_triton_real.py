@@ -59,7 +59,7 @@ def text_of(chunks: list[StreamChunk]) -> str:
     return "".join(chunk.text for chunk in chunks if isinstance(chunk, TokenChunk))
 
 
-def test_health_and_props(server: TritonServer) -> None:
+def test_orch_3057_orch_3032_health_and_props(server: TritonServer) -> None:
     """ORCH-3057/3032: ready, Triton's version, slots and context as the model publishes."""
 
     async def scenario() -> None:
@@ -79,7 +79,9 @@ def test_health_and_props(server: TritonServer) -> None:
     asyncio.run(scenario())
 
 
-def test_streamed_completion_has_the_engines_text_and_counts(server: TritonServer) -> None:
+def test_orch_3057_streamed_completion_has_the_engines_text_and_counts(
+    server: TritonServer,
+) -> None:
     """Token chunks, then one final chunk with the engine's own counts (ORCH-3057)."""
 
     async def scenario() -> tuple[list[StreamChunk], int]:

@@ -133,7 +133,7 @@ def test_final_frame_carries_reason_counts_and_seed() -> None:
 def test_garbage_frames_are_internal(data: str) -> None:
     with pytest.raises(EngineError) as caught:
         chunks_from_event(SseEvent("message", data))
-    assert caught.value.kind == "INTERNAL"
+    assert caught.value.kind == "ENGINE_ERROR"
 
 
 def test_error_frames_raise_the_models_message_without_the_traceback() -> None:
@@ -404,7 +404,7 @@ def test_count_tokens_without_a_tokenizer_model_says_so() -> None:
     )
     with pytest.raises(EngineError, match="no tokenizer model smollm2_tokenize") as caught:
         run(routes, lambda adapter: adapter.count_tokens("hi"))
-    assert caught.value.kind == "INTERNAL"
+    assert caught.value.kind == "ENGINE_ERROR"
 
 
 def test_health_needs_the_server_and_the_model() -> None:

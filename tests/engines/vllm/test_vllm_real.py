@@ -66,7 +66,7 @@ def running(server: VllmServer) -> float:
     )
 
 
-def test_health_and_props(vllm: VllmServer) -> None:
+def test_orch_3055_orch_3032_health_and_props(vllm: VllmServer) -> None:
     """ORCH-3055, ORCH-3032: ready, version 0.32.0, context, slots, model and digest."""
 
     async def use(adapter: VllmAdapter) -> Any:
@@ -82,7 +82,9 @@ def test_health_and_props(vllm: VllmServer) -> None:
     assert (slots.total, slots.busy) == (props.slots_total, 0)
 
 
-def test_streamed_text_and_usage_match_the_engines_own_answer(vllm: VllmServer) -> None:
+def test_orch_3055_orch_3058_streamed_text_and_usage_match_the_engines_own_answer(
+    vllm: VllmServer,
+) -> None:
     """ORCH-3055, ORCH-3058: the chunks concatenate to vLLM's text; counts are its usage."""
     req = CompletionRequest(prompt=PROMPT, max_tokens=32, seed=11)
     began = time.monotonic()

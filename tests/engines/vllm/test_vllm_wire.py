@@ -182,17 +182,17 @@ def test_final_chunk_reports_no_seed_when_none_was_sent() -> None:
     ("frames", "kind"),
     [
         ([token_chunk("a", "abort"), usage_chunk(), DONE], "WORKER_RESET"),
-        ([token_chunk("a", "repetition"), usage_chunk(), DONE], "INTERNAL"),
-        ([token_chunk("a"), usage_chunk(), DONE], "INTERNAL"),
-        ([token_chunk("a", "length"), DONE], "INTERNAL"),
-        ([token_chunk("a", "length"), token_chunk("b", "stop")], "INTERNAL"),
-        ([b"data: {not json\n\n"], "INTERNAL"),
-        ([b"data: [1, 2]\n\n"], "INTERNAL"),
-        ([b'data: {"choices": "x"}\n\n'], "INTERNAL"),
-        ([b'data: {"choices": [{"text": 3}]}\n\n'], "INTERNAL"),
-        ([b'data: {"choices": [], "usage": {"prompt_tokens": -1}}\n\n'], "INTERNAL"),
+        ([token_chunk("a", "repetition"), usage_chunk(), DONE], "ENGINE_ERROR"),
+        ([token_chunk("a"), usage_chunk(), DONE], "ENGINE_ERROR"),
+        ([token_chunk("a", "length"), DONE], "ENGINE_ERROR"),
+        ([token_chunk("a", "length"), token_chunk("b", "stop")], "ENGINE_ERROR"),
+        ([b"data: {not json\n\n"], "ENGINE_ERROR"),
+        ([b"data: [1, 2]\n\n"], "ENGINE_ERROR"),
+        ([b'data: {"choices": "x"}\n\n'], "ENGINE_ERROR"),
+        ([b'data: {"choices": [{"text": 3}]}\n\n'], "ENGINE_ERROR"),
+        ([b'data: {"choices": [], "usage": {"prompt_tokens": -1}}\n\n'], "ENGINE_ERROR"),
         ([ERROR_CHUNK], "WORKER_RESET"),
-        ([*CANNED, DONE], "INTERNAL"),
+        ([*CANNED, DONE], "ENGINE_ERROR"),
     ],
 )
 def test_bad_streams_raise_typed_errors(frames: list[bytes], kind: str) -> None:
@@ -352,7 +352,7 @@ def test_metrics_without_the_figures() -> None:
     assert kv_cache_concurrency(METRICS.replace('"22.75"', '"0.5"')) is None
     with pytest.raises(EngineError) as caught:
         running_requests("# nothing\n")
-    assert caught.value.kind == "INTERNAL"
+    assert caught.value.kind == "ENGINE_ERROR"
 
 
 # -- against a fake server -------------------------------------------------------------
@@ -508,7 +508,7 @@ def test_slots_default_when_the_engine_does_not_tell() -> None:
 def test_a_model_the_engine_does_not_serve_is_internal() -> None:
     with pytest.raises(EngineError) as caught:
         asyncio.run(with_adapter(STANDARD, VllmAdapter.props, AdapterSettings("", model="x")))
-    assert caught.value.kind == "INTERNAL"
+    assert caught.value.kind == "ENGINE_ERROR"
     assert "smollm2" in caught.value.message
 
 
@@ -521,7 +521,7 @@ def test_a_different_local_model_than_served_is_internal(tmp_path: Path) -> None
     settings = AdapterSettings("", model_path=given)
     with pytest.raises(EngineError) as caught:
         asyncio.run(with_adapter(routes, VllmAdapter.props, settings))
-    assert caught.value.kind == "INTERNAL"
+    assert caught.value.kind == "ENGINE_ERROR"
 
 
 def tokenizer(ids_for_prompt: list[int], seen: list[dict[str, Any]]) -> Handler:
