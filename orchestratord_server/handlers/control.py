@@ -45,7 +45,7 @@ class ControlPlane:
         """Take a pool out of service within a deadline (ORCH-2101)."""
         request: DrainRequest = validated_body(connexion_context.scope)
         try:
-            remaining = self._state.runtime.drain(id, request.deadline_ms)
+            remaining = await self._state.runtime.drain(id, request.deadline_ms)
         except UnknownPool:
             return not_found("pool")
         body = PoolActionAccepted(pool_id=id, action=PoolAction.DRAIN, deadline_ms=remaining)
@@ -56,7 +56,7 @@ class ControlPlane:
         request: ReloadRequest = validated_body(connexion_context.scope)
         runtime = self._state.runtime
         try:
-            target = runtime.reload(id, request.new_model_ref)
+            target = await runtime.reload(id, request.new_model_ref)
         except UnknownPool:
             return not_found("pool")
         except (UnknownModel, NotReloadable) as exc:

@@ -132,7 +132,7 @@ class DataPlane:
         task_id = path_uuid(id)
         if isinstance(task_id, Response):
             return task_id
-        if self._state.runtime.cancel(task_id) is CancelStatus.UNKNOWN:
+        if await self._state.runtime.cancel(task_id) is CancelStatus.UNKNOWN:
             return not_found("task")
         return Response(status_code=204)
 
@@ -157,6 +157,6 @@ class DataPlane:
         session_id = path_uuid(id)
         if isinstance(session_id, Response):
             return session_id
-        if not self._state.runtime.delete_session(session_id):
+        if not await self._state.runtime.delete_session(session_id):
             return not_found("session")
         return Response(status_code=204)

@@ -22,7 +22,6 @@ from typing import Any
 from orchestrator_core import Preload, PreloadFailure, PreloadOutcome, Probe, StopEngine
 from orchestrator_core import inputs as core_inputs
 from orchestratord_server.metrics import Metrics
-from orchestratord_server.runtime.clock import now_ms
 from orchestratord_server.runtime.pool_manager import PoolManager, ReplicaKey
 from orchestratord_server.runtime.recording import UNKNOWN_VERSION
 from orchestratord_server.runtime.replicas import PreloadFailed
@@ -31,7 +30,7 @@ log = logging.getLogger("orchestratord.pool")
 
 EngineAction = Preload | StopEngine | Probe
 Outcome = core_inputs.Preloaded | core_inputs.PreloadFailed | core_inputs.Probed
-Deliver = Callable[[Outcome], None]
+Deliver = Callable[[Outcome], object]
 Job = Callable[[], Coroutine[Any, Any, None]]
 
 
@@ -49,10 +48,13 @@ class _Lane:
 class EngineActions:
     """Runs Preload, StopEngine and Probe on the pool manager; reports their outcomes."""
 
-    def __init__(self, manager: PoolManager, metrics: Metrics, deliver: Deliver) -> None:
+    def __init__(
+        self, manager: PoolManager, metrics: Metrics, deliver: Deliver, clock: Callable[[], int]
+    ) -> None:
         self._manager = manager
         self._metrics = metrics
         self._deliver = deliver
+        self._clock = clock
         self._lanes: dict[ReplicaKey, _Lane] = {}
 
     def perform(self, action: EngineAction) -> None:
@@ -95,15 +97,16 @@ class EngineActions:
         except PreloadFailed as failed:
             self._count(key, failed.outcome)
             failure = PreloadFailure(failed.outcome, str(failed), failed.live)
-            self._deliver(core_inputs.PreloadFailed(*key, action.generation, failure, now_ms()))
+            outcome = core_inputs.PreloadFailed(*key, action.generation, failure, self._clock())
+            self._deliver(outcome)
             return
         self._count(key, PreloadOutcome.SUCCESS)
-        self._deliver(core_inputs.Preloaded(*key, action.generation, report, now_ms()))
+        self._deliver(core_inputs.Preloaded(*key, action.generation, report, self._clock()))
 
     async def _probe(self, action: Probe) -> None:
         key = (action.pool_id, action.replica_id)
         report = await self._manager.probe(key)
-        self._deliver(core_inputs.Probed(*key, action.generation, report, now_ms()))
+        self._deliver(core_inputs.Probed(*key, action.generation, report, self._clock()))
 
     def _count(self, key: ReplicaKey, outcome: PreloadOutcome) -> None:
         handle = self._manager.handles[key]

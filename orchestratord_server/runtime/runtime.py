@@ -1,25 +1,30 @@
 """The runtime: orchestrator_core driven by real time, real engines and real streams.
 
-Theory of operation. The core decides everything; the runtime feeds it every event with
-the current monotonic time and carries out every action it returns (`_perform`), and
-nowhere else:
+Theory of operation. The core decides everything. Every change the runtime wants is an
+entry (`entries`: an admission, a token, a cancel, a poll, a preload outcome, ...) that
+goes through the `Sequencer`, which puts all entries in one order and hands each back to
+`apply`; `apply` feeds it to the core and carries out what the core decided, and nowhere
+else. In memory (`LocalSequencer`) an entry is applied the moment it is proposed; with a
+shared log (`orchestratord_server.cluster`) every instance applies every entry in the
+log's order, so every instance holds the same core, task records and transcripts.
 
-- a `Dispatch` records the `started` frame and starts the task's engine stream
-  (`streams`); an `Abort` cancels that stream, which closes the upstream request and
-  frees the engine's slot (ORCH-3017);
-- `TaskEnded` / `TaskCanceled` / `TaskFailed` close the task's transcript with its one
-  terminal frame; `recording` counts and logs it (ORCH-3028, ORCH-3027);
-- `Preload`, `StopEngine` and `Probe` go to `engine_actions`, which runs them on the pool
-  manager, one replica at a time, and hands their outcomes back here as core inputs;
-- `ReplicaChanged`, `PoolChanged` and `SessionEvicted` are logged.
+What a decision does here depends on the instance's role:
 
-A timer task sleeps until the core's next deadline (watchdog, drain, replica attempts and
-probes, session TTL, task deadlines) or until woken by a new event, then polls the core.
-Finished transcripts stay readable for late subscribers for
-`server.transcript_retention_ms`, then the task is reaped from the core. On shutdown the
-core admits nothing more and fails queued tasks at once and running ones still running
-after `server.shutdown_grace_ms` with the retriable SHUTTING_DOWN, so every admitted task
-gets its terminal event and every open stream closes.
+- on every instance: a `Dispatch` writes the `started` event, an accepted token its
+  `token` event (and the periodic `metrics` event), a terminal decision the task's one
+  terminal event (`transcribe`); an admission creates the task's record and transcript;
+- on the leader only: a `Dispatch` starts the relay of the task's engine stream
+  (`streams`) and an `Abort` stops it (which frees the engine's slot, ORCH-3017);
+  `Preload`, `StopEngine` and `Probe` go to `engine_actions`, whose outcomes come back as
+  entries; the leader also polls the core when its next deadline comes due, reaps
+  finished tasks after `server.transcript_retention_ms`, and counts and logs task and pool
+  outcomes (`recording`), so each is counted once. Admissions and refusals are counted
+  by the instance that answered them.
+
+On shutdown the memory core admits nothing more and fails queued tasks at once and
+running ones still running after `server.shutdown_grace_ms` with the retriable
+SHUTTING_DOWN, so every admitted task gets its terminal event and every open stream
+closes. Sharing a log, an instance that stops only hands its work to the others.
 
 Handlers use the intent-level methods below (`submit`, `cancel`, `drain`, `reload`,
 `pool_status`, `routes`, `chat_prompt`, ...), which return plain values; the runtime's
@@ -31,15 +36,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from orchestrator_core import (
     Abort,
     Action,
     Admitted,
+    CancelOutcome,
     CancelReason,
     CancelStatus,
     Dispatch,
+    ErrorKind,
+    FailureClass,
+    FinishReason,
     InvalidArgument,
     PoolChanged,
     Preload,
@@ -55,6 +64,7 @@ from orchestrator_core import (
     TaskEnded,
     TaskFailed,
     TaskSpec,
+    TokenAccepted,
     set_scope,
 )
 from orchestrator_core import inputs as core_inputs
@@ -64,21 +74,26 @@ from orchestratord_server.config import Config
 from orchestratord_server.generated.models import TaskRequest
 from orchestratord_server.logs import log_event
 from orchestratord_server.metrics import Metrics
-from orchestratord_server.runtime.clock import now_ms
+from orchestratord_server.runtime import transcribe
 from orchestratord_server.runtime.engine_actions import EngineActions
+from orchestratord_server.runtime.entries import Admission, Entry, TokenOut
 from orchestratord_server.runtime.gauges import Gauges
 from orchestratord_server.runtime.pool_manager import NotReloadable, PoolManager
 from orchestratord_server.runtime.pool_specs import core
 from orchestratord_server.runtime.recording import Recorder
+from orchestratord_server.runtime.sequencer import PENDING, Applier, LocalSequencer, Sequencer
 from orchestratord_server.runtime.streams import TaskStreams
 from orchestratord_server.runtime.tasks import NO_ENGINE_OPTIONS, EngineOptions, TaskContext
 from orchestratord_server.runtime.views import PoolStatus, ReplicaSetStatus
-from orchestratord_server.transcripts import Transcript, emit
+from orchestratord_server.transcripts import Transcript
 
 log = logging.getLogger("orchestratord.runtime")
 
 #: How long stop() waits for canceled streams and loops before it goes on without them.
 STOP_TIMEOUT_S = 10.0
+
+#: What builds the sequencer of a runtime (the runtime is its applier).
+SequencerFactory = Callable[[Applier], Sequencer]
 
 
 def _task_spec(request: TaskRequest, client_id: str, prompt_tokens: int) -> TaskSpec:
@@ -101,28 +116,49 @@ def _task_spec(request: TaskRequest, client_id: str, prompt_tokens: int) -> Task
     )
 
 
+def _actions(result: object) -> list[Action]:
+    """The actions in an applied entry's answer, whatever its shape."""
+    if isinstance(result, list):
+        return result
+    if isinstance(result, CancelOutcome):
+        return [a for a in (result.abort, result.canceled) if a is not None]
+    if isinstance(result, TaskEnded | TaskCanceled | TaskFailed | SessionEvicted):
+        return [result]
+    return []
+
+
 class Runtime:
     """Drives the core of one daemon and carries out what it decides."""
 
-    def __init__(self, config: Config, metrics: Metrics) -> None:
+    def __init__(
+        self, config: Config, metrics: Metrics, sequencer: SequencerFactory = LocalSequencer
+    ) -> None:
         self._config = config
         self._pools = {p.id: p for p in config.pools}
         self._core = core(config)
+        self._sequencer = sequencer(self)
+        clock = self._sequencer.now_ms
+        self._now = clock
         self._manager = PoolManager(config)
-        self._engine_actions = EngineActions(self._manager, metrics, self._deliver)
-        self._streams = TaskStreams(self._core, self._manager, self._settle)
+        self._engine_actions = EngineActions(self._manager, metrics, self._sequencer.send, clock)
+        self._streams = TaskStreams(self._manager, self, clock)
         self._record = Recorder(metrics)
         self._gauges = Gauges(metrics)
         self._tasks: dict[str, TaskContext] = {}
+        self._leader = False
+        self._started = False
+        self._poll_sent = False
         self._timer: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._retention_s = config.server.transcript_retention_ms / 1000
+        self._retention_ms = config.server.transcript_retention_ms
+        self._reaps: dict[str, asyncio.TimerHandle] = {}
 
     # -- life cycle --------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Begin: the core's first actions (every replica preloads) and the timer."""
+        """Begin: the sequencer delivers entries, and as the leader the core's first
+        actions (every replica preloads) are carried out."""
         self._loop = asyncio.get_running_loop()
         for pool in self._config.pools:
             if pool.device_kind.value == "cpu":
@@ -134,13 +170,18 @@ class Runtime:
                     "pools are GPU-only (ORCH-1101)",
                     pool_id=pool.id,
                 )
-        self._timer = self._loop.create_task(self._timer_loop(), name="core timer")
-        self._pump()
+        self._started = True
+        await self._sequencer.start()
 
     @property
     def shutting_down(self) -> bool:
         """A shutdown has begun: nothing new is admitted."""
         return self._core.shutting_down
+
+    @property
+    def available(self) -> bool:
+        """Entries can be ordered now: False while a shared log cannot be reached."""
+        return self._sequencer.available
 
     def request_shutdown(self) -> None:
         """Begin a graceful shutdown; safe to call from a signal handler."""
@@ -157,16 +198,48 @@ class Runtime:
             "daemon.shutdown",
             f"shutting down: nothing more is admitted; running tasks have {grace} ms",
         )
-        self._perform(self._core.shut_down(grace, now_ms()))
-        self._pump()
+        self._sequencer.send(core_inputs.ShutDown(grace, self._now()))
 
     async def stop(self) -> None:
-        """Cancel every stream and the timer, then stop every engine the daemon runs."""
-        stuck = await self._streams.close(STOP_TIMEOUT_S)
+        """Stop taking entries, cancel every relay and the timer, then stop every engine
+        the daemon runs."""
+        await self._sequencer.stop()
+        self._lead(False)
+        await self._engine_actions.close()
+        await self._manager.close()
+
+    # -- leadership --------------------------------------------------------------------
+
+    def leadership(self, leader: bool) -> None:
+        """Become the leader (start the timer, carry out what the core has pending) or
+        stop being it (stop relays, engine actions and the timer)."""
+        if leader == self._leader:
+            return
+        self._lead(leader)
+
+    def _lead(self, leader: bool) -> None:
+        self._leader = leader
+        if leader:
+            loop = asyncio.get_running_loop()
+            self._timer = loop.create_task(self._timer_loop(), name="core timer")
+            for task in self._tasks.values():
+                if task.ended_ms is not None:
+                    self._schedule_reap(task.task_id, task.ended_ms)
+            self._pump()
+            return
         if self._timer is not None:
             self._timer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._timer
+            self._timer = None
+        for handle in self._reaps.values():
+            handle.cancel()
+        self._reaps.clear()
+        for stream in self._streams.running():
+            stream.cancel()
+        if self._loop is not None:
+            self._loop.create_task(self._release_relays())
+
+    async def _release_relays(self) -> None:
+        stuck = await self._streams.close(STOP_TIMEOUT_S)
         if stuck:
             log_event(
                 log,
@@ -174,8 +247,150 @@ class Runtime:
                 "daemon.stop",
                 f"{len(stuck)} stream(s) ignored cancellation; stopping without them",
             )
-        await self._engine_actions.close()
-        await self._manager.close()
+        if not self._leader:
+            await self._engine_actions.close()
+
+    # -- applying entries --------------------------------------------------------------
+
+    def apply(self, entry: Entry, local: bool) -> object:
+        """Feed one entry to the core and carry out what it decided (see the module's
+        theory of operation); the core's answer."""
+        if isinstance(entry, TokenOut):
+            return self._token(entry)
+        if isinstance(entry, Admission):
+            return self._admit(entry, local)
+        if isinstance(entry, core_inputs.Reap):
+            self._tasks.pop(entry.task_id, None)
+            self._reaps.pop(entry.task_id, None)
+            return self._core.reap(entry.task_id)
+        if isinstance(entry, core_inputs.Poll):
+            self._poll_sent = False
+        result = apply_input(self._core, entry)
+        self._perform(_actions(result), entry.now_ms)
+        if not isinstance(entry, core_inputs.Poll):
+            self._pump()
+        return result
+
+    def _token(self, entry: TokenOut) -> TokenAccepted | None:
+        accepted = self._core.on_token(entry.task_id, entry.now_ms)
+        if accepted is not None:
+            task = self._tasks[entry.task_id]
+            pool_id = task.pool.id
+            transcribe.token(
+                task,
+                entry.text,
+                accepted.index,
+                entry.now_ms,
+                lambda: self._core.pool_view(pool_id, entry.now_ms).queue_depth,
+            )
+        return accepted
+
+    def _admit(self, entry: Admission, local: bool) -> Admitted | Refused:
+        decision = self._core.submit(entry.spec, entry.now_ms)
+        request = entry.request
+        if isinstance(decision, Refused):
+            if local:
+                self._record.refused(request, decision)
+            self._pump()  # a `preload: false` pool may now load
+            return decision
+        view = self._core.pool_view(decision.pool_id, entry.now_ms)
+        task = TaskContext(
+            task_id=entry.spec.task_id,
+            request=request,
+            pool=self._pools[decision.pool_id],
+            client_id=entry.spec.client_id,
+            transcript=Transcript(keep_events=entry.keep_events),
+            prompt_tokens=entry.spec.prompt_tokens,
+            model_id=view.model_digest or view.model_ref,
+            options=entry.options,
+        )
+        self._tasks[task.task_id] = task
+        if local:
+            self._record.admitted(task, decision, view.engine_version)
+        if decision.evicted is not None:
+            self._perform([decision.evicted], entry.now_ms)
+        self._pump()
+        return decision
+
+    def _perform(self, actions: list[Action], now: int) -> None:
+        leader = self._leader
+        for action in actions:
+            if isinstance(action, Dispatch):
+                task = self._tasks[action.task_id]
+                transcribe.started(task, action, task.pool.engine.value, now)
+                if leader:
+                    self._record.dispatched(task, action)
+                    self._streams.start(task, action)
+            elif isinstance(action, TaskEnded | TaskCanceled | TaskFailed):
+                self._finish(action, now)
+            elif not leader:
+                continue
+            elif isinstance(action, Abort):
+                self._streams.abort(action.task_id)
+            elif isinstance(action, Preload | StopEngine | Probe):
+                self._engine_actions.perform(action)
+            elif isinstance(action, ReplicaChanged):
+                self._record.replica_changed(action)
+            elif isinstance(action, PoolChanged):
+                self._record.pool_changed(action)
+            elif isinstance(action, SessionEvicted):
+                log_event(
+                    log,
+                    logging.INFO,
+                    "session.evicted",
+                    f"session evicted ({action.reason.value})",
+                    reason=action.reason.value,
+                    kv_bytes=action.kv_bytes,
+                )
+
+    def _finish(self, outcome: TaskEnded | TaskCanceled | TaskFailed, now: int) -> None:
+        """Close the task's transcript with its one terminal event; count and log it."""
+        task = self._tasks.get(outcome.task_id)
+        if task is None or task.transcript.closed:
+            return
+        depth = self._core.pool_view(outcome.pool_id, now).queue_depth
+        transcribe.ended(task, outcome, depth, now)
+        if not self._leader:
+            return
+        if isinstance(outcome, TaskEnded):
+            self._record.ended(task, outcome)
+        elif isinstance(outcome, TaskCanceled):
+            self._record.canceled(task, outcome)
+        else:
+            self._record.failed(task, outcome)
+        self._schedule_reap(outcome.task_id, now)
+
+    def _schedule_reap(self, task_id: str, ended_ms: int) -> None:
+        """Forget a finished task once its transcript has been kept long enough."""
+        if self._loop is None or task_id in self._reaps:
+            return
+        delay = max(0, ended_ms + self._retention_ms - self._now()) / 1000
+        self._reaps[task_id] = self._loop.call_later(delay, self._reap, task_id)
+
+    def _reap(self, task_id: str) -> None:
+        self._sequencer.send(core_inputs.Reap(task_id))
+
+    # -- the relays' sink ----------------------------------------------------------------
+
+    def token(self, task_id: str, text: str, now_ms: int) -> bool:
+        """A relay's next token; False once the task is known to have ended."""
+        result = self._sequencer.send(TokenOut(task_id, text, now_ms))
+        return result is PENDING or result is not None
+
+    def finish(self, task_id: str, reason: FinishReason, tokens_in: int, now_ms: int) -> None:
+        """A relay's final chunk."""
+        self._sequencer.send(core_inputs.Finish(task_id, reason, tokens_in, now_ms))
+
+    def fail(
+        self,
+        task_id: str,
+        kind: ErrorKind,
+        message: str,
+        now_ms: int,
+        failure_class: FailureClass | None = None,
+    ) -> None:
+        """A relay's engine failed the task."""
+        self._sequencer.send(core_inputs.Fail(task_id, kind, message, now_ms, failure_class))
 
     # -- admission ---------------------------------------------------------------------
 
@@ -192,31 +407,11 @@ class Runtime:
         ``options`` go to the engine with the task; ``keep_events`` makes its transcript
         keep typed events for in-process followers (`Transcript.follow_events`).
         """
-        task_id = str(request.task_id)
         prompt_tokens = await self._prompt_tokens(request)
         spec = _task_spec(request, client_id, prompt_tokens)
-        decision = self._core.submit(spec, now_ms())
-        if isinstance(decision, Refused):
-            self._record.refused(request, decision)
-            if self._core.has_pending_actions:  # a `preload: false` pool now loads
-                self._pump()
-            return decision
-        view = self._core.pool_view(decision.pool_id, now_ms())
-        task = TaskContext(
-            task_id=task_id,
-            request=request,
-            pool=self._pools[decision.pool_id],
-            client_id=client_id,
-            transcript=Transcript(keep_events=keep_events),
-            prompt_tokens=prompt_tokens,
-            model_id=view.model_digest or view.model_ref,
-            options=options,
-        )
-        self._tasks[task_id] = task
-        self._record.admitted(task, decision, view.engine_version)
-        if decision.evicted is not None:
-            self._perform([decision.evicted])
-        self._pump()
+        entry = Admission(spec, request, options, keep_events, self._now())
+        decision = await self._sequencer.propose(entry)
+        assert isinstance(decision, Admitted | Refused)
         return decision
 
     async def _prompt_tokens(self, request: TaskRequest) -> int:
@@ -242,7 +437,7 @@ class Runtime:
         for route in self._core.routes(model_ref):
             if route.engine != engine or not route.ready:
                 continue
-            view = self._core.pool_view(route.pool_id, now_ms())
+            view = self._core.pool_view(route.pool_id, self._now())
             for replica in view.replicas:
                 adapter = self._manager.handles[route.pool_id, replica.replica_id].adapter
                 if replica.usable and adapter is not None:
@@ -267,70 +462,62 @@ class Runtime:
         task = self._tasks.get(task_id)
         return task.transcript if task else None
 
-    def cancel(self, task_id: str, reason: CancelReason = CancelReason.CLIENT) -> CancelStatus:
-        """Cancel a task in any state; idempotent (ORCH-3017, ORCH-3026)."""
-        outcome = self._core.cancel(task_id, now_ms(), reason)
-        actions: list[Action] = []
-        if outcome.abort is not None:
-            actions.append(outcome.abort)
-        if outcome.canceled is not None:
-            actions.append(outcome.canceled)
-        self._perform(actions)
-        self._pump()
+    async def cancel(
+        self, task_id: str, reason: CancelReason = CancelReason.CLIENT
+    ) -> CancelStatus:
+        """Cancel a task in any state; idempotent (ORCH-3017, ORCH-3026). When this
+        returns, the core has decided the cancel: no later token is accepted."""
+        outcome = await self._sequencer.propose(core_inputs.Cancel(task_id, self._now(), reason))
+        assert isinstance(outcome, CancelOutcome)
         return outcome.status
 
     def stream_opened(self, task_id: str) -> None:
         """A stream of the task opened: a client that reconnected resumes its task."""
-        self._core.watched(task_id, now_ms())
+        self._sequencer.send(core_inputs.Watched(task_id, self._now()))
 
     def stream_abandoned(self, task_id: str) -> None:
         """The last open stream of an unfinished task closed: the task is canceled unless
         a stream opens again within `server.reconnect_grace_ms` (no slot leaks)."""
-        self._perform(self._core.unwatched(task_id, now_ms()))
-        self._pump()
+        self._sequencer.send(core_inputs.Unwatched(task_id, self._now()))
 
     def client_gone(self, task_id: str) -> None:
         """The client of a task that cannot be resumed (an OpenAI request) went away:
         cancel the task now."""
-        self.cancel(task_id, CancelReason.DISCONNECT)
+        self._sequencer.send(core_inputs.Cancel(task_id, self._now(), CancelReason.DISCONNECT))
 
     def session_info(self, session_id: str) -> SessionInfo | None:
         """A session's TTL, turns, KV bytes and warmth (ORCH-2004)."""
-        return self._core.session_info(session_id, now_ms())
+        return self._core.session_info(session_id, self._now())
 
-    def delete_session(self, session_id: str) -> bool:
+    async def delete_session(self, session_id: str) -> bool:
         """Forget a session (ORCH-2005); False when it is unknown."""
-        evicted = self._core.delete_session(session_id, now_ms())
-        if evicted is not None:
-            self._perform([evicted])
-        return evicted is not None
+        entry = core_inputs.DeleteSession(session_id, self._now())
+        return await self._sequencer.propose(entry) is not None
 
     # -- pools (ORCH-2101..2104) -------------------------------------------------------
 
-    def drain(self, pool_id: str, deadline_ms: int) -> int:
+    async def drain(self, pool_id: str, deadline_ms: int) -> int:
         """Take the pool out of service (raises UnknownPool): no admissions, queued tasks
         canceled, running ones canceled after ``deadline_ms``; the time left of the drain
         window that applies."""
-        now = now_ms()
-        self._perform(self._core.drain(pool_id, deadline_ms, now))
-        self._pump()
-        return self._core.pool_view(pool_id, now).drain_remaining_ms or 0
+        self._core.pool_view(pool_id, self._now())  # UnknownPool before anything is sent
+        await self._sequencer.propose(core_inputs.Drain(pool_id, deadline_ms, self._now()))
+        return self._core.pool_view(pool_id, self._now()).drain_remaining_ms or 0
 
-    def reload(self, pool_id: str, model_ref: str) -> str:
+    async def reload(self, pool_id: str, model_ref: str) -> str:
         """Move the pool to ``model_ref``; the reference it resolved to. Raises UnknownPool,
         UnknownModel or NotReloadable before anything changes."""
-        self._core.pool_view(pool_id, now_ms())  # UnknownPool first
+        self._core.pool_view(pool_id, self._now())  # UnknownPool first
         target = self._manager.check_reload(pool_id, model_ref)
         try:
-            self._perform(self._core.reload(pool_id, target.ref, now_ms()))
+            await self._sequencer.propose(core_inputs.Reload(pool_id, target.ref, self._now()))
         except InvalidArgument as exc:
             raise NotReloadable(str(exc)) from None
-        self._pump()
         return target.ref
 
     def pool_status(self, pool_id: str) -> PoolStatus:
         """A pool's phase, models, replicas, load and SLOs (raises UnknownPool)."""
-        now = now_ms()
+        now = self._now()
         view = self._core.pool_view(pool_id, now)
         pool = self._pools[pool_id]
         return PoolStatus(
@@ -343,7 +530,7 @@ class Runtime:
 
     def replica_sets(self) -> tuple[ReplicaSetStatus, ...]:
         """Replica sets with their members, slots, load and SLOs (ORCH-2104)."""
-        now = now_ms()
+        now = self._now()
         return tuple(
             ReplicaSetStatus(view, self._core.slo(set_scope(view.set_id), now))
             for view in self._core.replica_sets()
@@ -363,135 +550,30 @@ class Runtime:
 
     def refresh_gauges(self) -> None:
         """Set the gauges from the core; called when /metrics is scraped."""
-        self._gauges.refresh(self._core, now_ms())
+        self._gauges.refresh(self._core, self._now())
 
     # -- the loop ----------------------------------------------------------------------
 
     def _pump(self) -> None:
-        """Poll the core now and wake the timer so it re-reads the next deadline. Before
-        `start` nothing is polled: the core's first actions wait for the loop to run."""
-        if self._timer is None:
+        """As the leader: have the core polled now, and wake the timer so it re-reads the
+        next deadline (one poll at a time waits to be applied)."""
+        if not self._leader or not self._started:
             return
-        self._perform(self._core.poll(now_ms()))
+        if not self._poll_sent:
+            self._poll_sent = True
+            self._sequencer.send(core_inputs.Poll(self._now()))
         self._wake.set()
-
-    def _settle(self, actions: list[Action]) -> None:
-        """A stream ended: carry out what the core decided, then what it has pending."""
-        self._perform(actions)
-        self._pump()
-
-    def _deliver(self, outcome: core_inputs.Input) -> None:
-        """An engine action's outcome, fed to the core as the input it is."""
-        result = apply_input(self._core, outcome)
-        assert isinstance(result, list)
-        self._perform(result)
-        self._pump()
 
     async def _timer_loop(self) -> None:
         while True:
             deadline = self._core.next_deadline_ms()
-            timeout = None if deadline is None else max(0, deadline - now_ms()) / 1000
+            timeout = None if deadline is None else max(0, deadline - self._now()) / 1000
             self._wake.clear()
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that
             # lands as the event is set (every pump sets it), and stop() would wait forever.
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
                     await self._wake.wait()
-            self._perform(self._core.poll(now_ms()))
-
-    def _perform(self, actions: list[Action]) -> None:
-        for action in actions:
-            if isinstance(action, Dispatch):
-                self._start(action)
-            elif isinstance(action, TaskEnded | TaskCanceled | TaskFailed):
-                self._finish(action)
-            elif isinstance(action, Abort):
-                self._streams.abort(action.task_id)
-            elif isinstance(action, Preload | StopEngine | Probe):
-                self._engine_actions.perform(action)
-            elif isinstance(action, ReplicaChanged):
-                self._record.replica_changed(action)
-            elif isinstance(action, PoolChanged):
-                self._record.pool_changed(action)
-            elif isinstance(action, SessionEvicted):
-                log_event(
-                    log,
-                    logging.INFO,
-                    "session.evicted",
-                    f"session evicted ({action.reason.value})",
-                    reason=action.reason.value,
-                    kv_bytes=action.kv_bytes,
-                )
-
-    def _start(self, dispatch: Dispatch) -> None:
-        task = self._tasks[dispatch.task_id]
-        task.dispatch = dispatch
-        pool = task.pool
-        emit(
-            task.transcript,
-            "started",
-            {
-                "queue_position": dispatch.queue_position,
-                "predicted_start_ms": dispatch.predicted_start_ms,
-                "task_id": dispatch.task_id,
-                "pool_id": dispatch.pool_id,
-                "replica_id": dispatch.replica_id,
-                "engine": pool.engine.value,
-                "engine_version": dispatch.engine_version,
-                "model_digest": dispatch.model_digest,
-                "sampler_profile_version": pool.sampler_profile_version,
-                "kv_warmth": dispatch.kv_warmth,
-                "seed": dispatch.seed,
-                "queue_time_ms": dispatch.queue_time_ms,
-                "kv_migrated": dispatch.kv_migrated,
-            },
-        )
-        self._record.dispatched(task, dispatch)
-        self._streams.start(task, dispatch)
-
-    def _finish(self, outcome: TaskEnded | TaskCanceled | TaskFailed) -> None:
-        """Close the task's transcript with its one terminal frame; count and log it."""
-        task = self._tasks.get(outcome.task_id)
-        if task is None or task.transcript.closed:
-            return
-        figures = outcome.figures
-        if figures.decode_ms is not None:
-            metrics = {
-                "tokens_out": figures.tokens_out,
-                "decode_ms": figures.decode_ms,
-                "queue_time_ms": figures.queue_time_ms,
-                "queue_depth": self._core.pool_view(outcome.pool_id, now_ms()).queue_depth,
-            }
-            emit(task.transcript, "metrics", metrics)
-        if isinstance(outcome, TaskEnded):
-            end = {
-                "tokens_out": figures.tokens_out,
-                "decode_ms": figures.decode_ms,
-                "tokens_in": figures.tokens_in,
-                "finish_reason": outcome.finish_reason.value,
-            }
-            emit(task.transcript, "end", end, terminal=True)
-            self._record.ended(task, outcome)
-        elif isinstance(outcome, TaskCanceled):
-            end = {
-                "tokens_out": figures.tokens_out,
-                "decode_ms": figures.decode_ms or 0,
-                "finish_reason": outcome.finish_reason.value,
-            }
-            emit(task.transcript, "end", end, terminal=True)
-            self._record.canceled(task, outcome)
-        else:
-            error = {
-                "code": outcome.kind.value,
-                "message": outcome.message,
-                "engine": task.pool.engine.value,
-                "retriable": outcome.retriable,
-                "retry_after_ms": outcome.backoff_ms or None,
-            }
-            emit(task.transcript, "error", error, terminal=True)
-            self._record.failed(task, outcome)
-        asyncio.get_running_loop().call_later(self._retention_s, self._reap, outcome.task_id)
-
-    def _reap(self, task_id: str) -> None:
-        self._core.reap(task_id)
-        self._tasks.pop(task_id, None)
+            if not self._poll_sent:
+                self._poll_sent = True
+                self._sequencer.send(core_inputs.Poll(self._now()))

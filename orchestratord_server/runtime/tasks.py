@@ -3,9 +3,10 @@
 The core keeps every figure of a task (times, tokens; `orchestrator_core.TaskFigures`);
 the runtime keeps the request, the caller, the transcript its streams read, the options
 its engine request carries, and the `Dispatch` that placed it (which replica, which
-versions), so its log records (ORCH-3027) can name them. `EngineOptions` carries what a
-task asks of its engine beyond an OrchQueue request: the OpenAI-compatible surface sends
-stop strings and per-request sampling values with it.
+versions), so its log records (ORCH-3027) can name them. Every field is set from applied
+entries and their `now_ms`, so every instance sharing the state keeps the same records.
+`EngineOptions` carries what a task asks of its engine beyond an OrchQueue request: the
+OpenAI-compatible surface sends stop strings and per-request sampling values with it.
 """
 
 from __future__ import annotations
@@ -67,6 +68,11 @@ class TaskContext:
     model_id: str
     options: EngineOptions = NO_ENGINE_OPTIONS
     dispatch: Dispatch | None = None
+    #: When it was dispatched, and when its next periodic `metrics` event is due.
+    dispatched_ms: int = 0
+    metrics_due_ms: int = 0
+    #: When its terminal event was recorded (None while it runs).
+    ended_ms: int | None = None
 
     def log_fields(
         self, figures: TaskFigures | None = None, failure: FailureClass | None = None
