@@ -36,6 +36,8 @@ HTTP_STATUS: Mapping[ErrorKind, int] = MappingProxyType(
         ErrorKind.SERVER_BUSY: 503,
         ErrorKind.REQUEST_TIMEOUT: 408,
         ErrorKind.HEADERS_TOO_LARGE: 431,
+        ErrorKind.STATE_UNAVAILABLE: 503,
+        ErrorKind.MIGRATION_FAILED: 503,
     }
 )
 
@@ -53,6 +55,8 @@ RETRIABLE: frozenset[ErrorKind] = frozenset(
         ErrorKind.SHUTTING_DOWN,
         ErrorKind.SERVER_BUSY,
         ErrorKind.REQUEST_TIMEOUT,
+        ErrorKind.STATE_UNAVAILABLE,
+        ErrorKind.MIGRATION_FAILED,
     }
 )
 

@@ -54,6 +54,8 @@ from orchestrator_core.decisions import (
     CancelStatus,
     Dispatch,
     PoolChanged,
+    Preload,
+    Probe,
     Refused,
     SessionEvicted,
     TaskCanceled,
@@ -1091,6 +1093,22 @@ class Orchestrator:
         """SLO figures of a pool (or, with `slo_book.set_scope`, a replica set) over the
         recent window (ORCH-3041)."""
         return self._slo.snapshot(scope, max(now_ms, self._now))
+
+    def in_flight(self) -> list[Preload | Probe]:
+        """The engine actions the core has decided and still waits to hear back from
+        (preloads under way, probes sent; not those still in the outbox): what a scheduler
+        taking over from one that died sends again."""
+        out: list[Preload | Probe] = []
+        for pool in self._pools.values():
+            for replica in pool.replicas.values():
+                action = supervision.awaiting(pool, replica)
+                if action is not None and action not in self._outbox:
+                    out.append(action)
+        return out
+
+    def running(self) -> tuple[str, ...]:
+        """The ids of the tasks placed on a replica and not ended, in admission order."""
+        return tuple(t.spec.task_id for t in self._tasks.values() if t.state in RUNNING)
 
     @property
     def has_pending_actions(self) -> bool:

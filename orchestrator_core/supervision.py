@@ -265,6 +265,17 @@ def due(pool: Pool, replica: Replica, now_ms: int, out: list[Action]) -> None:
             out.append(Probe(pool.pool_id, replica.replica_id, replica.generation))
 
 
+def awaiting(pool: Pool, replica: Replica) -> Preload | Probe | None:
+    """The engine action the replica waits to hear back from, or None: a preload attempt
+    under way, or a probe sent and not answered. A scheduler that takes over from one that
+    died sends it again (the answer quotes the same generation)."""
+    if replica.state is ReplicaState.PRELOADING:
+        return Preload(pool.pool_id, replica.replica_id, replica.generation, replica.model_ref)
+    if replica.state in PROBED and replica.probe_due_ms is None:
+        return Probe(pool.pool_id, replica.replica_id, replica.generation)
+    return None
+
+
 def next_due_ms(replica: Replica) -> int | None:
     """When `due` has something to start for this replica, or None."""
     if replica.state in WAITING:

@@ -10,6 +10,7 @@ are imported only by `serve` and `--check-config`, so client commands start quic
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
 import logging
 import sys
@@ -58,8 +59,27 @@ def _check_config(path: Path) -> int:
         return EXIT_CONFIG
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    print(f"{path}: valid ({len(config.pools)} pool(s), mode {config.mode.value})")
+    reached = _reach_state(config)
+    if reached is None:
+        return EXIT_CONFIG
+    print(f"{path}: valid ({len(config.pools)} pool(s), mode {config.mode.value}){reached}")
     return 0
+
+
+def _reach_state(config: Config) -> str | None:
+    """With `state.backend: nats`, reach JetStream as the daemon will: "" for the memory
+    backend, a note when it answers, None (after saying why on stderr) when it does not."""
+    from orchestratord_server.config import StateBackend
+
+    if config.state.backend is not StateBackend.nats:
+        return ""
+    from orchestratord_server.cluster.connection import NatsUnreachable, check
+
+    try:
+        return f"; state on NATS: {asyncio.run(check(config.state.nats))}"
+    except NatsUnreachable as exc:
+        print(f"error: state.nats: {exc}", file=sys.stderr)
+        return None
 
 
 def _load(path: Path | None) -> tuple[Config, bool]:
@@ -96,6 +116,8 @@ def _serve(args: argparse.Namespace) -> int:
         key = generate_key()
         rings = key_rings(config.auth.model_copy(update={"api_keys": (key,)}))
         print(f"orchestratord: no API key configured; this run's key is {key}", flush=True)
+    if _reach_state(config) is None:
+        return EXIT_CONFIG
     configure_logging(config.server.log_format, config.server.log_level)
     if embedded:
         log.warning(

@@ -517,6 +517,83 @@ class PoolConfig(_Strict):
                 )
 
 
+class StateBackend(StrEnum):
+    """Where the daemon's state (tasks, queues, transcripts, sessions) lives."""
+
+    memory = "memory"
+    nats = "nats"
+
+
+class NatsConfig(_Strict):
+    """The NATS JetStream deployment shared by every instance (`state.backend: nats`).
+
+    Credentials never sit in the file: they are read from the environment variables named
+    here (each one optional)."""
+
+    servers: tuple[str, ...] = Field(
+        ("nats://127.0.0.1:4222",), min_length=1, description="NATS server URLs."
+    )
+    stream: str = Field(
+        "ORCHD", pattern=r"^[A-Za-z0-9_-]{1,64}$", description="The event log's stream."
+    )
+    subject_prefix: str = Field(
+        "orchd", pattern=r"^[A-Za-z0-9_-]{1,64}$", description="Prefix of the log's subjects."
+    )
+    bucket: str = Field(
+        "orchd",
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="Key-value bucket of the scheduler lease; snapshots go to <bucket>-snapshots.",
+    )
+    replicas: int = Field(
+        1, ge=1, le=5, description="JetStream replicas of the stream and buckets (3 in a cluster)."
+    )
+    lease_ttl_ms: int = Field(
+        2_000,
+        ge=500,
+        le=60_000,
+        description="A scheduler that stops refreshing its lease loses it after this long.",
+    )
+    snapshot_every: int = Field(
+        20_000,
+        ge=100,
+        description="Log entries between two snapshots; the log is trimmed behind them.",
+    )
+    write_timeout_ms: int = Field(
+        2_000,
+        ge=100,
+        description="How long a write waits for JetStream before 503 STATE_UNAVAILABLE.",
+    )
+    connect_timeout_ms: int = Field(
+        2_000, ge=100, description="How long start-up waits to reach NATS."
+    )
+    credentials_file_env: str = Field(
+        "ORCHD_NATS_CREDENTIALS", description="Variable holding the path of a .creds file."
+    )
+    token_env: str = Field("ORCHD_NATS_TOKEN", description="Variable holding a token.")
+    user_env: str = Field("ORCHD_NATS_USER", description="Variable holding a user name.")
+    password_env: str = Field("ORCHD_NATS_PASSWORD", description="Variable holding a password.")
+    tls_ca_file: Path | None = Field(None, description="CA bundle that verifies the servers.")
+    tls_cert_file: Path | None = Field(None, description="Client certificate (mutual TLS).")
+    tls_key_file: Path | None = Field(None, description="Client certificate's key.")
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> NatsConfig:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("give tls_cert_file and tls_key_file together")
+        for url in self.servers:
+            if not url.startswith(("nats://", "tls://", "ws://", "wss://")):
+                raise ValueError(f"servers: {url!r} is not a nats://, tls:// or ws(s):// URL")
+        return self
+
+
+class StateConfig(_Strict):
+    """`memory` (one instance, nothing else needed) or `nats` (several instances sharing
+    one JetStream-backed state; docs/cluster.md)."""
+
+    backend: StateBackend = StateBackend.memory
+    nats: NatsConfig = NatsConfig()
+
+
 class Config(_Strict):
     """The whole daemon configuration."""
 
@@ -531,9 +608,20 @@ class Config(_Strict):
         (), description="The model catalog: models pools may load or be reloaded to."
     )
     pools: tuple[PoolConfig, ...] = ()
+    state: StateConfig = StateConfig()
 
     @model_validator(mode="after")
     def _pools_allowed(self) -> Config:
+        if self.state.backend is StateBackend.nats:
+            for pool in self.pools:
+                for replica in pool.replicas:
+                    if replica.managed:
+                        raise ValueError(
+                            f"pools: {pool.id}/{replica.id} is an engine this daemon starts "
+                            "(launch or command); with state.backend nats every instance "
+                            "shares the engines, so reach them by url (start them apart, "
+                            "e.g. with llama-server) - docs/cluster.md"
+                        )
         ids = [p.id for p in self.pools]
         if len(set(ids)) != len(ids):
             raise ValueError("pools: pool ids must be unique")

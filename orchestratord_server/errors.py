@@ -25,6 +25,7 @@ from orchestrator_core import RETRIABLE
 from orchestratord_server.generated.models import ErrorEnvelope, ErrorKind, FieldError
 from orchestratord_server.generated.operations import OPERATIONS
 from orchestratord_server.openai_compat import errors as openai_errors
+from orchestratord_server.runtime.sequencer import StateUnavailable
 
 log = logging.getLogger("orchestratord.errors")
 
@@ -178,8 +179,15 @@ def _on_unexpected(request: ConnexionRequest, exc: Exception) -> ConnexionRespon
     return _connexion_error(request, 500, ErrorKind.INTERNAL, "internal error")
 
 
+def _on_state_unavailable(request: ConnexionRequest, exc: StateUnavailable) -> ConnexionResponse:
+    headers = {"Retry-After": "1"}
+    message = f"{exc}; nothing was changed, retry"
+    return _connexion_error(request, 503, ErrorKind.STATE_UNAVAILABLE, message, headers=headers)
+
+
 def install_error_handlers(app: AsyncApp) -> None:
     """Make every error path of `app` answer with an ErrorEnvelope."""
+    app.add_error_handler(StateUnavailable, _on_state_unavailable)
     app.add_error_handler(ProblemException, _on_problem)
     app.add_error_handler(HTTPException, _on_http_exception)
     app.add_error_handler(Exception, _on_unexpected)

@@ -1,4 +1,5 @@
-"""What the handlers share for one running server: config, keys, metrics, the runtime."""
+"""What the handlers share for one running server: config, keys, metrics, the runtime
+(on the state backend the config names: in memory, or shared through NATS JetStream)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from dataclasses import dataclass, field
 from prometheus_client import CollectorRegistry
 
 from orchestratord_server.auth import KeyRing, Plane
-from orchestratord_server.config import Config
+from orchestratord_server.config import Config, StateBackend
 from orchestratord_server.metrics import Metrics
 from orchestratord_server.runtime import Runtime
 
@@ -24,4 +25,10 @@ class ServerState:
 
     def __post_init__(self) -> None:
         self.metrics = Metrics(self.registry)
-        self.runtime = Runtime(self.config, self.metrics)
+        state = self.config.state
+        if state.backend is StateBackend.nats:
+            from orchestratord_server.cluster.sequencer import factory
+
+            self.runtime = Runtime(self.config, self.metrics, factory(state.nats))
+        else:
+            self.runtime = Runtime(self.config, self.metrics)

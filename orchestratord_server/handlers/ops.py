@@ -23,10 +23,11 @@ class Operations:
 
     async def getReadyz(self) -> Response:
         """200 once every preloading pool has finished its first attempt and at least one
-        pool is Ready, else 503 (ORCH-3002)."""
+        pool is Ready, else 503 (ORCH-3002); also 503 while a shared state (NATS) cannot
+        be reached."""
         readiness = self._state.runtime.readiness()
         pools = [{"pool_id": pool_id, "ready": ready} for pool_id, ready in readiness.pools]
-        serving = readiness.serving
+        serving = readiness.serving and self._state.runtime.available
         body = Readiness.model_validate({"ready": serving, "pools": pools})
         return Response(
             body.model_dump_json(), status_code=200 if serving else 503, media_type=JSON

@@ -37,6 +37,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from orchestrator_core import (
     Abort,
@@ -65,6 +66,7 @@ from orchestrator_core import (
     TaskFailed,
     TaskSpec,
     TokenAccepted,
+    persistence,
     set_scope,
 )
 from orchestrator_core import inputs as core_inputs
@@ -74,14 +76,20 @@ from orchestratord_server.config import Config
 from orchestratord_server.generated.models import TaskRequest
 from orchestratord_server.logs import log_event
 from orchestratord_server.metrics import Metrics
-from orchestratord_server.runtime import transcribe
+from orchestratord_server.runtime import task_records, transcribe
 from orchestratord_server.runtime.engine_actions import EngineActions
 from orchestratord_server.runtime.entries import Admission, Entry, TokenOut
 from orchestratord_server.runtime.gauges import Gauges
 from orchestratord_server.runtime.pool_manager import NotReloadable, PoolManager
 from orchestratord_server.runtime.pool_specs import core
 from orchestratord_server.runtime.recording import Recorder
-from orchestratord_server.runtime.sequencer import PENDING, Applier, LocalSequencer, Sequencer
+from orchestratord_server.runtime.sequencer import (
+    PENDING,
+    Applier,
+    LocalSequencer,
+    Sequencer,
+    StateUnavailable,
+)
 from orchestratord_server.runtime.streams import TaskStreams
 from orchestratord_server.runtime.tasks import NO_ENGINE_OPTIONS, EngineOptions, TaskContext
 from orchestratord_server.runtime.views import PoolStatus, ReplicaSetStatus
@@ -91,6 +99,9 @@ log = logging.getLogger("orchestratord.runtime")
 
 #: How long stop() waits for canceled streams and loops before it goes on without them.
 STOP_TIMEOUT_S = 10.0
+
+#: The back-off a client is given when this instance cannot take its task right now.
+UNAVAILABLE_BACKOFF_MS = 1_000
 
 #: What builds the sequencer of a runtime (the runtime is its applier).
 SequencerFactory = Callable[[Applier], Sequencer]
@@ -153,6 +164,7 @@ class Runtime:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._retention_ms = config.server.transcript_retention_ms
         self._reaps: dict[str, asyncio.TimerHandle] = {}
+        self._leaving = False
 
     # -- life cycle --------------------------------------------------------------------
 
@@ -176,7 +188,7 @@ class Runtime:
     @property
     def shutting_down(self) -> bool:
         """A shutdown has begun: nothing new is admitted."""
-        return self._core.shutting_down
+        return self._core.shutting_down or self._leaving
 
     @property
     def available(self) -> bool:
@@ -189,7 +201,19 @@ class Runtime:
             self._loop.call_soon_threadsafe(self._begin_shutdown)
 
     def _begin_shutdown(self) -> None:
-        if self._core.shutting_down:
+        if self.shutting_down:
+            return
+        if self._sequencer.shared:
+            log_event(
+                log,
+                logging.WARNING,
+                "daemon.leaving",
+                "shutting down: this instance admits nothing more and hands scheduling to "
+                "another; its open streams go on until they end or the grace runs out",
+            )
+            self._leaving = True
+            assert self._loop is not None
+            self._loop.create_task(self._sequencer.leave())
             return
         grace = self._config.server.shutdown_grace_ms
         log_event(
@@ -204,7 +228,7 @@ class Runtime:
         """Stop taking entries, cancel every relay and the timer, then stop every engine
         the daemon runs."""
         await self._sequencer.stop()
-        self._lead(False)
+        self.leadership(False)
         await self._engine_actions.close()
         await self._manager.close()
 
@@ -222,9 +246,8 @@ class Runtime:
         if leader:
             loop = asyncio.get_running_loop()
             self._timer = loop.create_task(self._timer_loop(), name="core timer")
-            for task in self._tasks.values():
-                if task.ended_ms is not None:
-                    self._schedule_reap(task.task_id, task.ended_ms)
+            self._poll_sent = False
+            self._take_over()
             self._pump()
             return
         if self._timer is not None:
@@ -237,6 +260,35 @@ class Runtime:
             stream.cancel()
         if self._loop is not None:
             self._loop.create_task(self._release_relays())
+
+    def _take_over(self) -> None:
+        """Carry on where a scheduler that stopped left off (nothing to do on a first
+        start): send again the engine actions the core still waits to hear back from,
+        continue its running tasks (`streams.resume`), and reap what ended."""
+        for action in self._core.in_flight():
+            self._engine_actions.perform(action)
+        for task_id in self._core.running():
+            task = self._tasks[task_id]
+            if task.dispatch is not None:
+                self._streams.resume(task, task.dispatch, tuple(task.texts))
+        for task in self._tasks.values():
+            if task.ended_ms is not None:
+                self._schedule_reap(task.task_id, task.ended_ms)
+
+    # -- snapshots ---------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """The core and every task record as JSON data (for a shared log's snapshots)."""
+        return {
+            "core": persistence.snapshot(self._core),
+            "tasks": [task_records.dump(task) for task in self._tasks.values()],
+        }
+
+    def restore(self, data: Mapping[str, Any]) -> None:
+        """Continue from a snapshot (before `start`, or while not the leader)."""
+        self._core = persistence.restore(data["core"])
+        tasks = (task_records.load(record, self._pools) for record in data["tasks"])
+        self._tasks = {task.task_id: task for task in tasks}
 
     async def _release_relays(self) -> None:
         stuck = await self._streams.close(STOP_TIMEOUT_S)
@@ -275,6 +327,7 @@ class Runtime:
         accepted = self._core.on_token(entry.task_id, entry.now_ms)
         if accepted is not None:
             task = self._tasks[entry.task_id]
+            task.texts.append(entry.text)
             pool_id = task.pool.id
             transcribe.token(
                 task,
@@ -407,12 +460,31 @@ class Runtime:
         ``options`` go to the engine with the task; ``keep_events`` makes its transcript
         keep typed events for in-process followers (`Transcript.follow_events`).
         """
+        if self._leaving:
+            return self._refuse_here(
+                request,
+                ErrorKind.SHUTTING_DOWN,
+                "this instance is shutting down; submit to another",
+            )
         prompt_tokens = await self._prompt_tokens(request)
         spec = _task_spec(request, client_id, prompt_tokens)
         entry = Admission(spec, request, options, keep_events, self._now())
-        decision = await self._sequencer.propose(entry)
+        try:
+            decision = await self._sequencer.propose(entry)
+        except StateUnavailable as exc:
+            return self._refuse_here(
+                request, ErrorKind.STATE_UNAVAILABLE, f"{exc}; nothing was admitted"
+            )
         assert isinstance(decision, Admitted | Refused)
         return decision
+
+    def _refuse_here(self, request: TaskRequest, kind: ErrorKind, message: str) -> Refused:
+        """A refusal this instance answers by itself (it cannot, or will not, write)."""
+        refused = Refused(
+            str(request.task_id), kind, message, UNAVAILABLE_BACKOFF_MS, engine=request.engine
+        )
+        self._record.refused(request, refused)
+        return refused
 
     async def _prompt_tokens(self, request: TaskRequest) -> int:
         """Prompt tokens for the budget check (ORCH-3015).

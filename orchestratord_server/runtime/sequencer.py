@@ -15,7 +15,8 @@ each entry applied the moment it is proposed. The NATS JetStream one
 from __future__ import annotations
 
 import time
-from typing import Final, Protocol
+from collections.abc import Mapping
+from typing import Any, Final, Protocol
 
 from orchestratord_server.runtime.entries import Entry
 
@@ -31,6 +32,14 @@ class Applier(Protocol):
         """This instance became the leader (True) or stopped being it (False)."""
         ...
 
+    def snapshot(self) -> dict[str, Any]:
+        """Everything applied so far, as JSON data."""
+        ...
+
+    def restore(self, data: Mapping[str, Any]) -> None:
+        """Continue from a snapshot."""
+        ...
+
 
 class _Pending:
     """The answer of `Sequencer.send` for an entry that is not applied yet."""
@@ -43,8 +52,17 @@ class _Pending:
 PENDING: Final = _Pending()
 
 
+class StateUnavailable(Exception):
+    """The shared state cannot be written now (503 STATE_UNAVAILABLE, retriable)."""
+
+
 class Sequencer(Protocol):
     """Orders entries for the applier; the runtime's only way to change its core."""
+
+    @property
+    def shared(self) -> bool:
+        """Other instances share the state: stopping this one hands its work over."""
+        ...
 
     @property
     def leader(self) -> bool:
@@ -62,6 +80,10 @@ class Sequencer(Protocol):
 
     async def start(self) -> None:
         """Begin delivering entries to the applier it was made for."""
+        ...
+
+    async def leave(self) -> None:
+        """Give up leadership for good, still delivering entries (a shared state only)."""
         ...
 
     async def stop(self) -> None:
@@ -86,6 +108,10 @@ class LocalSequencer:
         self._applier = applier
 
     @property
+    def shared(self) -> bool:
+        return False
+
+    @property
     def leader(self) -> bool:
         return True
 
@@ -98,6 +124,9 @@ class LocalSequencer:
 
     async def start(self) -> None:
         self._applier.leadership(True)
+
+    async def leave(self) -> None:
+        return None
 
     async def stop(self) -> None:
         self._applier.leadership(False)

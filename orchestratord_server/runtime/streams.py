@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol
 
 from orchestrator_core import Dispatch, ErrorKind, FailureClass, FinishReason
 from orchestratord_server.adapters.base import (
@@ -68,10 +68,20 @@ class TaskStreams:
 
     def start(self, task: TaskContext, dispatch: Dispatch) -> None:
         """Start relaying a task the core dispatched."""
-        stream = asyncio.get_running_loop().create_task(
-            self._stream(task, dispatch), name=dispatch.task_id
-        )
-        self._streams[dispatch.task_id] = stream
+        self._run(dispatch.task_id, self._stream(task, dispatch))
+
+    def resume(self, task: TaskContext, dispatch: Dispatch, published: tuple[str, ...]) -> None:
+        """Continue a running task whose relay died with the scheduler that ran it: re-run
+        it on the same replica with the same seed, check the tokens already `published`
+        against the re-run's and skip them, then relay the rest. Where that cannot be
+        exact (a `best_effort` task, another engine build or model on the replica, a
+        token that differs, a re-run that ends sooner) the task fails MIGRATION_FAILED,
+        naming the cause."""
+        self._run(dispatch.task_id, self._resume(task, dispatch, published))
+
+    def _run(self, task_id: str, relay: Coroutine[Any, Any, None]) -> None:
+        stream = asyncio.get_running_loop().create_task(relay, name=task_id)
+        self._streams[task_id] = stream
         stream.add_done_callback(self._forget)
 
     def abort(self, task_id: str) -> None:
@@ -87,8 +97,48 @@ class TaskStreams:
         """The stream tasks still running (for shutdown)."""
         return list(self._streams.values())
 
-    async def _stream(self, task: TaskContext, dispatch: Dispatch) -> None:
+    async def _resume(
+        self, task: TaskContext, dispatch: Dispatch, published: tuple[str, ...]
+    ) -> None:
+        task_id, key = dispatch.task_id, (dispatch.pool_id, dispatch.replica_id)
+        cause = None
+        if task.request.determinism is Determinism.BEST_EFFORT:
+            cause = (
+                "a best_effort task reuses the engine's prompt cache and cannot be re-run exactly"
+            )
+        else:
+            try:
+                props = await self._manager.handles[key].engine().props()
+            except (EngineError, PreloadFailed) as exc:
+                cause = f"replica {dispatch.replica_id} does not answer ({exc})"
+            else:
+                if (dispatch.engine_version, dispatch.model_digest) not in (
+                    (props.engine_version, props.model_digest),
+                    (props.engine_version, None),
+                ):
+                    cause = (
+                        f"replica {dispatch.replica_id} now runs {props.engine_version} with "
+                        f"model {props.model_digest}, not the build and model the task started on"
+                    )
+        if cause is not None:
+            self._sink.fail(task_id, ErrorKind.MIGRATION_FAILED, _migration(cause), self._clock())
+            return
+        log_event(
+            log,
+            logging.INFO,
+            "task.migrating",
+            f"task {task_id}: re-running it to continue after token {len(published)}",
+            task_id=task_id,
+            pool_id=dispatch.pool_id,
+            replica_id=dispatch.replica_id,
+        )
+        await self._stream(task, dispatch, published)
+
+    async def _stream(
+        self, task: TaskContext, dispatch: Dispatch, published: tuple[str, ...] = ()
+    ) -> None:
         task_id, sink, clock = dispatch.task_id, self._sink, self._clock
+        skip = len(published)
         request = task.request
         key = (dispatch.pool_id, dispatch.replica_id)
         completion = CompletionRequest(
@@ -103,6 +153,16 @@ class TaskStreams:
             chunks = self._manager.handles[key].engine().stream(completion)
             try:
                 async for chunk in chunks:
+                    if skip:
+                        index = len(published) - skip
+                        if isinstance(chunk, FinalChunk) or chunk.text != published[index]:
+                            cause = f"the re-run differs from the published stream at token {index}"
+                            sink.fail(
+                                task_id, ErrorKind.MIGRATION_FAILED, _migration(cause), clock()
+                            )
+                            break
+                        skip -= 1
+                        continue
                     if isinstance(chunk, FinalChunk):
                         reason = FinishReason(chunk.finish_reason)
                         sink.finish(task_id, reason, chunk.tokens_in, clock())
@@ -142,3 +202,7 @@ class TaskStreams:
             return []
         _, stuck = await asyncio.wait(running, timeout=timeout_s)
         return list(stuck)
+
+
+def _migration(cause: str) -> str:
+    return f"the scheduler relaying this task stopped and it could not be continued: {cause}"

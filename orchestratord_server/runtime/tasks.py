@@ -12,7 +12,7 @@ OpenAI-compatible surface sends stop strings and per-request sampling values wit
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from orchestrator_core import Dispatch, FailureClass, TaskFigures
@@ -73,6 +73,9 @@ class TaskContext:
     metrics_due_ms: int = 0
     #: When its terminal event was recorded (None while it runs).
     ended_ms: int | None = None
+    #: The text of every token accepted so far: what a scheduler that takes over checks
+    #: a re-run against (token-exact migration).
+    texts: list[str] = field(default_factory=list)
 
     def log_fields(
         self, figures: TaskFigures | None = None, failure: FailureClass | None = None

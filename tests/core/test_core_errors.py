@@ -27,10 +27,12 @@ CONTRACT_CODES = {
     "SERVER_BUSY",
     "REQUEST_TIMEOUT",
     "HEADERS_TOO_LARGE",
+    "STATE_UNAVAILABLE",
+    "MIGRATION_FAILED",
 }
 
 
-def test_orch_2006_error_kind_is_the_closed_set_of_22_codes() -> None:
+def test_orch_2006_error_kind_is_the_closed_set_of_24_codes() -> None:
     assert {k.value for k in ErrorKind} == CONTRACT_CODES
     assert all(k.value == k.name for k in ErrorKind)
 
@@ -62,4 +64,6 @@ def test_orch_3025_only_transient_kinds_invite_retries() -> None:
         "SHUTTING_DOWN",
         "SERVER_BUSY",
         "REQUEST_TIMEOUT",
+        "STATE_UNAVAILABLE",
+        "MIGRATION_FAILED",
     }
