@@ -174,10 +174,11 @@ class RunningDaemon:
 
 @contextlib.contextmanager
 def daemon_process(
-    config: dict[str, object], workdir: Path, *, pin: bool = True
+    config: dict[str, object], workdir: Path, *, pin: bool = True, cpus: str = "0"
 ) -> Iterator[RunningDaemon]:
-    """Start orchestratord (pinned to core 0 unless `pin` is false); yields it once
-    /readyz is 200. It inherits this process's limits (open files among them)."""
+    """Start orchestratord (pinned to `cpus`, core 0 by default, unless `pin` is false);
+    yields it once /readyz is 200. It inherits this process's limits (open files among
+    them)."""
     path = workdir / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     port = config["server"]["port"]  # type: ignore[index]
@@ -185,7 +186,7 @@ def daemon_process(
         str(Path(sys.executable).with_name("orchestratord"))
     ]
     log = (workdir / "daemon.log").open("w")
-    pinning = ["taskset", "-c", "0"] if pin else []
+    pinning = ["taskset", "-c", cpus] if pin else []
     process = subprocess.Popen(
         [*pinning, *command, "serve", "--config", str(path)],
         stdout=log,
@@ -220,11 +221,14 @@ def daemon(config: dict[str, object], workdir: Path, *, pin: bool = True) -> Ite
         yield running.base
 
 
-def _wrk(base: str, script: Path, seconds: int, connections: int) -> dict[str, float]:
+def _wrk(
+    base: str, script: Path, seconds: int, connections: int, cpus: str | None = "1"
+) -> dict[str, float]:
+    """One wrk run (pinned to `cpus`, core 1 by default; None leaves it unpinned): req/s,
+    p50/p90/p99 ms, non-2xx answers, requests completed and socket errors."""
+    pinning = ["taskset", "-c", cpus] if cpus is not None else []
     command = [
-        "taskset",
-        "-c",
-        "1",
+        *pinning,
         "wrk",
         "-t1",
         f"-c{connections}",
@@ -242,6 +246,10 @@ def _wrk(base: str, script: Path, seconds: int, connections: int) -> dict[str, f
             for q in ("50", "90", "99")
         },
         "non2xx": float(m.group(1)) if (m := re.search(r"Non-2xx.*?:\s+(\d+)", out)) else 0.0,
+        "requests": float(re.search(r"(\d+) requests in", out).group(1)),  # type: ignore[union-attr]
+        "errors": float(
+            sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
+        ),
     }
 
 

@@ -32,7 +32,7 @@ from orchestrator_core.replica_states import ReplicaState
 from orchestrator_core.specs import CoreConfig, TaskSpec
 from orchestrator_core.vocabulary import PoolPhase, Priority
 
-FORMAT = 2
+FORMAT = 3
 
 
 def snapshot(core: Orchestrator) -> dict[str, Any]:
@@ -144,6 +144,7 @@ def _replica(replica: Replica) -> dict[str, Any]:
         "slots_total": replica.slots_total,
         "retry_at_ms": replica.retry_at_ms,
         "probe_due_ms": replica.probe_due_ms,
+        "probe_pending": replica.probe_pending,
         "probe_failures": replica.probe_failures,
         "probe_successes": replica.probe_successes,
         "external": replica.external,
@@ -172,6 +173,7 @@ def _restore_replica(replica: Replica, data: dict[str, Any]) -> None:
     replica.slots_total = data["slots_total"]
     replica.retry_at_ms = data["retry_at_ms"]
     replica.probe_due_ms = data["probe_due_ms"]
+    replica.probe_pending = data["probe_pending"]
     replica.probe_failures = data["probe_failures"]
     replica.probe_successes = data["probe_successes"]
     replica.external = data["external"]

@@ -117,6 +117,7 @@ class Replica:
         "model_ref",
         "probe_due_ms",
         "probe_failures",
+        "probe_pending",
         "probe_successes",
         "replica_id",
         "reported_devices",
@@ -151,6 +152,8 @@ class Replica:
         self.reported_devices: frozenset[int] | None = None
         self.retry_at_ms: int | None = None
         self.probe_due_ms: int | None = None
+        #: A probe was sent and not answered yet.
+        self.probe_pending = False
         self.probe_failures = 0
         self.probe_successes = 0
         self.external = 0

@@ -100,6 +100,7 @@ def request_preload(
     replica.model_ref = model_ref
     replica.retry_at_ms = None
     replica.probe_due_ms = None
+    replica.probe_pending = False
     out.append(Preload(pool.pool_id, replica.replica_id, replica.next_generation(), model_ref))
 
 
@@ -107,6 +108,7 @@ def stop(pool: Pool, replica: Replica, out: list[Action]) -> None:
     """Stop the replica's engine: answers to earlier actions become stale."""
     replica.next_generation()
     replica.probe_due_ms = None
+    replica.probe_pending = False
     out.append(StopEngine(pool.pool_id, replica.replica_id))
 
 
@@ -163,6 +165,7 @@ def probed(
 ) -> Loss | None:
     """A probe answered: keep, suspend, restore or lose the replica."""
     replica.probe_due_ms = now_ms + pool.spec.probe_interval_ms
+    replica.probe_pending = False
     replica.kv_usage = probe.kv_usage if probe.ready else None
     if probe.live and probe.ready and not probe.exited:
         replica.probe_failures = 0
@@ -262,6 +265,7 @@ def due(pool: Pool, replica: Replica, now_ms: int, out: list[Action]) -> None:
         probe_at = replica.probe_due_ms
         if probe_at is not None and probe_at <= now_ms:
             replica.probe_due_ms = None
+            replica.probe_pending = True
             out.append(Probe(pool.pool_id, replica.replica_id, replica.generation))
 
 
@@ -271,7 +275,7 @@ def awaiting(pool: Pool, replica: Replica) -> Preload | Probe | None:
     died sends it again (the answer quotes the same generation)."""
     if replica.state is ReplicaState.PRELOADING:
         return Preload(pool.pool_id, replica.replica_id, replica.generation, replica.model_ref)
-    if replica.state in PROBED and replica.probe_due_ms is None:
+    if replica.state in PROBED and replica.probe_pending:
         return Probe(pool.pool_id, replica.replica_id, replica.generation)
     return None
 

@@ -379,6 +379,8 @@ class NatsSequencer:
             self._applier.leadership(False)
 
     async def _disconnected(self) -> None:
+        if self._stopping:
+            return
         log_event(
             log,
             logging.WARNING,

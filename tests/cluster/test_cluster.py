@@ -8,6 +8,7 @@ the clients saw.
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import subprocess
 import time
@@ -16,12 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import nats
 import pytest
 import yaml
 
 from orchestratord_server.engines.llamacpp_process import LlamaCppProcess
+from tests.cluster import chaos
 from tests.cluster.conftest import cluster_config, instance_config
 from tests.integration.support import (
+    POOL_ID,
     Daemon,
     free_port,
     long_task_body,
@@ -204,3 +208,68 @@ def test_check_config_reaches_nats_and_refuses_launched_engines(
     )
     assert checked.returncode == 2
     assert "reach them by url" in checked.stderr
+
+
+async def _log_bounds(url: str, stream: str) -> tuple[int, int]:
+    nc = await nats.connect(url)
+    try:
+        info = await nc.jetstream().stream_info(stream)
+        return info.state.first_seq, info.state.last_seq
+    finally:
+        await nc.close()
+
+
+def test_an_instance_starts_from_the_latest_snapshot_and_the_trimmed_log(
+    tmp_path: Path, engine: LlamaCppProcess, nats_node: NatsNode, instances: list[Daemon]
+) -> None:
+    config = cluster_config(engine, [nats_node.url], snapshot_every=100)
+    first = start(instances, tmp_path, config)
+    client = first.client()
+    bodies = [task_body(max_tokens=48) for _ in range(12)]
+    transcripts = {b["task_id"]: client.run(b).raw for b in bodies}
+    wait_until(
+        lambda: sum(r.get("event") == "cluster.snapshot" for r in first.log_records()) >= 2,
+        timeout=20,
+        what="two snapshots",
+    )
+    first_seq, last_seq = asyncio.run(_log_bounds(nats_node.url, "ORCHD"))
+    assert first_seq > 1, "the log was not trimmed behind the snapshots"
+    second = start(instances, tmp_path, instance_config(config, free_port()))
+    joined = next(r for r in second.log_records() if r.get("event") == "cluster.joined")
+    assert joined["seq"] >= last_seq
+    on_second = second.client()
+    for task_id, raw in transcripts.items():
+        assert on_second.transcript(task_id).raw == raw
+    assert on_second.run(task_body(max_tokens=8)).terminal.event == "end"
+
+
+def test_a_rolling_restart_under_load_loses_nothing(
+    tmp_path: Path, engine: LlamaCppProcess, nats_node: NatsNode, instances: list[Daemon]
+) -> None:
+    first, second = two_instances(instances, tmp_path, engine, nats_node)
+    cluster = chaos.Cluster([first, second])
+    history, gate = chaos.History(), chaos.AdmissionGate()
+    until = time.monotonic() + 40
+    clients = [chaos.Client(cluster, history, gate, seed, until) for seed in range(4)]
+    for thread in clients:
+        thread.start()
+    for daemon in (first, second, first):
+        time.sleep(8)
+        with gate.exclusive():
+            history.admitted_counted += chaos.scrape_admissions(daemon)
+            daemon.stop()
+        history.kills.append(f"SIGTERM {daemon.workdir.name}")
+        daemon.process, daemon.exit_code = None, None
+        daemon.start()
+    for thread in clients:
+        thread.join(240)
+        assert thread.error is None, repr(thread.error)
+    wait_until(
+        lambda: all(d.client().idle() for d in cluster.live()),
+        timeout=120,
+        interval=0.5,
+        what="every task to end",
+    )
+    verdict = chaos.check(history, cluster, POOL_ID)
+    assert not verdict.problems, "\n".join(verdict.problems[:30])
+    assert verdict.figures["acknowledged"] > 20

@@ -27,7 +27,7 @@ from typing import Any
 from corekit import ENGINE, MODEL, QUICK_RESTARTS, report, task, uid
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, rule
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from orchestrator_core import (
     CancelReason,
@@ -303,6 +303,20 @@ class ReplayedCore(RuleBasedStateMachine):
                 probe.pool_id, probe.replica_id, probe.generation, answer, self.now
             )
         )
+
+    @invariant()
+    def a_successor_redoes_only_unanswered_actions(self) -> None:
+        """What a scheduler taking over sends again (`in_flight`) is an engine action this
+        core emitted and nobody answered, for the replica's current generation; the tasks
+        it continues (`running`) are placed and not ended."""
+        if not hasattr(self, "core"):
+            return
+        emitted = set(self.preloads) | set(self.probes)
+        for action in self.core.in_flight():
+            assert action in emitted, f"{action} was never sent or was answered"
+        for task_id in self.core.running():
+            view = self.core.task(task_id)
+            assert view is not None and view.replica_id is not None and view.outcome is None
 
     @rule()
     def take_snapshot(self) -> None:
