@@ -7,8 +7,9 @@
   contracts, and every path is under `/v<major>/` except the unversioned probes.
 - Every example in a contract conforms to the schema it illustrates (OAS 3.0 validator
   with format checks, so a bad uuid in an example is caught too). An event stream's
-  schema describes one frame as an SSE parser reads it (`event`, `data`); its example is
-  a whole stream, checked frame by frame.
+  schema describes one frame as an SSE parser reads it (`id`, `event`, `data`); its
+  example is a whole stream, checked frame by frame; the ids its frames carry must count
+  up by one.
 """
 
 from __future__ import annotations
@@ -34,11 +35,13 @@ _SUBSCHEMA_LISTS = ("allOf", "oneOf", "anyOf")
 
 @dataclass(frozen=True)
 class Example:
-    """An example value and the JSON pointer of the schema it must conform to."""
+    """An example value, the JSON pointer of the schema it must conform to, and what is
+    wrong with it that no schema can say (a stream frame's id out of sequence)."""
 
     where: str
     schema_pointer: str
     value: Any
+    problem: str | None = None
 
 
 def _escape(part: str) -> str:
@@ -65,7 +68,7 @@ SSE_MEDIA = "text~1event-stream"
 
 def sse_frames(stream: str) -> list[dict[str, str]]:
     """The frames of an event stream's text as an SSE parser reads them: `event` (default
-    `message`) and `data` (its lines joined)."""
+    `message`), `data` (its lines joined) and, when the frame sends one, `id`."""
     frames = []
     for block in stream.split("\n\n"):
         fields: dict[str, list[str]] = {}
@@ -74,17 +77,28 @@ def sse_frames(stream: str) -> list[dict[str, str]]:
             fields.setdefault(name, []).append(value.removeprefix(" "))
         if "data" in fields:
             event = fields.get("event", ["message"])[-1]
-            frames.append({"event": event, "data": "\n".join(fields["data"])})
+            frame = {"event": event, "data": "\n".join(fields["data"])}
+            if "id" in fields:
+                frame["id"] = fields["id"][-1]
+            frames.append(frame)
     return frames
 
 
 def _media_examples(pointer: str, child: str, where: str, value: Any) -> Iterator[Example]:
-    """A media type's example: one value, or for an event stream one per frame."""
-    if pointer.endswith(f"/{SSE_MEDIA}") and isinstance(value, str):
-        for i, frame in enumerate(sse_frames(value)):
-            yield Example(f"{where} (frame {i})", child, frame)
-    else:
+    """A media type's example: one value, or for an event stream one per frame, each
+    frame whose id does not follow the previous frame's id marked with that problem."""
+    if not (pointer.endswith(f"/{SSE_MEDIA}") and isinstance(value, str)):
         yield Example(where, child, value)
+        return
+    due: int | None = None
+    for i, frame in enumerate(sse_frames(value)):
+        problem = None
+        event_id = frame.get("id", "")
+        if event_id.isdecimal():
+            if due is not None and int(event_id) != due:
+                problem = f"id {event_id} where {due} was due"
+            due = int(event_id) + 1
+        yield Example(f"{where} (frame {i})", child, frame, problem)
 
 
 def _walk(contract: Contract, pointer: str, node: Any) -> Iterator[Example]:
@@ -131,6 +145,8 @@ def _spec_errors(contract: Contract) -> list[str]:
 def _example_errors(contract: Contract) -> list[str]:
     errors = []
     for example in examples(contract):
+        if example.problem is not None:
+            errors.append(f"{contract.path}: example at {example.where}: {example.problem}")
         validator = OAS30Validator(
             {**contract.doc, "$ref": example.schema_pointer},
             format_checker=oas30_format_checker,

@@ -2,7 +2,7 @@
 
 Every method is a coroutine answering the generated models or raising the typed errors;
 `stream()` gives an async iterator of typed events that reconnects on its own when the
-connection drops, resuming after the last token it yielded.
+connection drops, resuming after the last event it read (`Last-Event-ID`).
 """
 
 from __future__ import annotations
@@ -127,9 +127,11 @@ class AsyncClient:
         response = await self._http.request(call.method, call.path, json=call.json)
         protocol.decode_empty(call, response)
 
-    async def _open(self, call: Call) -> httpx.Response:
+    async def _open(self, call: Call, headers: dict[str, str]) -> httpx.Response:
         """Open a streaming answer; the typed error (its body read) when it is not 200."""
-        request = self._http.build_request(call.method, call.path, timeout=self.stream_timeout)
+        request = self._http.build_request(
+            call.method, call.path, headers=headers, timeout=self.stream_timeout
+        )
         response = await self._http.send(request, stream=True)
         if not response.is_success:
             try:
@@ -154,6 +156,10 @@ class AsyncTaskStream:
     def next_index(self) -> int:
         return self._reader.resume.next_index
 
+    @property
+    def last_event_id(self) -> str | None:
+        return self._reader.resume.last_event_id
+
     def __aiter__(self) -> AsyncIterator[StreamEvent]:
         return self._events
 
@@ -177,7 +183,7 @@ class AsyncTaskStream:
         failures = 0
         while True:
             try:
-                response = await self._client._open(call)
+                response = await self._client._open(call, self._reader.headers())
                 try:
                     self._reader.reconnected()
                     async for line in response.aiter_lines():

@@ -2,7 +2,7 @@
 
 Answers come back as the generated models; refusals raise the typed errors of
 `orchestratord_client.errors`. `stream()` iterates a task's events and reconnects on its
-own when the connection drops, resuming after the last token it yielded.
+own when the connection drops, resuming after the last event it read (`Last-Event-ID`).
 """
 
 from __future__ import annotations
@@ -84,7 +84,8 @@ class Client:
 
         Closing the only open stream of an unfinished task cancels the task (the daemon
         frees its slot). A dropped connection is reopened up to `reconnects` times in a
-        row, each time resuming after the last event yielded.
+        row, each time with `Last-Event-ID`, so the daemon resumes after the last event
+        read: none is repeated or lost.
         """
         return TaskStream(self, str(task_id), from_index, reconnects)
 
@@ -139,9 +140,11 @@ class Client:
         response = self._http.request(call.method, call.path, json=call.json)
         protocol.decode_empty(call, response)
 
-    def _open(self, call: Call) -> httpx.Response:
+    def _open(self, call: Call, headers: dict[str, str]) -> httpx.Response:
         """Open a streaming answer; the typed error (its body read) when it is not 200."""
-        request = self._http.build_request(call.method, call.path, timeout=self.stream_timeout)
+        request = self._http.build_request(
+            call.method, call.path, headers=headers, timeout=self.stream_timeout
+        )
         response = self._http.send(request, stream=True)
         if not response.is_success:
             try:
@@ -156,7 +159,7 @@ class TaskStream:
     """A task's events as they arrive: iterate it, and close it (or use `with`) when done.
 
     `next_index` is the index of the next token; after StreamInterrupted, pass it as
-    `from_index` to carry on.
+    `from_index` to carry on. `last_event_id` is the id of the last event read.
     """
 
     def __init__(self, client: Client, task_id: str, from_index: int, reconnects: int) -> None:
@@ -169,6 +172,10 @@ class TaskStream:
     @property
     def next_index(self) -> int:
         return self._reader.resume.next_index
+
+    @property
+    def last_event_id(self) -> str | None:
+        return self._reader.resume.last_event_id
 
     def __iter__(self) -> Iterator[StreamEvent]:
         return self._events
@@ -193,7 +200,7 @@ class TaskStream:
         failures = 0
         while True:
             try:
-                response = self._client._open(call)
+                response = self._client._open(call, self._reader.headers())
                 try:
                     self._reader.reconnected()
                     for line in response.iter_lines():

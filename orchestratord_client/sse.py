@@ -1,12 +1,13 @@
 """Server-Sent Events of a task stream: decode lines into typed events, resume without repeats.
 
-`SseDecoder` follows the SSE format (`event:` and `data:` fields, multi-line data joined
-by newlines, comments and unknown fields ignored, a blank line dispatches). `typed_event`
-validates the data with the generated model of the event's name, from the streamTask
-operation's `x-sse-events`. `Resume` remembers what a reader already received, so a
-reconnected stream (which the daemon always replays from its first event) yields only
-what is new: token events with `i` below the next expected index are skipped, and so are
-the `started` and `metrics` events already seen.
+`SseDecoder` follows the SSE format (`id:`, `event:` and `data:` fields, multi-line data
+joined by newlines, the last event id kept until a frame sends another, comments and
+unknown fields ignored, a blank line dispatches). `typed_event` validates the data with
+the generated model of the event's name, from the streamTask operation's `x-sse-events`.
+`Resume` remembers what a reader already received: the id of the last event, which a
+reconnection sends as `Last-Event-ID` so that the daemon goes on right after it (nothing
+repeats, nothing is lost), and the index of the next token, so that a stream opened anew
+with `from_index` skips the tokens before it.
 """
 
 from __future__ import annotations
@@ -31,12 +32,18 @@ TERMINAL = (EndEvent, ErrorEvent)
 _EVENT_MODELS = OPERATIONS["streamTask"].sse_events
 
 
+#: The request header that resumes a stream after the event it names.
+LAST_EVENT_ID = "Last-Event-ID"
+
+
 @dataclass(frozen=True)
 class RawEvent:
-    """One dispatched SSE event: its name (`message` when none was given) and its data."""
+    """One dispatched SSE event: its name (`message` when none was given), its data, and
+    the last event id the stream set (None while it set none)."""
 
     event: str
     data: str
+    id: str | None = None
 
 
 class SseDecoder:
@@ -45,6 +52,7 @@ class SseDecoder:
     def __init__(self) -> None:
         self._event = ""
         self._data: list[str] = []
+        self._id: str | None = None
 
     def feed(self, line: str) -> RawEvent | None:
         if line == "":
@@ -57,6 +65,8 @@ class SseDecoder:
             self._event = value
         elif name == "data":
             self._data.append(value)
+        elif name == "id" and "\0" not in value:
+            self._id = value
         return None
 
     def _dispatch(self) -> RawEvent | None:
@@ -64,7 +74,7 @@ class SseDecoder:
         self._event, self._data = "", []
         if not data:
             return None
-        return RawEvent(event, "\n".join(data))
+        return RawEvent(event, "\n".join(data), self._id)
 
 
 def typed_event(raw: RawEvent) -> StreamEvent | None:
@@ -78,38 +88,24 @@ def typed_event(raw: RawEvent) -> StreamEvent | None:
 class Resume:
     """What a reader of one task's stream has received, across reconnections.
 
-    `next_index` is the index of the next token the reader expects. Call `begin()` at
-    each (re)connection, then `accept(event)` for each event in order: it answers whether
-    the event is new to the reader.
+    `last_event_id` is the id of the last event read (None before the first one): each
+    reconnection sends it as `Last-Event-ID`, so the daemon sends only the events after
+    it. `next_index` is the index of the next token the reader expects; `accept(event)`
+    answers whether an event is new to the reader (every one but a token below it).
     """
 
     def __init__(self, next_index: int = 0) -> None:
         self.next_index = next_index
+        self.last_event_id: str | None = None
         self.finished = False
-        self._started = False
-        self._metrics_seen = 0
-        self._metrics_now = 0
-
-    def begin(self) -> None:
-        self._metrics_now = 0
 
     def accept(self, event: StreamEvent) -> bool:
         if isinstance(event, TokenEvent):
             if event.i < self.next_index:
                 return False
             self.next_index = event.i + 1
-            return True
-        if isinstance(event, StartedEvent):
-            new = not self._started
-            self._started = True
-            return new
-        if isinstance(event, MetricsEvent):
-            self._metrics_now += 1
-            if self._metrics_now <= self._metrics_seen:
-                return False
-            self._metrics_seen = self._metrics_now
-            return True
-        self.finished = True
+        elif isinstance(event, TERMINAL):
+            self.finished = True
         return True
 
 
@@ -125,16 +121,23 @@ class EventReader:
         """The terminal event was read; nothing follows it."""
         return self.resume.finished
 
+    def headers(self) -> dict[str, str]:
+        """The headers of the next connection: `Last-Event-ID` once an event was read."""
+        last = self.resume.last_event_id
+        return {} if last is None else {LAST_EVENT_ID: last}
+
     def reconnected(self) -> None:
-        """A new connection begins: the daemon replays the stream from its first event."""
+        """A new connection begins: the daemon sends the events after `last_event_id`
+        (all of them when none was read yet)."""
         self._decoder = SseDecoder()
-        self.resume.begin()
 
     def line(self, line: str) -> StreamEvent | None:
         """The event this line completes, when it is one the reader has not had yet."""
         raw = self._decoder.feed(line)
         if raw is None:
             return None
+        if raw.id is not None:
+            self.resume.last_event_id = raw.id or None
         event = typed_event(raw)
         if event is None or not self.resume.accept(event):
             return None

@@ -1,11 +1,14 @@
 """Per-task SSE transcripts: every event of a task, buffered for all its subscribers.
 
 A stream may be opened before, during or after a task runs (ORCH-2002): each subscriber
-replays the frames already recorded, then follows new ones until the terminal frame. A
-transcript is closed by exactly one terminal event (`end` or `error`) and nothing is
-appended after it. Frames are pre-encoded once, so many subscribers cost no extra
-encoding. The transcript also counts its open subscribers, which lets the runtime tell
-when the only stream of a running task went away.
+replays the frames already recorded, from the first or from any later one, then follows
+new ones until the terminal frame. A transcript is closed by exactly one terminal event
+(`end` or `error`) and nothing is appended after it. Frames are pre-encoded once, so many
+subscribers cost no extra encoding. Each frame's first line is `id: <n>`, its 0-based
+index in the transcript: ids follow from the transcript alone, so instances that build
+the same transcript send the same ids, and a client resuming with `Last-Event-ID` gets
+exactly the frames after its last one. The transcript also counts its open subscribers,
+which lets the runtime tell when the only stream of a running task went away.
 
 A transcript made with ``keep_events=True`` also keeps each event in typed form
 (:class:`TaskEvent`, its name and data) for in-process followers such as the
@@ -28,12 +31,16 @@ _JSON_STRING = json.encoder.encode_basestring
 
 
 def sse_frame(event: str, data: Mapping[str, Any]) -> bytes:
-    """One SSE frame: `event: <name>`, one line of JSON data, a blank line."""
+    """One SSE frame without its id: `event: <name>`, one line of JSON data, a blank line.
+
+    `Transcript.append` puts the `id:` line in front when it records the frame.
+    """
     return f"event: {event}\ndata: {_ENCODE(data)}\n\n".encode()
 
 
 def token_frame(text: str, index: int) -> bytes:
-    """The frame of one token; the hot path, so it skips the generic encoder."""
+    """The frame of one token, without its id (see `sse_frame`); the hot path, so it skips
+    the generic encoder."""
     return f'event: token\ndata: {{"t":{_JSON_STRING(text)},"i":{index}}}\n\n'.encode()
 
 
@@ -62,10 +69,13 @@ class Transcript:
         self._waiters: list[asyncio.Future[None]] = []
 
     def append(self, frame: bytes, event: TaskEvent | None = None) -> None:
-        """Record a non-terminal frame (and its typed event, if kept) and wake subscribers."""
+        """Record a non-terminal frame (and its typed event, if kept) and wake subscribers.
+
+        The frame is stored behind its `id:` line, its index in the transcript.
+        """
         if self.closed:
             raise TranscriptClosed("the transcript already holds its terminal event")
-        self.frames.append(frame)
+        self.frames.append(b"id: %d\n%b" % (len(self.frames), frame))
         if event is not None and self.events is not None:
             self.events.append(event)
         self._wake()
@@ -81,26 +91,26 @@ class Transcript:
             if not waiter.done():
                 waiter.set_result(None)
 
-    async def follow(self) -> AsyncGenerator[bytes, None]:
-        """Yield every frame from the first, waiting for new ones, until the terminal.
+    async def follow(self, start: int = 0) -> AsyncGenerator[bytes, None]:
+        """Yield every frame from frame ``start`` on, waiting for new ones, until the terminal.
 
-        Frames that are already waiting go out joined in one chunk, so a subscriber that
-        fell behind (or arrived late) catches up in one write instead of one per frame.
-        Frames recorded while the subscriber is suspended at a `yield` (its client is
-        slow to take the previous chunk) go out with the next one.
+        Until frame ``start`` exists nothing is yielded and the follower waits for it (an
+        instance may be asked to resume beyond what it has recorded yet); a transcript
+        that closes before reaching it yields nothing. Frames that are already waiting go
+        out joined in one chunk, so a subscriber that fell behind (or arrived late)
+        catches up in one write instead of one per frame. Frames recorded while the
+        subscriber is suspended at a `yield` (its client is slow to take the previous
+        chunk) go out with the next one.
         """
         self.subscribers += 1
         try:
-            sent = 0
+            sent = start
             frames = self.frames
             while True:
                 end = len(frames)
-                if end - sent == 1:
-                    yield frames[sent]
-                elif end > sent:
-                    yield b"".join(frames[sent:end])
-                sent = end
-                if sent < len(frames):
+                if end > sent:
+                    yield frames[sent] if end - sent == 1 else b"".join(frames[sent:end])
+                    sent = end
                     continue
                 if self.closed:
                     return

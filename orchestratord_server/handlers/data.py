@@ -2,7 +2,8 @@
 
 Handlers only translate: the validated request goes to the runtime, the core's decision
 comes back rendered (202 with queue figures, or the refusal's envelope and backpressure
-headers). A stream is the task's transcript as Server-Sent Events; when the last open
+headers). A stream is the task's transcript as Server-Sent Events, from its first event or,
+for a client that sends `Last-Event-ID`, from the event after that id; when the last open
 stream of an unfinished task closes, the task is canceled unless a stream opens again within
 `server.reconnect_grace_ms` (a client reconnecting resumes; one that left leaks no slot).
 """
@@ -13,6 +14,7 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from connexion import context as connexion_context
+from starlette.datastructures import Headers
 from starlette.responses import Response, StreamingResponse
 
 from orchestrator_core import CancelStatus, Refused
@@ -37,6 +39,8 @@ from orchestratord_server.state import ServerState
 from orchestratord_server.transcripts import Transcript
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+#: The request header of a client resuming a stream: the id of the last event it has.
+LAST_EVENT_ID = "Last-Event-ID"
 
 
 def _input_error(request: TaskRequest) -> FieldError | None:
@@ -64,6 +68,25 @@ def _as_completion(request: TaskRequest) -> TaskRequest:
     if request.inputs is None:
         return request
     return request.model_copy(update={"prompt": request.inputs[0], "inputs": None})
+
+
+def _resume_at(transcript: Transcript) -> int | Response:
+    """The index of the first frame to send: 0, or the one after `Last-Event-ID`.
+
+    The contract has already checked that the header is a decimal number. An id past the
+    terminal event of an ended task names no event of it: 400 naming the header. An id
+    the transcript has not reached yet is waited for.
+    """
+    last = Headers(scope=connexion_context.scope).get(LAST_EVENT_ID)
+    if last is None:
+        return 0
+    start = int(last) + 1
+    recorded = len(transcript.frames)
+    if transcript.closed and start > recorded:
+        message = f"{LAST_EVENT_ID} {last} is past the stream's last event ({recorded - 1})"
+        error = FieldError(loc=f"header.{LAST_EVENT_ID}", msg=message, type="value_error")
+        return error_response(400, ErrorKind.INVALID_PARAMS, message, errors=[error])
+    return start
 
 
 class DataPlane:
@@ -105,22 +128,29 @@ class DataPlane:
         return json_response(body, 202, decision.headers())
 
     async def streamTask(self, id: str) -> Response:
-        """The task's events as SSE, from the first (ORCH-2002)."""
+        """The task's events as SSE, from the first or after `Last-Event-ID` (ORCH-2002)."""
         task_id = path_uuid(id)
         if isinstance(task_id, Response):
             return task_id
         transcript = self._state.runtime.transcript(task_id)
         if transcript is None:
             return not_found("task")
+        start = _resume_at(transcript)
+        if isinstance(start, Response):
+            return start
         if not transcript.closed:
             self._state.runtime.stream_opened(task_id)
         return StreamingResponse(
-            self._follow(task_id, transcript), media_type="text/event-stream", headers=SSE_HEADERS
+            self._follow(task_id, transcript, start),
+            media_type="text/event-stream",
+            headers=SSE_HEADERS,
         )
 
-    async def _follow(self, task_id: str, transcript: Transcript) -> AsyncIterator[bytes]:
+    async def _follow(
+        self, task_id: str, transcript: Transcript, start: int
+    ) -> AsyncIterator[bytes]:
         try:
-            async with contextlib.aclosing(transcript.follow()) as frames:
+            async with contextlib.aclosing(transcript.follow(start)) as frames:
                 async for frame in frames:
                     yield frame
         finally:

@@ -7,6 +7,7 @@ that answers are the generated models and refusals the typed errors with their e
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import uuid
 from collections.abc import Callable, Iterator
@@ -31,6 +32,7 @@ from orchestratord_client import (
 from orchestratord_client.errors import Backpressure, InvalidRequest, ServerError, Unavailable
 from orchestratord_client.protocol import KEY_ENV
 from orchestratord_client.retry import wait_for
+from orchestratord_client.sse import RawEvent, typed_event
 from orchestratord_server.generated.models import (
     AdmissionResponse,
     ErrorKind,
@@ -173,11 +175,12 @@ def test_reconnect_resumes_without_duplicates(client: Client, tracker: CheckedCl
     check_events(resumed, task)
 
 
-def test_dropped_connection_reconnects_and_resumes(
+def test_orch_2002_a_dropped_connection_reconnects_and_resumes_after_the_last_event_id(
     daemon: Daemon, client: Client, tracker: CheckedClient
 ) -> None:
-    """ORCH-2002: when the connection breaks mid-frame, the stream reconnects on its own
-    and carries on from the next token: one started, every index once, one end."""
+    """When the connection breaks mid-frame, the stream reconnects on its own with
+    `Last-Event-ID` and carries on from the next event: what it yields is the task's
+    transcript exactly, every event once (metrics included), in order."""
     task = long_task()
     admit(client, tracker, task)
     with (
@@ -187,13 +190,17 @@ def test_dropped_connection_reconnects_and_resumes(
     ):
         assert isinstance(next(iter(keeper)), StartedEvent)
         events: list[StreamEvent] = []
-        for event in through_proxy.stream(task.task_id):
-            events.append(event)
-            if isinstance(event, TokenEvent) and event.i == CANCEL_AT_TOKEN:
-                client.cancel(task.task_id)
+        with through_proxy.stream(task.task_id) as stream:
+            for event in stream:
+                events.append(event)
+                if isinstance(event, TokenEvent) and event.i == CANCEL_AT_TOKEN:
+                    client.cancel(task.task_id)
+            last_event_id = stream.last_event_id
         assert proxy.cuts_done == 2
     check_events(events, task)
-    assert sum(isinstance(e, StartedEvent) for e in events) == 1
+    whole = tracker.transcript(str(task.task_id))
+    assert events == [typed_event(RawEvent(f.event, json.dumps(f.data))) for f in whole.frames]
+    assert last_event_id == str(whole.terminal.id)
 
 
 def test_overflow_is_typed_429_with_retry_hints(client: Client, tracker: CheckedClient) -> None:

@@ -7,8 +7,8 @@
 - :class:`Client` is an ``httpx.Client`` whose every response is validated against the
   contracts with openapi-core (lifted from ``tests/server/conftest.py``), plus helpers for
   tasks, streams, health and metrics.
-- :func:`parse_frames` / :func:`check_transcript` read ``event: X\\ndata: {json}\\n\\n`` frames
-  and validate each event's data with the generated pydantic models.
+- :func:`parse_frames` / :func:`check_transcript` read ``id: N\\nevent: X\\ndata: {json}\\n\\n``
+  frames and validate each event's data with the generated pydantic models.
 
 Nothing here sleeps for a fixed time to wait for the daemon: :func:`wait_until` polls with a
 bounded timeout.
@@ -20,6 +20,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -191,20 +192,25 @@ def daemon_config(pool: dict[str, Any], port: int | None = None) -> dict[str, An
 
 @dataclass(frozen=True)
 class Frame:
+    id: int
     event: str
     data: dict[str, Any]
     raw: bytes
 
 
 def parse_frame(raw: bytes) -> Frame:
-    """One ``event: X\\ndata: {json}`` frame (the blank line already split off).
+    """One ``id: N\\nevent: X\\ndata: {json}`` frame (the blank line already split off).
 
-    The contract allows exactly these two lines per frame, the data a one-line JSON object
-    valid against the event's schema.
+    The contract allows exactly these three lines per frame: the id a decimal number
+    without leading zeros, the data a one-line JSON object valid against the event's
+    schema.
     """
     lines = raw.decode("utf-8").split("\n")
-    assert len(lines) == 2, f"a frame is one event line and one data line: {raw!r}"
-    event_line, data_line = lines
+    assert len(lines) == 3, f"a frame is one id, one event and one data line: {raw!r}"
+    id_line, event_line, data_line = lines
+    assert id_line.startswith("id: "), raw
+    event_id = id_line.removeprefix("id: ")
+    assert re.fullmatch("0|[1-9][0-9]*", event_id), raw
     assert event_line.startswith("event: "), raw
     assert data_line.startswith("data: "), raw
     event = event_line.removeprefix("event: ")
@@ -213,7 +219,7 @@ def parse_frame(raw: bytes) -> Frame:
     EVENT_MODELS[event].model_validate_json(payload)
     data = json.loads(payload)
     assert isinstance(data, dict), raw
-    return Frame(event, data, raw + b"\n\n")
+    return Frame(int(event_id), event, data, raw + b"\n\n")
 
 
 class FrameReader:
@@ -301,12 +307,13 @@ def _check_metrics(transcript: Transcript) -> None:
 def check_transcript(frames: list[Frame], *, task_id: str | None = None) -> Transcript:
     """Assert the event order of ORCH-2002 and return the transcript.
 
-    ``started`` first (a task canceled or failed while still queued has none, ORCH-3017),
-    tokens indexed 0, 1, 2... with no gap, the ``metrics`` events where they belong,
-    exactly one terminal event and it is last, and an ``end``'s ``tokens_out`` equal to
-    the number of token events.
+    Frame ids 0, 1, 2... in order, ``started`` first (a task canceled or failed while
+    still queued has none, ORCH-3017), tokens indexed 0, 1, 2... with no gap, the
+    ``metrics`` events where they belong, exactly one terminal event and it is last, and
+    an ``end``'s ``tokens_out`` equal to the number of token events.
     """
     assert frames, "empty stream"
+    assert [f.id for f in frames] == list(range(len(frames))), "ids must be 0, 1, 2... in order"
     transcript = Transcript(frames)
     events = transcript.events
     terminals = [i for i, e in enumerate(events) if e in TERMINAL_EVENTS]
@@ -355,12 +362,17 @@ class Stream:
             if predicate(frame):
                 return frame
 
-    def read_all(self) -> Transcript:
-        """Read to the end of the response; check the whole transcript and the contract."""
+    def read_rest(self) -> list[Frame]:
+        """Read to the end of the response and check it against the contract; every frame
+        read on this stream (of a resumed stream: the transcript's rest, not all of it)."""
         for frame in self.reader:
             self.frames.append(frame)
         assert_conforms(self.response, self.reader.received)
-        return check_transcript(self.frames, task_id=self.task_id)
+        return self.frames
+
+    def read_all(self) -> Transcript:
+        """Read to the end of the response; check the whole transcript and the contract."""
+        return check_transcript(self.read_rest(), task_id=self.task_id)
 
 
 class Client:
@@ -419,9 +431,13 @@ class Client:
         return self.post(f"/v1/tasks/{task_id}/cancel")
 
     @contextlib.contextmanager
-    def open_stream(self, task_id: str, http: httpx.Client | None = None) -> Iterator[Stream]:
+    def open_stream(
+        self, task_id: str, http: httpx.Client | None = None, *, last_event_id: int | None = None
+    ) -> Iterator[Stream]:
+        """The task's stream; with ``last_event_id``, resumed after that event."""
         client = http or self.http
-        headers = self._headers(_DEFAULT, None)
+        resume = {} if last_event_id is None else {"Last-Event-ID": str(last_event_id)}
+        headers = self._headers(_DEFAULT, resume)
         with client.stream("GET", f"/v1/tasks/{task_id}/stream", headers=headers) as response:
             assert response.status_code == 200, response.read()
             assert response.headers["content-type"].startswith("text/event-stream")

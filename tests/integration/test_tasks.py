@@ -101,6 +101,90 @@ def test_orch_2002_two_streams_and_a_late_subscriber_see_the_same_transcript(
     assert len(one.tokens) == 1500
 
 
+def test_orch_2002_frame_ids_are_the_indexes_0_to_n_minus_1_on_every_read(
+    client: Client,
+) -> None:
+    """Each frame's `id:` is its position in the task's transcript: 0, 1, 2... in order,
+    the same on every read of the task."""
+    body = task_body(max_tokens=12)
+    first = client.run(body)
+    again = client.transcript(body["task_id"])
+    ids = [frame.id for frame in first.frames]
+    assert ids == list(range(len(first.frames)))
+    assert [frame.raw.split(b"\n", 1)[0] for frame in first.frames] == [b"id: %d" % i for i in ids]
+    assert again.raw == first.raw
+
+
+def test_orch_2002_a_stream_resumed_with_last_event_id_mid_run_gets_exactly_the_rest(
+    client: Client,
+) -> None:
+    """A client whose only stream drops while its task runs reopens it with
+    `Last-Event-ID` (within the reconnect grace): the second read starts with the event
+    after that id and goes on live; the two reads joined are the task's whole
+    transcript, byte for byte: no gap, no repeat."""
+    body = long_task_body()
+    task_id = body["task_id"]
+    client.admit(body)
+    with (
+        httpx.Client(base_url=client.base_url, timeout=30) as own,
+        client.open_stream(task_id, http=own) as first,
+    ):
+        last = first.read_until(lambda f: f.event == "token" and f.data["i"] >= 5)
+    with client.open_stream(task_id, last_event_id=last.id) as second:
+        resumed = second.next_frame()
+        second.read_until(lambda f: f.event == "token" and f.data["i"] >= last.data["i"] + 50)
+        assert client.cancel(task_id).status_code == 204
+        rest = second.read_rest()
+    assert resumed.id == last.id + 1
+    assert resumed.event in ("token", "metrics"), resumed
+    whole = client.transcript(task_id)
+    assert whole.terminal.data["finish_reason"] == "canceled"
+    joined = first.frames + rest
+    assert [f.id for f in joined] == list(range(len(whole.frames)))
+    assert b"".join(f.raw for f in joined) == whole.raw
+
+
+def test_orch_2002_last_event_id_of_the_terminal_event_is_an_empty_stream(
+    client: Client,
+) -> None:
+    """Resuming after the terminal event: 200, an event stream without a frame, closed
+    at once; resuming after the one before it gets the terminal event alone."""
+    body = task_body(max_tokens=4)
+    whole = client.run(body)
+    terminal = whole.terminal.id
+    with client.open_stream(body["task_id"], last_event_id=terminal) as stream:
+        assert stream.read_rest() == []
+        assert stream.reader.received == b""
+    with client.open_stream(body["task_id"], last_event_id=terminal - 1) as stream:
+        assert stream.read_rest() == [whole.terminal]
+
+
+def test_orch_2002_a_malformed_last_event_id_is_400_naming_the_header(client: Client) -> None:
+    body = task_body(max_tokens=4)
+    client.run(body)
+    path = f"/v1/tasks/{body['task_id']}/stream"
+    for value in ("abc", "-1", "1.5", "", "0x1", "1234567890123456789"):
+        response = client.get(path, headers={"Last-Event-ID": value})
+        assert response.status_code == 400, (value, response.text)
+        assert response.json()["code"] == "INVALID_PARAMS"
+        assert [e["loc"] for e in response.json()["errors"]] == ["header.Last-Event-ID"]
+
+
+def test_orch_2002_a_last_event_id_past_the_terminal_event_is_400_naming_the_header(
+    client: Client,
+) -> None:
+    body = task_body(max_tokens=4)
+    terminal = client.run(body).terminal.id
+    path = f"/v1/tasks/{body['task_id']}/stream"
+    response = client.get(path, headers={"Last-Event-ID": str(terminal + 1)})
+    assert response.status_code == 400, response.text
+    answer = response.json()
+    assert answer["code"] == "INVALID_PARAMS"
+    assert answer["retriable"] is False
+    assert "Last-Event-ID" in answer["message"]
+    assert [e["loc"] for e in answer["errors"]] == ["header.Last-Event-ID"]
+
+
 def test_orch_2003_cancel_after_end_is_204_and_changes_nothing(client: Client) -> None:
     """ORCH-2003, ORCH-3017: canceling a finished task is 204; transcript and metrics stay."""
     body = task_body(max_tokens=8)

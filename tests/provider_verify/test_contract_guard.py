@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+from jsonschema.exceptions import ValidationError
 from openapi_core.exceptions import OpenAPIError
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -77,12 +78,28 @@ def test_the_guard_raises_on_a_response_outside_the_contract(response: httpx.Res
 
 
 def test_the_guard_refuses_an_sse_frame_outside_its_event_schema() -> None:
-    """ORCH-2002: stream frames are validated event by event."""
-    parse_frame(b'event: token\ndata: {"t":"a","i":0}')
+    """ORCH-2002: stream frames are validated event by event, each with its id."""
+    parse_frame(b'id: 0\nevent: token\ndata: {"t":"a","i":0}')
     with pytest.raises(ValueError):
-        parse_frame(b'event: token\ndata: {"t":"a"}')
+        parse_frame(b'id: 0\nevent: token\ndata: {"t":"a"}')
     with pytest.raises(AssertionError):
-        parse_frame(b'event: tokens\ndata: {"t":"a","i":0}')
+        parse_frame(b'id: 0\nevent: tokens\ndata: {"t":"a","i":0}')
+    for id_line in (b"", b"id: 01\n", b"id: x\n"):
+        with pytest.raises(AssertionError):
+            parse_frame(id_line + b'event: token\ndata: {"t":"a","i":0}')
+
+
+def test_the_guard_refuses_a_stream_frame_without_its_id() -> None:
+    """ORCH-2002: every frame of a task stream carries an `id:`."""
+    request = httpx.Request("GET", f"{BASE}/v1/tasks/{TASK_ID}/stream")
+    headers = {"content-type": "text/event-stream; charset=utf-8"}
+    frames = b'id: 0\nevent: token\ndata: {"t":"a","i":0}\n\n'
+    assert_conforms(httpx.Response(200, request=request, headers=headers, content=frames))
+    assert_conforms(httpx.Response(200, request=request, headers=headers, content=b""))
+    for content in (frames.removeprefix(b"id: 0\n"), frames + frames.replace(b"0\n", b"x\n", 1)):
+        response = httpx.Response(200, request=request, headers=headers, content=content)
+        with pytest.raises((OpenAPIError, ValidationError)):
+            assert_conforms(response)
 
 
 def test_the_integration_client_fails_a_test_on_a_broken_response() -> None:

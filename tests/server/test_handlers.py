@@ -109,6 +109,19 @@ def test_bad_uuid_in_path_names_path_id(client: CheckedClient, method: str, path
     assert [e["loc"] for e in response.json()["errors"]] == ["path.id"]
 
 
+@pytest.mark.parametrize("value", ["abc", "-1", "+1", "1e3", "", "9" * 19])
+def test_orch_2002_a_last_event_id_that_is_not_a_decimal_number_is_400_naming_the_header(
+    client: CheckedClient, value: str
+) -> None:
+    """Refused before the task is even looked up, as every malformed parameter is."""
+    headers = {"Last-Event-ID": value}
+    response = client.get(f"/v1/tasks/{SOME_UUID}/stream", headers=headers)
+    assert response.status_code == 400, response.text
+    body = response.json()
+    assert body["code"] == "INVALID_PARAMS"
+    assert [e["loc"] for e in body["errors"]] == ["header.Last-Event-ID"]
+
+
 @pytest.mark.parametrize(
     ("method", "path", "what"),
     [

@@ -1,5 +1,6 @@
 """Per-task transcripts: every subscriber, early or late, sees the same frames in order,
-ending with exactly one terminal frame (ORCH-2002)."""
+ending with exactly one terminal frame, each frame carrying its index as its id; a
+subscriber may start after any frame (ORCH-2002)."""
 
 from __future__ import annotations
 
@@ -18,26 +19,87 @@ from orchestratord_server.transcripts import (
 )
 
 
-def _frames(chunks: list[bytes]) -> list[tuple[str, dict[str, object]]]:
+def _frames(chunks: list[bytes]) -> list[tuple[int, str, dict[str, object]]]:
+    """(id, event, data) of each `id: N`, `event: X`, `data: {json}` frame."""
     text = b"".join(chunks).decode()
     events = []
     for block in text.split("\n\n"):
         if not block:
             continue
-        event_line, data_line = block.split("\n")
-        events.append((event_line.removeprefix("event: "), json.loads(data_line[6:])))
+        id_line, event_line, data_line = block.split("\n")
+        assert id_line.startswith("id: ") and event_line.startswith("event: "), block
+        name = event_line.removeprefix("event: ")
+        events.append((int(id_line.removeprefix("id: ")), name, json.loads(data_line[6:])))
     return events
 
 
 @given(st.text())
 def test_token_frame_is_one_line_of_json_holding_the_exact_text(text: str) -> None:
-    frame = token_frame(text, 7)
-    assert frame.count(b"\n") == 3
-    assert _frames([frame]) == [("token", {"t": text, "i": 7})]
+    transcript = Transcript()
+    transcript.append(token_frame(text, 7))
+    frame = transcript.frames[0]
+    assert frame.count(b"\n") == 4
+    assert _frames([frame]) == [(0, "token", {"t": text, "i": 7})]
 
 
-async def _collect(transcript: Transcript) -> list[bytes]:
-    return [chunk async for chunk in transcript.follow()]
+async def _collect(transcript: Transcript, start: int = 0) -> list[bytes]:
+    return [chunk async for chunk in transcript.follow(start)]
+
+
+def _record(transcript: Transcript, texts: list[str]) -> None:
+    """`started`, a token per text, then `end`: 2 + len(texts) frames."""
+    transcript.append(sse_frame("started", {"queue_position": 0, "predicted_start_ms": 0}))
+    for index, text in enumerate(texts):
+        transcript.append(token_frame(text, index))
+    transcript.close(sse_frame("end", {"tokens_out": len(texts), "decode_ms": 1}))
+
+
+def test_orch_2002_each_frame_carries_its_index_in_the_transcript_as_its_id() -> None:
+    transcript = Transcript()
+    _record(transcript, ["a", "b", "c"])
+    frames = _frames(asyncio.run(_collect(transcript)))
+    assert [event_id for event_id, _, _ in frames] == [0, 1, 2, 3, 4]
+    assert [name for _, name, _ in frames] == ["started", "token", "token", "token", "end"]
+    assert all(
+        frame.startswith(b"id: %d\nevent: " % i) for i, frame in enumerate(transcript.frames)
+    )
+
+
+@pytest.mark.parametrize("start", range(6))
+def test_orch_2002_a_follower_from_a_start_gets_exactly_the_frames_from_it(start: int) -> None:
+    """Resuming after frame N (`start` N + 1) yields frames N + 1 to the terminal one:
+    their bytes are the whole transcript's from there on; after the terminal, nothing."""
+    transcript = Transcript()
+    _record(transcript, ["a", "b", "c"])
+    rest = asyncio.run(_collect(transcript, start))
+    assert b"".join(rest) == b"".join(transcript.frames[start:])
+    assert [event_id for event_id, _, _ in _frames(rest)] == list(range(start, 5))
+
+
+def test_orch_2002_a_follower_ahead_of_the_transcript_waits_for_its_start() -> None:
+    """A follower asked to start beyond what is recorded yields nothing until its start
+    frame exists, then everything from it; if the transcript closes short of it,
+    nothing at all."""
+
+    async def scenario() -> tuple[list[bytes], list[bytes]]:
+        ahead = Transcript()
+        follower = asyncio.create_task(_collect(ahead, 2))
+        ahead.append(sse_frame("started", {"queue_position": 0, "predicted_start_ms": 0}))
+        await asyncio.sleep(0)
+        ahead.append(token_frame("a", 0))
+        await asyncio.sleep(0)
+        assert not follower.done()
+        ahead.append(token_frame("b", 1))
+        ahead.close(sse_frame("end", {"tokens_out": 2, "decode_ms": 1}))
+        short = Transcript()
+        stranded = asyncio.create_task(_collect(short, 3))
+        await asyncio.sleep(0)
+        short.close(sse_frame("end", {"tokens_out": 0, "decode_ms": 0}))
+        return await follower, await stranded
+
+    got, stranded = asyncio.run(scenario())
+    assert [(i, name) for i, name, _ in _frames(got)] == [(2, "token"), (3, "end")]
+    assert stranded == []
 
 
 def test_early_and_late_subscribers_see_the_same_transcript() -> None:
@@ -55,7 +117,7 @@ def test_early_and_late_subscribers_see_the_same_transcript() -> None:
 
     early, late = asyncio.run(scenario())
     assert _frames(early) == _frames(late)
-    assert [name for name, _ in _frames(late)] == ["started", "token", "token", "end"]
+    assert [name for _, name, _ in _frames(late)] == ["started", "token", "token", "end"]
 
 
 def test_nothing_follows_the_terminal_frame() -> None:
@@ -108,7 +170,7 @@ def test_frames_recorded_while_a_subscriber_is_sending_still_reach_it() -> None:
 
     events = _frames(asyncio.run(scenario()))
     assert events == [
-        ("token", {"t": "a", "i": 0}),
-        ("token", {"t": "b", "i": 1}),
-        ("end", {"tokens_out": 2, "decode_ms": 1}),
+        (0, "token", {"t": "a", "i": 0}),
+        (1, "token", {"t": "b", "i": 1}),
+        (2, "end", {"tokens_out": 2, "decode_ms": 1}),
     ]

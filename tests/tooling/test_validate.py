@@ -105,3 +105,22 @@ def test_an_unresolvable_ref_is_named(repo: Path) -> None:
     assert _errors(repo) == [
         "contracts/openapi/data.yaml: $ref /components/schemas/Nowhere cannot be resolved"
     ]
+
+
+def test_a_stream_example_whose_ids_skip_or_repeat_fails(repo: Path) -> None:
+    """An event stream's example is checked frame by frame, its `id:` lines included:
+    each id is one more than the one before (a resumed stream may start anywhere)."""
+    stream = "".join(f"id: {event_id}\nevent: started\ndata: {{}}\n\n" for event_id in (3, 4, 6, 6))
+
+    def edit(doc: dict[str, Any]) -> None:
+        responses = doc["paths"]["/v1/things/{id}/stream"]["get"]["responses"]
+        media = responses["200"]["content"]["text/event-stream"]
+        media["schema"] = {"type": "object", "required": ["id", "event", "data"]}
+        media["example"] = stream
+
+    _edit(repo, "data", edit)
+    where = "#/paths/~1v1~1things~1{id}~1stream/get/responses/200/content/text~1event-stream"
+    assert _errors(repo) == [
+        f"contracts/openapi/data.yaml: example at {where} (frame 2): id 6 where 5 was due",
+        f"contracts/openapi/data.yaml: example at {where} (frame 3): id 6 where 7 was due",
+    ]
