@@ -181,7 +181,7 @@ def _on_unexpected(request: ConnexionRequest, exc: Exception) -> ConnexionRespon
 
 def _on_state_unavailable(request: ConnexionRequest, exc: StateUnavailable) -> ConnexionResponse:
     headers = {"Retry-After": "1"}
-    message = f"{exc}; nothing was changed, retry"
+    message = exc.consequence("change")
     return _connexion_error(request, 503, ErrorKind.STATE_UNAVAILABLE, message, headers=headers)
 
 

@@ -61,12 +61,17 @@ from orchestratord_server.runtime.sequencer import PENDING, Applier, StateUnavai
 log = logging.getLogger("orchestratord.cluster")
 
 LEASE_KEY = "scheduler"
-SNAPSHOT_NAME = "latest"
+#: Snapshots are stored as `snapshot-<seq>`; the two latest are kept, so a starting
+#: instance reading one is not cut short by the next one's write.
+SNAPSHOT_PREFIX = "snapshot-"
+SNAPSHOTS_KEPT = 2
 SNAPSHOT_FORMAT = 1
+#: How long reading one snapshot may take before the previous one is tried.
+SNAPSHOT_READ_S = 30.0
 #: How many applied entries' answers are kept for proposers still waiting for their ack.
 RESULTS_KEPT = 8192
 #: How long a starting instance waits to catch up with the log before it gives up.
-CATCH_UP_S = 120.0
+CATCH_UP_S = 45.0
 
 
 class _Failed:
@@ -103,6 +108,7 @@ class NatsSequencer:
         self._pending_term: int | None = None
         self._snapshot_seqs: list[int] = []
         self._since_snapshot = 0
+        self._storing = False
         self._caught_up = False
         self._stopping = False
         self._leaving = False
@@ -220,10 +226,15 @@ class NatsSequencer:
                     result = await waiter
         except TimeoutError:
             raise StateUnavailable(
-                f"the event log did not confirm the write within {timeout:g} s"
+                f"the event log did not confirm the write within {timeout:g} s",
+                maybe_written=True,
             ) from None
         except StateUnavailable:
             raise
+        if result is PENDING:  # applied so long ago that its answer was dropped
+            raise StateUnavailable(
+                "the write was applied but its answer is gone", maybe_written=True
+            )
         if isinstance(result, _Failed):
             raise result.error
         return result
@@ -303,7 +314,11 @@ class NatsSequencer:
         if waiter is not None and not waiter.done():
             waiter.set_result(result)
         self._since_snapshot += 1
-        if self._leader and self._since_snapshot >= self._settings.snapshot_every:
+        if (
+            self._leader
+            and self._since_snapshot >= self._settings.snapshot_every
+            and not self._storing
+        ):
             self._since_snapshot = 0
             self._take_snapshot(seq)
 
@@ -392,11 +407,20 @@ class NatsSequencer:
     # -- snapshots ---------------------------------------------------------------------
 
     async def _restore(self, stores: Stores) -> None:
-        try:
-            found = await stores.snapshots.get(SNAPSHOT_NAME)
-        except (NotFoundError, ObjectNotFoundError):
+        """Continue from the latest snapshot that reads back whole (none: from the start)."""
+        data: dict[str, Any] | None = None
+        for seq in sorted(await _snapshot_seqs(stores), reverse=True):
+            try:
+                async with asyncio.timeout(SNAPSHOT_READ_S):
+                    found = await stores.snapshots.get(f"{SNAPSHOT_PREFIX}{seq}")
+                data = json.loads(found.data or b"{}")
+                break
+            except (TimeoutError, NotFoundError, ObjectNotFoundError, ValueError) as exc:
+                log.warning(
+                    "snapshot at entry %d could not be read (%r); trying an older", seq, exc
+                )
+        if data is None:
             return
-        data = json.loads(found.data or b"{}")
         if data.get("format") != SNAPSHOT_FORMAT:
             raise RuntimeError(f"the latest snapshot has format {data.get('format')!r}")
         self._applier.restore(data["state"])
@@ -414,19 +438,25 @@ class NatsSequencer:
             "state": self._applier.snapshot(),
         }
         self._snapshot_seqs = [previous, seq]
+        self._storing = True
         payload = json.dumps(data, separators=(",", ":")).encode()
         asyncio.get_running_loop().create_task(self._store_snapshot(seq, previous, payload))
 
     async def _store_snapshot(self, seq: int, previous: int, payload: bytes) -> None:
         assert self._stores is not None
         started = time.monotonic()
+        stores = self._stores
         try:
-            await self._stores.snapshots.put(SNAPSHOT_NAME, payload)
+            await stores.snapshots.put(f"{SNAPSHOT_PREFIX}{seq}", payload)
+            for old in sorted(await _snapshot_seqs(stores))[:-SNAPSHOTS_KEPT]:
+                await stores.snapshots.delete(f"{SNAPSHOT_PREFIX}{old}")
             if previous:
-                await self._stores.js.purge_stream(self._settings.stream, seq=previous + 1)
+                await stores.js.purge_stream(self._settings.stream, seq=previous + 1)
         except Exception as exc:
             log.warning("storing the snapshot at entry %d failed: %r", seq, exc)
             return
+        finally:
+            self._storing = False
         log_event(
             log,
             logging.INFO,
@@ -450,11 +480,27 @@ class NatsSequencer:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
+async def _snapshot_seqs(stores: Stores) -> list[int]:
+    """The log sequences of the snapshots in the store."""
+    try:
+        infos = await stores.snapshots.list(ignore_deletes=True)
+    except NotFoundError:
+        return []
+    return [
+        int(info.name.removeprefix(SNAPSHOT_PREFIX))
+        for info in infos
+        if info.name and info.name.startswith(SNAPSHOT_PREFIX)
+    ]
+
+
 def _settle(ack: asyncio.Future[Any], *, acked: asyncio.Future[int]) -> None:
     if acked.done():
         return
     if ack.cancelled() or ack.exception() is not None:
-        acked.set_exception(StateUnavailable("the event log did not acknowledge the write"))
+        unconfirmed = StateUnavailable(
+            "the event log did not acknowledge the write", maybe_written=True
+        )
+        acked.set_exception(unconfirmed)
     else:
         acked.set_result(ack.result().seq)
 

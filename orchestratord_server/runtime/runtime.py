@@ -473,7 +473,7 @@ class Runtime:
             decision = await self._sequencer.propose(entry)
         except StateUnavailable as exc:
             return self._refuse_here(
-                request, ErrorKind.STATE_UNAVAILABLE, f"{exc}; nothing was admitted"
+                request, ErrorKind.STATE_UNAVAILABLE, exc.consequence("admission")
             )
         assert isinstance(decision, Admitted | Refused)
         return decision

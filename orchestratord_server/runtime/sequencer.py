@@ -53,7 +53,23 @@ PENDING: Final = _Pending()
 
 
 class StateUnavailable(Exception):
-    """The shared state cannot be written now (503 STATE_UNAVAILABLE, retriable)."""
+    """The shared state cannot be written now (503 STATE_UNAVAILABLE, retriable).
+
+    `maybe_written`: the write went out but was not confirmed in time, so it may still be
+    stored and applied; otherwise nothing was written."""
+
+    def __init__(self, message: str, *, maybe_written: bool = False) -> None:
+        super().__init__(message)
+        self.maybe_written = maybe_written
+
+    def consequence(self, what: str) -> str:
+        """What the client should know about ``what`` (an admission, a change)."""
+        if self.maybe_written:
+            return (
+                f"{self}; the {what} may still take effect: retry with the same ids "
+                "(for a task, 409 DUPLICATE_TASK then means it was admitted)"
+            )
+        return f"{self}; the {what} was not made, retry"
 
 
 class Sequencer(Protocol):

@@ -15,12 +15,13 @@ from typing import Any
 import pytest
 
 from orchestratord_server.engines.llamacpp_process import LlamaCppProcess
+from tests.faults.conftest import pytest_terminal_summary
 from tests.integration.conftest import long_model
 from tests.integration.support import daemon_config, tiny_pool_config
 from tests.support.llamacpp import llamacpp_server
 from tests.support.nats import NatsNode, nats_single
 
-__all__ = ["long_model"]
+__all__ = ["long_model", "pytest_terminal_summary"]
 
 #: Lease TTL of the test instances: failover is measured against the ≤ 3 s goal.
 LEASE_TTL_MS = 2_000

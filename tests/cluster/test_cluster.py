@@ -200,6 +200,14 @@ def test_check_config_reaches_nats_and_refuses_launched_engines(
     )
     assert checked.returncode == 2
     assert "cannot reach NATS" in checked.stderr
+    served = subprocess.run(
+        [*orchestratord_command(), "serve", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert served.returncode == 2
+    assert "cannot reach NATS" in served.stderr
     launch = {"slots": 1, "ctx_per_slot": 16_384}
     config["pools"][0]["replicas"] = [{"id": "r0", "launch": launch}]
     path.write_text(yaml.safe_dump(config))
