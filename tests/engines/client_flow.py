@@ -129,8 +129,8 @@ def run_pair(client: Client, body: Task) -> tuple[Transcript, Transcript]:
 
 
 def token_frame_bytes(transcript: Transcript) -> bytes:
-    """The token frames of a stream exactly as the daemon sent them."""
-    return b"".join(frame.raw for frame in transcript.frames if frame.event == "token")
+    """The token frames of a stream as the daemon sent them, without their ids."""
+    return b"".join(frame.event_bytes for frame in transcript.frames if frame.event == "token")
 
 
 def identical_across_replicas(client: Client, body: Task, replicas: tuple[str, str]) -> str:

@@ -197,6 +197,12 @@ class Frame:
     data: dict[str, Any]
     raw: bytes
 
+    @property
+    def event_bytes(self) -> bytes:
+        """The frame as sent, but for its `id:` line: the id is the event's place in its
+        own task's transcript, so only this part can match another task's frame."""
+        return self.raw.split(b"\n", 1)[1]
+
 
 def parse_frame(raw: bytes) -> Frame:
     """One ``id: N\\nevent: X\\ndata: {json}`` frame (the blank line already split off).

@@ -68,8 +68,8 @@ FAKE_TEXT = "fake"
 
 
 def token_bytes(transcript: Transcript) -> bytes:
-    """The token frames of a stream exactly as they were sent."""
-    return b"".join(frame.raw for frame in transcript.frames if frame.event == "token")
+    """The token frames of a stream as they were sent, without their ids."""
+    return b"".join(frame.event_bytes for frame in transcript.frames if frame.event == "token")
 
 
 def replica_sets_of(client: Client, pool_id: str = POOL_ID) -> list[dict[str, Any]]:
