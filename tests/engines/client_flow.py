@@ -164,8 +164,18 @@ def identical_across_replicas(client: Client, body: Task, replicas: tuple[str, s
     assert streams[0] == streams[1] == streams[2], (
         f"{where}: same text, but split into token events differently: {streams}"
     )
-    assert token_frame_bytes(one) == token_frame_bytes(two) == token_frame_bytes(three)
+    frames = [token_frame_bytes(run) for run in runs]
+    assert frames[0] == frames[1] == frames[2], (
+        f"{where}: token frames differ: {_first_difference(frames)}"
+    )
     return one.text
+
+
+def _first_difference(streams: list[bytes]) -> str:
+    """Where byte streams first differ, with a little context (for a failure message)."""
+    shortest = min(len(s) for s in streams)
+    at = next((i for i in range(shortest) if len({s[i] for s in streams}) > 1), shortest)
+    return f"at byte {at}: " + " | ".join(repr(s[max(0, at - 40) : at + 40]) for s in streams)
 
 
 def seeds_select_streams(texts: dict[tuple[str, int], str], prompts: tuple[str, ...]) -> None:
