@@ -23,6 +23,8 @@ RUN_S = 60.0
 FAULT_PERIOD_S = 10.0
 CLIENTS = 6
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture
 def engines(long_model: Path) -> Iterator[list[LlamaCppProcess]]:

@@ -36,6 +36,8 @@ from tests.integration.support import (
 )
 from tests.support.nats import NatsNode
 
+pytestmark = pytest.mark.integration
+
 
 def leader_events(daemon: Daemon) -> list[dict[str, Any]]:
     return [r for r in daemon.log_records() if r.get("event") == "cluster.leader"]
