@@ -317,6 +317,7 @@ class Runtime:
             return self._core.reap(entry.task_id)
         if isinstance(entry, core_inputs.Poll):
             self._poll_sent = False
+            self._wake.set()  # the timer re-reads the next deadline
         result = apply_input(self._core, entry)
         self._perform(_actions(result), entry.now_ms)
         if not isinstance(entry, core_inputs.Poll):
@@ -638,6 +639,13 @@ class Runtime:
 
     async def _timer_loop(self) -> None:
         while True:
+            if self._poll_sent:
+                # A poll is on its way through the sequencer (a shared log takes a moment):
+                # until it is applied the core's next deadline has not moved, so wait for
+                # it rather than spin on a deadline that is already due.
+                self._wake.clear()
+                await self._wake.wait()
+                continue
             deadline = self._core.next_deadline_ms()
             timeout = None if deadline is None else max(0, deadline - self._now()) / 1000
             self._wake.clear()
