@@ -439,14 +439,16 @@ class NatsSequencer:
         }
         self._snapshot_seqs = [previous, seq]
         self._storing = True
-        payload = json.dumps(data, separators=(",", ":")).encode()
-        asyncio.get_running_loop().create_task(self._store_snapshot(seq, previous, payload))
+        asyncio.get_running_loop().create_task(self._store_snapshot(seq, previous, data))
 
-    async def _store_snapshot(self, seq: int, previous: int, payload: bytes) -> None:
+    async def _store_snapshot(self, seq: int, previous: int, data: dict[str, Any]) -> None:
+        """Encode (off the event loop: the data is a fresh copy nothing else touches) and
+        store the snapshot, drop the older ones, and trim the log."""
         assert self._stores is not None
         started = time.monotonic()
         stores = self._stores
         try:
+            payload = await asyncio.to_thread(_encode_snapshot, data)
             await stores.snapshots.put(f"{SNAPSHOT_PREFIX}{seq}", payload)
             for old in sorted(await _snapshot_seqs(stores))[:-SNAPSHOTS_KEPT]:
                 await stores.snapshots.delete(f"{SNAPSHOT_PREFIX}{old}")
@@ -478,6 +480,10 @@ class NatsSequencer:
         )
         self._caught_up = False
         os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _encode_snapshot(data: dict[str, Any]) -> bytes:
+    return json.dumps(data, separators=(",", ":")).encode()
 
 
 async def _snapshot_seqs(stores: Stores) -> list[int]:
