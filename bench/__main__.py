@@ -15,11 +15,12 @@ import argparse
 import time
 from collections.abc import Callable, Sequence
 
-from bench import admission, core_bench, profile, scale, streaming, token_path
+from bench import admission, cluster, core_bench, profile, scale, streaming, token_path
 from bench.results import conditions, write_section
 
 BENCHES: dict[str, Callable[[Sequence[str]], int]] = {
     "admission": admission.main,
+    "cluster": cluster.main,
     "core": core_bench.main,
     "profile": profile.main,
     "scale": scale.main,
@@ -35,6 +36,7 @@ ALL: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("streaming", ("--model", "tiny")),
     ("streaming", ("--model", "smollm2", "--rounds", "2", "--tokens", "64")),
     ("profile", ()),
+    ("cluster", ()),
 )
 FULL_RUN = "## Full run"
 

@@ -225,7 +225,7 @@ def _wrk(
     base: str, script: Path, seconds: int, connections: int, cpus: str | None = "1"
 ) -> dict[str, float]:
     """One wrk run (pinned to `cpus`, core 1 by default; None leaves it unpinned): req/s,
-    p50/p90/p99 ms, non-2xx answers, requests completed and socket errors."""
+    p50/p90/p99/max ms, non-2xx answers, requests completed and socket errors."""
     pinning = ["taskset", "-c", cpus] if cpus is not None else []
     command = [
         *pinning,
@@ -245,6 +245,7 @@ def _wrk(
             f"p{q}": _ms(re.search(rf"\s{q}%\s+([\d.]+\w+)", out).group(1))  # type: ignore[union-attr]
             for q in ("50", "90", "99")
         },
+        "max": _ms(re.search(r"Latency\s+\S+\s+\S+\s+(\S+)", out).group(1)),  # type: ignore[union-attr]
         "non2xx": float(m.group(1)) if (m := re.search(r"Non-2xx.*?:\s+(\d+)", out)) else 0.0,
         "requests": float(re.search(r"(\d+) requests in", out).group(1)),  # type: ignore[union-attr]
         "errors": float(
