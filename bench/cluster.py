@@ -32,7 +32,7 @@ import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +44,7 @@ from bench.admission import KEY, RunningDaemon, _free_port, daemon_process, slow
 from bench.results import conditions, write_section
 from orchestratord_server.engines.llamacpp_process import LlamaCppProcess, LlamaCppServerConfig
 from tests.support import tiny_gguf
-from tests.support.nats import NatsNode, wait_jetstream
+from tests.support.nats import NatsNode, nats_single
 
 SECTION = "## Cluster (state on NATS JetStream)"
 LEASE_TTL_MS = 2_000
@@ -72,38 +72,8 @@ HEADERS = {"Authorization": f"Bearer {KEY}"}
 # -- processes ---------------------------------------------------------------------------
 
 
-class _Nats(NatsNode):
-    """One `nats-server -js`, pinned to `cpus` unless that is None."""
-
-    def __init__(self, workdir: Path, cpus: str | None) -> None:
-        super().__init__(workdir, "n1")
-        self.cpus = cpus
-
-    def command(self) -> list[str]:
-        pinning = ["taskset", "-c", self.cpus] if self.cpus is not None else []
-        return [*pinning, *super().command()]
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-
-@contextlib.contextmanager
-def nats_server(workdir: Path, cpus: str | None) -> Iterator[_Nats]:
-    """A fresh JetStream server (its own store), stopped on exit."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    node = _Nats(workdir, cpus)
-    node.start()
-    try:
-        wait_jetstream(node.url)
-        yield node
-    finally:
-        node.stop()
-
-
 def with_state(
-    config: dict[str, Any], nats: _Nats | None, port: int | None = None
+    config: dict[str, Any], nats: NatsNode | None, port: int | None = None
 ) -> dict[str, Any]:
     """`config` with its state on `nats` (memory when None), on another port if given."""
     state: dict[str, Any] = {"backend": "memory"}
@@ -195,7 +165,7 @@ def _admit_case(
 ) -> dict[str, Any]:
     """One daemon (and, for nats, one fresh nats-server), warm-up, then `seconds`."""
     with contextlib.ExitStack() as stack:
-        nats = stack.enter_context(nats_server(work / "nats", "1")) if backend == "nats" else None
+        nats = stack.enter_context(nats_single(work / "nats", "1")) if backend == "nats" else None
         config = with_state(admission._config(engine, _free_port(), CAPACITY, level), nats)
         daemon = start_instance(stack, config, work / "daemon")
         admission._wrk(daemon.running.base, script, WARM_S, connections)
@@ -233,7 +203,7 @@ def _scale_case(instances: int, engine: str, script: Path, work: Path) -> dict[s
     """`instances` NATS instances on one nats-server, 64 connections split between them,
     nothing pinned."""
     with contextlib.ExitStack() as stack:
-        nats = stack.enter_context(nats_server(work / "nats", None))
+        nats = stack.enter_context(nats_single(work / "nats"))
         config = with_state(admission._config(engine, _free_port(), CAPACITY, "info"), nats)
         daemons = [
             start_instance(
@@ -343,7 +313,7 @@ def measure_streaming(work: Path, rounds: int, tokens: int) -> list[dict[str, An
     asyncio.run(engine.start())
     try:
         with contextlib.ExitStack() as stack:
-            nats = stack.enter_context(nats_server(work / "nats", None))
+            nats = stack.enter_context(nats_single(work / "nats"))
             base = at_level(streaming._config(engine.base_url, _free_port(), slots), "info")
             memory = start_instance(stack, with_state(base, None), work / "memory", pin=False)
             pair = [
@@ -385,7 +355,7 @@ def _long_model(path: Path) -> Path:
         tiny_gguf.TRAIN_CTX = saved
 
 
-def _failover_config(engine: str, nats: _Nats) -> dict[str, Any]:
+def _failover_config(engine: str, nats: NatsNode) -> dict[str, Any]:
     pool = {
         "id": "bench",
         "engine": "llamacpp",
@@ -509,7 +479,7 @@ def measure_failover(work: Path, count: int) -> list[dict[str, Any]]:
     results = []
     try:
         with contextlib.ExitStack() as stack:
-            nats = stack.enter_context(nats_server(work / "nats", None))
+            nats = stack.enter_context(nats_single(work / "nats"))
             config = _failover_config(engine.base_url, nats)
             instances = [
                 start_instance(

@@ -43,8 +43,15 @@ def nats_server_binary() -> str:
 class NatsNode:
     """One `nats-server -js` process."""
 
-    def __init__(self, workdir: Path, name: str, cluster: list[int] | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        name: str,
+        cluster: list[int] | None = None,
+        cpus: str | None = None,
+    ) -> None:
         self.workdir = workdir
+        self.cpus = cpus
         self.name = name
         self.port = free_port()
         self.route_port = free_port() if cluster is not None else None
@@ -57,8 +64,15 @@ class NatsNode:
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
 
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
     def command(self) -> list[str]:
-        argv = [nats_server_binary(), "-js", "-sd", str(self.store), "-a", "127.0.0.1"]
+        """The server's argv (behind `taskset -c cpus` when pinned)."""
+        pinning = ["taskset", "-c", self.cpus] if self.cpus is not None else []
+        argv = [*pinning, nats_server_binary(), "-js", "-sd", str(self.store), "-a", "127.0.0.1"]
         argv += ["-p", str(self.port), "-n", self.name]
         if self.routes is not None and self.route_port is not None:
             routes = ",".join(f"nats://127.0.0.1:{port}" for port in self.routes)
@@ -121,9 +135,10 @@ def wait_jetstream(url: str, replicas: int = 1, timeout: float = START_TIMEOUT_S
 
 
 @contextlib.contextmanager
-def nats_single(workdir: Path) -> Iterator[NatsNode]:
-    """One JetStream server, stopped on exit."""
-    node = NatsNode(workdir, "n1")
+def nats_single(workdir: Path, cpus: str | None = None) -> Iterator[NatsNode]:
+    """One JetStream server (pinned to ``cpus`` if given), stopped on exit."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    node = NatsNode(workdir, "n1", cpus=cpus)
     node.start()
     try:
         wait_jetstream(node.url)
