@@ -155,4 +155,4 @@ async def check(settings: NatsConfig) -> str:
             ) from exc
         return f"JetStream reachable ({account.streams} stream(s) in the account)"
     finally:
-        await asyncio.shield(nc.close())
+        await nc.close()

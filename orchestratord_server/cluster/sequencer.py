@@ -106,7 +106,9 @@ class NatsSequencer:
         self._lease_rev: int | None = None
         self._lease_at = 0.0
         self._pending_term: int | None = None
-        self._snapshot_seqs: list[int] = []
+        #: The log sequence the latest snapshot covers (the log is trimmed up to the one
+        #: before it, when the next is stored).
+        self._last_snapshot = 0
         self._since_snapshot = 0
         self._storing = False
         self._caught_up = False
@@ -229,8 +231,6 @@ class NatsSequencer:
                 f"the event log did not confirm the write within {timeout:g} s",
                 maybe_written=True,
             ) from None
-        except StateUnavailable:
-            raise
         if result is PENDING:  # applied so long ago that its answer was dropped
             raise StateUnavailable(
                 "the write was applied but its answer is gone", maybe_written=True
@@ -426,18 +426,16 @@ class NatsSequencer:
         self._applier.restore(data["state"])
         self._applied = data["seq"]
         self._term = data["term"]
-        self._snapshot_seqs = [data["previous_seq"], data["seq"]]
+        self._last_snapshot = data["seq"]
 
     def _take_snapshot(self, seq: int) -> None:
-        previous = self._snapshot_seqs[-1] if self._snapshot_seqs else 0
+        previous, self._last_snapshot = self._last_snapshot, seq
         data = {
             "format": SNAPSHOT_FORMAT,
             "seq": seq,
-            "previous_seq": previous,
             "term": self._term,
             "state": self._applier.snapshot(),
         }
-        self._snapshot_seqs = [previous, seq]
         self._storing = True
         asyncio.get_running_loop().create_task(self._store_snapshot(seq, previous, data))
 

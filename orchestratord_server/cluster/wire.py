@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
 from orchestrator_core import TaskSpec, codec
 from orchestrator_core import inputs as core_inputs
 from orchestratord_server.generated.models import TaskRequest
-from orchestratord_server.runtime.entries import Admission, Entry, TokenOut
+from orchestratord_server.runtime.entries import Admission, Entry, PlainInput, TokenOut
 from orchestratord_server.runtime.tasks import EngineOptions
 
 _ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
@@ -54,27 +54,8 @@ LEADER_ENTRIES = (
     core_inputs.ShutDown,
 )
 
-_PLAIN: dict[str, type] = {
-    kind.__name__: kind
-    for kind in (
-        TokenOut,
-        Term,
-        core_inputs.Cancel,
-        core_inputs.Unwatched,
-        core_inputs.Watched,
-        core_inputs.ShutDown,
-        core_inputs.Finish,
-        core_inputs.Fail,
-        core_inputs.Poll,
-        core_inputs.Reap,
-        core_inputs.DeleteSession,
-        core_inputs.Drain,
-        core_inputs.Reload,
-        core_inputs.Preloaded,
-        core_inputs.PreloadFailed,
-        core_inputs.Probed,
-    )
-}
+#: Every other entry kind, by the class name its records carry.
+_PLAIN: dict[str, type] = {kind.__name__: kind for kind in (TokenOut, Term, *get_args(PlainInput))}
 
 
 class BadRecord(ValueError):

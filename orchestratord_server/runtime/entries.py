@@ -29,10 +29,6 @@ class Admission:
     keep_events: bool
     now_ms: int
 
-    def core_input(self) -> core_inputs.Submit:
-        """What the core is told."""
-        return core_inputs.Submit(self.spec, self.now_ms)
-
 
 @dataclass(frozen=True, slots=True)
 class TokenOut:

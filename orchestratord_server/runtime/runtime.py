@@ -328,7 +328,8 @@ class Runtime:
         accepted = self._core.on_token(entry.task_id, entry.now_ms)
         if accepted is not None:
             task = self._tasks[entry.task_id]
-            task.texts.append(entry.text)
+            if self._sequencer.shared:  # only a successor scheduler re-checks them
+                task.texts.append(entry.text)
             pool_id = task.pool.id
             transcribe.token(
                 task,

@@ -73,8 +73,8 @@ class TaskContext:
     metrics_due_ms: int = 0
     #: When its terminal event was recorded (None while it runs).
     ended_ms: int | None = None
-    #: The text of every token accepted so far: what a scheduler that takes over checks
-    #: a re-run against (token-exact migration).
+    #: With a shared state, the text of every token accepted so far: what a scheduler
+    #: that takes over checks a re-run against (token-exact migration).
     texts: list[str] = field(default_factory=list)
 
     def log_fields(
