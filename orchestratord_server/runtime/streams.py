@@ -112,9 +112,9 @@ class TaskStreams:
             except (EngineError, PreloadFailed) as exc:
                 cause = f"replica {dispatch.replica_id} does not answer ({exc})"
             else:
-                if (dispatch.engine_version, dispatch.model_digest) not in (
-                    (props.engine_version, props.model_digest),
-                    (props.engine_version, None),
+                digest = dispatch.model_digest
+                if props.engine_version != dispatch.engine_version or (
+                    digest is not None and props.model_digest != digest
                 ):
                     cause = (
                         f"replica {dispatch.replica_id} now runs {props.engine_version} with "
