@@ -415,7 +415,7 @@ class ModelBuilder:
         schema = _unwrap_single_all_of(raw)
         _check_keywords(raw, where)
         annotation = self._annotation(schema, f"{owner}{naming.pascal(attr)}", deps, where)
-        nullable = bool(raw.get("nullable") or schema.get("nullable"))
+        nullable = bool(raw.get("nullable") or schema.get("nullable") or self._nullable_ref(schema))
         args: list[str] = []
         default = None if required else raw.get("default", schema.get("default"))
         if not required:
@@ -464,6 +464,14 @@ class ModelBuilder:
         if raw.get("nullable") or schema.get("nullable"):
             annotation = f"{annotation} | None"
         return annotation
+
+    def _nullable_ref(self, schema: Mapping[str, Any]) -> bool:
+        """Whether ``schema`` is a `$ref` to a component that is itself nullable."""
+        ref = schema.get("$ref")
+        if not isinstance(ref, str) or not ref.startswith(SCHEMA_REF_PREFIX):
+            return False
+        target = self._schemas.get(ref.removeprefix(SCHEMA_REF_PREFIX), {})
+        return bool(isinstance(target, Mapping) and target.get("nullable"))
 
     def _ref_name(self, ref: Any, where: str) -> str:
         if not isinstance(ref, str) or not ref.startswith(SCHEMA_REF_PREFIX):

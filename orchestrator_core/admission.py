@@ -58,11 +58,13 @@ def shutting_down(spec: TaskSpec) -> Refused:
     )
 
 
-def not_served(model_ref: str, engine: str | None = None) -> str:
+def not_served(model_ref: str, engine: str | None = None, workload: str | None = None) -> str:
     """The one message for a model no pool serves as applied now (ORCH-2001): every
-    surface that routes by model says it the same way."""
+    surface that routes by model says it the same way; a workload other than completion
+    is named."""
     where = f" by any {engine} pool" if engine is not None else ""
-    return f"model {model_ref!r} is not served{where}"
+    kind = f" for {workload}" if workload is not None and workload != "completion" else ""
+    return f"model {model_ref!r} is not served{kind}{where}"
 
 
 def _invalid(spec: TaskSpec, field: str, message: str) -> Refused:
@@ -105,7 +107,8 @@ def select_pool(
         if spec.pool_id is not None:
             message = f"pool {spec.pool_id!r} does not serve model {spec.model_ref!r}"
             return _invalid(spec, "pool_id", message)
-        return _invalid(spec, "model_ref", not_served(spec.model_ref, spec.engine))
+        message = not_served(spec.model_ref, spec.engine, spec.workload)
+        return _invalid(spec, "model_ref", message)
     wanted = spec.sampler_profile_version
     if wanted is not None:
         candidates = [p for p in candidates if p.spec.sampler_profile_version == wanted]

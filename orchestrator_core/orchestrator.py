@@ -106,6 +106,7 @@ from orchestrator_core.vocabulary import (
     PoolPhase,
     Priority,
     QueuePolicy,
+    Workload,
 )
 from orchestrator_core.watchdog import Timeout
 
@@ -139,7 +140,7 @@ class Orchestrator:
             )
         self.config = config
         self._pools: dict[str, Pool] = {}
-        self._targets: dict[tuple[Engine, str], list[Pool]] = {}
+        self._targets: dict[tuple[Engine, str, Workload], list[Pool]] = {}
         self._tasks: dict[str, Task] = {}
         self._reaped: OrderedDict[str, None] = OrderedDict()
         self._sessions = SessionTable(config.sessions)
@@ -160,7 +161,7 @@ class Orchestrator:
             spec.validate()
             pool = Pool(spec, rate_limit_clients)
             self._pools[spec.pool_id] = pool
-            self._targets.setdefault((spec.engine, spec.model_ref), []).append(pool)
+            self._targets.setdefault((spec.engine, spec.model_ref, spec.workload), []).append(pool)
             if spec.preload:
                 supervision.want(pool, self._outbox)
         self._journal = journal
@@ -491,13 +492,13 @@ class Orchestrator:
     def _apply_model(self, pool: Pool, model_ref: str) -> None:
         """The pool serves `model_ref` from now on: route it there, and forget what the
         previous model's tasks taught (service time, SLO figures)."""
-        engine = pool.spec.engine
-        old = self._targets[engine, pool.model_ref]
+        engine, workload = pool.spec.engine, pool.spec.workload
+        old = self._targets[engine, pool.model_ref, workload]
         old.remove(pool)
         if not old:
-            del self._targets[engine, pool.model_ref]
+            del self._targets[engine, pool.model_ref, workload]
         pool.model_ref = model_ref
-        members = self._targets.setdefault((engine, model_ref), [])
+        members = self._targets.setdefault((engine, model_ref, workload), [])
         members.append(pool)
         order = list(self._pools)
         members.sort(key=lambda p: order.index(p.pool_id))
@@ -543,7 +544,7 @@ class Orchestrator:
     def _choose_pool(self, spec: TaskSpec, now: int) -> Pool | Refused:
         """The pool for the task among those serving its model now; a refusal that finds
         only pools waiting for their first task (`preload: false`) starts loading them."""
-        candidates = self._targets.get((spec.engine, spec.model_ref), ())
+        candidates = self._targets.get((spec.engine, spec.model_ref, spec.workload), ())
         affine: Pool | None = None
         if len(candidates) > 1 and spec.session_id is not None and spec.kv_hint is not KvHint.COLD:
             session = self._sessions.get(spec.session_id, now)

@@ -75,7 +75,8 @@ def restore(data: dict[str, Any]) -> Orchestrator:
         _restore_pool(core._pools[pool_id], pool_data)
     core._targets = {}
     for pool in core._pools.values():
-        core._targets.setdefault((pool.spec.engine, pool.model_ref), []).append(pool)
+        key = (pool.spec.engine, pool.model_ref, pool.spec.workload)
+        core._targets.setdefault(key, []).append(pool)
     for task_data in data["tasks"]:
         task = _restore_task(core, task_data)
         core._tasks[task.spec.task_id] = task

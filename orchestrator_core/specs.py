@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from orchestrator_core.errors import ConfigError
 from orchestrator_core.restarts import RestartPolicy
-from orchestrator_core.vocabulary import Engine, KvHint, Priority, QueuePolicy
+from orchestrator_core.vocabulary import Engine, KvHint, Priority, QueuePolicy, Workload
 
 MAX_SESSION_TTL_MS = 600_000
 MAX_SESSION_TURNS = 8
@@ -70,7 +70,8 @@ class PoolSpec:
     goes to canary pools (ORCH-3033). `preload`: replicas load at start (else on the
     first task routed to the pool, ORCH-3002); `probe_interval_ms`: how often a Ready
     replica's health is probed; `restart`: the backoff and breaker of failed replicas
-    (ORCH-3038, ORCH-3053).
+    (ORCH-3038, ORCH-3053). `workload`: the kind of task its replicas serve; a task goes
+    only to pools of its own workload.
     """
 
     pool_id: str
@@ -98,6 +99,7 @@ class PoolSpec:
     preload: bool = True
     probe_interval_ms: int = 1_000
     restart: RestartPolicy = DEFAULT_RESTART
+    workload: Workload = Workload.COMPLETION
 
     def limits(self, priority: Priority) -> PriorityLimits:
         """The admission limits of one priority class."""
@@ -180,11 +182,12 @@ class SessionConfig:
 class TaskSpec:
     """One admission request, as the server parsed it (ORCH-2001).
 
-    The target is the replica set serving {engine, model_ref} (optionally narrowed to one
-    `pool_id` and one `sampler_profile_version`). `prompt_tokens` is counted by the caller
-    (adapter tokenizer or estimate). `client_id` keys the rate limiter and `tenant_id` the
-    concurrency quota; an empty string is the anonymous caller. `deadline_ms`, when given,
-    is the task's budget from admission: spent, queued or running, it fails DECODE_TIMEOUT.
+    The target is the replica set serving {engine, model_ref, workload} (optionally
+    narrowed to one `pool_id` and one `sampler_profile_version`). `prompt_tokens` is
+    counted by the caller (adapter tokenizer or estimate). `client_id` keys the rate
+    limiter and `tenant_id` the concurrency quota; an empty string is the anonymous
+    caller. `deadline_ms`, when given, is the task's budget from admission: spent,
+    queued or running, it fails DECODE_TIMEOUT.
     """
 
     task_id: str
@@ -202,6 +205,7 @@ class TaskSpec:
     sampler_profile_version: str | None = None
     kv_hint: KvHint | None = None
     deadline_ms: int | None = None
+    workload: Workload = Workload.COMPLETION
 
 
 def _positive(where: str, name: str, value: int) -> None:

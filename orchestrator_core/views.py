@@ -21,7 +21,7 @@ from orchestrator_core.pools import Pool
 from orchestrator_core.replica import FailureClass, PreloadOutcome, Replica
 from orchestrator_core.replica_states import ReplicaState
 from orchestrator_core.restarts import BreakerState
-from orchestrator_core.vocabulary import Engine, PoolPhase, Priority
+from orchestrator_core.vocabulary import Engine, PoolPhase, Priority, Workload
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +115,7 @@ class Route:
     ctx_limit: int
     live: bool
     ready: bool
+    workload: Workload = Workload.COMPLETION
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,7 +207,13 @@ def route(pool: Pool) -> Route:
     """The route through one pool."""
     spec = pool.spec
     return Route(
-        spec.pool_id, spec.engine, pool.model_ref, spec.ctx_limit, pool.is_live, pool.is_ready
+        spec.pool_id,
+        spec.engine,
+        pool.model_ref,
+        spec.ctx_limit,
+        pool.is_live,
+        pool.is_ready,
+        spec.workload,
     )
 
 

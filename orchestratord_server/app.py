@@ -22,6 +22,7 @@ from connexion.exceptions import ResolverError
 from connexion.middleware import MiddlewarePosition
 from connexion.options import SwaggerUIOptions
 from connexion.resolver import Resolver
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -55,6 +56,16 @@ def _resolver(table: dict[str, Callable[..., Any]]) -> Resolver:
             raise ResolverError(f"no handler for operation {operation_id}") from None
 
     return Resolver(function_resolver=resolve)
+
+
+#: Response headers a browser client may read cross-origin: the backpressure hints.
+EXPOSED_HEADERS = (
+    "Retry-After",
+    "X-Backoff-Ms",
+    "retry-after-ms",
+    "X-Queue-Position",
+    "X-Queue-ETA-Ms",
+)
 
 
 def _spec_route(spec: dict[str, Any]) -> Callable[[Request], Any]:
@@ -112,5 +123,16 @@ def build_app(state: ServerState) -> AsyncApp:
     )
     if state.key_rings:
         app.add_middleware(CredentialsGuard, position=MiddlewarePosition.BEFORE_SECURITY)
+    if config.server.cors_origins:
+        # Outermost, so preflights and error answers carry the CORS headers too.
+        app.add_middleware(
+            CORSMiddleware,
+            position=MiddlewarePosition.BEFORE_EXCEPTION,
+            allow_origins=list(config.server.cors_origins),
+            allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+            allow_headers=["*"],
+            expose_headers=list(EXPOSED_HEADERS),
+            max_age=600,
+        )
     install_error_handlers(app)
     return app

@@ -32,8 +32,10 @@ from pydantic import (
     model_validator,
 )
 
-from orchestrator_core import Engine, Priority, QueuePolicy
+from orchestrator_core import Engine, Priority, QueuePolicy, Workload
 from orchestratord_server.adapters.base import SAMPLER_PROFILES
+from orchestratord_server.adapters.chat import Feature
+from orchestratord_server.adapters.registry import engine_features
 
 POOL_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 #: Engines that shard a model evenly across devices (tensor parallelism, ORCH-3012).
@@ -187,6 +189,13 @@ class ServerConfig(_Strict):
     )
     max_headers: int = Field(
         100, ge=16, description="Most header fields a request may carry; more is 431."
+    )
+    cors_origins: tuple[str, ...] = Field(
+        (),
+        description=(
+            "Browser origins (e.g. https://chat.example.org) allowed to call the API "
+            "cross-origin; `*` allows any. None by default."
+        ),
     )
 
     @model_validator(mode="after")
@@ -426,6 +435,24 @@ class PoolConfig(_Strict):
     )
     require_same_engine_version: bool = True
     sampler_profile_version: str = "v1"
+    workload: Workload = Field(
+        Workload.COMPLETION,
+        description=(
+            "What the pool's replicas serve: `completion` (text and chat) or `embedding` "
+            "(a llama.cpp replica the daemon launches is then started in embedding mode)."
+        ),
+    )
+    served_name: str | None = Field(
+        None,
+        min_length=1,
+        description=(
+            "The model name OpenAI clients see and send for this pool; its `model` when "
+            "absent. Follows the pool through reloads."
+        ),
+    )
+    aliases: tuple[Annotated[str, Field(min_length=1)], ...] = Field(
+        (), description="More names OpenAI clients may send for this pool's model."
+    )
     queue: QueueConfig = QueueConfig()
     admission: AdmissionConfig = AdmissionConfig()
     timeouts: TimeoutConfig = TimeoutConfig()
@@ -445,6 +472,7 @@ class PoolConfig(_Strict):
                 f"sampler_profile_version: unknown profile {self.sampler_profile_version!r} "
                 f"(known: {known})"
             )
+        self._check_workload()
         replica_ids = [r.id for r in self.replicas]
         if len(set(replica_ids)) != len(replica_ids):
             raise ValueError("replicas: replica ids must be unique within a pool")
@@ -469,6 +497,22 @@ class PoolConfig(_Strict):
                 raise ValueError(f"replicas: {replica.id} uses devices outside the pool's mask")
         self._check_split_reaches_commands()
         return self
+
+    def _check_workload(self) -> None:
+        """Only workloads an engine here serves: embeddings on engines that compute
+        them; rerank on none yet (docs/openai-compat.md)."""
+        if self.workload is Workload.RERANK:
+            raise ValueError(
+                "workload: rerank is not served yet; no engine that runs here can score "
+                "passages (docs/openai-compat.md)"
+            )
+        if self.workload is Workload.EMBEDDING and Feature.EMBEDDINGS not in engine_features(
+            self.engine
+        ):
+            raise ValueError(
+                f"workload: {self.engine.value} pools cannot serve embeddings here; use a "
+                "llamacpp pool (docs/openai-compat.md)"
+            )
 
     def _check_split(self) -> None:
         """ORCH-3012: no implicit split; one positive ratio per device, summing to 1, that
@@ -594,6 +638,18 @@ class StateConfig(_Strict):
     nats: NatsConfig = NatsConfig()
 
 
+class OpenAIConfig(_Strict):
+    """How the OpenAI-compatible routes treat what they do not know."""
+
+    strict: bool = Field(
+        False,
+        description=(
+            "Refuse request fields the contract does not list (400) instead of ignoring "
+            "them with a warning."
+        ),
+    )
+
+
 class Config(_Strict):
     """The whole daemon configuration."""
 
@@ -609,6 +665,20 @@ class Config(_Strict):
     )
     pools: tuple[PoolConfig, ...] = ()
     state: StateConfig = StateConfig()
+    openai: OpenAIConfig = OpenAIConfig()
+
+    def _check_model_names(self) -> None:
+        """A served name or alias names one model: pools that share one serve the same
+        `model`, so a request for it can go to any of them."""
+        owner: dict[str, PoolConfig] = {}
+        for pool in self.pools:
+            for name in {pool.served_name or pool.model, *pool.aliases}:
+                other = owner.setdefault(name, pool)
+                if other.model != pool.model:
+                    raise ValueError(
+                        f"pools: {other.id} and {pool.id} serve different models under the "
+                        f"name {name!r}; give each model its own served_name and aliases"
+                    )
 
     @model_validator(mode="after")
     def _pools_allowed(self) -> Config:
@@ -625,6 +695,7 @@ class Config(_Strict):
         ids = [p.id for p in self.pools]
         if len(set(ids)) != len(ids):
             raise ValueError("pools: pool ids must be unique")
+        self._check_model_names()
         refs = [m.ref for m in self.models]
         if len(set(refs)) != len(refs):
             raise ValueError("models: model refs must be unique")

@@ -17,9 +17,10 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from orchestrator_core import Engine, ErrorKind, FinishReason
+from orchestratord_server.adapters.chat import Feature
 
 #: The ErrorKind codes (ORCH-2006) an adapter failure is reported with.
 ENGINE_ERROR_KINDS = frozenset(
@@ -159,6 +160,11 @@ class CompletionRequest:
     part of the output. ``reuse_prompt_cache`` lets the engine reuse KV of an earlier
     request with the same prefix: faster, but engines do not promise bit-identical logits
     across batch shapes, so it is off unless determinism is best-effort.
+
+    ``json_schema`` makes the engine decode under that JSON Schema, so the answer is JSON
+    that satisfies it; ``logprobs`` asks for each token's log-probability and that many
+    alternatives. Adapters honour them only when their ``features`` say so; the runtime
+    refuses tasks that ask an engine for more before admission.
     """
 
     prompt: str
@@ -167,6 +173,8 @@ class CompletionRequest:
     sampler: SamplerProfile = SAMPLER_PROFILE_V1
     stop: tuple[str, ...] = ()
     reuse_prompt_cache: bool = False
+    json_schema: Mapping[str, Any] | None = None
+    logprobs: int | None = None
 
     def __post_init__(self) -> None:
         if self.max_tokens < 1:
@@ -177,9 +185,27 @@ class CompletionRequest:
 
 @dataclass(frozen=True, slots=True)
 class TokenChunk:
-    """Generated text; the concatenation of a stream's chunks is the engine's output."""
+    """Generated text; the concatenation of a stream's chunks is the engine's output.
+
+    A chat answer's chunk may carry parts of tool calls instead of (or beside) text, and
+    any chunk the log-probabilities of its tokens when they were asked for; both in the
+    shapes of the contract's `ToolCallDelta` and `TokenLogprob`.
+    """
 
     text: str
+    tool_calls: tuple[Mapping[str, Any], ...] = ()
+    logprobs: tuple[Mapping[str, Any], ...] | None = None
+
+    def extra(self) -> dict[str, Any] | None:
+        """The token event's fields beyond its text, or None for plain text."""
+        if not self.tool_calls and self.logprobs is None:
+            return None
+        fields: dict[str, Any] = {}
+        if self.tool_calls:
+            fields["tool_calls"] = list(self.tool_calls)
+        if self.logprobs is not None:
+            fields["logprobs"] = list(self.logprobs)
+        return fields
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +219,14 @@ class FinalChunk:
 
 
 StreamChunk = TokenChunk | FinalChunk
+
+
+@dataclass(frozen=True, slots=True)
+class Embeddings:
+    """One vector per input, in input order, and the tokens the inputs cost."""
+
+    vectors: tuple[tuple[float, ...], ...]
+    tokens_in: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,6 +252,8 @@ class EngineAdapter(Protocol):
     """One engine server. Methods raise :class:`EngineError`; ``health`` never does."""
 
     engine: Engine
+    #: What the engine honours beyond text generation (`CompletionRequest`).
+    features: frozenset[Feature]
 
     async def health(self) -> EngineHealth: ...
 
@@ -234,6 +270,11 @@ class EngineAdapter(Protocol):
 
     def stream(self, req: CompletionRequest) -> AsyncGenerator[StreamChunk, None]:
         """Token chunks, then exactly one final chunk. ``aclose()`` cancels upstream."""
+        ...
+
+    async def embed(self, inputs: Sequence[str]) -> Embeddings:
+        """The embedding of each input (`Feature.EMBEDDINGS`); an engine without
+        embeddings raises EngineError INVALID_PARAMS."""
         ...
 
     async def metrics_text(self) -> str: ...

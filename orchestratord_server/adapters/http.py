@@ -16,7 +16,15 @@ import asyncio
 import contextlib
 import json
 import os
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import (
+    AsyncGenerator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -25,13 +33,16 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic_core import from_json
 
 from orchestrator_core import Engine, ErrorKind, FinishReason
+from orchestratord_server.adapters import embeddings
 from orchestratord_server.adapters.base import (
     AdapterSettings,
+    Embeddings,
     EngineError,
     EngineHealth,
     FinalChunk,
     StreamChunk,
 )
+from orchestratord_server.adapters.chat import Feature
 from orchestratord_server.adapters.digest import sha256_path
 from orchestratord_server.adapters.sse import SseDecoder, SseError, SseEvent
 
@@ -268,10 +279,12 @@ class HttpAdapter:
 
     Subclasses name their `engine` and implement the engine's own calls (properties,
     slots, tokens, templates, the stream). `kv_cache_usage` is None unless an engine's
-    metrics report it.
+    metrics report it. `features` is empty unless a subclass honours more than text
+    generation.
     """
 
     engine: Engine
+    features: frozenset[Feature] = frozenset()
     HEALTH_PATH = "/health"
     METRICS_PATH = "/metrics"
 
@@ -297,6 +310,16 @@ class HttpAdapter:
     async def kv_cache_usage(self) -> float | None:
         """None: this engine's metrics report no KV-cache usage."""
         return None
+
+    async def embed(self, inputs: Sequence[str]) -> Embeddings:
+        """Embeddings over the engine's OpenAI-style route, for engines that list
+        `Feature.EMBEDDINGS`; the others refuse."""
+        if Feature.EMBEDDINGS not in self.features:
+            raise EngineError(
+                ErrorKind.INVALID_PARAMS, f"engine {self.engine.value} does not serve embeddings"
+            )
+        body = embeddings.request_body(inputs, self.settings.model)
+        return embeddings.parse(await self._http.json("POST", embeddings.PATH, body), len(inputs))
 
     async def model_digest(self, served_path: str | None = None) -> str | None:
         """``sha256:<hex>`` of the local model (`settings.model_path`), computed once in a

@@ -45,6 +45,7 @@ from orchestratord_server.adapters.base import (
     StreamChunk,
     TokenChunk,
 )
+from orchestratord_server.adapters.chat import Feature
 from orchestratord_server.adapters.http import (
     DEFAULT_TIMEOUTS,
     HttpAdapter,
@@ -103,13 +104,41 @@ def completion_body(req: CompletionRequest, *, stream: bool) -> dict[str, Any]:
         "dry_multiplier": 0.0,
         "mirostat": 0,
         "ignore_eos": False,
-        "n_probs": 0,
+        "n_probs": 0 if req.logprobs is None else max(1, req.logprobs),
         "min_keep": 0,
         "n_keep": 0,
     }
     if req.seed is not None:
         body["seed"] = engine_seed(req.seed)
+    if req.json_schema is not None:
+        body["json_schema"] = dict(req.json_schema)
     return body
+
+
+def _alternative(entry: Mapping[str, Any]) -> dict[str, Any]:
+    return {"token": entry["token"], "logprob": entry["logprob"], "bytes": entry.get("bytes")}
+
+
+def token_logprobs(payload: Mapping[str, Any], top: int) -> tuple[dict[str, Any], ...]:
+    """A frame's `completion_probabilities` as TokenLogprob objects with ``top``
+    alternatives each (llama.cpp is asked for at least one: it sends none for 0)."""
+    entries = payload.get("completion_probabilities")
+    if not isinstance(entries, list):
+        return ()
+    try:
+        return tuple(
+            {
+                **_alternative(entry),
+                "top_logprobs": [_alternative(alt) for alt in entry.get("top_logprobs", ())[:top]],
+            }
+            for entry in entries
+        )
+    except (KeyError, TypeError, AttributeError):
+        raise EngineError(
+            ErrorKind.ENGINE_ERROR,
+            "malformed completion_probabilities in a stream frame",
+            detail=repr(entries)[:200],
+        ) from None
 
 
 def _finish_reason(payload: Mapping[str, Any]) -> FinishReason:
@@ -149,12 +178,13 @@ def _model_name(alias: object, model_path: str | None) -> str:
     return os.path.basename(model_path or "") or "unknown"
 
 
-def chunks_from_event(event: SseEvent) -> list[StreamChunk]:
+def chunks_from_event(event: SseEvent, top_logprobs: int | None = None) -> list[StreamChunk]:
     """The chunks one ``/completion`` stream event carries (zero, one or two).
 
-    A token frame with text gives a :class:`TokenChunk` (frames without text, such as
-    prompt progress, give none); the final frame gives its remaining text, if any, and a
-    :class:`FinalChunk`. An error event raises the engine's error.
+    A token frame with text gives a :class:`TokenChunk`, with its log-probabilities when
+    ``top_logprobs`` is set (frames without text, such as prompt progress, give none); the
+    final frame gives its remaining text, if any, and a :class:`FinalChunk`. An error
+    event raises the engine's error.
     """
     payload = frame_object(event)
     if event.event == "error" or "error" in payload:
@@ -165,7 +195,10 @@ def chunks_from_event(event: SseEvent) -> list[StreamChunk]:
         raise EngineError(
             ErrorKind.ENGINE_ERROR, "malformed stream frame", detail=repr(event.data[:200])
         )
-    chunks: list[StreamChunk] = [TokenChunk(content)] if content else []
+    chunks: list[StreamChunk] = []
+    if content:
+        logprobs = None if top_logprobs is None else token_logprobs(payload, top_logprobs)
+        chunks.append(TokenChunk(content, logprobs=logprobs))
     if stop:
         chunks.append(_final_chunk(payload))
     return chunks
@@ -180,6 +213,7 @@ class LlamaCppAdapter(HttpAdapter):
     """
 
     engine = Engine.LLAMACPP
+    features = frozenset({Feature.STRUCTURED_OUTPUT, Feature.LOGPROBS, Feature.EMBEDDINGS})
 
     def __init__(
         self, settings: AdapterSettings, timeouts: HttpTimeouts = DEFAULT_TIMEOUTS
@@ -241,6 +275,6 @@ class LlamaCppAdapter(HttpAdapter):
         body = completion_body(req, stream=True)
         return sse_stream(
             lambda: self._http.open_stream("/completion", body, _STREAM_HEADERS),
-            chunks_from_event,
+            lambda event: chunks_from_event(event, req.logprobs),
             "completion stream",
         )

@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping
 
 from orchestrator_core import Engine
 from orchestratord_server.adapters.base import AdapterSettings, EngineAdapter
+from orchestratord_server.adapters.chat import Feature
 from orchestratord_server.adapters.llamacpp import LlamaCppAdapter
 from orchestratord_server.adapters.tgi import TgiAdapter
 from orchestratord_server.adapters.triton import TritonAdapter
@@ -26,3 +27,16 @@ def make_adapter(engine: Engine, settings: AdapterSettings) -> EngineAdapter:
     except (KeyError, ValueError):
         raise ValueError(f"no adapter for engine {engine!r}") from None
     return factory(settings)
+
+
+def engine_features(engine: Engine) -> frozenset[Feature]:
+    """What ``engine``'s adapter honours beyond text generation."""
+    return _FEATURES[Engine(engine)]
+
+
+_FEATURES: Mapping[Engine, frozenset[Feature]] = {
+    Engine.LLAMACPP: LlamaCppAdapter.features,
+    Engine.TGI: TgiAdapter.features,
+    Engine.TRITON: TritonAdapter.features,
+    Engine.VLLM: VllmAdapter.features,
+}

@@ -18,7 +18,7 @@ from typing import Any, get_args
 from orchestrator_core import TaskSpec, codec
 from orchestrator_core import inputs as core_inputs
 from orchestratord_server.generated.models import TaskRequest
-from orchestratord_server.runtime.entries import Admission, Entry, PlainInput, TokenOut
+from orchestratord_server.runtime.entries import Admission, Embedded, Entry, PlainInput, TokenOut
 from orchestratord_server.runtime.tasks import EngineOptions
 
 _ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
@@ -44,6 +44,7 @@ class Record:
 #: Entries only the scheduler writes; appliers drop them when written under an old term.
 LEADER_ENTRIES = (
     TokenOut,
+    Embedded,
     core_inputs.Finish,
     core_inputs.Fail,
     core_inputs.Poll,
@@ -55,7 +56,9 @@ LEADER_ENTRIES = (
 )
 
 #: Every other entry kind, by the class name its records carry.
-_PLAIN: dict[str, type] = {kind.__name__: kind for kind in (TokenOut, Term, *get_args(PlainInput))}
+_PLAIN: dict[str, type] = {
+    kind.__name__: kind for kind in (TokenOut, Embedded, Term, *get_args(PlainInput))
+}
 
 
 class BadRecord(ValueError):
@@ -67,6 +70,8 @@ def encode(entry: Entry | Term, origin: str, term: int) -> bytes:
     if isinstance(entry, TokenOut):  # the hot path: no generic walk
         body: Any = {"@": "TokenOut", "task_id": entry.task_id, "text": entry.text}
         body["now_ms"] = entry.now_ms
+        if entry.extra is not None:
+            body["extra"] = entry.extra
     elif isinstance(entry, Admission):
         body = {
             "@": "Admission",
@@ -89,7 +94,7 @@ def decode(data: bytes) -> Record:
         tag = body["@"]
         entry: Entry | Term
         if tag == "TokenOut":
-            entry = TokenOut(body["task_id"], body["text"], body["now_ms"])
+            entry = TokenOut(body["task_id"], body["text"], body["now_ms"], body.get("extra"))
         elif tag == "Admission":
             entry = Admission(
                 codec.decode(TaskSpec, body["spec"]),

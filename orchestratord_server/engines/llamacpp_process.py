@@ -73,10 +73,14 @@ class LlamaCppServerConfig:
     #: Each visible device's share of the model, in device order (``--tensor-split``,
     #: ORCH-3012); empty on one device or the host, where nothing is split.
     tensor_split: tuple[float, ...] = ()
+    #: Serve embeddings (llama.cpp's embedding mode, mean pooling) instead of completions.
+    embedding: bool = False
 
     def command(self) -> list[str]:
         """The runner's argv for this configuration."""
-        split = ["--tensor-split", split_text(self.tensor_split)] if self.tensor_split else []
+        flags = ["--tensor-split", split_text(self.tensor_split)] if self.tensor_split else []
+        if self.embedding:
+            flags.append("--embedding")
         return [
             self.python,
             "-m",
@@ -95,7 +99,7 @@ class LlamaCppServerConfig:
             str(self.threads),
             "--cache-ram-mib",
             str(self.cache_ram_mib),
-            *split,
+            *flags,
         ]
 
 

@@ -40,6 +40,11 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--cache-ram-mib", type=int, default=0, help="host RAM for the prompt cache, 0 = off"
     )
     parser.add_argument(
+        "--embedding",
+        action="store_true",
+        help="serve embeddings (mean pooling over the prompt) instead of completions",
+    )
+    parser.add_argument(
         "--tensor-split",
         type=_ratios,
         default=None,
@@ -103,6 +108,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     params.cache_ram_mib = args.cache_ram_mib
     if args.tensor_split is not None:
         params.tensor_split = padded_split(args.tensor_split, len(params.tensor_split))
+    if args.embedding:
+        params.embedding = True
+        params.pooling_type = xllamacpp.llama_pooling_type.LLAMA_POOLING_TYPE_MEAN
     params.endpoint_metrics = True
     params.endpoint_props = True
     params.endpoint_slots = True

@@ -11,13 +11,13 @@ stream of an unfinished task closes, the task is canceled unless a stream opens 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from connexion import context as connexion_context
 from starlette.datastructures import Headers
 from starlette.responses import Response, StreamingResponse
 
-from orchestrator_core import CancelStatus, Refused
+from orchestrator_core import CancelStatus, Refused, Route
 from orchestratord_server.body_validation import validated_body
 from orchestratord_server.errors import error_response
 from orchestratord_server.generated.models import (
@@ -45,14 +45,24 @@ LAST_EVENT_ID = "Last-Event-ID"
 
 def _input_error(request: TaskRequest) -> FieldError | None:
     """What is wrong with where a task carries its text (the contract's `oneOf`): exactly
-    one of `prompt` and `inputs`; a completion's `inputs` hold one text."""
-    if request.prompt is not None and request.inputs is not None:
-        message = "give the text in `prompt` or in `inputs`, not both"
-        return FieldError(loc="body.inputs", msg=message, type="value_error")
+    one of `prompt`, `messages` and `inputs`; a completion's `inputs` hold one text; an
+    embedding or rerank takes `inputs`; `tools` and `tool_choice` need `messages`."""
+    given = [
+        name for name in ("prompt", "messages", "inputs") if getattr(request, name) is not None
+    ]
+    if len(given) > 1:
+        message = f"give the text in one of `prompt`, `messages` and `inputs`, not {given}"
+        return FieldError(loc=f"body.{given[1]}", msg=message, type="value_error")
+    for name in ("tools", "tool_choice", "parallel_tool_calls"):
+        if getattr(request, name) is not None and request.messages is None:
+            message = f"`{name}` belongs to a chat: give the conversation in `messages`"
+            return FieldError(loc=f"body.{name}", msg=message, type="value_error")
     if request.workload is Workload.COMPLETION:
-        if request.prompt is None and request.inputs is None:
+        if not given:
             return FieldError(
-                loc="body.prompt", msg="a completion needs a `prompt`", type="missing"
+                loc="body.prompt",
+                msg="a completion needs a `prompt` (or a chat's `messages`)",
+                type="missing",
             )
         if request.inputs is not None and len(request.inputs) != 1:
             message = "a completion's `inputs` hold exactly one text (its prompt)"
@@ -63,9 +73,28 @@ def _input_error(request: TaskRequest) -> FieldError | None:
     return None
 
 
+#: Why no deployment serves rerank yet (docs/openai-compat.md).
+RERANK_UNSERVED = (
+    "workload 'rerank' is not served: no engine that runs here can score passages against "
+    "a query (llama.cpp needs a reranker model, and none is installable on this host)"
+)
+
+
+def unserved_workload(workload: Workload, routes: Sequence[Route]) -> str | None:
+    """Why no pool of this deployment serves ``workload``, or None when one does."""
+    if workload is Workload.RERANK:
+        return RERANK_UNSERVED
+    if any(route.workload == workload for route in routes):
+        return None
+    return (
+        f"workload {workload.value!r} is not served: no pool of this deployment runs it "
+        f"(configure a pool with `workload: {workload.value}`)"
+    )
+
+
 def _as_completion(request: TaskRequest) -> TaskRequest:
     """The completion with its one text in `prompt`, however the client sent it."""
-    if request.inputs is None:
+    if request.inputs is None or request.workload is not Workload.COMPLETION:
         return request
     return request.model_copy(update={"prompt": request.inputs[0], "inputs": None})
 
@@ -107,13 +136,10 @@ class DataPlane:
                 engine=request.engine.value,
                 errors=[wrong],
             )
-        if request.workload is not Workload.COMPLETION:
+        unserved = unserved_workload(request.workload, self._state.runtime.all_routes())
+        if unserved is not None:
             return error_response(
-                501,
-                ErrorKind.NOT_IMPLEMENTED,
-                f"workload {request.workload.value!r} is not served: no engine of this "
-                "deployment runs it (engines here run completions)",
-                engine=request.engine.value,
+                501, ErrorKind.NOT_IMPLEMENTED, unserved, engine=request.engine.value
             )
         request = _as_completion(request)
         decision = await self._state.runtime.submit(request, caller())

@@ -1,6 +1,8 @@
 """OpenAI's error shape for the OpenAI-compatible routes.
 
-Every 4xx and 5xx of `/v1/completions`, `/v1/chat/completions` and `/v1/models` is
+Every 4xx and 5xx of the OpenAI routes (`/v1/completions`, `/v1/chat/completions`,
+`/v1/embeddings`, `/v1/models...`, and any other `/v1/` path that is not an OrchQueue
+route, so a client of an OpenAI route this server lacks reads a 404 it understands) is
 `{"error": {"message", "type", "param", "code"}}`: `type` is OpenAI's error class for the
 status (OpenAI clients raise their exception classes from the status), `code` the
 orchestratord `ErrorKind`, `param` the request field at fault. Load refusals keep their
@@ -12,6 +14,7 @@ errors raised before a handler runs (authentication, body validation, routing).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 
 from starlette.responses import Response
@@ -20,8 +23,16 @@ from orchestrator_core import Refused
 from orchestratord_server.generated.models import FieldError
 
 JSON = "application/json"
-#: Path prefixes of the routes that answer in OpenAI's shape.
-OPENAI_PATHS = ("/v1/completions", "/v1/chat/completions", "/v1/models")
+#: Path prefixes of the OrchQueue routes under `/v1`; every other `/v1/` path answers in
+#: OpenAI's shape.
+ORCHQUEUE_PATHS = ("/v1/tasks", "/v1/sessions", "/v1/pools", "/v1/replicasets")
+#: Pieces of a pydantic error location that name a type of a union, not a field.
+_TYPE_TAG = re.compile(
+    r"\.(?:str|int|float|bool|list\[[^\]]*\]|dict\[[^\]]*\]|"
+    r"function-[a-z]+\[[^\]]*\]|literal\[[^\]]*\]|[A-Z]\w*)(?=[.\[]|$)"
+)
+#: Pydantic's names of model types in messages, for "a JSON object".
+_INSTANCE_OF = re.compile(r"(?:a valid )?dictionary or instance of \w+")
 #: OpenAI's error class for each client-error status; 5xx are `server_error`.
 ERROR_TYPES: Mapping[int, str] = {
     400: "invalid_request_error",
@@ -35,12 +46,23 @@ ERROR_TYPES: Mapping[int, str] = {
     429: "rate_limit_error",
 }
 #: The request fields an admission refusal names, in OpenAI's terms.
-PARAMS: Mapping[str, str] = {"model_ref": "model", "max_tokens": "max_tokens", "prompt": "prompt"}
+PARAMS: Mapping[str, str] = {
+    "model_ref": "model",
+    "max_tokens": "max_tokens",
+    "prompt": "prompt",
+    "messages": "messages",
+    "tools": "tools",
+    "response_format": "response_format",
+    "logprobs": "logprobs",
+    "inputs": "input",
+}
 
 
 def is_openai_path(path: str) -> bool:
-    """True for the routes of the OpenAI-compatible surface."""
-    return any(path == p or path.startswith(p + "/") for p in OPENAI_PATHS)
+    """True for the OpenAI-compatible surface: every `/v1/` path but OrchQueue's."""
+    if not path.startswith("/v1/"):
+        return False
+    return not any(path == p or path.startswith(p + "/") for p in ORCHQUEUE_PATHS)
 
 
 def error_type(status: int) -> str:
@@ -86,10 +108,21 @@ def param_of(loc: str) -> str | None:
     return None
 
 
+def readable(error: FieldError) -> tuple[str, str]:
+    """A field error as (param, message) a person reads: no union type tags in the
+    location, no model class names in the message."""
+    loc = _TYPE_TAG.sub("", error.loc)
+    message = _INSTANCE_OF.sub("a JSON object", error.msg)
+    if error.type == "extra_forbidden":
+        message = "unknown field (this object takes no such field)"
+    return param_of(loc) or loc, message
+
+
 def invalid_fields(errors: Sequence[FieldError]) -> tuple[str, str | None]:
     """(message listing every bad field, the first one's param) of a refused body."""
-    message = "; ".join(f"{param_of(e.loc) or e.loc}: {e.msg}" for e in errors)
-    return message or "invalid request", param_of(errors[0].loc) if errors else None
+    seen = dict.fromkeys(f"{param}: {message}" for param, message in map(readable, errors))
+    first = readable(errors[0])[0] if errors else None
+    return "; ".join(seen) or "invalid request", first
 
 
 def refusal(decision: Refused) -> Response:

@@ -1,12 +1,14 @@
-"""An OpenAI-compatible request as an OrchQueue task.
+"""An OpenAI-compatible request as OrchQueue tasks.
 
-Each request becomes one `TaskRequest`: a fresh task and session id, the engine and
-context of the pools serving `model` (a Ready one preferred), `max_tokens` (256, or the
-context if smaller, when absent), a deadline, the seed, and the priority from
+Each request becomes `n` `TaskRequest`s (one per choice): fresh task and session ids, the
+engine and context of the pools serving `model` (a Ready one preferred), `max_tokens`
+(256, or the context if smaller, when absent), a deadline, the seed (`seed + i` for
+choice i when a seed is given; else each task's own derived seed), and the priority from
 `metadata.priority` or else the `X-Priority` header (`interactive` when neither is sent).
-Stop strings and sampling values travel beside it as `EngineOptions`. Chat messages are
-reduced to (role, text) pairs for the engine's chat template; `plain_chat_prompt` is the
-documented rendering for an engine that has none.
+A chat is a chat task: its messages, tools, tool choice, response format and
+log-probability request travel in the TaskRequest itself, so the engine renders and parses
+them as an OrchQueue chat task would be. Stop strings and sampling values travel beside it
+as `EngineOptions`.
 """
 
 from __future__ import annotations
@@ -14,59 +16,58 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from orchestrator_core import Route
 from orchestratord_server.generated.models import (
     Engine,
     OpenAIChatCompletionRequest,
-    OpenAIChatMessage,
     OpenAICompletionRequest,
+    OpenAIEmbeddingRequest,
     OpenAIStop,
     Priority,
     TaskRequest,
     Workload,
 )
+from orchestratord_server.openai_compat.leniency import BadRequest, OpenAIRequest
 from orchestratord_server.runtime.tasks import EngineOptions
 
 DEFAULT_MAX_TOKENS = 256
 #: Time budget of an OpenAI-compatible task; the pool's watchdog applies as well.
 DEADLINE_MS = 600_000
 PRIORITY_KEY = "priority"
-
-OpenAIRequest = OpenAICompletionRequest | OpenAIChatCompletionRequest
-
-
-class BadRequest(Exception):
-    """A request the schema allows but this surface cannot serve; `param` is at fault."""
-
-    def __init__(self, message: str, param: str) -> None:
-        super().__init__(message)
-        self.message = message
-        self.param = param
+#: The largest seed a TaskRequest carries (int64).
+MAX_SEED = (1 << 63) - 1
 
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """Where a model runs: the engine family and the context a task may use."""
+    """Where a model runs: the engine family, the model reference the pools serve it
+    under, and the context a task may use."""
 
     engine: Engine
     model_ref: str
     ctx: int
 
 
-def target(model: str, routes: Sequence[Route]) -> Target | None:
-    """Where ``model`` runs, from the pools that serve it now (`Runtime.routes`): the engine
-    of a Ready pool first, and the smallest context of that engine's pools, so any of them
-    can take the task; None when no pool serves it."""
+def target(routes: Sequence[Route], workload: Workload = Workload.COMPLETION) -> Target | None:
+    """Where a model runs ``workload``, from the pools that serve it now: the engine and
+    model of a Ready pool first, and the smallest context of the pools with that engine
+    and model, so any of them can take the task; None when no pool serves it."""
+    routes = [route for route in routes if route.workload == workload]
     if not routes:
         return None
     ready = [route for route in routes if route.ready]
-    engine = (ready or list(routes))[0].engine
-    ctx = min(route.ctx_limit for route in routes if route.engine == engine)
-    return Target(engine, model, ctx)
+    first = (ready or list(routes))[0]
+    ctx = min(
+        route.ctx_limit
+        for route in routes
+        if route.engine == first.engine and route.model_ref == first.model_ref
+    )
+    return Target(first.engine, first.model_ref, ctx)
 
 
-def priority(request: OpenAIRequest, header: str | None) -> Priority:
+def priority(request: OpenAIRequest | OpenAIEmbeddingRequest, header: str | None) -> Priority:
     """`metadata.priority`, else the `X-Priority` header, else interactive.
 
     Raises BadRequest for a `metadata.priority` that names no priority (the header is
@@ -97,6 +98,9 @@ def engine_options(request: OpenAIRequest) -> EngineOptions:
         top_p=request.top_p,
         presence_penalty=request.presence_penalty,
         frequency_penalty=request.frequency_penalty,
+        top_k=request.top_k,
+        min_p=request.min_p,
+        repetition_penalty=request.repetition_penalty,
     )
 
 
@@ -114,30 +118,24 @@ def completion_prompt(request: OpenAICompletionRequest) -> str:
     return prompt if isinstance(prompt, str) else prompt[0]
 
 
-def chat_turns(messages: Sequence[OpenAIChatMessage]) -> list[dict[str, str]]:
-    """Messages as (role, text) objects for a chat template; `developer` speaks as
-    `system` and text parts are joined with newlines."""
-    turns = []
-    for message in messages:
-        content = message.content
-        text = content if isinstance(content, str) else "\n".join(p.text for p in content)
-        role = "system" if message.role == "developer" else message.role
-        turns.append({"role": role, "content": text})
-    return turns
+def _content_fields(request: OpenAIRequest) -> dict[str, Any]:
+    """What a task carries of the request's input and answer form."""
+    fields: dict[str, Any] = {"response_format": request.response_format}
+    if isinstance(request, OpenAICompletionRequest):
+        return fields | {"prompt": completion_prompt(request), "logprobs": request.logprobs}
+    top = request.top_logprobs or 0
+    return fields | {
+        "messages": request.messages,
+        "tools": request.tools,
+        "tool_choice": request.tool_choice,
+        "parallel_tool_calls": request.parallel_tool_calls,
+        "logprobs": top if request.logprobs else None,
+    }
 
 
-def plain_chat_prompt(turns: Sequence[dict[str, str]]) -> str:
-    """The rendering used when the engine has no chat template: one `role: text` line
-    per turn, then `assistant:` to prompt the reply."""
-    lines = [f"{turn['role']}: {turn['content']}" for turn in turns]
-    return "\n".join([*lines, "assistant:"])
-
-
-def task_request(
-    request: OpenAIRequest, where: Target, prompt: str, chosen: Priority
-) -> TaskRequest:
-    """The OrchQueue task of an OpenAI-compatible request."""
-    return TaskRequest(
+def task_requests(request: OpenAIRequest, where: Target, chosen: Priority) -> list[TaskRequest]:
+    """The OrchQueue tasks of an OpenAI-compatible request, one per choice."""
+    base = TaskRequest(
         task_id=uuid.uuid4(),
         session_id=uuid.uuid4(),
         workload=Workload.COMPLETION,
@@ -146,7 +144,49 @@ def task_request(
         ctx=where.ctx,
         priority=chosen,
         seed=request.seed,
-        prompt=prompt,
         max_tokens=max_tokens(request, where.ctx),
+        deadline_ms=DEADLINE_MS,
+        **{k: v for k, v in _content_fields(request).items() if v is not None},
+    )
+    tasks = [base]
+    for index in range(1, request.n or 1):
+        seed = None if request.seed is None else (request.seed + index) % (MAX_SEED + 1)
+        tasks.append(
+            base.model_copy(
+                update={"task_id": uuid.uuid4(), "session_id": uuid.uuid4(), "seed": seed}
+            )
+        )
+    return tasks
+
+
+def embedding_inputs(request: OpenAIEmbeddingRequest) -> list[str]:
+    """The texts to embed; BadRequest for token-id input, which needs the model's own
+    tokenizer on the client's side and is not served."""
+    given = request.input
+    if isinstance(given, str):
+        return [given]
+    if all(isinstance(item, str) for item in given):
+        return [str(item) for item in given]
+    raise BadRequest(
+        "token-id input is not supported: send the text itself (LangChain's "
+        "OpenAIEmbeddings: pass check_embedding_ctx_length=False)",
+        "input",
+    )
+
+
+def embedding_task(
+    request: OpenAIEmbeddingRequest, inputs: list[str], where: Target, chosen: Priority
+) -> TaskRequest:
+    """The OrchQueue embedding task of an embeddings request."""
+    return TaskRequest(
+        task_id=uuid.uuid4(),
+        session_id=uuid.uuid4(),
+        workload=Workload.EMBEDDING,
+        model_ref=where.model_ref,
+        engine=where.engine,
+        ctx=where.ctx,
+        priority=chosen,
+        inputs=inputs,
+        max_tokens=1,
         deadline_ms=DEADLINE_MS,
     )

@@ -11,7 +11,9 @@ entries; the core sees only its input.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from orchestrator_core import TaskSpec
 from orchestrator_core import inputs as core_inputs
@@ -32,10 +34,23 @@ class Admission:
 
 @dataclass(frozen=True, slots=True)
 class TokenOut:
-    """A running task's engine produced its next token, `text`."""
+    """A running task's engine produced its next token, `text`; `extra` holds its
+    tool-call parts and log-probabilities (the token event's other fields), if any."""
 
     task_id: str
     text: str
+    now_ms: int
+    extra: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Embedded:
+    """A running embedding task's engine computed its vectors (one per input, in input
+    order), which also finishes it: the core's `Finish`, plus the vectors."""
+
+    task_id: str
+    vectors: tuple[tuple[float, ...], ...]
+    tokens_in: int
     now_ms: int
 
 
@@ -57,4 +72,4 @@ PlainInput = (
     | core_inputs.Probed
 )
 
-Entry = Admission | TokenOut | PlainInput
+Entry = Admission | TokenOut | Embedded | PlainInput

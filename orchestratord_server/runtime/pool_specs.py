@@ -58,6 +58,7 @@ def pool_spec(pool: PoolConfig, probe_interval_ms: int) -> PoolSpec:
         preload=pool.preload,
         probe_interval_ms=probe_interval_ms,
         restart=RestartPolicy(**pool.restart.model_dump()),
+        workload=pool.workload,
     )
 
 

@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from orchestrator_core import PreloadOutcome, ReplicaReport
+from orchestrator_core import PreloadOutcome, ReplicaReport, Workload
 from orchestratord_server.adapters.base import (
     AdapterSettings,
     CompletionRequest,
@@ -291,6 +291,7 @@ class ReplicaHandle:
             start_timeout_s=self.start_timeout_s,
             env=tuple(self.device_env().items()),
             tensor_split=shares if len(shares) > 1 else (),
+            embedding=self.pool.workload is Workload.EMBEDDING,
         )
 
     def command_line(self, argv: tuple[str, ...]) -> tuple[list[str], dict[str, str]]:

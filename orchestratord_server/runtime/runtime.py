@@ -40,6 +40,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from orchestrator_core import (
+    RETRIABLE,
     Abort,
     Action,
     Admitted,
@@ -72,13 +73,15 @@ from orchestrator_core import (
 from orchestrator_core import inputs as core_inputs
 from orchestrator_core.journal import apply as apply_input
 from orchestratord_server.adapters.base import EngineAdapter, EngineError
+from orchestratord_server.adapters.chat import chat_prompt_bound, turns, unservable
+from orchestratord_server.adapters.registry import engine_features
 from orchestratord_server.config import Config
 from orchestratord_server.generated.models import TaskRequest
 from orchestratord_server.logs import log_event
 from orchestratord_server.metrics import Metrics
 from orchestratord_server.runtime import task_records, transcribe
 from orchestratord_server.runtime.engine_actions import EngineActions
-from orchestratord_server.runtime.entries import Admission, Entry, TokenOut
+from orchestratord_server.runtime.entries import Admission, Embedded, Entry, TokenOut
 from orchestratord_server.runtime.gauges import Gauges
 from orchestratord_server.runtime.pool_manager import NotReloadable, PoolManager
 from orchestratord_server.runtime.pool_specs import core
@@ -91,7 +94,12 @@ from orchestratord_server.runtime.sequencer import (
     StateUnavailable,
 )
 from orchestratord_server.runtime.streams import TaskStreams
-from orchestratord_server.runtime.tasks import NO_ENGINE_OPTIONS, EngineOptions, TaskContext
+from orchestratord_server.runtime.tasks import (
+    NO_ENGINE_OPTIONS,
+    EngineOptions,
+    TaskContext,
+    token_key,
+)
 from orchestratord_server.runtime.views import PoolStatus, ReplicaSetStatus
 from orchestratord_server.transcripts import Transcript
 
@@ -124,6 +132,7 @@ def _task_spec(request: TaskRequest, client_id: str, prompt_tokens: int) -> Task
         sampler_profile_version=request.sampler_profile_version,
         kv_hint=request.kv_hint,
         deadline_ms=request.deadline_ms,
+        workload=request.workload,
     )
 
 
@@ -311,6 +320,13 @@ class Runtime:
             return self._token(entry)
         if isinstance(entry, Admission):
             return self._admit(entry, local)
+        if isinstance(entry, Embedded):
+            task = self._tasks.get(entry.task_id)
+            if task is not None and not task.transcript.closed:
+                transcribe.embeddings(task, entry.vectors)
+            entry = core_inputs.Finish(
+                entry.task_id, FinishReason.STOP, entry.tokens_in, entry.now_ms
+            )
         if isinstance(entry, core_inputs.Reap):
             self._tasks.pop(entry.task_id, None)
             self._reaps.pop(entry.task_id, None)
@@ -329,7 +345,7 @@ class Runtime:
         if accepted is not None:
             task = self._tasks[entry.task_id]
             if self._sequencer.shared:  # only a successor scheduler re-checks them
-                task.texts.append(entry.text)
+                task.texts.append(token_key(entry.text, entry.extra))
             pool_id = task.pool.id
             transcribe.token(
                 task,
@@ -337,6 +353,7 @@ class Runtime:
                 accepted.index,
                 entry.now_ms,
                 lambda: self._core.pool_view(pool_id, entry.now_ms).queue_depth,
+                entry.extra,
             )
         return accepted
 
@@ -427,14 +444,22 @@ class Runtime:
 
     # -- the relays' sink ----------------------------------------------------------------
 
-    def token(self, task_id: str, text: str, now_ms: int) -> bool:
+    def token(
+        self, task_id: str, text: str, now_ms: int, extra: dict[str, Any] | None = None
+    ) -> bool:
         """A relay's next token; False once the task is known to have ended."""
-        result = self._sequencer.send(TokenOut(task_id, text, now_ms))
+        result = self._sequencer.send(TokenOut(task_id, text, now_ms, extra))
         return result is PENDING or result is not None
 
     def finish(self, task_id: str, reason: FinishReason, tokens_in: int, now_ms: int) -> None:
         """A relay's final chunk."""
         self._sequencer.send(core_inputs.Finish(task_id, reason, tokens_in, now_ms))
+
+    def embedded(
+        self, task_id: str, vectors: tuple[tuple[float, ...], ...], tokens_in: int, now_ms: int
+    ) -> None:
+        """An embedding task's vectors, which end it."""
+        self._sequencer.send(Embedded(task_id, vectors, tokens_in, now_ms))
 
     def fail(
         self,
@@ -468,6 +493,10 @@ class Runtime:
                 ErrorKind.SHUTTING_DOWN,
                 "this instance is shutting down; submit to another",
             )
+        wrong = unservable(request, engine_features(request.engine))
+        if wrong is not None:
+            field, why = wrong
+            return self._refuse_here(request, ErrorKind.INVALID_PARAMS, why, field)
         prompt_tokens = await self._prompt_tokens(request)
         spec = _task_spec(request, client_id, prompt_tokens)
         entry = Admission(spec, request, options, keep_events, self._now())
@@ -480,10 +509,14 @@ class Runtime:
         assert isinstance(decision, Admitted | Refused)
         return decision
 
-    def _refuse_here(self, request: TaskRequest, kind: ErrorKind, message: str) -> Refused:
-        """A refusal this instance answers by itself (it cannot, or will not, write)."""
+    def _refuse_here(
+        self, request: TaskRequest, kind: ErrorKind, message: str, field: str | None = None
+    ) -> Refused:
+        """A refusal this instance answers by itself: it cannot, or will not, write, or
+        the task asks its engine for what it cannot do."""
+        backoff = UNAVAILABLE_BACKOFF_MS if kind in RETRIABLE else 0
         refused = Refused(
-            str(request.task_id), kind, message, UNAVAILABLE_BACKOFF_MS, engine=request.engine
+            str(request.task_id), kind, message, backoff, engine=request.engine, field=field
         )
         self._record.refused(request, refused)
         return refused
@@ -494,14 +527,27 @@ class Runtime:
         Byte-level tokenizers never produce more tokens than UTF-8 bytes, so bytes + 2
         (for BOS/EOS) bounds the count without asking the engine. Only when that bound
         would not fit the context is the engine's tokenizer asked for the exact count.
+        A chat's bound is the bytes of everything the template renders (messages, tools,
+        answer form) plus a generous allowance for the template's own text; when that does
+        not fit, the messages are rendered by a Ready replica and counted.
         """
         prompt = request.prompt or ""
         bound = len(prompt.encode()) + 2
+        if request.inputs is not None:  # an embedding: each input is its own sequence
+            prompt = max(request.inputs, key=lambda text: len(text.encode()))
+            bound = len(prompt.encode()) + 2
+        if request.messages is not None:
+            bound = chat_prompt_bound(request)
         if bound + request.max_tokens <= request.ctx:
             return bound
         adapter = self._ready_adapter(request.engine, request.model_ref)
         if adapter is not None:
             with contextlib.suppress(EngineError):
+                if request.messages is not None:
+                    rendered = await adapter.apply_template(turns(request.messages))
+                    if rendered is None:
+                        return bound
+                    prompt = rendered
                 return await adapter.count_tokens(prompt)
         return bound
 
@@ -617,6 +663,10 @@ class Runtime:
     def models(self) -> tuple[str, ...]:
         """The models served now."""
         return self._core.models()
+
+    def all_routes(self) -> tuple[Route, ...]:
+        """Every pool's route as applied now, grouped by model in config order."""
+        return tuple(route for model in self._core.models() for route in self._core.routes(model))
 
     def readiness(self) -> Readiness:
         """Which pools take work, and whether every first preload has ended (ORCH-3002)."""

@@ -18,28 +18,33 @@ from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
 from orchestrator_core import Dispatch, ErrorKind, FailureClass, FinishReason
-from orchestratord_server.adapters.base import (
-    CompletionRequest,
-    EngineError,
-    FinalChunk,
-    sampler_profile,
-)
-from orchestratord_server.generated.models import Determinism
+from orchestratord_server.adapters.base import EngineError, FinalChunk, StreamChunk
+from orchestratord_server.generated.models import Determinism, Workload
 from orchestratord_server.logs import log_event
+from orchestratord_server.runtime.answers import ToolAnswerChunks, engine_request
 from orchestratord_server.runtime.pool_manager import PoolManager
 from orchestratord_server.runtime.replicas import PreloadFailed
-from orchestratord_server.runtime.tasks import TaskContext
+from orchestratord_server.runtime.tasks import TaskContext, token_key
 
 
 class TokenSink(Protocol):
     """Where a relay hands what its engine produced."""
 
-    def token(self, task_id: str, text: str, now_ms: int) -> bool:
-        """The next token; False once the task is known to have ended (stop relaying)."""
+    def token(
+        self, task_id: str, text: str, now_ms: int, extra: dict[str, Any] | None = None
+    ) -> bool:
+        """The next token (``extra``: its tool-call parts and log-probabilities); False
+        once the task is known to have ended (stop relaying)."""
         ...
 
     def finish(self, task_id: str, reason: FinishReason, tokens_in: int, now_ms: int) -> None:
         """The engine's final chunk."""
+        ...
+
+    def embedded(
+        self, task_id: str, vectors: tuple[tuple[float, ...], ...], tokens_in: int, now_ms: int
+    ) -> None:
+        """An embedding task's vectors: its whole result, which also ends it."""
         ...
 
     def fail(
@@ -67,8 +72,11 @@ class TaskStreams:
         self._streams: dict[str, asyncio.Task[None]] = {}
 
     def start(self, task: TaskContext, dispatch: Dispatch) -> None:
-        """Start relaying a task the core dispatched."""
-        self._run(dispatch.task_id, self._stream(task, dispatch))
+        """Start relaying a task the core dispatched (an embedding task: computing it)."""
+        if task.request.workload is Workload.EMBEDDING:
+            self._run(dispatch.task_id, self._embed(task, dispatch))
+        else:
+            self._run(dispatch.task_id, self._stream(task, dispatch))
 
     def resume(self, task: TaskContext, dispatch: Dispatch, published: tuple[str, ...]) -> None:
         """Continue a running task whose relay died with the scheduler that ran it: re-run
@@ -76,8 +84,11 @@ class TaskStreams:
         against the re-run's and skip them, then relay the rest. Where that cannot be
         exact (a `best_effort` task, another engine build or model on the replica, a
         token that differs, a re-run that ends sooner) the task fails MIGRATION_FAILED,
-        naming the cause."""
-        self._run(dispatch.task_id, self._resume(task, dispatch, published))
+        naming the cause. An embedding task has published nothing: it is computed again."""
+        if task.request.workload is Workload.EMBEDDING:
+            self._run(dispatch.task_id, self._embed(task, dispatch))
+        else:
+            self._run(dispatch.task_id, self._resume(task, dispatch, published))
 
     def _run(self, task_id: str, relay: Coroutine[Any, Any, None]) -> None:
         stream = asyncio.get_running_loop().create_task(relay, name=task_id)
@@ -138,43 +149,34 @@ class TaskStreams:
         self, task: TaskContext, dispatch: Dispatch, published: tuple[str, ...] = ()
     ) -> None:
         task_id, sink, clock = dispatch.task_id, self._sink, self._clock
-        skip = len(published)
-        request = task.request
         key = (dispatch.pool_id, dispatch.replica_id)
-        completion = CompletionRequest(
-            prompt=request.prompt or "",
-            max_tokens=request.max_tokens,
-            seed=dispatch.seed,
-            sampler=task.options.sampler(sampler_profile(task.pool.sampler_profile_version)),
-            stop=task.options.stop,
-            reuse_prompt_cache=request.determinism is Determinism.BEST_EFFORT,
-        )
+        tool_answer = ToolAnswerChunks(task) if task.request.tools else None
+        relay = _Relay(task_id, sink, clock, published)
         try:
-            chunks = self._manager.handles[key].engine().stream(completion)
+            engine = self._manager.handles[key].engine()
+            chunks = engine.stream(await engine_request(engine, task, dispatch.seed))
             try:
-                async for chunk in chunks:
-                    if skip:
-                        index = len(published) - skip
-                        if isinstance(chunk, FinalChunk) or chunk.text != published[index]:
-                            cause = f"the re-run differs from the published stream at token {index}"
-                            sink.fail(
-                                task_id, ErrorKind.MIGRATION_FAILED, _migration(cause), clock()
-                            )
-                            break
-                        skip -= 1
-                        continue
-                    if isinstance(chunk, FinalChunk):
-                        reason = FinishReason(chunk.finish_reason)
-                        sink.finish(task_id, reason, chunk.tokens_in, clock())
-                        break
-                    if not sink.token(task_id, chunk.text, clock()):
-                        break
+                async for received in chunks:
+                    for chunk in tool_answer.feed(received) if tool_answer else (received,):
+                        if not relay.take(chunk):
+                            return
             finally:
                 await chunks.aclose()
         except EngineError as exc:
             await self._failed(task_id, key, exc)
         except PreloadFailed as exc:
             sink.fail(task_id, ErrorKind.WORKER_RESET, str(exc), clock())
+
+    async def _embed(self, task: TaskContext, dispatch: Dispatch) -> None:
+        key = (dispatch.pool_id, dispatch.replica_id)
+        try:
+            result = await self._manager.handles[key].engine().embed(task.request.inputs or ())
+        except EngineError as exc:
+            await self._failed(dispatch.task_id, key, exc)
+        except PreloadFailed as exc:
+            self._sink.fail(dispatch.task_id, ErrorKind.WORKER_RESET, str(exc), self._clock())
+        else:
+            self._sink.embedded(dispatch.task_id, result.vectors, result.tokens_in, self._clock())
 
     async def _failed(self, task_id: str, key: tuple[str, str], exc: EngineError) -> None:
         """The engine failed the task; a broken stream also loses its replica. The client
@@ -202,6 +204,41 @@ class TaskStreams:
             return []
         _, stuck = await asyncio.wait(running, timeout=timeout_s)
         return list(stuck)
+
+
+class _Relay:
+    """Hands one task's chunks to the sink: a re-run's first chunks are checked against
+    the tokens already `published` and skipped, the rest are tokens until the final
+    chunk finishes the task."""
+
+    def __init__(
+        self,
+        task_id: str,
+        sink: TokenSink,
+        clock: Callable[[], int],
+        published: tuple[str, ...],
+    ) -> None:
+        self._task_id, self._sink, self._clock = task_id, sink, clock
+        self._published = published
+        self._skip = len(published)
+
+    def take(self, chunk: StreamChunk) -> bool:
+        """Relay ``chunk``; False once the task ended (or its re-run diverged)."""
+        task_id, sink, clock = self._task_id, self._sink, self._clock
+        if self._skip:
+            index = len(self._published) - self._skip
+            if isinstance(chunk, FinalChunk) or (
+                token_key(chunk.text, chunk.extra()) != self._published[index]
+            ):
+                cause = f"the re-run differs from the published stream at token {index}"
+                sink.fail(task_id, ErrorKind.MIGRATION_FAILED, _migration(cause), clock())
+                return False
+            self._skip -= 1
+            return True
+        if isinstance(chunk, FinalChunk):
+            sink.finish(task_id, FinishReason(chunk.finish_reason), chunk.tokens_in, clock())
+            return False
+        return sink.token(task_id, chunk.text, clock(), chunk.extra())
 
 
 def _migration(cause: str) -> str:

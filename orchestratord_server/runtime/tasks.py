@@ -12,6 +12,8 @@ OpenAI-compatible surface sends stop strings and per-request sampling values wit
 from __future__ import annotations
 
 import dataclasses
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,23 +37,39 @@ class EngineOptions:
     top_p: float | None = None
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
+    top_k: int | None = None
+    min_p: float | None = None
+    repetition_penalty: float | None = None
 
     def sampler(self, profile: SamplerProfile) -> SamplerProfile:
         """``profile`` with the values this task sets."""
-        return dataclasses.replace(
-            profile,
-            temperature=_given(self.temperature, profile.temperature),
-            top_p=_given(self.top_p, profile.top_p),
-            presence_penalty=_given(self.presence_penalty, profile.presence_penalty),
-            frequency_penalty=_given(self.frequency_penalty, profile.frequency_penalty),
-        )
+        given = {
+            name: value for name in _SAMPLER_FIELDS if (value := getattr(self, name)) is not None
+        }
+        return dataclasses.replace(profile, **given) if given else profile
 
 
-def _given(value: float | None, default: float) -> float:
-    return default if value is None else value
+#: The sampler values a task may set, by their name in `SamplerProfile`.
+_SAMPLER_FIELDS = (
+    "temperature",
+    "top_p",
+    "presence_penalty",
+    "frequency_penalty",
+    "top_k",
+    "min_p",
+    "repetition_penalty",
+)
 
 
 NO_ENGINE_OPTIONS = EngineOptions()
+
+
+def token_key(text: str, extra: Mapping[str, Any] | None) -> str:
+    """What identifies a published token for a re-run to match (`TaskStreams.resume`):
+    its text, and its tool-call parts and log-probabilities when it has some."""
+    if extra is None:
+        return text
+    return text + "\x00" + json.dumps(extra, sort_keys=True, separators=(",", ":"))
 
 
 @dataclass(slots=True)

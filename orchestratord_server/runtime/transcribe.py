@@ -8,11 +8,12 @@ before its one terminal event (`end` or `error`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from orchestrator_core import Dispatch, TaskCanceled, TaskEnded, TaskFailed
 from orchestratord_server.runtime.tasks import TaskContext
-from orchestratord_server.transcripts import TaskEvent, emit, token_frame
+from orchestratord_server.transcripts import TaskEvent, emit, sse_frame, token_frame
 
 #: A running task's stream gets a `metrics` event after its first token, then at most
 #: once per this many milliseconds (ORCH-2002).
@@ -45,15 +46,26 @@ def started(task: TaskContext, dispatch: Dispatch, engine: str, now_ms: int) -> 
 
 
 def token(
-    task: TaskContext, text: str, index: int, now_ms: int, queue_depth: Callable[[], int]
+    task: TaskContext,
+    text: str,
+    index: int,
+    now_ms: int,
+    queue_depth: Callable[[], int],
+    extra: Mapping[str, Any] | None = None,
 ) -> None:
-    """The token ``index`` the core accepted, and the periodic `metrics` event when due."""
+    """The token ``index`` the core accepted (with its tool-call parts and
+    log-probabilities in ``extra``), and the periodic `metrics` event when due."""
     transcript = task.transcript
-    frame = token_frame(text, index)
+    if extra is None:
+        frame = token_frame(text, index)
+        data: dict[str, Any] = {"t": text, "i": index}
+    else:
+        data = {"t": text, "i": index, **extra}
+        frame = sse_frame("token", data)
     if transcript.events is None:
         transcript.append(frame)
     else:
-        transcript.append(frame, TaskEvent("token", {"t": text, "i": index}))
+        transcript.append(frame, TaskEvent("token", data))
     if now_ms >= task.metrics_due_ms:
         task.metrics_due_ms = now_ms + METRICS_INTERVAL_MS
         dispatch = task.dispatch
@@ -64,6 +76,12 @@ def token(
             "kv_warmth": dispatch.kv_warmth if dispatch is not None else None,
         }
         emit(transcript, "metrics", metrics)
+
+
+def embeddings(task: TaskContext, vectors: tuple[tuple[float, ...], ...]) -> None:
+    """An embedding task's result: one `embedding` event per input, in input order."""
+    for index, vector in enumerate(vectors):
+        emit(task.transcript, "embedding", {"index": index, "embedding": list(vector)})
 
 
 def ended(

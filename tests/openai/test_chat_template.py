@@ -13,8 +13,9 @@ import httpx
 import openai
 import pytest
 
+from orchestratord_server.adapters.chat import plain_prompt
 from orchestratord_server.config import EMBEDDED_MODEL_REF
-from orchestratord_server.openai_compat.requests import plain_chat_prompt
+from orchestratord_server.generated.models import ChatMessage
 from tests.integration.support import (
     DATA_KEY,
     Daemon,
@@ -66,7 +67,9 @@ def test_chat_is_rendered_with_the_models_template(smollm2: Daemon) -> None:
     )
     assert answer.usage is not None
     assert answer.usage.prompt_tokens == _prompt_tokens(engine, template_prompt)
-    assert answer.usage.prompt_tokens != _prompt_tokens(engine, plain_chat_prompt(MESSAGES))
+    assert answer.usage.prompt_tokens != _prompt_tokens(
+        engine, plain_prompt([ChatMessage.model_validate(m) for m in MESSAGES])
+    )
     content = answer.choices[0].message.content or ""
     assert any(word.isalpha() for word in content.split()), content
     stream = client.chat.completions.create(

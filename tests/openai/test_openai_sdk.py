@@ -159,11 +159,13 @@ def test_wrong_or_missing_keys_are_authentication_errors(
 
 
 def test_unsupported_requests_are_bad_request_errors(sdk: openai.OpenAI, orch: Client) -> None:
-    """ORCH-2001, ORCH-3015: unsupported fields, `n` > 1, non-text parts, a budget overrun
-    and an unknown model are refused in OpenAI's shape, naming the parameter."""
+    """ORCH-2001, ORCH-3015: values that ask for what no engine here does (a logit bias,
+    more than 8 choices, a required tool call without tools), non-text parts, a budget
+    overrun and an unknown model are refused in OpenAI's shape, naming the parameter."""
     refusals = {
-        "tools": dict(tools=[{"type": "function", "function": {"name": "f"}}]),
-        "n": dict(n=2),
+        "logit_bias": dict(logit_bias={"42": -100}),
+        "tool_choice": dict(tool_choice="required"),
+        "n": dict(n=9),
         "messages[0].content": dict(
             messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]
         ),

@@ -70,7 +70,9 @@ def test_every_contract_operation_is_routed(client: CheckedClient, operation_id:
     )
     assert response.status_code != 405, response.text
     if response.status_code == 404:
-        assert response.json()["message"] != "no such route"
+        body = response.json()
+        message = body["error"]["message"] if "error" in body else body["message"]
+        assert message != "no such route"
     if response.status_code >= 500:
         # The in-process app's pool has no live engine: submissions and readiness say so.
         assert response.status_code == 503, response.text
@@ -106,9 +108,21 @@ def test_api_page_and_both_contracts_are_served(client: CheckedClient) -> None:
 
 
 def test_unknown_route_gets_the_envelope(client: CheckedClient) -> None:
-    response = client.get("/v1/nothing-here")
+    response = client.get("/nothing-here")
     assert response.status_code == 404
     assert response.json()["code"] == "NOT_FOUND"
+
+
+def test_an_unknown_v1_route_answers_in_openais_shape(client: CheckedClient) -> None:
+    """An OpenAI client calling a route this server lacks (`/v1/responses`,
+    `/v1/audio/...`) reads a 404 it understands; OrchQueue paths keep the envelope."""
+    response = client.post("/v1/responses", json={"model": "m", "input": "hi"})
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "NOT_FOUND"
+    assert response.json()["error"]["type"] == "invalid_request_error"
+    orchqueue = client.get("/v1/tasks/not-a-route/at-all")
+    assert orchqueue.status_code == 404
+    assert orchqueue.json()["code"] == "NOT_FOUND"
 
 
 def test_wrong_method_gets_the_envelope(client: CheckedClient) -> None:
