@@ -34,6 +34,15 @@ map into vLLM's signed 64-bit range without hitting its "random" value ``-1``. W
 that an earlier request left in vLLM's prefix cache. The token chunks are the chunks'
 ``text`` strings, untouched; empty deltas are dropped; token counts are vLLM's ``usage``.
 
+Features: structured output (a ``json_schema`` goes as ``"structured_outputs": {"json":
+schema}``, enforced by vLLM's grammar backend, xgrammar by default; the legacy
+``guided_json`` field is ignored by 0.32 without an error, so it is never sent),
+log-probabilities (``logprobs: k``, at most 20, gives each chunk OpenAI's legacy
+``{tokens, token_logprobs, top_logprobs, text_offset}``; see :func:`logprob_entries`) and
+embeddings (``POST /v1/embeddings``, served only by a server started with ``--runner
+pooling``, which in turn serves no completions; vLLM refuses ``dimensions`` for models
+without Matryoshka embeddings, so it is never sent).
+
 Engine identity (ORCH-3032): ``engine_version`` is ``/version`` unless the owner of the
 process knows better; ``model_digest`` is
 :func:`~orchestratord_server.adapters.digest.sha256_path` of ``AdapterSettings.model_path``
@@ -43,6 +52,7 @@ process knows better; ``model_digest`` is
 from __future__ import annotations
 
 import math
+import operator
 import uuid
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any
@@ -50,9 +60,11 @@ from typing import Any
 import aiohttp
 
 from orchestrator_core import Engine, ErrorKind, FinishReason
+from orchestratord_server.adapters import embeddings
 from orchestratord_server.adapters.base import (
     AdapterSettings,
     CompletionRequest,
+    Embeddings,
     EngineError,
     EngineProps,
     FinalChunk,
@@ -61,8 +73,10 @@ from orchestratord_server.adapters.base import (
     StreamChunk,
     TokenChunk,
 )
+from orchestratord_server.adapters.chat import Feature
 from orchestratord_server.adapters.http import (
     DEFAULT_TIMEOUTS,
+    NO_ROUTE,
     OPENAI_FINISH_REASONS,
     HttpAdapter,
     HttpTimeouts,
@@ -79,6 +93,8 @@ from orchestratord_server.adapters.sse import SseEvent
 SEED_RANGE = 2**63
 #: vLLM raises a temperature in (0, 0.01) to 0.01 (``_MAX_TEMP`` in sampling_params.py).
 MIN_SAMPLED_TEMPERATURE = 0.01
+#: The most alternatives per token vLLM reports (``max_logprobs``, 20 by default).
+MAX_LOGPROBS = 20
 #: Slots reported when neither the settings nor the engine say (one request at a time).
 DEFAULT_SLOTS = 1
 RUNNING_METRIC = "vllm:num_requests_running"
@@ -166,7 +182,13 @@ def completion_body(req: CompletionRequest, model: str, *, stream: bool) -> dict
     }
     if stream:
         body["stream_options"] = {"include_usage": True}
-        body["logprobs"] = 0  # each chunk names its tokens: see `token_pieces`
+        # Each chunk names its tokens (see `token_pieces`), so ask for at least the
+        # chosen token's log-probability.
+        body["logprobs"] = max(req.logprobs or 0, 0)
+    elif req.logprobs is not None:
+        body["logprobs"] = max(req.logprobs, 0)
+    if req.json_schema is not None:
+        body["structured_outputs"] = {"json": dict(req.json_schema)}
     if req.seed is not None:
         body["seed"] = engine_seed(req.seed)
     if not req.reuse_prompt_cache:
@@ -188,10 +210,24 @@ def token_pieces(text: str, tokens: Sequence[str]) -> list[str]:
     piece: the text stays exact, only those boundaries follow vLLM's chunking. Empty pieces
     are dropped.
     """
-    pieces: list[str] = []
+    return [piece for piece, _ in token_spans(text, tokens)]
+
+
+def token_spans(text: str, tokens: Sequence[str]) -> list[tuple[str, range]]:
+    """:func:`token_pieces` with, for each piece, the indexes (into ``tokens``) of the
+    tokens whose text it holds.
+
+    The tokens of a multi-byte character go with the piece that completes it; the tokens
+    after the point where texts stop lining up go with the rest of the chunk. Tokens that
+    end the chunk without text of their own in it (the start of a character vLLM holds
+    back, a special token) belong to no piece: they are the indexes from the last span's
+    ``stop`` on.
+    """
+    spans: list[tuple[str, range]] = []
     position = 0
+    first = 0  # the first token not yet in a piece
     pending = False
-    for token in tokens:
+    for index, token in enumerate(tokens):
         if not token or "\ufffd" in token:
             pending = pending or bool(token)
             continue
@@ -199,14 +235,62 @@ def token_pieces(text: str, tokens: Sequence[str]) -> list[str]:
             found = text.find(token, position + 1)
             if found < 0:
                 break
-            pieces.append(text[position:found])
-            position, pending = found, False
+            spans.append((text[position:found], range(first, index)))
+            position, first, pending = found, index, False
         if not text.startswith(token, position):
             break
-        pieces.append(token)
-        position += len(token)
-    pieces.append(text[position:])
-    return [piece for piece in pieces if piece]
+        spans.append((token, range(first, index + 1)))
+        position, first = position + len(token), index + 1
+    if position < len(text):
+        spans.append((text[position:], range(first, len(tokens))))
+    return spans
+
+
+def _alternatives(top: object, k: int) -> list[dict[str, Any]]:
+    """One token's ``top_logprobs`` dict as the ``k`` likeliest alternatives."""
+    if top is None and k == 0:
+        return []
+    if not isinstance(top, Mapping) or not all(
+        isinstance(lp, (int, float)) and not isinstance(lp, bool) for lp in top.values()
+    ):
+        raise EngineError(
+            ErrorKind.ENGINE_ERROR, "malformed top_logprobs in a stream chunk", repr(top)[:200]
+        )
+    ranked = sorted(top.items(), key=operator.itemgetter(1), reverse=True)[:k]
+    return [{"token": token, "logprob": float(lp), "bytes": None} for token, lp in ranked]
+
+
+def logprob_entries(logprobs: Mapping[str, Any], k: int) -> list[dict[str, Any]]:
+    """A chunk's legacy ``logprobs`` as one TokenLogprob object per token, with the ``k``
+    likeliest alternatives each.
+
+    vLLM lists the chosen token among the alternatives too, so a token outside the top
+    ``k`` comes with ``k + 1`` of them: they are ranked by log-probability and the first
+    ``k`` kept. vLLM does not send token bytes (a token's decoded text is not its bytes
+    when it holds part of a character), so ``bytes`` is None.
+    """
+    tokens = logprobs.get("tokens")
+    chosen = logprobs.get("token_logprobs")
+    tops = logprobs.get("top_logprobs")
+    if tops is None and k == 0 and isinstance(tokens, list):
+        tops = [None] * len(tokens)
+    if (
+        not isinstance(tokens, list)
+        or not isinstance(chosen, list)
+        or not isinstance(tops, list)
+        or not len(tokens) == len(chosen) == len(tops)
+        or not all(isinstance(token, str) for token in tokens)
+        or not all(isinstance(lp, (int, float)) and not isinstance(lp, bool) for lp in chosen)
+    ):
+        raise EngineError(
+            ErrorKind.ENGINE_ERROR,
+            "malformed logprobs in a stream chunk",
+            detail=repr(logprobs)[:200],
+        )
+    return [
+        {"token": token, "logprob": float(lp), "bytes": None, "top_logprobs": _alternatives(top, k)}
+        for token, lp, top in zip(tokens, chosen, tops, strict=True)
+    ]
 
 
 class CompletionStream:

@@ -29,7 +29,7 @@ from orchestratord_server.adapters.chat import (
     response_schema,
     turns,
 )
-from orchestratord_server.generated.models import Determinism
+from orchestratord_server.generated.models import Determinism, TaskRequest
 from orchestratord_server.runtime.tasks import TaskContext
 
 
@@ -58,9 +58,9 @@ class ToolAnswerChunks:
     """The chunks of a tool-protocol answer as a client should see them (see the
     module's docstring); one chunk is held back until the stream's end is known."""
 
-    def __init__(self, task: TaskContext) -> None:
-        self._call_prefix = f"call_{task.task_id.replace('-', '')[:12]}_"
-        self._response_is_json = response_schema(task.request) is not None
+    def __init__(self, task_id: str, request: TaskRequest) -> None:
+        self._call_prefix = f"call_{task_id.replace('-', '')[:12]}_"
+        self._response_is_json = response_schema(request) is not None
         self._parts: list[str] = []
         self._held: TokenChunk | None = None
 

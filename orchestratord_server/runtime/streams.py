@@ -150,7 +150,7 @@ class TaskStreams:
     ) -> None:
         task_id, sink, clock = dispatch.task_id, self._sink, self._clock
         key = (dispatch.pool_id, dispatch.replica_id)
-        tool_answer = ToolAnswerChunks(task) if task.request.tools else None
+        tool_answer = ToolAnswerChunks(task_id, task.request) if task.request.tools else None
         relay = _Relay(task_id, sink, clock, published)
         try:
             engine = self._manager.handles[key].engine()
