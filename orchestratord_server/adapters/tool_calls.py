@@ -76,6 +76,17 @@ def instruction(tools: Sequence[ChatTool], tool_choice: ChatToolChoice | None) -
     return "\n".join(lines)
 
 
+def closed(parameters: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    """A tool's parameters as the arguments' schema: an object schema that lists its
+    properties and says nothing of others takes no others (as OpenAI's strict mode
+    requires), so a model cannot spend its tokens inventing arguments."""
+    if not parameters:
+        return ANY_OBJECT
+    if "properties" in parameters and "additionalProperties" not in parameters:
+        return {**parameters, "additionalProperties": False}
+    return parameters
+
+
 def answer_schema(
     tools: Sequence[ChatTool],
     tool_choice: ChatToolChoice | None,
@@ -88,7 +99,7 @@ def answer_schema(
             "type": "object",
             "properties": {
                 "name": {"const": tool.function.name},
-                "arguments": tool.function.parameters or ANY_OBJECT,
+                "arguments": closed(tool.function.parameters),
             },
             "required": ["name", "arguments"],
             "additionalProperties": False,

@@ -38,6 +38,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import BaseModel
 
 from orchestratord_server.generated.models import (
+    EmbeddingEvent,
     EndEvent,
     ErrorEvent,
     MetricsEvent,
@@ -83,6 +84,7 @@ ORCH_3027_FIELDS = (
 EVENT_MODELS: dict[str, type[BaseModel]] = {
     "started": StartedEvent,
     "token": TokenEvent,
+    "embedding": EmbeddingEvent,
     "metrics": MetricsEvent,
     "end": EndEvent,
     "error": ErrorEvent,

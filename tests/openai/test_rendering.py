@@ -7,6 +7,7 @@ events followed from a transcript, and per-request sampling values over a pinned
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 
@@ -107,3 +108,77 @@ def test_request_sampling_values_replace_only_their_own_profile_fields() -> None
     for name in unchanged:
         assert getattr(profile, name) == getattr(SAMPLER_PROFILE_V1, name)
     assert EngineOptions().sampler(SAMPLER_PROFILE_V1) == SAMPLER_PROFILE_V1
+
+
+END = TaskEvent("end", {"tokens_out": 2, "tokens_in": 5, "decode_ms": 9, "finish_reason": "stop"})
+CALL = {
+    "index": 0,
+    "id": "call_1",
+    "type": "function",
+    "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+}
+LOGPROB = {"token": "Pa", "logprob": -0.5, "bytes": [80, 97], "top_logprobs": []}
+
+
+def test_choices_of_n_tasks_stream_under_their_index_and_close_once() -> None:
+    """`n`: each task's chunks carry its choice index; usage and `[DONE]` come once, after
+    the last choice ended, with the completion tokens of all choices."""
+    writer = ChunkWriter("chat", TASK_ID, 1735689600, "m", include_usage=True, choices=2)
+    first = data_frames(writer.render([STARTED, *TOKENS, END], 0))
+    assert not writer.closed and "[DONE]" not in first
+    second = data_frames(writer.render([STARTED, *TOKENS, END], 1))
+    assert writer.closed and second[-1] == "[DONE]"
+    chunks = [OpenAIChatCompletionChunk.model_validate_json(p) for p in first + second[:-1]]
+    indexes = {c.choices[0].index for c in chunks if c.choices}
+    assert indexes == {0, 1}
+    (usage,) = [c.usage for c in chunks if c.usage is not None]
+    assert (usage.prompt_tokens, usage.completion_tokens) == (5, 4)
+
+
+def test_tool_calls_and_logprobs_stream_as_openai_deltas() -> None:
+    writer = ChunkWriter("chat", TASK_ID, 1735689600, "m", include_usage=False)
+    token = TaskEvent("token", {"t": "", "i": 0, "tool_calls": [CALL], "logprobs": [LOGPROB]})
+    payloads = data_frames(writer.render([STARTED, token, END]))
+    chunks = [OpenAIChatCompletionChunk.model_validate_json(p) for p in payloads[:-1]]
+    delta = chunks[1].choices[0]
+    assert delta.delta.tool_calls is not None
+    assert delta.delta.tool_calls[0].function is not None
+    assert delta.delta.tool_calls[0].function.name == "get_weather"
+    assert delta.logprobs is not None and delta.logprobs.content is not None
+    assert delta.logprobs.content[0].token == "Pa"
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+
+
+def test_a_whole_answer_joins_tool_calls_and_reports_logprobs_per_kind() -> None:
+    parts = [
+        TaskEvent(
+            "token",
+            {
+                "t": "",
+                "i": 0,
+                "tool_calls": [
+                    {**CALL, "function": {"name": "get_weather", "arguments": '{"city": '}}
+                ],
+            },
+        ),
+        TaskEvent(
+            "token",
+            {"t": "", "i": 1, "tool_calls": [{"index": 0, "function": {"arguments": '"Paris"}'}}]},
+        ),
+    ]
+    outcome = Outcome()
+    outcome.add([STARTED, *parts, END])
+    body = json.loads(bytes(outcome.response("chat", TASK_ID, 1, "m").body))
+    message = body["choices"][0]["message"]
+    assert message["content"] is None
+    assert message["tool_calls"][0]["function"]["arguments"] == '{"city": "Paris"}'
+    assert body["choices"][0]["finish_reason"] == "tool_calls"
+    scored = [
+        TaskEvent("token", {"t": t, "i": i, "logprobs": [{**LOGPROB, "token": t}]})
+        for i, t in enumerate(["Pa", "ris"])
+    ]
+    outcome = Outcome()
+    outcome.add([STARTED, *scored, END])
+    body = json.loads(bytes(outcome.response("completion", TASK_ID, 1, "m").body))
+    logprobs = body["choices"][0]["logprobs"]
+    assert logprobs["tokens"] == ["Pa", "ris"] and logprobs["text_offset"] == [0, 2]
