@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from orchestratord_server.cli import main
 from orchestratord_server.config import Config, ConfigError, load_config, parse_config
@@ -144,3 +146,52 @@ def test_unreadable_and_non_yaml_files_are_clear_errors(tmp_path: Path) -> None:
     broken.write_text("pools: [\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(broken)
+
+
+@pytest.mark.parametrize("path", sorted(Path("examples").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_example_configuration_is_valid(path: Path) -> None:
+    """The examples the docs point to load without a warning."""
+    _, warnings = load_config(path)
+    assert warnings == []
+
+
+def _named_pools(*names: tuple[str, str, list[str]]) -> dict[str, Any]:
+    pools = []
+    for index, (model, served, aliases) in enumerate(names):
+        pools.append(
+            {
+                "id": f"p{index}",
+                "engine": "llamacpp",
+                "model": model,
+                "ctx": 1024,
+                "device_kind": "cpu",
+                "devices": [0],
+                "served_name": served,
+                "aliases": aliases,
+                "replicas": [{"id": "r0", "url": "http://127.0.0.1:9"}],
+            }
+        )
+    return {"allow_cpu_pools": True, "models": [], "pools": pools}
+
+
+def test_one_model_name_never_stands_for_two_models() -> None:
+    """Served names and aliases route OpenAI requests: a name shared by pools of two
+    different models is refused; pools of one model may share names."""
+    same = _named_pools(("sha256:" + "a" * 64, "m", ["x"]), ("sha256:" + "a" * 64, "m", []))
+    Config.model_validate(same)
+    clash = _named_pools(("sha256:" + "a" * 64, "m", []), ("sha256:" + "b" * 64, "n", ["m"]))
+    with pytest.raises(ValidationError, match="different models under the name 'm'"):
+        Config.model_validate(clash)
+
+
+@pytest.mark.parametrize(
+    ("engine", "workload", "message"),
+    [("tgi", "embedding", "cannot serve embeddings"), ("llamacpp", "rerank", "rerank")],
+)
+def test_a_workload_its_engine_cannot_serve_is_refused(
+    engine: str, workload: str, message: str
+) -> None:
+    config = _named_pools(("sha256:" + "a" * 64, "m", []))
+    config["pools"][0] |= {"engine": engine, "workload": workload}
+    with pytest.raises(ValidationError, match=message):
+        Config.model_validate(config)
