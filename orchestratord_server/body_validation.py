@@ -10,6 +10,7 @@ downstream unchanged. Bodies above the configured limit are refused with 413.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -30,20 +31,31 @@ _REQUEST_MODELS: Mapping[str, type[BaseModel]] = {
 }
 
 
+#: The parts of a pydantic error location that name a member of a union (`str`,
+#: `list[ChatContentPart]`, `literal['none','auto']`, a model class), not a field.
+_UNION_TAG = re.compile(r"str|int|float|bool|(list|dict|literal|function-[a-z]+)\[.*\]|[A-Z]\w*")
+
+
 def _loc(parts: tuple[int | str, ...]) -> str:
     text = "body"
     for part in parts:
-        text += f"[{part}]" if isinstance(part, int) else f".{part}"
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif not _UNION_TAG.fullmatch(part):
+            text += f".{part}"
     return text
 
 
 def field_errors(exc: ValidationError) -> list[FieldError]:
-    """One FieldError per problem pydantic found, with a dotted location."""
-    result = []
+    """One FieldError per problem pydantic found, with a dotted location that names the
+    field only (a union's member tags are left out), each (location, message) once."""
+    result: dict[tuple[str, str], FieldError] = {}
     for error in exc.errors(include_url=False, include_context=False, include_input=False):
-        loc = tuple(error["loc"])
-        result.append(FieldError(loc=_loc(loc), msg=error["msg"], type=error["type"]))
-    return result
+        loc = _loc(tuple(error["loc"]))
+        result.setdefault(
+            (loc, error["msg"]), FieldError(loc=loc, msg=error["msg"], type=error["type"])
+        )
+    return list(result.values())
 
 
 class PydanticBodyValidator(AbstractRequestBodyValidator):  # type: ignore[misc]

@@ -217,11 +217,12 @@ def token_spans(text: str, tokens: Sequence[str]) -> list[tuple[str, range]]:
     """:func:`token_pieces` with, for each piece, the indexes (into ``tokens``) of the
     tokens whose text it holds.
 
-    The tokens of a multi-byte character go with the piece that completes it; the tokens
-    after the point where texts stop lining up go with the rest of the chunk. Tokens that
-    end the chunk without text of their own in it (the start of a character vLLM holds
-    back, a special token) belong to no piece: they are the indexes from the last span's
-    ``stop`` on.
+    The tokens of a multi-byte character (vLLM 0.32 names the first ones ``""`` in a
+    stream, U+FFFD elsewhere) go with the piece that completes it; the tokens after the
+    point where texts stop lining up go with the rest of the chunk. Tokens that end the
+    chunk without text of their own in it (the start of a character vLLM holds back, a
+    special token such as the end of sequence) belong to no piece: they are the indexes
+    from the last span's ``stop`` on.
     """
     spans: list[tuple[str, range]] = []
     position = 0
@@ -254,7 +255,9 @@ def _alternatives(top: object, k: int) -> list[dict[str, Any]]:
         isinstance(lp, (int, float)) and not isinstance(lp, bool) for lp in top.values()
     ):
         raise EngineError(
-            ErrorKind.ENGINE_ERROR, "malformed top_logprobs in a stream chunk", repr(top)[:200]
+            ErrorKind.ENGINE_ERROR,
+            "malformed top_logprobs in a stream chunk",
+            detail=repr(top)[:200],
         )
     ranked = sorted(top.items(), key=operator.itemgetter(1), reverse=True)[:k]
     return [{"token": token, "logprob": float(lp), "bytes": None} for token, lp in ranked]
@@ -266,8 +269,10 @@ def logprob_entries(logprobs: Mapping[str, Any], k: int) -> list[dict[str, Any]]
 
     vLLM lists the chosen token among the alternatives too, so a token outside the top
     ``k`` comes with ``k + 1`` of them: they are ranked by log-probability and the first
-    ``k`` kept. vLLM does not send token bytes (a token's decoded text is not its bytes
-    when it holds part of a character), so ``bytes`` is None.
+    ``k`` kept. vLLM keys the alternatives by their text, so alternatives that decode
+    alike (parts of characters, all ``""``) come as one, and a token can have fewer than
+    ``k``. vLLM does not send token bytes (a token's decoded text is not its bytes when it
+    holds part of a character), so ``bytes`` is None.
     """
     tokens = logprobs.get("tokens")
     chosen = logprobs.get("token_logprobs")
@@ -296,14 +301,23 @@ def logprob_entries(logprobs: Mapping[str, Any], k: int) -> list[dict[str, Any]]
 class CompletionStream:
     """Turns the events of one ``/v1/completions`` stream into chunks.
 
-    ``feed`` returns the chunks an event carries: a :class:`TokenChunk` for a non-empty
-    text delta, and the :class:`FinalChunk` at ``[DONE]``, built from the ``finish_reason``
-    and ``usage`` seen before it. ``done`` is True once ``[DONE]`` arrived. Error chunks
-    and malformed or incomplete streams raise :class:`EngineError`.
+    ``feed`` returns the chunks an event carries: a :class:`TokenChunk` per token piece of
+    a non-empty text delta (:func:`token_pieces`), and the :class:`FinalChunk` at
+    ``[DONE]``, built from the ``finish_reason`` and ``usage`` seen before it. ``done`` is
+    True once ``[DONE]`` arrived. Error chunks and malformed or incomplete streams raise
+    :class:`EngineError`.
+
+    With ``top_logprobs`` set (the request's ``logprobs``), each token chunk carries the
+    :func:`logprob_entries` of exactly the tokens whose text it holds, so the entries do
+    not depend on how vLLM merged its deltas either: a token whose text a chunk does not
+    show yet (the first bytes of a character) goes with the next piece. Tokens no text
+    ever shows (the end-of-sequence token) are not reported, as OpenAI does not.
     """
 
-    def __init__(self, seed: int | None) -> None:
+    def __init__(self, seed: int | None, top_logprobs: int | None = None) -> None:
         self.seed = seed
+        self.top_logprobs = top_logprobs
+        self._waiting: list[dict[str, Any]] = []
         self.done = False
         self._finish_reason: FinishReason | None = None
         self._usage: tuple[int, int] | None = None
@@ -362,8 +376,24 @@ class CompletionStream:
         logprobs = choice.get("logprobs")
         tokens = logprobs.get("tokens") if isinstance(logprobs, Mapping) else None
         if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
+            if self.top_logprobs is not None and text:
+                raise EngineError(
+                    ErrorKind.ENGINE_ERROR,
+                    "stream chunk without the logprobs asked for",
+                    detail=repr(data[:200]),
+                )
             return [TokenChunk(text)] if text else []
-        return [TokenChunk(piece) for piece in token_pieces(text, tokens)]
+        spans = token_spans(text, tokens)
+        if self.top_logprobs is None or not isinstance(logprobs, Mapping):
+            return [TokenChunk(piece) for piece, _ in spans]
+        entries = logprob_entries(logprobs, self.top_logprobs)
+        chunks: list[StreamChunk] = []
+        for piece, taken in spans:
+            carried = (*self._waiting, *entries[taken.start : taken.stop])
+            self._waiting = []
+            chunks.append(TokenChunk(piece, logprobs=carried))
+        self._waiting.extend(entries[spans[-1][1].stop if spans else 0 :])
+        return chunks
 
     def _final(self) -> FinalChunk:
         if self._finish_reason is None:
@@ -432,6 +462,7 @@ class VllmAdapter(HttpAdapter):
     """
 
     engine = Engine.VLLM
+    features = frozenset({Feature.STRUCTURED_OUTPUT, Feature.LOGPROBS, Feature.EMBEDDINGS})
 
     def __init__(
         self, settings: AdapterSettings, timeouts: HttpTimeouts = DEFAULT_TIMEOUTS
@@ -540,10 +571,28 @@ class VllmAdapter(HttpAdapter):
 
         async def open_response() -> aiohttp.ClientResponse:
             body = completion_body(req, await self._model_name(), stream=True)
-            parsers.append(CompletionStream(body.get("seed")))
+            parsers.append(CompletionStream(body.get("seed"), req.logprobs))
             return await self._http.open_stream("/v1/completions", body)
 
         return sse_stream(open_response, lambda event: parsers[0].feed(event), "completion stream")
+
+    async def embed(self, inputs: Sequence[str]) -> Embeddings:
+        """The embeddings of ``inputs`` from a pooling server (``--runner pooling``), asked
+        under the served model's name; a generation server has no such route, which is
+        INVALID_PARAMS."""
+        body = embeddings.request_body(inputs, await self._model_name())
+        try:
+            answer = await self._http.json("POST", embeddings.PATH, body)
+        except EngineError as exc:
+            if exc.status in NO_ROUTE:
+                raise EngineError(
+                    ErrorKind.INVALID_PARAMS,
+                    "this vLLM server serves no embeddings (start it with --runner pooling)",
+                    exc.status,
+                    detail=exc.message,
+                ) from None
+            raise
+        return embeddings.parse(answer, len(inputs))
 
     async def kv_cache_usage(self) -> float | None:
         """``vllm:kv_cache_usage_perc`` (a fraction despite its name), averaged over engines."""

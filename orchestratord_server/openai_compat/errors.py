@@ -26,11 +26,6 @@ JSON = "application/json"
 #: Path prefixes of the OrchQueue routes under `/v1`; every other `/v1/` path answers in
 #: OpenAI's shape.
 ORCHQUEUE_PATHS = ("/v1/tasks", "/v1/sessions", "/v1/pools", "/v1/replicasets")
-#: Pieces of a pydantic error location that name a type of a union, not a field.
-_TYPE_TAG = re.compile(
-    r"\.(?:str|int|float|bool|list\[[^\]]*\]|dict\[[^\]]*\]|"
-    r"function-[a-z]+\[[^\]]*\]|literal\[[^\]]*\]|[A-Z]\w*)(?=[.\[]|$)"
-)
 #: Pydantic's names of model types in messages, for "a JSON object".
 _INSTANCE_OF = re.compile(r"(?:a valid )?dictionary or instance of \w+")
 #: OpenAI's error class for each client-error status; 5xx are `server_error`.
@@ -109,9 +104,9 @@ def param_of(loc: str) -> str | None:
 
 
 def readable(error: FieldError) -> tuple[str, str]:
-    """A field error as (param, message) a person reads: no union type tags in the
-    location, no model class names in the message."""
-    loc = _TYPE_TAG.sub("", error.loc)
+    """A field error as (param, message) a person reads: no model class names in the
+    message (`body_validation` already left union member tags out of the location)."""
+    loc = error.loc
     message = _INSTANCE_OF.sub("a JSON object", error.msg)
     if error.type == "extra_forbidden":
         message = "unknown field (this object takes no such field)"

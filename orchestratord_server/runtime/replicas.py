@@ -398,25 +398,39 @@ class ReplicaHandle:
                 f"tokens) is smaller than the pool's ctx ({self.pool_ctx}); a task the "
                 "pool admits could not run there (ORCH-3014)",
             )
+        try:
+            done = await self._minimal_work(adapter)
+        except EngineError as exc:
+            raise PreloadFailed(
+                PreloadOutcome.SELFTEST_FAILED,
+                f"{self.label}: the minimal {self._work} failed: {exc.kind}: {exc.message}",
+            ) from exc
+        if not done:
+            raise PreloadFailed(
+                PreloadOutcome.SELFTEST_FAILED,
+                f"{self.label}: the minimal {self._work} gave no result",
+            )
+        return self.report()
+
+    @property
+    def _work(self) -> str:
+        return "embedding" if self.pool.workload is Workload.EMBEDDING else "decode"
+
+    async def _minimal_work(self, adapter: EngineAdapter) -> bool:
+        """What the pool's tasks ask, once: an embedding of a fixed text for an embedding
+        pool (also proving the engine runs in embedding mode), else a decode of up to 4
+        tokens that gives at least one token and an end."""
+        if self.pool.workload is Workload.EMBEDDING:
+            result = await adapter.embed([PRELOAD_PROMPT])
+            return len(result.vectors) == 1 and bool(result.vectors[0])
         request = CompletionRequest(
             prompt=PRELOAD_PROMPT, max_tokens=4, seed=0, sampler=self.sampler
         )
         finished = tokens = 0
-        try:
-            async for chunk in adapter.stream(request):
-                finished += isinstance(chunk, FinalChunk)
-                tokens += not isinstance(chunk, FinalChunk)
-        except EngineError as exc:
-            raise PreloadFailed(
-                PreloadOutcome.SELFTEST_FAILED,
-                f"{self.label}: the minimal decode failed: {exc.kind}: {exc.message}",
-            ) from exc
-        if not (finished and tokens):
-            raise PreloadFailed(
-                PreloadOutcome.SELFTEST_FAILED,
-                f"{self.label}: the minimal decode gave no token and end",
-            )
-        return self.report()
+        async for chunk in adapter.stream(request):
+            finished += isinstance(chunk, FinalChunk)
+            tokens += not isinstance(chunk, FinalChunk)
+        return bool(finished and tokens)
 
     def report(self) -> ReplicaReport:
         """What preload learned about the engine, for the core."""

@@ -8,7 +8,8 @@ within 2 s, then still decode; and emit telemetry: the steps and their timings a
 as one `pool.selftest` record, and the caller counts the preload outcome in the metrics.
 A failed step fails the preload with outcome `selftest_failed`; the replica stays Unready
 and is retried with backoff. Self-test requests go straight to the engine, so they are
-neither tasks nor counted in SLO measurement (ORCH-3041).
+neither tasks nor counted in SLO measurement (ORCH-3041). An embedding replica embeds a
+batch instead: it has no generation to cancel.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import asyncio
 import logging
 import time
 
-from orchestrator_core import PreloadOutcome
+from orchestrator_core import PreloadOutcome, Workload
 from orchestratord_server.adapters.base import (
     CompletionRequest,
     EngineError,
@@ -47,7 +48,7 @@ async def self_test(handle: ReplicaHandle) -> None:
         log,
         logging.INFO,
         "pool.selftest",
-        f"self-test of {handle.label} passed (preload, decode, cancel, telemetry)",
+        f"self-test of {handle.label} passed ({_tested(handle)}, telemetry)",
         pool_id=handle.pool_id,
         replica_id=handle.replica_id,
         outcome="success",
@@ -56,6 +57,8 @@ async def self_test(handle: ReplicaHandle) -> None:
 
 
 async def _steps(handle: ReplicaHandle) -> dict[str, float]:
+    if handle.pool.workload is Workload.EMBEDDING:
+        return await _embedding_steps(handle)
     adapter = handle.engine()
     steps: dict[str, float] = {}
     began = time.perf_counter()
@@ -90,6 +93,36 @@ async def _steps(handle: ReplicaHandle) -> dict[str, float]:
         )
     steps["decode_after_cancel_ms"] = _since(began)
     return steps
+
+
+async def _embedding_steps(handle: ReplicaHandle) -> dict[str, float]:
+    """An embedding replica has nothing to cancel: it embeds a batch of two texts, in
+    order and alike for the same text (the vectors a task will get), and its slots are
+    free afterwards."""
+    adapter = handle.engine()
+    began = time.perf_counter()
+    batch = await adapter.embed([PRELOAD_PROMPT, PRELOAD_PROMPT])
+    single = await adapter.embed([PRELOAD_PROMPT])
+    if len(batch.vectors) != 2 or batch.vectors[0] != single.vectors[0]:
+        raise PreloadFailed(
+            PreloadOutcome.SELFTEST_FAILED,
+            f"{handle.label}: self-test: the same text embedded alone and in a batch "
+            "gave different vectors",
+        )
+    steps = {"embed_ms": _since(began)}
+    if (slots := await adapter.slots()).busy:
+        raise PreloadFailed(
+            PreloadOutcome.SELFTEST_FAILED,
+            f"{handle.label}: self-test: {slots.busy} of {slots.total} slots busy when idle",
+        )
+    return steps
+
+
+def _tested(handle: ReplicaHandle) -> str:
+    """What the self-test of the replica's workload tried, as its log record says it."""
+    if handle.pool.workload is Workload.EMBEDDING:
+        return "preload, embedding"
+    return "preload, decode, cancel"
 
 
 def _since(began: float) -> float:

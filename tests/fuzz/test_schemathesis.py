@@ -71,8 +71,13 @@ def response_conformance(
     """
     content_type = response.headers.get("content-type", [""])[0]
     if content_type.startswith("text/event-stream"):
-        task_id = case.path_parameters["id"]
-        check_transcript(parse_frames(response.content), task_id=task_id)
+        frames = parse_frames(response.content)
+        last = {k.lower(): v for k, v in (case.headers or {}).items()}.get("last-event-id")
+        if last is None:
+            check_transcript(frames, task_id=case.path_parameters["id"])
+        else:  # a resumed stream: the frames after that id, consecutive
+            first = int(last) + 1
+            assert [f.id for f in frames] == list(range(first, first + len(frames))), frames
         return True
     return response_schema_conformance(ctx, response, case)
 

@@ -18,6 +18,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -33,7 +34,7 @@ from tests.integration.support import (
 pytestmark = pytest.mark.integration
 
 CONFIG = Path(__file__).with_name("schemathesis.toml")
-#: Upper bound of one contract's run; it takes well under a minute here.
+#: Upper bound of one contract's run; the data plane's takes about two minutes here.
 RUN_TIMEOUT_S = 600
 
 
@@ -48,8 +49,25 @@ def example_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]
         ctx_per_slot=2048,
         launch_model=False,
     )
-    with running_daemon(tmp_path_factory.mktemp("schemathesis-cli"), daemon_config(pool)) as daemon:
+    config = daemon_config(pool)
+    config["pools"].append(embedding_pool())
+    with running_daemon(tmp_path_factory.mktemp("schemathesis-cli"), config) as daemon:
         yield daemon
+
+
+def embedding_pool() -> dict[str, Any]:
+    """SmolLM2 in embedding mode under the name the contract's embeddings example uses."""
+    return {
+        "id": "vectors",
+        "engine": "llamacpp",
+        "model": EMBEDDED_MODEL_REF,
+        "workload": "embedding",
+        "served_name": EMBEDDED_MODEL_REF + "-embed",
+        "ctx": 512,
+        "device_kind": "cpu",
+        "devices": [0],
+        "replicas": [{"id": "r0", "launch": {"slots": 1, "ctx_per_slot": 512, "threads": 1}}],
+    }
 
 
 def schemathesis_run(daemon: Daemon, plane: str) -> subprocess.CompletedProcess[str]:

@@ -9,7 +9,8 @@ they are missing, naming that command.
 to the daemon as a replica ``command``/``env``, or run them with :func:`vllm_server`, a
 context manager usable from a module-scoped fixture: it starts the server in its own
 process group, waits for ``/health``, and on exit sends SIGTERM to the group (SIGKILL if
-it will not stop in time), so vLLM's engine-core and worker processes go too.
+it will not stop in time), so vLLM's engine-core and worker processes go too; its
+``extra_args`` start another kind of server, such as :data:`POOLING_ARGS` (embeddings).
 :func:`vllm_servers` does the same for several servers at once (the replicas of one
 pool, ORCH-3050), optionally in single-sequence mode (``--max-num-seqs 1``).
 """
@@ -17,7 +18,7 @@ pool, ORCH-3050), optionally in single-sequence mode (``--max-num-seqs 1``).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import httpx
@@ -33,6 +34,9 @@ INSTALL_COMMAND = "bash scripts/engines/install-vllm.sh"
 VLLM_VERSION = "0.32.0"
 SERVED_MODEL = "smollm2"
 MAX_MODEL_LEN = 2048
+#: The arguments of an embedding server: vLLM's pooling runner, which serves
+#: ``/v1/embeddings`` (576 floats for SmolLM2) and no completions or chat.
+POOLING_ARGS = ("--runner", "pooling", "--convert", "embed")
 #: vLLM on two busy CPU cores needs 20-70 s to answer /health.
 START_TIMEOUT_S = 300.0
 STOP_TIMEOUT_S = 30.0
@@ -55,6 +59,7 @@ def vllm_command(
     model_dir: Path = MODEL_DIR,
     max_num_seqs: int | None = None,
     threads: int | None = None,
+    extra_args: Sequence[str] = (),
 ) -> tuple[list[str], dict[str, str]]:
     """The argv and the extra environment of a vLLM server on ``127.0.0.1:port``.
 
@@ -62,7 +67,8 @@ def vllm_command(
     starts in ~20 s instead of ~85 s), 1 GiB of KV cache, no thread pinning (the machine
     is shared); offline, with its compile cache under ``cache_root``. ``max_num_seqs``
     caps the sequences vLLM schedules at once (1: single-sequence mode, no batching);
-    ``threads`` caps torch's CPU threads (``OMP_NUM_THREADS``; default: one per core).
+    ``threads`` caps torch's CPU threads (``OMP_NUM_THREADS``; default: one per core);
+    ``extra_args`` go at the end of the command line.
     """
     argv = [
         str(VLLM_PYTHON),
@@ -84,6 +90,7 @@ def vllm_command(
     ]
     if max_num_seqs is not None:
         argv += ["--max-num-seqs", str(max_num_seqs)]
+    argv += extra_args
     env = {
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
@@ -105,11 +112,17 @@ class VllmServer(EngineServer):
     stop_timeout_s = STOP_TIMEOUT_S
 
     def __init__(
-        self, workdir: Path, *, max_num_seqs: int | None = None, threads: int | None = None
+        self,
+        workdir: Path,
+        *,
+        max_num_seqs: int | None = None,
+        threads: int | None = None,
+        extra_args: Sequence[str] = (),
     ) -> None:
         super().__init__(workdir)
         self.max_num_seqs = max_num_seqs
         self.threads = threads
+        self.extra_args = tuple(extra_args)
         self.port = free_port()
 
     @property
@@ -123,6 +136,7 @@ class VllmServer(EngineServer):
             self.workdir / "vllm-cache",
             max_num_seqs=self.max_num_seqs,
             threads=self.threads,
+            extra_args=self.extra_args,
         )
 
     def ready(self) -> bool:
@@ -133,9 +147,10 @@ class VllmServer(EngineServer):
 
 
 @contextlib.contextmanager
-def vllm_server(workdir: Path) -> Iterator[VllmServer]:
-    """A healthy vLLM server on SmolLM2, stopped (with its children) on exit."""
-    server = VllmServer(workdir)
+def vllm_server(workdir: Path, *, extra_args: Sequence[str] = ()) -> Iterator[VllmServer]:
+    """A healthy vLLM server on SmolLM2, stopped (with its children) on exit; ``extra_args``
+    are added to its command line (:data:`POOLING_ARGS`: an embedding server)."""
+    server = VllmServer(workdir, extra_args=extra_args)
     server.start()
     try:
         yield server

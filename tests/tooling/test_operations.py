@@ -146,12 +146,13 @@ def test_orch_3044_the_real_table_serves_every_operation_of_the_real_contracts()
     }
 
 
-def test_the_stream_operation_declares_the_five_sse_events_in_order() -> None:
-    """ORCH-2002: started, token, metrics, end and error, each with a payload model."""
+def test_the_stream_operation_declares_its_sse_events_in_order() -> None:
+    """ORCH-2002: started, token (embedding for an embedding task), metrics, end and
+    error, each with a payload model."""
     from orchestratord_server.generated.operations import OPERATIONS
 
     events = OPERATIONS["streamTask"].sse_events
-    assert list(events) == ["started", "token", "metrics", "end", "error"]
+    assert list(events) == ["started", "token", "embedding", "metrics", "end", "error"]
     assert all(issubclass(model, BaseModel) for model in events.values())
     assert OPERATIONS["streamTask"].responses[200] is None
 
@@ -162,7 +163,13 @@ def test_every_error_response_of_the_real_contracts_is_the_error_envelope() -> N
     from orchestratord_server.generated import models
     from orchestratord_server.generated.operations import OPERATIONS
 
-    openai_ops = {"createCompletion", "createChatCompletion", "listModels"}
+    openai_ops = {
+        "createCompletion",
+        "createChatCompletion",
+        "createEmbedding",
+        "listModels",
+        "retrieveModel",
+    }
     odd = {
         (key, status): model
         for key, op in OPERATIONS.items()

@@ -3,22 +3,27 @@
 The daemon runs a pool of engine ``vllm`` whose replica is this module's vLLM server,
 reached by URL, named ``smollm2`` on the engine, with the converted SmolLM2 directory as
 its local model (for the digest, ORCH-3032). Every response is checked against the
-contracts by the integration ``Client``. The last test kills vLLM mid-stream, so it must
-stay last in the module.
+contracts by the integration ``Client``; the official ``openai`` package speaks to the
+same daemon for tool calls. The last test kills vLLM mid-stream, so it must stay last in
+the module.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import jsonschema
+import openai
 import pytest
 
 from orchestratord_server.adapters.digest import sha256_path
 from tests.engines import client_flow as flow
 from tests.integration.support import (
+    DATA_KEY,
     Client,
     Daemon,
     daemon_config,
@@ -130,6 +135,50 @@ def test_kv_cache_usage_is_scraped_from_vllm(client: Client) -> None:
     ]
     assert [s.labels["replica_id"] for s in samples] == ["v0"]
     assert 0.0 <= samples[0].value <= 1.0
+
+
+WEATHER_PARAMETERS = {
+    "type": "object",
+    "properties": {"city": {"type": "string"}, "unit": {"enum": ["c", "f"]}},
+    "required": ["city"],
+    "additionalProperties": False,
+}
+WEATHER_TOOL: Any = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The current weather in a city.",
+        "parameters": WEATHER_PARAMETERS,
+    },
+}
+
+
+def test_openai_sdk_required_tool_call_through_vllm(daemon: Daemon, client: Client) -> None:
+    """A required tool call on vLLM: the answer is decoded under the tool protocol's
+    schema, so the SDK gets a call of the tool whose arguments are JSON that fits it."""
+    sdk = openai.OpenAI(base_url=daemon.base_url + "/v1", api_key=DATA_KEY, max_retries=0)
+    began = time.monotonic()
+    try:
+        answer = sdk.chat.completions.create(
+            model=MODEL_REF,
+            messages=[{"role": "user", "content": "What is the weather in Paris?"}],
+            tools=[WEATHER_TOOL],
+            tool_choice="required",
+            max_tokens=256,
+            seed=1,
+        )
+    finally:
+        sdk.close()
+    elapsed = time.monotonic() - began
+    choice = answer.choices[0]
+    assert choice.finish_reason == "tool_calls", choice
+    calls = choice.message.tool_calls
+    assert calls is not None and len(calls) >= 1
+    call = calls[0]
+    assert call.type == "function" and call.function.name == "get_weather"
+    arguments = json.loads(call.function.arguments)
+    jsonschema.validate(arguments, WEATHER_PARAMETERS)
+    print(f"\ndaemon+vLLM tool call {arguments} in {elapsed:.2f} s")
 
 
 def test_engine_killed_mid_stream_is_worker_reset(client: Client, vllm: VllmServer) -> None:

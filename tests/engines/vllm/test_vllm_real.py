@@ -2,17 +2,21 @@
 
 ORCH-3055 (the adapter over vLLM's OpenAI-compatible server, engine version captured),
 ORCH-3058 (pinned samplers: same seed, same text), ORCH-3032 (engine version, model
-digest), ORCH-3017 (closing a stream frees the engine). One vLLM serves the whole module.
+digest), ORCH-3017 (closing a stream frees the engine), and the features: JSON Schema
+output and log-probabilities (embeddings need a pooling server:
+``test_vllm_pooling.py``). One vLLM serves the whole module.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import httpx
+import jsonschema
 import pytest
 
 from orchestratord_server.adapters.base import (
@@ -171,3 +175,78 @@ def test_tokens_and_chat_template(vllm: VllmServer) -> None:
     ).json()
     assert chat_tokens == rendered["count"]
     assert plain_tokens == 4
+
+
+PERSON = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "maxLength": 40},
+        "age": {"type": "integer", "minimum": 0, "maximum": 120},
+        "job": {"enum": ["baker", "pilot", "teacher"]},
+    },
+    "required": ["name", "age", "job"],
+    "additionalProperties": False,
+}
+
+
+def test_json_schema_answers_validate_for_every_seed(vllm: VllmServer) -> None:
+    """vLLM decodes under the schema (``structured_outputs``): five seeds, five answers
+    that parse and validate."""
+    messages = [{"role": "user", "content": "Describe a person as JSON: name, age and job."}]
+
+    async def use(adapter: VllmAdapter) -> list[tuple[str, FinalChunk, float]]:
+        prompt = await adapter.apply_template(messages)
+        assert prompt is not None
+        answers = []
+        for seed in range(5):
+            req = CompletionRequest(prompt=prompt, max_tokens=200, seed=seed, json_schema=PERSON)
+            began = time.monotonic()
+            chunks = await collect(adapter, req)
+            final = chunks[-1]
+            assert isinstance(final, FinalChunk)
+            answers.append((text_of(chunks), final, time.monotonic() - began))
+        return answers
+
+    answers = with_adapter(vllm, use)
+    for text, final, _ in answers:
+        assert final.finish_reason == "stop", text
+        jsonschema.validate(json.loads(text), PERSON)
+    assert len({text for text, _, _ in answers}) > 1, "the seeds should give different answers"
+    print(f"\nvLLM JSON answers: {', '.join(f'{took:.1f} s' for _, _, took in answers)}")
+
+
+def test_logprobs_name_every_token_with_k_alternatives(vllm: VllmServer) -> None:
+    """Each token chunk carries its tokens' log-probabilities and the 3 likeliest
+    alternatives, ranked; together they are vLLM's own tokens and log-probabilities."""
+    req = CompletionRequest(prompt=PROMPT, max_tokens=16, seed=7, logprobs=3)
+    chunks = with_adapter(vllm, lambda adapter: collect(adapter, req))
+    tokens = [c for c in chunks if isinstance(c, TokenChunk)]
+    assert tokens and all(c.logprobs for c in tokens)
+    entries = [entry for c in tokens for entry in c.logprobs or ()]
+    for chunk in tokens:
+        assert "".join(entry["token"] for entry in chunk.logprobs or ()) == chunk.text
+    for entry in entries:
+        assert entry["logprob"] <= 0.0 and entry["bytes"] is None
+        top = entry["top_logprobs"]
+        assert len(top) == 3
+        assert [alt["logprob"] for alt in top] == sorted((a["logprob"] for a in top), reverse=True)
+        if entry["token"] in {alt["token"] for alt in top}:
+            assert entry["logprob"] >= top[-1]["logprob"]
+        else:
+            assert entry["logprob"] <= top[-1]["logprob"]
+    final = chunks[-1]
+    assert isinstance(final, FinalChunk) and final.finish_reason == "length"
+    assert len(entries) == final.tokens_out == 16
+    body = completion_body(req, SERVED_MODEL, stream=False)
+    whole = httpx.post(vllm.base_url + "/v1/completions", json=body, timeout=120).json()
+    legacy = whole["choices"][0]["logprobs"]
+    assert [entry["token"] for entry in entries] == legacy["tokens"]
+    assert [entry["logprob"] for entry in entries] == pytest.approx(
+        legacy["token_logprobs"], abs=1e-3
+    )
+
+
+def test_a_generation_server_serves_no_embeddings(vllm: VllmServer) -> None:
+    with pytest.raises(EngineError) as caught:
+        with_adapter(vllm, lambda adapter: adapter.embed(["hello"]))
+    assert (caught.value.kind, caught.value.status) == ("INVALID_PARAMS", 404)

