@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from orchestratord_server.config import Config
+from orchestratord_server.config import Config, OpenAIConfig
 
 from .conftest import CONTROL_KEY, CheckedClient, make_client
 from .test_app import TASK
@@ -193,3 +193,65 @@ def test_orch_3025_during_a_shutdown_submissions_get_503_shutting_down_with_retr
         assert openai.json()["error"]["code"] == "SHUTTING_DOWN"
         assert openai.headers["retry-after"] == "1"
         assert client.get("/readyz", key=None).status_code == 503
+
+
+CHAT = [{"role": "user", "content": "hi"}]
+TOOLS = [{"type": "function", "function": {"name": "f"}}]
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"messages": CHAT}, "body.messages"),
+        ({"prompt": None, "messages": CHAT, "inputs": ["a"]}, "body.inputs"),
+        ({"tools": TOOLS}, "body.tools"),
+        ({"tool_choice": "auto"}, "body.tool_choice"),
+        ({"prompt": None, "messages": [{"role": "assistant", "content": ""}]}, "messages"),
+    ],
+    ids=[
+        "prompt-and-messages",
+        "messages-and-inputs",
+        "tools-without-chat",
+        "tool-choice-without-chat",
+        "chat-without-text",
+    ],
+)
+def test_orch_2001_a_chat_task_carries_its_text_in_messages_only(
+    client: CheckedClient, change: dict[str, object], field: str
+) -> None:
+    """A chat task's conversation is its only text; tools belong to a chat; a chat with no
+    text at all is refused before admission, naming `messages`."""
+    body = {k: v for k, v in {**TASK, **change}.items() if v is not None}
+    response = client.post("/v1/tasks", json=body)
+    assert response.status_code == 400, response.text
+    answer = response.json()
+    assert answer["code"] == "INVALID_PARAMS"
+    located = [e["loc"] for e in answer.get("errors") or ()]
+    assert located == [field] or field in answer["message"], answer
+
+
+@pytest.mark.parametrize("engine", ["tgi", "triton"])
+@pytest.mark.parametrize(
+    "asked",
+    [{"tools": TOOLS}, {"response_format": {"type": "json_object"}}, {"logprobs": 2}],
+    ids=["tools", "response_format", "logprobs"],
+)
+def test_a_feature_the_tasks_engine_lacks_is_refused_naming_the_engine(
+    client: CheckedClient, engine: str, asked: dict[str, object]
+) -> None:
+    body = {k: v for k, v in TASK.items() if k != "prompt"}
+    response = client.post("/v1/tasks", json={**body, "engine": engine, "messages": CHAT, **asked})
+    assert response.status_code == 400, response.text
+    assert f"engine {engine} does not support" in response.json()["message"]
+
+
+def test_openai_strict_refuses_unknown_fields_that_lenient_mode_ignores(
+    config: Config,
+) -> None:
+    body = {"model": TASK["model_ref"], "messages": CHAT, "max_tokens": 2, "store": True}
+    lenient = make_client(config).post("/v1/chat/completions", json=body)
+    assert lenient.status_code != 400, lenient.text  # past validation: no engine here
+    strict = make_client(config.model_copy(update={"openai": OpenAIConfig(strict=True)}))
+    refused = strict.post("/v1/chat/completions", json=body)
+    assert refused.status_code == 400
+    assert refused.json()["error"]["param"] == "store"
