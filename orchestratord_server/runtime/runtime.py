@@ -27,7 +27,7 @@ SHUTTING_DOWN, so every admitted task gets its terminal event and every open str
 closes. Sharing a log, an instance that stops only hands its work to the others.
 
 Handlers use the intent-level methods below (`submit`, `cancel`, `drain`, `reload`,
-`pool_status`, `routes`, `chat_prompt`, ...), which return plain values; the runtime's
+`pool_status`, `all_routes`, ...), which return plain values; the runtime's
 parts are its own.
 """
 
@@ -36,7 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from orchestrator_core import (
@@ -564,17 +564,6 @@ class Runtime:
                     return adapter
         return None
 
-    async def chat_prompt(
-        self, engine: str, model_ref: str, messages: Sequence[Mapping[str, str]]
-    ) -> str | None:
-        """``messages`` rendered with the model's chat template on a Ready replica; None
-        when no replica is Ready or its engine renders no templates. Raises EngineError
-        when the engine refuses them."""
-        adapter = self._ready_adapter(engine, model_ref)
-        if adapter is None:
-            return None
-        return await adapter.apply_template(messages)
-
     # -- tasks, streams, sessions ------------------------------------------------------
 
     def transcript(self, task_id: str) -> Transcript | None:
@@ -655,14 +644,6 @@ class Runtime:
             ReplicaSetStatus(view, self._core.slo(set_scope(view.set_id), now))
             for view in self._core.replica_sets()
         )
-
-    def routes(self, model_ref: str) -> tuple[Route, ...]:
-        """The pools that serve ``model_ref`` as applied now (ORCH-2001)."""
-        return self._core.routes(model_ref)
-
-    def models(self) -> tuple[str, ...]:
-        """The models served now."""
-        return self._core.models()
 
     def all_routes(self) -> tuple[Route, ...]:
         """Every pool's route as applied now, grouped by model in config order."""
