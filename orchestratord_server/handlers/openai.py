@@ -27,7 +27,12 @@ from starlette.types import Receive
 
 from orchestrator_core import Refused, not_served
 from orchestratord_server.body_validation import validated_body
-from orchestratord_server.generated.models import ErrorKind, OpenAIEmbeddingRequest, Workload
+from orchestratord_server.generated.models import (
+    ErrorKind,
+    OpenAIEmbeddingRequest,
+    TaskRequest,
+    Workload,
+)
 from orchestratord_server.handlers.render import caller
 from orchestratord_server.openai_compat import embeddings, errors
 from orchestratord_server.openai_compat.leniency import (
@@ -39,6 +44,7 @@ from orchestratord_server.openai_compat.leniency import (
 from orchestratord_server.openai_compat.names import ModelNames
 from orchestratord_server.openai_compat.render import ChunkWriter, Kind, Outcome
 from orchestratord_server.openai_compat.requests import (
+    Target,
     embedding_inputs,
     embedding_task,
     engine_options,
@@ -46,6 +52,7 @@ from orchestratord_server.openai_compat.requests import (
     target,
     task_requests,
 )
+from orchestratord_server.runtime.tasks import NO_ENGINE_OPTIONS, EngineOptions
 from orchestratord_server.state import ServerState
 from orchestratord_server.transcripts import TaskEvent, Transcript
 
@@ -53,6 +60,12 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 PRIORITY_HEADER = "x-priority"
 OWNER = "orchestratord"
 _ROUTES = {"completion": "/v1/completions", "chat": "/v1/chat/completions"}
+
+
+def _bad_request(exc: BadRequest) -> Response:
+    return errors.error_response(
+        400, exc.message, code=ErrorKind.INVALID_PARAMS.value, param=exc.param
+    )
 
 
 async def _disconnected(receive: Receive) -> None:
@@ -103,64 +116,30 @@ class OpenAICompat:
         """OpenAI embeddings as one OrchQueue embedding task (ORCH-2001, ORCH-2007,
         ORCH-3017)."""
         request: OpenAIEmbeddingRequest = validated_body(connexion_context.scope)
-        runtime = self._state.runtime
         try:
             self._unknown.check("/v1/embeddings", (request.model_extra or {}).keys())
             inputs = embedding_inputs(request)
-            routes = self._names.routes(request.model, runtime.all_routes())
-            where = target(routes, Workload.EMBEDDING)
-            if where is None:
-                return self._not_served(request.model, bool(routes), "an embedding")
+            where = self._where(request.model, Workload.EMBEDDING)
+            if isinstance(where, Response):
+                return where
             header = Headers(scope=connexion_context.scope).get(PRIORITY_HEADER)
             task = embedding_task(request, inputs, where, priority(request, header))
         except BadRequest as exc:
-            return errors.error_response(
-                400, exc.message, code=ErrorKind.INVALID_PARAMS.value, param=exc.param
-            )
-        decision = await runtime.submit(task, caller(), keep_events=True)
-        if isinstance(decision, Refused):
-            return errors.refusal(decision)
-        task_id = str(task.task_id)
-        transcript = runtime.transcript(task_id)
-        assert transcript is not None, "an admitted task has a transcript"
-        await self._until_ended([task_id], [transcript])
+            return _bad_request(exc)
+        admitted = await self._admit([task], NO_ENGINE_OPTIONS)
+        if isinstance(admitted, Response):
+            return admitted
+        await self._until_ended([str(task.task_id)], admitted)
         return embeddings.response(
-            transcript.events or (), request.model, request.encoding_format, request.dimensions
+            admitted[0].events or (), request.model, request.encoding_format, request.dimensions
         )
 
-    @staticmethod
-    def _not_served(model: str, elsewhere: bool, kind: str) -> Response:
-        """404 for a model no pool serves; 400 for one whose pools serve another
-        workload (a chat sent to an embedding model, or the other way round)."""
-        if elsewhere:
-            return errors.error_response(
-                400,
-                f"model {model!r} is not {kind} model here: its pools serve another workload",
-                code=ErrorKind.INVALID_PARAMS.value,
-                param="model",
-            )
-        return errors.error_response(
-            404, not_served(model), code=ErrorKind.NOT_FOUND.value, param="model"
-        )
-
-    async def _complete(self, kind: Kind) -> Response:
-        created = int(time.time())
-        request: OpenAIRequest = validated_body(connexion_context.scope)
+    async def _admit(
+        self, tasks: Sequence[TaskRequest], options: EngineOptions
+    ) -> list[Transcript] | Response:
+        """Submit every task; their transcripts, or, when one is refused, the refusal
+        (the tasks already admitted are canceled: no choice runs for nobody)."""
         runtime = self._state.runtime
-        try:
-            self._unknown.check(_ROUTES[kind], (request.model_extra or {}).keys())
-            request = normalized(request)
-            routes = self._names.routes(request.model, runtime.all_routes())
-            where = target(routes)
-            if where is None:
-                return self._not_served(request.model, bool(routes), "a completion")
-            header = Headers(scope=connexion_context.scope).get(PRIORITY_HEADER)
-            tasks = task_requests(request, where, priority(request, header))
-        except BadRequest as exc:
-            return errors.error_response(
-                400, exc.message, code=ErrorKind.INVALID_PARAMS.value, param=exc.param
-            )
-        options = engine_options(request)
         transcripts: list[Transcript] = []
         for task in tasks:
             decision = await runtime.submit(task, caller(), options, keep_events=True)
@@ -171,6 +150,44 @@ class OpenAICompat:
             transcript = runtime.transcript(str(task.task_id))
             assert transcript is not None, "an admitted task has a transcript"
             transcripts.append(transcript)
+        return transcripts
+
+    def _where(self, model: str, workload: Workload) -> Target | Response:
+        """Where ``model`` runs ``workload``; else 404 for a model no pool serves, or 400
+        for one whose pools serve another workload (a chat sent to an embedding model, or
+        the other way round)."""
+        routes = self._names.routes(model, self._state.runtime.all_routes())
+        where = target(routes, workload)
+        if where is not None:
+            return where
+        if routes:
+            return errors.error_response(
+                400,
+                f"model {model!r} does not serve {workload.value} here: its pools serve "
+                "another workload",
+                code=ErrorKind.INVALID_PARAMS.value,
+                param="model",
+            )
+        return errors.error_response(
+            404, not_served(model), code=ErrorKind.NOT_FOUND.value, param="model"
+        )
+
+    async def _complete(self, kind: Kind) -> Response:
+        created = int(time.time())
+        request: OpenAIRequest = validated_body(connexion_context.scope)
+        try:
+            self._unknown.check(_ROUTES[kind], (request.model_extra or {}).keys())
+            request = normalized(request)
+            where = self._where(request.model, Workload.COMPLETION)
+            if isinstance(where, Response):
+                return where
+            header = Headers(scope=connexion_context.scope).get(PRIORITY_HEADER)
+            tasks = task_requests(request, where, priority(request, header))
+        except BadRequest as exc:
+            return _bad_request(exc)
+        transcripts = await self._admit(tasks, engine_options(request))
+        if isinstance(transcripts, Response):
+            return transcripts
         ids = [str(task.task_id) for task in tasks]
         if request.stream:
             stream_options = request.stream_options
