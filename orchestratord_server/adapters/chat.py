@@ -15,7 +15,7 @@ refused before admission with a message naming the engine (`missing_feature`).
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from orchestratord_server.adapters import tool_calls
@@ -34,16 +34,13 @@ class Feature(enum.StrEnum):
     EMBEDDINGS = "embeddings"
 
 
-ANY_OBJECT: Mapping[str, Any] = {"type": "object"}
-
-
 def response_schema(request: TaskRequest) -> dict[str, Any] | None:
     """The JSON Schema of a task's `response_format`; None for free text."""
     given = request.response_format
     if given is None or given.type == "text":
         return None
     if given.type == "json_object" or given.json_schema is None:
-        return dict(ANY_OBJECT)
+        return dict(tool_calls.ANY_OBJECT)
     return dict(given.json_schema.schema_ or {})
 
 

@@ -123,7 +123,7 @@ class OpenAICompat:
             if isinstance(where, Response):
                 return where
             header = Headers(scope=connexion_context.scope).get(PRIORITY_HEADER)
-            task = embedding_task(request, inputs, where, priority(request, header))
+            task = embedding_task(inputs, where, priority(request, header))
         except BadRequest as exc:
             return _bad_request(exc)
         admitted = await self._admit([task], NO_ENGINE_OPTIONS)

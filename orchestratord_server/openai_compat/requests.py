@@ -133,20 +133,31 @@ def _content_fields(request: OpenAIRequest) -> dict[str, Any]:
     }
 
 
-def task_requests(request: OpenAIRequest, where: Target, chosen: Priority) -> list[TaskRequest]:
-    """The OrchQueue tasks of an OpenAI-compatible request, one per choice."""
-    base = TaskRequest(
+def _new_task(where: Target, chosen: Priority, workload: Workload, **fields: Any) -> TaskRequest:
+    """A task with fresh task and session ids on ``where``, with the OpenAI deadline;
+    ``fields`` left None are left out."""
+    return TaskRequest(
         task_id=uuid.uuid4(),
         session_id=uuid.uuid4(),
-        workload=Workload.COMPLETION,
+        workload=workload,
         model_ref=where.model_ref,
         engine=where.engine,
         ctx=where.ctx,
         priority=chosen,
+        deadline_ms=DEADLINE_MS,
+        **{name: value for name, value in fields.items() if value is not None},
+    )
+
+
+def task_requests(request: OpenAIRequest, where: Target, chosen: Priority) -> list[TaskRequest]:
+    """The OrchQueue tasks of an OpenAI-compatible request, one per choice."""
+    base = _new_task(
+        where,
+        chosen,
+        Workload.COMPLETION,
         seed=request.seed,
         max_tokens=max_tokens(request, where.ctx),
-        deadline_ms=DEADLINE_MS,
-        **{k: v for k, v in _content_fields(request).items() if v is not None},
+        **_content_fields(request),
     )
     tasks = [base]
     for index in range(1, request.n or 1):
@@ -174,19 +185,7 @@ def embedding_inputs(request: OpenAIEmbeddingRequest) -> list[str]:
     )
 
 
-def embedding_task(
-    request: OpenAIEmbeddingRequest, inputs: list[str], where: Target, chosen: Priority
-) -> TaskRequest:
-    """The OrchQueue embedding task of an embeddings request."""
-    return TaskRequest(
-        task_id=uuid.uuid4(),
-        session_id=uuid.uuid4(),
-        workload=Workload.EMBEDDING,
-        model_ref=where.model_ref,
-        engine=where.engine,
-        ctx=where.ctx,
-        priority=chosen,
-        inputs=inputs,
-        max_tokens=1,
-        deadline_ms=DEADLINE_MS,
-    )
+def embedding_task(inputs: list[str], where: Target, chosen: Priority) -> TaskRequest:
+    """The OrchQueue embedding task of an embeddings request (`max_tokens` 1: an
+    embedding generates nothing)."""
+    return _new_task(where, chosen, Workload.EMBEDDING, inputs=inputs, max_tokens=1)

@@ -73,7 +73,12 @@ from orchestrator_core import (
 from orchestrator_core import inputs as core_inputs
 from orchestrator_core.journal import apply as apply_input
 from orchestratord_server.adapters.base import EngineAdapter, EngineError
-from orchestratord_server.adapters.chat import chat_prompt_bound, turns, unservable
+from orchestratord_server.adapters.chat import (
+    chat_prompt_bound,
+    prompt_messages,
+    turns,
+    unservable,
+)
 from orchestratord_server.adapters.registry import engine_features
 from orchestratord_server.config import Config
 from orchestratord_server.generated.models import TaskRequest
@@ -321,12 +326,7 @@ class Runtime:
         if isinstance(entry, Admission):
             return self._admit(entry, local)
         if isinstance(entry, Embedded):
-            task = self._tasks.get(entry.task_id)
-            if task is not None and not task.transcript.closed:
-                transcribe.embeddings(task, entry.vectors)
-            entry = core_inputs.Finish(
-                entry.task_id, FinishReason.STOP, entry.tokens_in, entry.now_ms
-            )
+            return self._embedded(entry, local)
         if isinstance(entry, core_inputs.Reap):
             self._tasks.pop(entry.task_id, None)
             self._reaps.pop(entry.task_id, None)
@@ -339,6 +339,15 @@ class Runtime:
         if not isinstance(entry, core_inputs.Poll):
             self._pump()
         return result
+
+    def _embedded(self, entry: Embedded, local: bool) -> object:
+        """An embedding task's vectors go into its transcript, then it finishes like any
+        task (a task canceled meanwhile has a closed transcript and stays canceled)."""
+        task = self._tasks.get(entry.task_id)
+        if task is not None and not task.transcript.closed:
+            transcribe.embeddings(task, entry.vectors)
+        finish = core_inputs.Finish(entry.task_id, FinishReason.STOP, entry.tokens_in, entry.now_ms)
+        return self.apply(finish, local)
 
     def _token(self, entry: TokenOut) -> TokenAccepted | None:
         accepted = self._core.on_token(entry.task_id, entry.now_ms)
@@ -544,7 +553,7 @@ class Runtime:
         if adapter is not None:
             with contextlib.suppress(EngineError):
                 if request.messages is not None:
-                    rendered = await adapter.apply_template(turns(request.messages))
+                    rendered = await adapter.apply_template(turns(prompt_messages(request)))
                     if rendered is None:
                         return bound
                     prompt = rendered
