@@ -16,6 +16,14 @@ GENERATED_DIR: Final = "orchestratord_server/generated"
 MODELS: Final = f"{GENERATED_DIR}/models.py"
 OPERATIONS: Final = f"{GENERATED_DIR}/operations.py"
 GENERATED_INIT: Final = f"{GENERATED_DIR}/__init__.py"
+# The light client's own copy of the models, the enums and the operation table, so that
+# `orchestratord_client` (its own distribution, client/pyproject.toml) never imports the
+# server package.
+CLIENT_GENERATED_DIR: Final = "orchestratord_client/generated"
+CLIENT_MODELS: Final = f"{CLIENT_GENERATED_DIR}/models.py"
+CLIENT_OPERATIONS: Final = f"{CLIENT_GENERATED_DIR}/operations.py"
+CLIENT_VOCABULARY: Final = f"{CLIENT_GENERATED_DIR}/vocabulary.py"
+CLIENT_GENERATED_INIT: Final = f"{CLIENT_GENERATED_DIR}/__init__.py"
 VOCABULARY: Final = "orchestrator_core/vocabulary.py"
 REQUIREMENTS_INDEX: Final = "requirements/index.yaml"
 TRACEABILITY: Final = "requirements/TRACEABILITY.md"
@@ -33,7 +41,7 @@ CODE_PATHS: Final = (
     "bench",
     "xtask.py",
 )
-CODE_EXCLUDES: Final = (GENERATED_DIR,)
+CODE_EXCLUDES: Final = (GENERATED_DIR, CLIENT_GENERATED_DIR)
 TEST_PATHS: Final = ("tests",)
 
 

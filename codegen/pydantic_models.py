@@ -188,6 +188,10 @@ def _unwrap_single_all_of(schema: Mapping[str, Any]) -> Mapping[str, Any]:
     return schema
 
 
+#: Where the server's generated models import the contracts' enums from.
+VOCABULARY_MODULE = "orchestrator_core.vocabulary"
+
+
 class ModelBuilder:
     """Collects the classes for a set of named schemas and renders them as one module."""
 
@@ -238,9 +242,9 @@ class ModelBuilder:
         self._named_class(name, {"description": doc, **schema}, where)
         return name
 
-    def render(self, header: str) -> str:
+    def render(self, header: str, vocabulary_module: str = VOCABULARY_MODULE) -> str:
         """The models module source (unformatted; run it through ruff format). The enums
-        are imported from the vocabulary module (`render_vocabulary`)."""
+        are imported from `vocabulary_module`, rendered by `render_vocabulary`."""
         order, rebuild = self._order()
         enums = sorted(name for name, c in self._classes.items() if not c.is_model)
         modules = [m for m in _MODULES if m in self._imports and m != "enum"]
@@ -254,7 +258,7 @@ class ModelBuilder:
         out.append(f"from pydantic import {', '.join(pyd)}")
         if enums:
             out.append("")
-            out.append(f"from {VOCABULARY_MODULE} import {', '.join(enums)}")
+            out.append(f"from {vocabulary_module} import {', '.join(enums)}")
             out.append("")
             out.append(f"__all__ = [{', '.join(ascii(n) for n in sorted(self._classes))}]")
         for name in order:
@@ -574,7 +578,6 @@ class ModelBuilder:
 
 
 #: Where the contracts' enums live: the lowest layer, so that every other one imports them.
-VOCABULARY_MODULE = "orchestrator_core.vocabulary"
 
 _VOCABULARY_DOC = '''"""The contracts' vocabulary: every string enum of the two contracts.
 

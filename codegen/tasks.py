@@ -36,6 +36,15 @@ Regenerate with `python xtask.py regen-openapi`.
 """
 '''
 
+_CLIENT_GENERATED_INIT = '''"""Code generated from the OpenAPI contracts by codegen; never edited by hand.
+
+The client's own copy of what codegen renders for the server: `models` (a pydantic model
+per contract schema), `vocabulary` (the contracts' string enums) and `operations` (the
+operation table), so that the client imports neither the server nor the core.
+Regenerate with `python xtask.py regen-openapi`.
+"""
+'''
+
 
 @dataclass
 class TargetResult:
@@ -88,10 +97,39 @@ def openapi_outputs(root: Path) -> list[writer.Output]:
     return outputs
 
 
+def client_outputs(root: Path) -> list[writer.Output]:
+    """The light client's copy of the generated models, enums and operation table."""
+    loaded = contracts.load(root)
+    builder = pydantic_models.ModelBuilder(loaded.schemas)
+    builder.add_components()
+    entries = operations.build(loaded, builder)
+    header = contracts.python_header(loaded, "regen-openapi")
+    models = builder.render(header, vocabulary_module=".vocabulary")
+    return [
+        writer.Output(layout.CLIENT_GENERATED_INIT, _CLIENT_GENERATED_INIT),
+        writer.Output(
+            layout.CLIENT_MODELS, pyformat.ruff_format(models, root, layout.CLIENT_MODELS)
+        ),
+        writer.Output(
+            layout.CLIENT_VOCABULARY,
+            pyformat.ruff_format(builder.render_vocabulary(header), root, layout.CLIENT_VOCABULARY),
+        ),
+        writer.Output(
+            layout.CLIENT_OPERATIONS,
+            pyformat.ruff_format(
+                operations.render(entries, header), root, layout.CLIENT_OPERATIONS
+            ),
+        ),
+    ]
+
+
 def regen_openapi(root: Path, check: bool) -> TargetResult:
     """Generated models, operation table and canonical JSON from the two contracts."""
     outputs = openapi_outputs(root)
     outcomes = writer.apply(root, outputs, check=check, owned_dir=layout.GENERATED_DIR)
+    outcomes += writer.apply(
+        root, client_outputs(root), check=check, owned_dir=layout.CLIENT_GENERATED_DIR
+    )
     outcomes += writer.apply(root, [vocabulary_output(root)], check=check)
     return TargetResult("regen-openapi", outcomes)
 

@@ -7,7 +7,7 @@
         for event in client.stream(task.task_id):
             ...
 
-Requests and answers are the models of `orchestratord_server.generated.models`; refusals
+Requests and answers are the models of `orchestratord_client.generated.models`; refusals
 raise the typed errors of `orchestratord_client.errors`; `retrying` resubmits after
 backpressure as long as the daemon says to wait.
 """
@@ -29,11 +29,7 @@ from orchestratord_client.errors import (
     Unauthorized,
     Unavailable,
 )
-from orchestratord_client.protocol import UnexpectedResponse
-from orchestratord_client.retry import retrying, retrying_async
-from orchestratord_client.sse import StreamEvent, event_name
-from orchestratord_client.tasks import completion
-from orchestratord_server.generated.models import (
+from orchestratord_client.generated.models import (
     AdmissionResponse,
     EndEvent,
     ErrorEnvelope,
@@ -47,6 +43,10 @@ from orchestratord_server.generated.models import (
     TaskRequest,
     TokenEvent,
 )
+from orchestratord_client.protocol import UnexpectedResponse
+from orchestratord_client.retry import retrying, retrying_async
+from orchestratord_client.sse import StreamEvent, event_name
+from orchestratord_client.tasks import completion
 
 __all__ = [
     "AdmissionResponse",

@@ -16,9 +16,7 @@ import httpx
 from orchestratord_client import protocol
 from orchestratord_client.client import Id
 from orchestratord_client.errors import StreamInterrupted
-from orchestratord_client.protocol import Call, M
-from orchestratord_client.sse import EventReader, StreamEvent
-from orchestratord_server.generated.models import (
+from orchestratord_client.generated.models import (
     AdmissionResponse,
     DrainRequest,
     ListReplicaSetsResponse200,
@@ -31,6 +29,8 @@ from orchestratord_server.generated.models import (
     SessionInfo,
     TaskRequest,
 )
+from orchestratord_client.protocol import Call, M
+from orchestratord_client.sse import EventReader, StreamEvent
 
 
 class AsyncClient:

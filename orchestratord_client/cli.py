@@ -1,5 +1,6 @@
 """The client subcommands of `orchestratord`: submit, cancel, session, pools, drain, reload,
-status and metrics, next to the daemon's own `serve`.
+status and metrics, next to the daemon's own `serve`. The light distribution
+(`orchestratord-client`, without the daemon) runs them through `main`.
 
 The daemon's URL comes from `--url` or `$ORCHD_URL` (default http://127.0.0.1:8080), the
 key from `--key` or `$ORCHD_API_KEY`. Exit codes: 0 success; 2 usage or client error (a
@@ -17,7 +18,8 @@ import json
 import os
 import sys
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from importlib import metadata
 from typing import Any
 
 import httpx
@@ -32,16 +34,7 @@ from orchestratord_client.errors import (
     ServerError,
     StreamInterrupted,
 )
-from orchestratord_client.protocol import DEFAULT_URL, KEY_ENV, URL_ENV, base_url
-from orchestratord_client.retry import retrying
-from orchestratord_client.sse import TERMINAL, StreamEvent
-from orchestratord_client.tasks import (
-    DEFAULT_CTX,
-    DEFAULT_DEADLINE_MS,
-    DEFAULT_MAX_TOKENS,
-    completion,
-)
-from orchestratord_server.generated.models import (
+from orchestratord_client.generated.models import (
     EndEvent,
     Engine,
     ErrorEvent,
@@ -50,6 +43,15 @@ from orchestratord_server.generated.models import (
     Priority,
     ReplicaSet,
     TokenEvent,
+)
+from orchestratord_client.protocol import DEFAULT_URL, KEY_ENV, URL_ENV, base_url
+from orchestratord_client.retry import retrying
+from orchestratord_client.sse import TERMINAL, StreamEvent
+from orchestratord_client.tasks import (
+    DEFAULT_CTX,
+    DEFAULT_DEADLINE_MS,
+    DEFAULT_MAX_TOKENS,
+    completion,
 )
 
 EXIT_OK = 0
@@ -130,6 +132,28 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     status.add_argument("--json", action="store_true")
 
     add("metrics", _metrics, "print the Prometheus metrics")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the light distribution's `orchestratord` command (no `serve`)."""
+    parser = argparse.ArgumentParser(
+        prog="orchestratord",
+        description="Talk to an orchestratord daemon (this install has the client only).",
+    )
+    parser.add_argument("--version", action="version", version=_version())
+    add_commands(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(argv)
+    if not is_client_command(args):
+        parser.print_help()
+        return EXIT_CLIENT
+    return run(args)
+
+
+def _version() -> str:
+    for distribution in ("orchestratord-client", "orchestratord"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            return f"orchestratord client {metadata.version(distribution)}"
+    return "orchestratord client (version unknown)"
 
 
 def is_client_command(args: argparse.Namespace) -> bool:

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 from pydantic import ValidationError
 
-from orchestratord_server.generated.models import ErrorEnvelope, ErrorKind
+from orchestratord_client.generated.models import ErrorEnvelope, ErrorKind
 
 
 class OrchestratordError(Exception):

@@ -18,7 +18,7 @@ import httpx
 from pydantic import BaseModel
 
 from orchestratord_client.errors import error_for
-from orchestratord_server.generated.operations import OPERATIONS, Operation
+from orchestratord_client.generated.operations import OPERATIONS, Operation
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 URL_ENV = "ORCHD_URL"

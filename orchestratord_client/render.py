@@ -8,8 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from orchestratord_client.generated.models import PoolHealth, Readiness, ReplicaSet, SessionInfo
 from orchestratord_client.sse import StreamEvent, event_name
-from orchestratord_server.generated.models import PoolHealth, Readiness, ReplicaSet, SessionInfo
 
 MISSING = "-"
 

@@ -2,13 +2,16 @@
 
 `retrying(lambda: client.submit(request))` calls again after a 429 or 503 whose envelope
 says `retriable`, sleeping the refusal's `backoff_ms` (ORCH-2007, ORCH-3025); without a
-hint it backs off exponentially. Any other error, or the last refusal once `attempts`
-calls were made, is raised. `retrying_async` does the same for coroutines.
+hint it backs off exponentially. Each wait is stretched by a random share of up to
+`jitter` (25 % by default, never shorter than the daemon asked), so clients refused
+together do not all come back in the same instant. Any other error, or the last refusal
+once `attempts` calls were made, is raised. `retrying_async` does the same for coroutines.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -24,19 +27,33 @@ DEFAULT_MAX_WAIT_S = 30.0
 FALLBACK_WAIT_S = 0.5
 #: Shortest wait, so a hint of 0 ms does not turn into a busy loop.
 MIN_WAIT_S = 0.01
+#: Largest random stretch of a wait, as a share of it.
+DEFAULT_JITTER = 0.25
+
+_random = random.Random()
 
 OnRetry = Callable[[Backpressure, float], None]
 
 
-def wait_for(refusal: Backpressure, attempt: int, max_wait_s: float) -> float:
-    """Seconds to wait after the `attempt`-th refusal (1-based)."""
+def wait_for(
+    refusal: Backpressure,
+    attempt: int,
+    max_wait_s: float,
+    jitter: float = DEFAULT_JITTER,
+    rng: random.Random | None = None,
+) -> float:
+    """Seconds to wait after the `attempt`-th refusal (1-based): the daemon's hint (or the
+    exponential fallback) stretched by a random share of up to `jitter`, within
+    `max_wait_s`."""
     if refusal.backoff_ms is not None:
         wait = refusal.backoff_ms / 1000
     elif refusal.retry_after is not None:
         wait = float(refusal.retry_after)
     else:
         wait = FALLBACK_WAIT_S * 2 ** (attempt - 1)
-    return min(max(wait, MIN_WAIT_S), max_wait_s)
+    wait = max(wait, MIN_WAIT_S)
+    stretched = wait * (1 + (rng or _random).uniform(0, jitter))
+    return min(stretched, max_wait_s)
 
 
 def _give_up(refusal: Backpressure, attempt: int, attempts: int) -> bool:
@@ -48,11 +65,13 @@ def retrying(
     *,
     attempts: int = DEFAULT_ATTEMPTS,
     max_wait_s: float = DEFAULT_MAX_WAIT_S,
+    jitter: float = DEFAULT_JITTER,
     on_retry: OnRetry | None = None,
 ) -> T:
     """`send()`, called up to `attempts` times while it is refused for backpressure.
 
-    `on_retry(refusal, wait_s)` is told before each wait.
+    `on_retry(refusal, wait_s)` is told before each wait; `jitter=0` waits exactly as
+    long as the daemon asked.
     """
     attempt = 0
     while True:
@@ -62,7 +81,7 @@ def retrying(
         except Backpressure as refusal:
             if _give_up(refusal, attempt, attempts):
                 raise
-            wait = wait_for(refusal, attempt, max_wait_s)
+            wait = wait_for(refusal, attempt, max_wait_s, jitter)
             if on_retry is not None:
                 on_retry(refusal, wait)
             time.sleep(wait)
@@ -73,6 +92,7 @@ async def retrying_async(
     *,
     attempts: int = DEFAULT_ATTEMPTS,
     max_wait_s: float = DEFAULT_MAX_WAIT_S,
+    jitter: float = DEFAULT_JITTER,
     on_retry: OnRetry | None = None,
 ) -> T:
     """`await send()`, retried like `retrying`."""
@@ -84,7 +104,7 @@ async def retrying_async(
         except Backpressure as refusal:
             if _give_up(refusal, attempt, attempts):
                 raise
-            wait = wait_for(refusal, attempt, max_wait_s)
+            wait = wait_for(refusal, attempt, max_wait_s, jitter)
             if on_retry is not None:
                 on_retry(refusal, wait)
             await asyncio.sleep(wait)

@@ -15,14 +15,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import cast
 
-from orchestratord_server.generated.models import (
+from orchestratord_client.generated.models import (
     EndEvent,
     ErrorEvent,
     MetricsEvent,
     StartedEvent,
     TokenEvent,
 )
-from orchestratord_server.generated.operations import OPERATIONS
+from orchestratord_client.generated.operations import OPERATIONS
 
 #: One event of a task stream, as the generated model of its name.
 StreamEvent = StartedEvent | TokenEvent | MetricsEvent | EndEvent | ErrorEvent

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from orchestratord_server.generated.models import Engine, Priority, TaskRequest, Workload
+from orchestratord_client.generated.models import Engine, Priority, TaskRequest, Workload
 
 DEFAULT_MAX_TOKENS = 128
 DEFAULT_CTX = 1024

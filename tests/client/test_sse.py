@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from orchestratord_client.generated.models import EndEvent, MetricsEvent, StartedEvent, TokenEvent
 from orchestratord_client.sse import EventReader, RawEvent, SseDecoder
-from orchestratord_server.generated.models import EndEvent, MetricsEvent, StartedEvent, TokenEvent
 
 
 def feed(decoder: SseDecoder, text: str) -> list[RawEvent]:

@@ -3,7 +3,9 @@ every layer uses those very classes (ORCH-2006, ORCH-2008).
 
 The generated models re-export the vocabulary's classes (the same objects, not copies),
 the config and the adapters are typed with them, and no module of the project defines an
-enum with the values of a contract enum of its own.
+enum with the values of a contract enum of its own. The client, which installs without
+the core, has exactly one generated copy (`orchestratord_client.generated.vocabulary`)
+that agrees with the core's, and its models use that copy.
 """
 
 from __future__ import annotations
@@ -20,18 +22,26 @@ import orchestrator_core
 import orchestratord_client
 import orchestratord_server
 from orchestrator_core import vocabulary
+from orchestratord_client.generated import models as client_models
+from orchestratord_client.generated import vocabulary as client_vocabulary
 from orchestratord_server import config
 from orchestratord_server.adapters.base import EngineAdapter, EngineError, FinalChunk
 from orchestratord_server.errors import RETRIABLE
 from orchestratord_server.generated import models
 
-CONTRACT_ENUMS = [
-    value
-    for value in vars(vocabulary).values()
-    if inspect.isclass(value)
-    and issubclass(value, enum.Enum)
-    and value.__module__ == vocabulary.__name__
-]
+
+def _enums_of(module: ModuleType) -> list[type[enum.Enum]]:
+    return [
+        value
+        for value in vars(module).values()
+        if inspect.isclass(value)
+        and issubclass(value, enum.Enum)
+        and value.__module__ == module.__name__
+    ]
+
+
+CONTRACT_ENUMS = _enums_of(vocabulary)
+CLIENT_ENUMS = _enums_of(client_vocabulary)
 
 
 def _modules(package: ModuleType) -> list[ModuleType]:
@@ -61,14 +71,27 @@ def test_the_models_use_the_vocabulary_itself(kind: type[enum.Enum]) -> None:
     assert getattr(models, kind.__name__) is kind
 
 
+def test_the_clients_copy_agrees_with_the_vocabulary_and_its_models_use_it() -> None:
+    assert {e.__name__: [(m.name, m.value) for m in e] for e in CLIENT_ENUMS} == {
+        e.__name__: [(m.name, m.value) for m in e] for e in CONTRACT_ENUMS
+    }
+    for kind in CLIENT_ENUMS:
+        assert getattr(client_models, kind.__name__) is kind
+
+
 def test_no_layer_keeps_a_copy_of_a_contract_enum() -> None:
     contract_values = {frozenset(m.value for m in e): e for e in CONTRACT_ENUMS}
-    for package in (orchestrator_core, orchestratord_server, orchestratord_client):
+    layers = (
+        (orchestrator_core, CONTRACT_ENUMS),
+        (orchestratord_server, CONTRACT_ENUMS),
+        (orchestratord_client, CLIENT_ENUMS),
+    )
+    for package, vocabulary_enums in layers:
         for module in _modules(package):
             for value in vars(module).values():
                 if not (inspect.isclass(value) and issubclass(value, enum.Enum)):
                     continue
-                if value.__module__ != module.__name__ or value in CONTRACT_ENUMS:
+                if value.__module__ != module.__name__ or value in vocabulary_enums:
                     continue
                 values = frozenset(m.value for m in value)
                 assert values not in contract_values, (
