@@ -26,6 +26,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 
+from orchestratord_server.access_log import AccessLog
 from orchestratord_server.auth import (
     CredentialsGuard,
     KeyRing,
@@ -123,8 +124,11 @@ def build_app(state: ServerState) -> AsyncApp:
     )
     if state.key_rings:
         app.add_middleware(CredentialsGuard, position=MiddlewarePosition.BEFORE_SECURITY)
+    if config.server.access_log:
+        # Inside the server-error layer only, so error answers and CORS preflights count.
+        app.add_middleware(AccessLog, position=MiddlewarePosition.BEFORE_EXCEPTION)
     if config.server.cors_origins:
-        # Outermost, so preflights and error answers carry the CORS headers too.
+        # Outside the error handlers, so preflights and error answers carry the CORS headers.
         app.add_middleware(
             CORSMiddleware,
             position=MiddlewarePosition.BEFORE_EXCEPTION,

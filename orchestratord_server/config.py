@@ -60,10 +60,15 @@ class DeviceKind(StrEnum):
 
 
 class LogFormat(StrEnum):
-    """How log records are written (ORCH-3027): JSON lines, or text for a terminal."""
+    """How log records are written (ORCH-3027): JSON lines, text for a terminal, or
+    `auto`: text when standard error is a terminal, JSON lines otherwise."""
 
+    auto = "auto"
     json = "json"
     text = "text"
+
+
+LogLevel = Literal["debug", "info", "warning", "error"]
 
 
 class ConfigMode(StrEnum):
@@ -130,8 +135,25 @@ class ServerConfig(_Strict):
 
     host: str = Field("127.0.0.1", description="Bind address.")
     port: int = Field(8080, ge=0, le=65535, description="Bind port; 0 picks a free one.")
-    log_format: LogFormat = LogFormat.json
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: LogFormat = Field(
+        LogFormat.auto,
+        description=(
+            "Log records on standard error: json (one object per line), text, or auto "
+            "(text when standard error is a terminal, json otherwise). The --log-format "
+            "flag and ORCHD_LOG_FORMAT override it."
+        ),
+    )
+    log_level: LogLevel = Field(
+        "info",
+        description="Least severe level logged; --log-level and ORCHD_LOG_LEVEL override it.",
+    )
+    access_log: bool = Field(
+        False,
+        description=(
+            "Log one http.request record per HTTP request (method, route template, status, "
+            "duration, client id); --access-log turns it on too."
+        ),
+    )
     max_body_bytes: int = Field(
         1_048_576, ge=1024, description="Largest accepted request body, in bytes."
     )
@@ -734,7 +756,6 @@ def embedded_default() -> Config:
     return Config.model_validate(
         {
             "allow_cpu_pools": True,
-            "server": {"log_format": "text"},
             "pools": [
                 {
                     "id": "smollm2-cpu",

@@ -1,10 +1,15 @@
 """Structured logs: one JSON object per line, carrying the ORCH-3027 fields.
 
-Every record has `ts`, `level`, `logger`, `event` (a stable dotted name such as
-`task.admitted` or `pool.ready`) and `message` (for people), then its fields. Task events
-are logged with `task_event(event, message, fields)`; they always carry every ORCH-3027
-key (job_id, session_id, client_id, engine, pool_id, replica_id, model_id, quant, ctx,
-tensor_split, engine_version, sampler_profile_version, kv_warmth, queue_time_ms,
+Every record has `ts` (RFC 3339 in UTC, milliseconds), `level`, `logger`, `event` (a
+stable dotted name such as `task.admitted` or `pool.ready`) and `message` (for people),
+then its fields. The `text` format writes the same record on one line for a terminal:
+the UTC timestamp, level, event and message, then key=value fields. `auto` picks text
+when standard error is a terminal and JSON lines otherwise; `log_settings` applies the
+precedence flag > environment (`ORCHD_LOG_FORMAT`, `ORCHD_LOG_LEVEL`) > config file.
+
+Task events are logged with `task_event(event, message, fields)`; they always carry every
+ORCH-3027 key (job_id, session_id, client_id, engine, pool_id, replica_id, model_id, quant,
+ctx, tensor_split, engine_version, sampler_profile_version, kv_warmth, queue_time_ms,
 decode_time_ms, tokens_in, tokens_out, eviction_events, oom_events, driver_reset_events),
 null where not known yet, plus admission's queue_position and predicted_start_ms
 (ORCH-3029). Other events use `log_event`. Prompts, token text and API keys are never
@@ -17,12 +22,17 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TextIO, TypeVar, get_args
 
-from orchestratord_server.config import LogFormat
+from orchestratord_server.config import LogFormat, LogLevel, ServerConfig
 
 TASK_LOGGER = "orchestratord.task"
+FORMAT_ENV = "ORCHD_LOG_FORMAT"
+LEVEL_ENV = "ORCHD_LOG_LEVEL"
+LOG_LEVELS: tuple[LogLevel, ...] = get_args(LogLevel)
+
+_Choice = TypeVar("_Choice", bound=str)
 
 #: Every field ORCH-3027 requires of a task log record, in a stable order.
 TASK_FIELDS: tuple[str, ...] = (
@@ -51,13 +61,24 @@ TASK_FIELDS: tuple[str, ...] = (
 _task_log = logging.getLogger(TASK_LOGGER)
 
 
-class JsonLineFormatter(logging.Formatter):
+class LogSettingError(ValueError):
+    """An environment variable names a log format or level that does not exist."""
+
+
+class _UtcFormatter(logging.Formatter):
+    """`formatTime` as RFC 3339 in UTC with milliseconds: 2025-01-31T09:15:02.048Z."""
+
+    converter = staticmethod(time.gmtime)
+    default_time_format = "%Y-%m-%dT%H:%M:%S"
+    default_msec_format = "%s.%03dZ"
+
+
+class JsonLineFormatter(_UtcFormatter):
     """Format a record as one JSON object: ts, level, logger, event, then its fields."""
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "ts": self.formatTime(record),
             "level": record.levelname.lower(),
             "logger": record.name,
             "event": getattr(record, "event", record.name),
@@ -71,24 +92,62 @@ class JsonLineFormatter(logging.Formatter):
         return json.dumps(line, separators=(",", ":"), default=str)
 
 
-class TextFormatter(logging.Formatter):
-    """Human-readable lines for a terminal: the event, then key=value fields."""
+class TextFormatter(_UtcFormatter):
+    """Human-readable lines for a terminal: UTC time, level, event, then key=value fields."""
 
     def format(self, record: logging.LogRecord) -> str:
         fields = getattr(record, "fields", None) or {}
         tail = " ".join(f"{k}={v}" for k, v in fields.items() if v is not None)
         event = getattr(record, "event", record.name)
-        text = f"{record.levelname.lower():7} {event}: {record.getMessage()}"
+        text = (
+            f"{self.formatTime(record)} {record.levelname.lower():7} {event}: {record.getMessage()}"
+        )
         text = f"{text} {tail}" if tail else text
         if record.exc_info:
             text += "\n" + self.formatException(record.exc_info)
         return text
 
 
+def _from_env(environ: Mapping[str, str], name: str, choices: Sequence[_Choice]) -> _Choice | None:
+    """The choice `environ[name]` names (any case), None when unset or empty."""
+    value = environ.get(name, "").strip().lower()
+    if not value:
+        return None
+    for choice in choices:
+        if choice == value:
+            return choice
+    raise LogSettingError(f"{name}={environ[name]!r} is not one of {', '.join(map(str, choices))}")
+
+
+def log_settings(
+    server: ServerConfig,
+    environ: Mapping[str, str],
+    log_format: LogFormat | None = None,
+    log_level: LogLevel | None = None,
+) -> tuple[LogFormat, LogLevel]:
+    """The log format and level to run with: the flag's value, else the environment's,
+    else the config file's. Raises LogSettingError for an unknown value in the
+    environment, even when a flag overrides it."""
+    env_format = _from_env(environ, FORMAT_ENV, tuple(LogFormat))
+    env_level = _from_env(environ, LEVEL_ENV, LOG_LEVELS)
+    return (
+        log_format or env_format or server.log_format,
+        log_level or env_level or server.log_level,
+    )
+
+
+def resolve_format(log_format: LogFormat, stream: TextIO) -> LogFormat:
+    """`json` or `text` for `stream`: `auto` is text on a terminal, JSON lines otherwise."""
+    if log_format is not LogFormat.auto:
+        return log_format
+    return LogFormat.text if stream.isatty() else LogFormat.json
+
+
 def configure_logging(log_format: LogFormat, level: str) -> None:
-    """Send the daemon's logs to stderr in the configured format."""
+    """Send the daemon's logs to stderr in the given format (`auto` decided here)."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonLineFormatter() if log_format is LogFormat.json else TextFormatter())
+    chosen = resolve_format(log_format, sys.stderr)
+    handler.setFormatter(JsonLineFormatter() if chosen is LogFormat.json else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

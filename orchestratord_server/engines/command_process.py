@@ -2,8 +2,9 @@
 
 Any engine (vLLM, Triton, a llama.cpp binary) can be supervised this way: the replica's
 ``command`` runs in its own process group with the daemon's environment plus the
-replica's ``env``; its output is kept as a tail for error messages and logged at debug
-level. Readiness is not this module's business: the replica's adapter polls the engine's
+replica's ``env``; its output is kept as a tail for error messages and each line is
+logged as an ``engine.output`` record (:mod:`~orchestratord_server.engines.output`).
+Readiness is not this module's business: the replica's adapter polls the engine's
 health. Stopping sends SIGTERM to the whole group (engines spawn workers), then SIGKILL
 after a grace period, so no engine process outlives its replica. On Linux the direct child
 is also told to exit if the daemon dies without stopping it.
@@ -15,6 +16,7 @@ import asyncio
 import collections
 import contextlib
 import ctypes
+import functools
 import logging
 import os
 import signal
@@ -24,6 +26,8 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from typing import IO
+
+from orchestratord_server.engines.output import NOT_A_REPLICA, EngineOutput, Stream, read_lines
 
 log = logging.getLogger("orchestratord.engines.command")
 
@@ -43,15 +47,22 @@ def _die_with_parent() -> None:
 
 
 class CommandProcess:
-    """One engine process started from ``argv``: ``start()``, ``stop()``, ``running``."""
+    """One engine process started from ``argv``: ``start()``, ``stop()``, ``running``; its
+    output is logged as coming from ``output``'s pool and replica."""
 
     def __init__(
-        self, argv: Sequence[str], env: Mapping[str, str], name: str, stop_grace_s: float = 10.0
+        self,
+        argv: Sequence[str],
+        env: Mapping[str, str],
+        name: str,
+        stop_grace_s: float = 10.0,
+        output: EngineOutput = NOT_A_REPLICA,
     ) -> None:
         self.argv = tuple(argv)
         self.env = dict(env)
         self.name = name
         self.stop_grace_s = stop_grace_s
+        self.output = output
         self._popen: subprocess.Popen[bytes] | None = None
         self._tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
         self._threads: list[threading.Thread] = []
@@ -88,28 +99,31 @@ class CommandProcess:
             self.argv,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
+            stderr=subprocess.PIPE,
             env={**os.environ, **self.env},
             start_new_session=True,
             preexec_fn=_die_with_parent,
         )
-        assert self._popen.stdout is not None
-        thread = threading.Thread(
-            target=self._pump,
-            args=(self._popen.stdout,),
-            name=f"engine-{self.name}-{self._popen.pid}",
-            daemon=True,
+        streams: tuple[tuple[Stream, IO[bytes] | None], ...] = (
+            ("stdout", self._popen.stdout),
+            ("stderr", self._popen.stderr),
         )
-        thread.start()
-        self._threads = [thread]
+        self._threads = []
+        for stream, pipe in streams:
+            assert pipe is not None
+            thread = threading.Thread(
+                target=read_lines,
+                args=(pipe, functools.partial(self._take, stream)),
+                name=f"engine-{self.name}-{stream}-{self._popen.pid}",
+                daemon=True,
+            )
+            thread.start()
+            self._threads.append(thread)
         log.info("engine %s started: pid %s", self.name, self._popen.pid)
 
-    def _pump(self, stream: IO[bytes]) -> None:
-        with stream:
-            for raw in stream:
-                line = raw.decode("utf-8", "replace").rstrip("\r\n")
-                self._tail.append(line)
-                log.debug("%s: %s", self.name, line)
+    def _take(self, stream: Stream, line: str) -> None:
+        self._tail.append(line)
+        self.output.log(stream, line)
 
     async def stop(self) -> int | None:
         """SIGTERM the process group, SIGKILL it after the grace period; the exit status."""

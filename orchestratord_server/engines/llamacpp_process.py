@@ -5,6 +5,8 @@
 free port, with the metrics, slots and props endpoints on, waits until ``/health`` is
 ok, and stops it with SIGTERM, then SIGKILL after a grace period. If the process dies or
 stays silent during start-up, :class:`EngineStartError` carries the tail of its stderr.
+Every line the engine writes, but for the runner's ready line, is logged as an
+``engine.output`` record (:mod:`~orchestratord_server.engines.output`).
 
 The object holds no event-loop resources between calls (the child is a plain
 ``subprocess.Popen`` whose output is drained by two daemon threads), so a supervisor can
@@ -33,6 +35,7 @@ from typing import IO
 import aiohttp
 
 import orchestratord_server
+from orchestratord_server.engines.output import NOT_A_REPLICA, EngineOutput, read_lines
 
 log = logging.getLogger("orchestratord.engines.llamacpp")
 
@@ -118,10 +121,12 @@ def _child_env() -> dict[str, str]:
 
 
 class LlamaCppProcess:
-    """One llama.cpp server process: ``await start()``, ``await stop()``."""
+    """One llama.cpp server process: ``await start()``, ``await stop()``; its output is
+    logged as coming from ``output``'s pool and replica."""
 
-    def __init__(self, config: LlamaCppServerConfig) -> None:
+    def __init__(self, config: LlamaCppServerConfig, output: EngineOutput = NOT_A_REPLICA) -> None:
         self.config = config
+        self.output = output
         self._popen: subprocess.Popen[bytes] | None = None
         self._threads: list[threading.Thread] = []
         self._tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
@@ -188,28 +193,31 @@ class LlamaCppProcess:
     def _drain(self, stream: IO[bytes] | None, handle: _LineHandler, name: str) -> None:
         assert stream is not None
         thread = threading.Thread(
-            target=_pump, args=(stream, handle), name=f"llamacpp-{name}-{self.pid}", daemon=True
+            target=read_lines,
+            args=(stream, handle),
+            name=f"llamacpp-{name}-{self.pid}",
+            daemon=True,
         )
         thread.start()
         self._threads.append(thread)
 
     def _read_stdout(self, line: str) -> None:
-        if self._ready.is_set():
-            self._tail.append(line)
-            return
-        try:
-            message = json.loads(line)
-        except ValueError:
-            message = None
-        if isinstance(message, dict) and message.get("event") == "ready":
-            self._url = str(message["url"])
-            self._engine_version = str(message["engine_version"])
-            self._ready.set()
-        else:
-            self._tail.append(line)
+        if not self._ready.is_set():
+            try:
+                message = json.loads(line)
+            except ValueError:
+                message = None
+            if isinstance(message, dict) and message.get("event") == "ready":
+                self._url = str(message["url"])
+                self._engine_version = str(message["engine_version"])
+                self._ready.set()
+                return
+        self._tail.append(line)
+        self.output.log("stdout", line)
 
     def _read_stderr(self, line: str) -> None:
         self._tail.append(line)
+        self.output.log("stderr", line)
 
     def _failure(self, what: str) -> EngineStartError:
         return EngineStartError(
@@ -279,9 +287,3 @@ class LlamaCppProcess:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
-
-
-def _pump(stream: IO[bytes], handle: _LineHandler) -> None:
-    with stream:
-        for raw in stream:
-            handle(raw.decode("utf-8", "replace").rstrip("\r\n"))

@@ -46,6 +46,7 @@ from orchestratord_server.engines.llamacpp_process import (
     LlamaCppServerConfig,
     split_text,
 )
+from orchestratord_server.engines.output import EngineOutput
 from orchestratord_server.logs import log_event
 from orchestratord_server.model_catalog import ResolvedModel
 from orchestratord_server.runtime.headroom import (
@@ -270,7 +271,9 @@ class ReplicaHandle:
                 PreloadOutcome.ENGINE_START_FAILED,
                 f"{self.label}: no model file to launch llama.cpp with",
             )
-        self.launched = LlamaCppProcess(self.launch_config(launch, model_path))
+        self.launched = LlamaCppProcess(
+            self.launch_config(launch, model_path), EngineOutput(self.pool_id, self.replica_id)
+        )
         try:
             await self.launched.start()
         except EngineStartError as exc:
@@ -311,7 +314,11 @@ class ReplicaHandle:
     async def _start_command(self, argv: tuple[str, ...]) -> None:
         if self.command is not None and self.command.running:
             return
-        self.command = CommandProcess(*self.command_line(argv), self.label)
+        self.command = CommandProcess(
+            *self.command_line(argv),
+            self.label,
+            output=EngineOutput(self.pool_id, self.replica_id),
+        )
         try:
             self.command.start()
         except OSError as exc:

@@ -4,6 +4,7 @@ that process dies under a running stream (WORKER_RESET)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import socket
@@ -21,6 +22,7 @@ from orchestratord_server.engines.llamacpp_process import (
     LlamaCppProcess,
     LlamaCppServerConfig,
 )
+from orchestratord_server.engines.output import EngineOutput
 from tests.support.llamacpp import TEST_THREADS, adapter_for, llamacpp_server
 
 pytestmark = pytest.mark.integration
@@ -74,6 +76,28 @@ def test_unloadable_model_fails_start_with_the_engine_stderr(tmp_path: Path) -> 
     assert "failed to load model" in message  # llama.cpp's own words, from stderr
     assert "cannot start llama.cpp server" in message  # the runner's last words
     assert process.returncode == 2
+
+
+def test_engine_output_is_logged_under_engine_to_its_last_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each line the engine writes is an `engine.output` record naming its pool and
+    replica; the last words of an engine that dies are not lost."""
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"GGUF" + os.urandom(256))
+    process = LlamaCppProcess(config(broken), EngineOutput("pool-a", "r1"))
+    with caplog.at_level(logging.INFO, logger="engine"), pytest.raises(EngineStartError):
+        asyncio.run(process.start())
+    lines = [
+        (r.getMessage(), r.fields)  # type: ignore[attr-defined]
+        for r in caplog.records
+        if r.name == "engine" and getattr(r, "event", None) == "engine.output"
+    ]
+    assert lines, "no engine output was logged"
+    assert all((fields["pool_id"], fields["replica_id"]) == ("pool-a", "r1") for _, fields in lines)
+    last_message, last_fields = lines[-1]
+    assert "cannot start llama.cpp server" in last_message
+    assert last_fields["stream"] == "stderr"
 
 
 def test_missing_model_fails_before_spawning(tmp_path: Path) -> None:

@@ -27,7 +27,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -572,14 +572,27 @@ def process_alive(pid: int, marker: str) -> bool:
 
 
 ENGINE_MARKER = "xllamacpp_runner"
+#: Variables of the test's environment a daemon does not inherit: its keys and log
+#: settings come from its config (and the ``env`` a test gives it).
+DAEMON_ENV_UNSET = frozenset({"ORCHD_API_KEY", "ORCHD_LOG_FORMAT", "ORCHD_LOG_LEVEL"})
 
 
 class Daemon:
-    """One ``orchestratord serve --config FILE`` subprocess."""
+    """One ``orchestratord serve --config FILE`` subprocess, with ``args`` after it and
+    ``env`` added to the test's environment."""
 
-    def __init__(self, workdir: Path, config: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        config: dict[str, Any],
+        *,
+        args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.workdir = workdir
         self.config = config
+        self.args = tuple(args)
+        self.env = dict(env or {})
         self.port = int(config["server"]["port"])
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.config_path = workdir / "config.yaml"
@@ -599,11 +612,18 @@ class Daemon:
         """Spawn the daemon; wait for /readyz 200 (or only /livez with ``wait_ready=False``)."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(yaml.safe_dump(self.config), encoding="utf-8")
-        env = {k: v for k, v in os.environ.items() if k != "ORCHD_API_KEY"}
+        inherited = {k: v for k, v in os.environ.items() if k not in DAEMON_ENV_UNSET}
+        env = inherited | self.env
         began = time.monotonic()
         with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
             self.process = subprocess.Popen(
-                [*orchestratord_command(), "serve", "--config", str(self.config_path)],
+                [
+                    *orchestratord_command(),
+                    "serve",
+                    "--config",
+                    str(self.config_path),
+                    *self.args,
+                ],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=err,
@@ -752,10 +772,15 @@ def wait_engine_idle(daemon: Daemon, timeout: float = 15.0) -> None:
 
 @contextlib.contextmanager
 def running_daemon(
-    workdir: Path, config: dict[str, Any], *, wait_ready: bool = True
+    workdir: Path,
+    config: dict[str, Any],
+    *,
+    wait_ready: bool = True,
+    args: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
 ) -> Iterator[Daemon]:
     """A started daemon; on exit it is stopped and checked to leave nothing behind."""
-    daemon = Daemon(workdir, config)
+    daemon = Daemon(workdir, config, args=args, env=env)
     daemon.start(wait_ready=wait_ready)
     try:
         yield daemon

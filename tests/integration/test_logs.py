@@ -2,13 +2,15 @@
 
 The main daemon logs JSON lines on stderr. A task's admission, start and end each carry
 every ORCH-3027 field; admission also carries queue_position and predicted_start_ms. No
-prompt, generated text or API key is ever written.
+prompt, generated text or API key is ever written. The output of the engine it starts is
+logged too; requests are not (the access log is opt-in).
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -161,3 +163,25 @@ def test_orch_3049_every_replica_passed_its_self_test_before_ready(logged: Logge
     assert events.index("pool.selftest") < events.index("pool.ready")
     metrics = logged.daemon.client().metrics()
     assert metrics.total("preload_outcomes_total", pool_id=POOL_ID, outcome="success") >= 1
+
+
+def test_orch_3027_engine_output_is_logged_under_engine_with_its_pool_and_replica(
+    logged: Logged,
+) -> None:
+    """The llama.cpp server the daemon starts: each line it writes is an engine.output
+    record of logger `engine` naming the pool, the replica and the stream."""
+    records = [r for r in logged.daemon.log_records() if r["logger"] == "engine"]
+    assert records, "no engine output in the daemon's log"
+    assert {r["event"] for r in records} == {"engine.output"}
+    assert {(r["pool_id"], r["replica_id"]) for r in records} == {(POOL_ID, "r0")}
+    assert {r["stream"] for r in records} <= {"stdout", "stderr"}
+    model_file = Path(logged.daemon.config["pools"][0]["replicas"][0]["launch"]["model_path"])
+    assert any(model_file.name in r["message"] for r in records), "the engine's loading line"
+
+
+def test_access_log_is_off_by_default(logged: Logged) -> None:
+    """Without server.access_log or --access-log no request is logged."""
+    assert logged.daemon.client().get("/readyz", key=None).status_code == 200
+    events = {r["event"] for r in logged.daemon.log_records()}
+    assert "http.request" not in events
+    assert "access_log" not in logged.daemon.config["server"]
