@@ -3,8 +3,11 @@
 Names, types, label sets, help texts and histogram buckets all come from
 `contracts/metrics.yaml` (served from its generated JSON copy), so `/metrics` cannot
 drift from the contract. Handlers and the runtime reach a family by its exposed name:
-`metrics["tasks_enqueued_total"].labels(...).inc()`. Labels never carry task, session or
-client ids or prompt text.
+`metrics["tasks_enqueued_total"].labels(...).inc()`. A histogram takes the bucket list of
+the unit its name ends with (`histogram_buckets_ms`, `histogram_buckets_seconds`).
+Families marked `source: scrape` are not registered here: a collector computes them from
+the core's views at each scrape (`orchestratord_server.runtime.collector`). Labels never
+carry task, session or client ids or prompt text.
 """
 
 from __future__ import annotations
@@ -31,9 +34,10 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         contract = metrics_contract()
-        buckets = [float(b) for b in contract["histogram_buckets_ms"]]
         self._families: dict[str, MetricWrapperBase] = {}
         for entry in contract["metrics"]:
+            if entry.get("source") == "scrape":
+                continue
             name, labels, help_text = entry["name"], entry["labels"], entry["help"]
             family: MetricWrapperBase
             if entry["type"] == "counter":
@@ -41,6 +45,8 @@ class Metrics:
             elif entry["type"] == "gauge":
                 family = Gauge(name, help_text, labels, registry=registry)
             else:
+                unit = name.rsplit("_", 1)[-1]
+                buckets = [float(b) for b in contract[f"histogram_buckets_{unit}"]]
                 family = Histogram(name, help_text, labels, buckets=buckets, registry=registry)
             self._families[name] = family
 

@@ -2,7 +2,8 @@
 
 One method per decision, called by the runtime as it carries the decision out, so the
 counters a client can check (admitted, started, canceled by reason, rejected by code,
-tokens) and the log records never disagree about what happened. Pool and replica life
+tokens, every terminal outcome once, refusals by pool), the queue-wait and task-duration
+histograms and the log records never disagree about what happened. Pool and replica life
 cycle moves (`PoolChanged`, `ReplicaChanged`) become the operator's log records:
 `pool.ready`, `pool.unready`, `pool.preload`, `replica.restart`, `replica.driver_reset`,
 `pool.reload`, `pool.drain`.
@@ -40,6 +41,10 @@ UNKNOWN_VERSION = "unknown"
 #: Failures that are evictions from a full queue (ORCH-3005): logged as task.evicted.
 EVICTIONS = frozenset({ErrorKind.QUEUE_FULL_DROP_LRU, ErrorKind.ADMISSION_REJECT})
 _RELOAD_PHASES = (PoolPhase.RELOADING, PoolPhase.LOADING, PoolPhase.ROLLING_BACK)
+#: The `code` of a task that finished (`orchestratord_tasks_completed_total`).
+FINISHED_CODE = "ok"
+#: The `pool_id` of a refusal that came before a pool was chosen.
+NO_POOL = ""
 
 
 class Recorder:
@@ -80,6 +85,9 @@ class Recorder:
     def refused(self, request: TaskRequest, decision: Refused) -> None:
         engine = request.engine.value
         self._metrics["tasks_rejected_total"].labels(engine, decision.kind.value).inc()
+        self._metrics["orchestratord_admission_refusals_total"].labels(
+            engine, decision.pool_id or NO_POOL, decision.kind.value
+        ).inc()
         if decision.policy is not None:
             self.backpressure(engine, decision.policy.value)
         task_event(
@@ -106,6 +114,9 @@ class Recorder:
             dispatch.replica_id,
             task.request.priority.value,
         ).inc()
+        self._metrics["orchestratord_queue_wait_seconds"].labels(
+            pool.engine.value, pool.id, task.request.priority.value
+        ).observe(dispatch.queue_time_ms / 1000)
         task_event(
             "task.dispatched",
             f"task dispatched to {pool.id}/{dispatch.replica_id}",
@@ -131,11 +142,23 @@ class Recorder:
         if figures.tokens_in:  # the engine's own count, once it reported one
             self._metrics["tokens_in_total"].labels(*labels).inc(figures.tokens_in)
 
+    def _completed(self, task: TaskContext, result: str, code: str, figures: TaskFigures) -> None:
+        """Count a terminal outcome once and observe the task's time from admission."""
+        pool, priority = task.pool, task.request.priority.value
+        engine = pool.engine.value
+        self._metrics["orchestratord_tasks_completed_total"].labels(
+            engine, pool.id, priority, result, code
+        ).inc()
+        self._metrics["orchestratord_task_duration_seconds"].labels(
+            engine, pool.id, priority, result
+        ).observe((figures.queue_time_ms + (figures.decode_ms or 0)) / 1000)
+
     def ended(self, task: TaskContext, outcome: TaskEnded) -> None:
         figures = outcome.figures
         engine, version, pool_id, _ = self._labels(task, outcome.replica_id)
         priority = task.request.priority.value
         self._tokens(task, outcome.replica_id, figures)
+        self._completed(task, "finished", FINISHED_CODE, figures)
         if figures.first_token_ms is not None:
             self._metrics["latency_first_token_ms"].labels(
                 engine, version, pool_id, priority
@@ -155,6 +178,7 @@ class Recorder:
         self._metrics["tasks_canceled_total"].labels(
             *self._labels(task, outcome.replica_id), reason
         ).inc()
+        self._completed(task, "canceled", reason, outcome.figures)
         task_event(
             "task.canceled",
             f"task canceled ({reason})",
@@ -172,6 +196,9 @@ class Recorder:
             self._metrics["tasks_failed_total"].labels(
                 *self._labels(task, outcome.replica_id), outcome.kind.value
             ).inc()
+        self._completed(
+            task, "evicted" if evicted else "failed", outcome.kind.value, outcome.figures
+        )
 
         def fields() -> dict[str, Any]:
             return task.log_fields(outcome.figures, outcome.failure_class) | {

@@ -9,7 +9,11 @@ end. :func:`check_scenario` then asserts, on the live daemon:
 - ``/metrics`` counters moved by exactly what the clients saw (ORCH-3028):
   ``tasks_enqueued_total`` by the admissions, ``tasks_started_total`` by the transcripts
   with a ``started`` event, ``tasks_canceled_total`` by those that ended canceled, and
-  ``tasks_rejected_total{reason}`` by the refusals plus the queue evictions,
+  ``tasks_rejected_total{reason}`` by the refusals plus the queue evictions; and the
+  operator families: ``orchestratord_tasks_completed_total{result, code}`` once per
+  admitted task by how it ended, ``orchestratord_admission_refusals_total{reason}`` by
+  the refusals, one task-duration observation per admitted task and one queue-wait
+  observation per dispatch,
 - every pool is idle: nothing running or queued, every slot free (ORCH-3017),
 - the daemon's open file descriptors are back within :data:`FD_SLACK` of the baseline
   taken after start-up.
@@ -158,6 +162,19 @@ def check_counters(before: Metrics, after: Metrics, ledger: Ledger) -> None:
     for code, count in rejected.items():
         assert delta("tasks_rejected_total", reason=code) == count, code
     assert delta("tasks_rejected_total") == sum(rejected.values())
+    completed = "orchestratord_tasks_completed_total"
+    assert delta(completed) == len(ledger.admitted)
+    assert delta(completed, result="finished", code="ok") == outcomes["ended"]
+    assert delta(completed, result="canceled") == outcomes["canceled"]
+    for code, count in ledger.error_codes().items():
+        result = "evicted" if code in EVICTION_CODES else "failed"
+        assert delta(completed, result=result, code=code) == count, code
+    refusals = "orchestratord_admission_refusals_total"
+    for code, count in ledger.refusals.items():
+        assert delta(refusals, reason=code) == count, code
+    assert delta(refusals) == sum(ledger.refusals.values())
+    assert delta("orchestratord_task_duration_seconds_count") == len(ledger.admitted)
+    assert delta("orchestratord_queue_wait_seconds_count") == ledger.started()
 
 
 def check_idle(client: Client, daemon: Daemon, fd_baseline: int) -> int:

@@ -12,6 +12,7 @@ import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 
 import httpx
@@ -310,6 +311,8 @@ class Scenario:
 
     before: Metrics
     after: Metrics
+    #: A scrape while the long task ran and the queue was full.
+    busy: Metrics | None = None
     admitted: int = 0
     refused: int = 0
     canceled: int = 0
@@ -349,6 +352,11 @@ def scenario(flood_daemon: Daemon) -> Scenario:
             assert client.submit(body).status_code == 429
             run.refused += 1
             run.ids |= {body["task_id"], body["session_id"]}
+        run.busy = wait_until(
+            lambda: (m := client.metrics()).total("orchestratord_pool_running_tasks") == 1 and m,
+            timeout=10,
+            what="the long task to run",
+        )
         cancel_running(long_a)
         for task_id in short:
             transcript = client.transcript(task_id)
@@ -385,6 +393,44 @@ def test_orch_3028_task_counters_match_what_the_client_saw(scenario: Scenario) -
     assert scenario.delta("tasks_rejected_total") == scenario.refused == 2
     assert scenario.delta("admission_backpressure_events_total", policy="reject") == 2
     assert scenario.after.total("queue_depth") == 0
+
+
+def test_orch_3028_operator_families_follow_what_the_client_saw(scenario: Scenario) -> None:
+    """ORCH-3028: every admitted task ends once in orchestratord_tasks_completed_total by
+    result and code; refusals are counted by pool and reason; each dispatch observes its
+    queue wait, each end its duration; the pool gauges show the slot busy, then free."""
+    completed = "orchestratord_tasks_completed_total"
+    assert scenario.delta(completed, result="finished", code="ok") == len(scenario.completed)
+    assert scenario.delta(completed, result="canceled", code="client") == scenario.canceled
+    assert scenario.delta(completed, pool_id=POOL_ID, engine=ENGINE) == scenario.admitted == 5
+    refusals = "orchestratord_admission_refusals_total"
+    assert scenario.delta(refusals, pool_id=POOL_ID, reason="ADMISSION_REJECT") == 2
+    assert scenario.delta(refusals) == scenario.refused
+    started = sum(1 for t in scenario.streamed if t.started is not None)
+    assert scenario.delta("orchestratord_queue_wait_seconds_count") == started
+    duration = "orchestratord_task_duration_seconds_count"
+    assert scenario.delta(duration, result="finished") == 2
+    assert scenario.delta(duration, result="canceled") == 3
+    # The two running tasks were canceled after streaming a few tokens: seconds, not ms.
+    assert scenario.delta("orchestratord_task_duration_seconds_sum", result="canceled") > 0
+    busy = scenario.busy
+    assert busy is not None
+    pool = {"pool_id": POOL_ID, "engine": ENGINE}
+    assert busy.total("orchestratord_pool_running_tasks", **pool) == 1
+    assert busy.total("orchestratord_pool_free_slots", **pool) == 0
+    assert busy.total("queue_depth", pool_id=POOL_ID) == CAPACITY
+    idle = scenario.after
+    assert idle.total("orchestratord_pool_running_tasks", **pool) == 0
+    assert idle.total("orchestratord_pool_free_slots", **pool) == SLOTS
+    assert idle.total("orchestratord_pool_slots", **pool) == SLOTS
+    assert idle.total("orchestratord_pool_queue_capacity", **pool) == CAPACITY
+    assert idle.total("orchestratord_pool_ready", **pool) == 1
+    replica = {"pool_id": POOL_ID, "replica_id": "r0"}
+    assert idle.total("orchestratord_replica_state", state="ready", **replica) == 1
+    assert idle.total("orchestratord_replica_state", **replica) == 1
+    assert idle.total("orchestratord_replica_breaker_state", state="closed", **replica) == 1
+    assert idle.total("orchestratord_build_info", version=metadata.version("orchestratord")) == 1
+    assert idle.total("process_resident_memory_bytes") > 0
 
 
 def test_latency_histograms_count_completed_tasks(scenario: Scenario) -> None:

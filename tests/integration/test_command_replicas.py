@@ -104,6 +104,7 @@ def test_orch_3038_a_command_engine_serves_and_is_restarted_when_killed(
     first = client.run(task_body(model_ref=FIRST, max_tokens=4))
     assert first.started is not None
     assert first.started["model_digest"] == file_digest(models[FIRST])
+    restarts = client.metrics().total("orchestratord_replica_restarts_total", replica_id="c0")
     pid = engine_pid(daemon)
     os.kill(pid, signal.SIGKILL)
     wait_until(lambda: not client.health()["ready"], timeout=10, what="the pool to go down")
@@ -111,6 +112,10 @@ def test_orch_3038_a_command_engine_serves_and_is_restarted_when_killed(
     replica = health["metrics"]["replicas"][0]
     assert replica["restarts"] >= 1
     assert replica["breaker"] == "closed"
+    metrics = client.metrics()
+    assert metrics.total("orchestratord_replica_restarts_total", replica_id="c0") == restarts + 1
+    info = "orchestratord_replica_info"
+    assert metrics.total(info, replica_id="c0", model_digest=file_digest(models[FIRST])) == 1
     assert engine_pid(daemon) != pid
     assert client.run(task_body(model_ref=FIRST, max_tokens=4)).terminal.event == "end"
 
@@ -162,6 +167,15 @@ def test_orch_3053_a_crashing_command_is_bounded_by_the_breaker(tmp_path: Path) 
         failures = client.metrics().total("preload_outcomes_total", outcome="engine_start_failed")
         assert failures == 4
         assert replica["last_preload_outcome"] == "engine_start_failed"
+        metrics = client.metrics()
+        c0 = {"pool_id": POOL_ID, "replica_id": "c0"}
+        breaker = "orchestratord_replica_breaker_state"
+        assert metrics.total(breaker, state="open", **c0) == 1
+        assert metrics.total(breaker, **c0) == 1  # one series per state, 1 for the current
+        assert metrics.total("orchestratord_replica_state", state="breaker_open", **c0) == 1
+        assert metrics.total("orchestratord_pool_ready", pool_id=POOL_ID) == 0
+        # Failed preloads are not restarts of a replica that served.
+        assert metrics.total("orchestratord_replica_restarts_total", **c0) == 0
 
 
 #: An engine wrapper that dies the way a GPU whose driver reset does: on SIGUSR1 it writes

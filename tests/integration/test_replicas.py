@@ -182,11 +182,13 @@ def test_killed_engine_resets_its_tasks_and_comes_back(
     counted as preload failures in /metrics, each retried after a backoff) r0 is reported
     not Ready, the pool stays Ready, r1's stream goes on and a new task runs on r1. With
     the file back, a later attempt starts a new engine process and r0, Ready again, takes
-    work."""
+    work. /metrics shows it too: the two tasks as failed with WORKER_RESET, one restart of
+    r0, r0 out of the ready state while the pool stays ready (ORCH-3028)."""
     killed = engine_pid(pair_daemon, "r0")
     survivor = engine_pid(pair_daemon, "r1")
     away = pair_model.with_name(pair_model.name + ".away")
-    failures = client.metrics().total(
+    before = client.metrics()
+    failures = before.total(
         "preload_outcomes_total", pool_id=POOL_ID, outcome="engine_start_failed"
     )
     with OpenStreams(client) as streams:
@@ -228,10 +230,23 @@ def test_killed_engine_resets_its_tasks_and_comes_back(
             assert health["metrics"]["slots_total"] == SLOTS
             assert replica_health(client, "r0")["ready"] is False
             assert replica_health(client, "r1")["ready"] is True
+            down = client.metrics()
+            assert down.total("orchestratord_replica_state", replica_id="r0", state="ready") == 0
+            assert down.total("orchestratord_replica_state", replica_id="r1", state="ready") == 1
+            assert down.total("orchestratord_pool_ready", pool_id=POOL_ID) == 1
+            assert down.total("orchestratord_pool_slots", pool_id=POOL_ID) == SLOTS
         finally:
             away.rename(pair_model)
 
     wait_replicas_ready(client, ("r0",))
+    after = client.metrics()
+    reset = {"result": "failed", "code": "WORKER_RESET"}
+    completed = "orchestratord_tasks_completed_total"
+    assert after.total(completed, **reset) - before.total(completed, **reset) == 2
+    restarts = "orchestratord_replica_restarts_total"
+    assert after.total(restarts, replica_id="r0") - before.total(restarts, replica_id="r0") == 1
+    assert after.total(restarts, replica_id="r1") == before.total(restarts, replica_id="r1")
+    assert after.total("orchestratord_replica_state", replica_id="r0", state="ready") == 1
     restarted = engine_pid(pair_daemon, "r0")
     assert restarted != killed
     assert engine_pid(pair_daemon, "r1") == survivor

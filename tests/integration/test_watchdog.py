@@ -48,7 +48,10 @@ def test_wall_timeout_fails_the_task_and_frees_the_slot(
     watched: Client, watchdog_daemon: Daemon
 ) -> None:
     """ORCH-3016: past wall_ms the task ends with error DECODE_TIMEOUT (wall), not
-    retriable; its tokens stay in the transcript; the slot is free again."""
+    retriable; its tokens stay in the transcript; the slot is free again. /metrics counts
+    it once as failed with code DECODE_TIMEOUT, with its duration (ORCH-3028)."""
+    failed = {"result": "failed", "code": "DECODE_TIMEOUT"}
+    before = watched.metrics()
     body = long_task_body()
     watched.admit(body)
     transcript = watched.transcript(body["task_id"])
@@ -60,6 +63,15 @@ def test_wall_timeout_fails_the_task_and_frees_the_slot(
     assert transcript.started is not None and transcript.tokens
     watched.wait_idle()
     wait_engine_idle(watchdog_daemon)
+    after = watched.metrics()
+
+    def delta(name: str, **labels: str) -> float:
+        return after.total(name, **labels) - before.total(name, **labels)
+
+    assert delta("orchestratord_tasks_completed_total", **failed) == 1
+    assert delta("orchestratord_tasks_completed_total") == 1
+    assert delta("orchestratord_task_duration_seconds_count", result="failed") == 1
+    assert delta("orchestratord_task_duration_seconds_sum", result="failed") >= WALL_MS / 1000
 
 
 def test_deadline_ms_bounds_a_running_task(watched: Client) -> None:

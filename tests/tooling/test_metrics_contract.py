@@ -38,6 +38,12 @@ def test_the_real_contract_renders_with_provenance() -> None:
         ({"name": "things"}, "ends in _total"),
         ({"type": "summary"}, "type must be one of"),
         ({"help": " "}, "help text is required"),
+        ({"name": "Things_total"}, "lower snake case"),
+        ({"name": "orchestratord_things"}, "ends in _total"),
+        ({"name": "orchestratord_things_total", "type": "gauge"}, "only a counter's name"),
+        ({"name": "orchestratord_things_ms_total"}, "base units"),
+        ({"source": "elsewhere"}, "source must be one of"),
+        ({"label_values": {"colour": ["red"]}}, "label_values for labels"),
     ],
 )
 def test_malformed_entries_are_refused(
@@ -58,3 +64,46 @@ def test_a_repeated_name_is_refused(tmp_path: Path) -> None:
     metrics.append(metrics[0])
     with pytest.raises(CodegenError, match="repeated"):
         metrics_contract.render(_repo_with(tmp_path, doc))
+
+
+@pytest.mark.parametrize(
+    ("name", "fragment"),
+    [
+        ("orchestratord_thing_latency", "ends in _seconds or _bytes"),
+        ("orchestratord_thing_latency_ms", "base units"),
+        ("orchestratord_thing_size_megabytes", "base units"),
+        ("orchestratord_thing_bytes", "no histogram_buckets_bytes"),
+        ("thing_latency_seconds", "no histogram_buckets_seconds"),
+    ],
+)
+def test_a_histogram_is_named_for_its_unit_and_has_buckets_for_it(
+    tmp_path: Path, name: str, fragment: str
+) -> None:
+    doc = _fixture()
+    metrics = doc["metrics"]
+    assert isinstance(metrics, list)
+    metrics[1] = {**metrics[1], "name": name}
+    with pytest.raises(CodegenError, match=fragment):
+        metrics_contract.render(_repo_with(tmp_path, doc))
+
+
+def test_prefixed_families_that_follow_the_naming_rules_render(tmp_path: Path) -> None:
+    """A `_seconds` histogram with its bucket list, a `_total` counter and a scrape-time
+    gauge; the spec's unprefixed `_ms` histogram keeps its name."""
+    doc = _fixture()
+    metrics = doc["metrics"]
+    assert isinstance(metrics, list)
+    doc["histogram_buckets_seconds"] = [0.001, 1, 600]
+    metrics += [
+        {**metrics[1], "name": "orchestratord_thing_duration_seconds"},
+        {**metrics[0], "name": "orchestratord_things_done_total"},
+        {**metrics[0], "name": "orchestratord_things", "type": "gauge", "source": "scrape"},
+    ]
+    rendered = json.loads(metrics_contract.render(_repo_with(tmp_path, doc)))
+    assert [m["name"] for m in rendered["metrics"]] == [
+        "things_total",
+        "thing_latency_ms",
+        "orchestratord_thing_duration_seconds",
+        "orchestratord_things_done_total",
+        "orchestratord_things",
+    ]
