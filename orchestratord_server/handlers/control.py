@@ -21,6 +21,8 @@ from orchestratord_server.generated.models import (
     DrainRequest,
     ErrorKind,
     FieldError,
+    GpuDevice,
+    GpuTelemetry,
     ListReplicaSetsResponse200,
     PoolAction,
     PoolActionAccepted,
@@ -72,13 +74,29 @@ class ControlPlane:
         return json_response(body, status=202)
 
     async def getPoolHealth(self, id: str) -> Response:
-        """Phase, live, ready, draining and load figures of one pool (ORCH-2103)."""
+        """Phase, live, ready, draining, load figures and GPU telemetry of one pool
+        (ORCH-2103, ORCH-3028)."""
         try:
             status = self._state.runtime.pool_status(id)
         except UnknownPool:
             return not_found("pool")
         health = status.view
         digest = health.model_digest
+        gpus = self._state.runtime.pool_gpus(id)
+        devices = [
+            GpuDevice(
+                device=d.reading.index,
+                replicas=list(d.replicas),
+                name=d.reading.name,
+                uuid=d.reading.uuid,
+                utilization=d.reading.utilization,
+                memory_used_bytes=d.reading.memory_used_bytes,
+                memory_free_bytes=d.reading.memory_free_bytes,
+                memory_total_bytes=d.reading.memory_total_bytes,
+                error=d.reading.error,
+            )
+            for d in gpus.devices
+        ]
         body = PoolHealth(
             live=health.live,
             ready=health.ready,
@@ -108,6 +126,9 @@ class ControlPlane:
             desired_model_ref=health.desired_ref,
             applied_model_ref=health.model_ref,
             last_error=health.last_error,
+            gpu_telemetry=GpuTelemetry(
+                status=gpus.status, reason=gpus.reason, devices=devices or None
+            ),
         )
         return json_response(body)
 

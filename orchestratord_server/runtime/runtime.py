@@ -53,6 +53,7 @@ from orchestrator_core import (
     FinishReason,
     InvalidArgument,
     PoolChanged,
+    PoolView,
     Preload,
     Probe,
     Readiness,
@@ -88,6 +89,8 @@ from orchestratord_server.runtime import task_records, transcribe
 from orchestratord_server.runtime.engine_actions import EngineActions
 from orchestratord_server.runtime.entries import Admission, Embedded, Entry, TokenOut
 from orchestratord_server.runtime.gauges import Gauges
+from orchestratord_server.runtime.gpu_gauges import GpuGauges
+from orchestratord_server.runtime.gpu_telemetry import GpuMonitor, PoolGpus
 from orchestratord_server.runtime.pool_manager import NotReloadable, PoolManager
 from orchestratord_server.runtime.pool_specs import core
 from orchestratord_server.runtime.recording import Recorder
@@ -169,6 +172,8 @@ class Runtime:
         self._streams = TaskStreams(self._manager, self, clock)
         self._record = Recorder(metrics)
         self._gauges = Gauges(metrics)
+        self._gpus = GpuMonitor(config)
+        self._gpu_gauges = GpuGauges(metrics, self._gpus)
         self._tasks: dict[str, TaskContext] = {}
         self._leader = False
         self._started = False
@@ -646,6 +651,10 @@ class Runtime:
             self._core.slo(pool_id, now),
         )
 
+    def pool_gpus(self, pool_id: str) -> PoolGpus:
+        """A pool's GPUs as NVML on this host reports them (ORCH-2103, ORCH-3028)."""
+        return self._gpus.pool(pool_id)
+
     def replica_sets(self) -> tuple[ReplicaSetStatus, ...]:
         """Replica sets with their members, slots, load and SLOs (ORCH-2104)."""
         now = self._now()
@@ -653,6 +662,11 @@ class Runtime:
             ReplicaSetStatus(view, self._core.slo(set_scope(view.set_id), now))
             for view in self._core.replica_sets()
         )
+
+    def pool_views(self) -> tuple[PoolView, ...]:
+        """Every pool as the core sees it now; the scrape-time metrics read them."""
+        now = self._now()
+        return tuple(self._core.pool_view(pool_id, now) for pool_id in self._core.pool_ids)
 
     def all_routes(self) -> tuple[Route, ...]:
         """Every pool's route as applied now, grouped by model in config order."""
@@ -665,6 +679,7 @@ class Runtime:
     def refresh_gauges(self) -> None:
         """Set the gauges from the core; called when /metrics is scraped."""
         self._gauges.refresh(self._core, self._now())
+        self._gpu_gauges.refresh(self._core, self._now())
 
     # -- the loop ----------------------------------------------------------------------
 
