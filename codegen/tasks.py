@@ -36,7 +36,8 @@ Regenerate with `python xtask.py regen-openapi`.
 """
 '''
 
-_CLIENT_GENERATED_INIT = '''"""Code generated from the OpenAPI contracts by codegen; never edited by hand.
+_CLIENT_GENERATED_INIT = '''\
+"""Code generated from the OpenAPI contracts by codegen; never edited by hand.
 
 The client's own copy of what codegen renders for the server: `models` (a pydantic model
 per contract schema), `vocabulary` (the contracts' string enums) and `operations` (the

