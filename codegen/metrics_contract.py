@@ -92,6 +92,24 @@ def _check(doc: Any, source: str) -> None:
             raise CodegenError(f"{where}: label_values for labels it does not have {stray}")
         if not isinstance(metric.get("help"), str) or not metric["help"].strip():
             raise CodegenError(f"{where}: help text is required")
+    _check_closed_values_fit_budget(doc["metrics"], budget, source)
+
+
+def _check_closed_values_fit_budget(
+    metrics: list[dict[str, Any]], budget: dict[str, int], source: str
+) -> None:
+    """A label's closed values, over every family that lists them, fit its budget: a
+    scrape can show all of them at once."""
+    closed: dict[str, set[str]] = {}
+    for metric in metrics:
+        for label, values in metric.get("label_values", {}).items():
+            closed.setdefault(label, set()).update(values)
+    for label, values in sorted(closed.items()):
+        if len(values) > budget[label]:
+            raise CodegenError(
+                f"{source}: label {label} has {len(values)} closed values over its families "
+                f"but a budget of {budget[label]}"
+            )
 
 
 def render(root: Path) -> str:

@@ -188,7 +188,8 @@ def _unwrap_single_all_of(schema: Mapping[str, Any]) -> Mapping[str, Any]:
     return schema
 
 
-#: Where the server's generated models import the contracts' enums from.
+#: Where the server's generated models import the contracts' enums from: the core, the
+#: lowest layer, so that every other one imports them.
 VOCABULARY_MODULE = "orchestrator_core.vocabulary"
 
 
@@ -576,8 +577,6 @@ class ModelBuilder:
                 stack += self._classes[name].deps
         return False
 
-
-#: Where the contracts' enums live: the lowest layer, so that every other one imports them.
 
 _VOCABULARY_DOC = '''"""The contracts' vocabulary: every string enum of the two contracts.
 

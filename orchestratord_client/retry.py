@@ -3,8 +3,8 @@
 `retrying(lambda: client.submit(request))` calls again after a 429 or 503 whose envelope
 says `retriable`, sleeping the refusal's `backoff_ms` (ORCH-2007, ORCH-3025); without a
 hint it backs off exponentially. Each wait is stretched by a random share of up to
-`jitter` (25 % by default, never shorter than the daemon asked), so clients refused
-together do not all come back in the same instant. Any other error, or the last refusal
+`jitter` (25 % by default, never shorter than the daemon asked unless that is beyond
+`max_wait_s`), so clients refused together do not all come back in the same instant. Any other error, or the last refusal
 once `attempts` calls were made, is raised. `retrying_async` does the same for coroutines.
 """
 
@@ -42,9 +42,12 @@ def wait_for(
     jitter: float = DEFAULT_JITTER,
     rng: random.Random | None = None,
 ) -> float:
-    """Seconds to wait after the `attempt`-th refusal (1-based): the daemon's hint (or the
-    exponential fallback) stretched by a random share of up to `jitter`, within
-    `max_wait_s`."""
+    """Seconds to wait after the `attempt`-th refusal (1-based).
+
+    The daemon's hint (or the exponential fallback) stretched by a random share of up to
+    `jitter`, never shorter than the hint; a hint at or beyond `max_wait_s` gives a wait
+    spread just below `max_wait_s` instead, so capped clients do not return together.
+    """
     if refusal.backoff_ms is not None:
         wait = refusal.backoff_ms / 1000
     elif refusal.retry_after is not None:
@@ -52,8 +55,9 @@ def wait_for(
     else:
         wait = FALLBACK_WAIT_S * 2 ** (attempt - 1)
     wait = max(wait, MIN_WAIT_S)
-    stretched = wait * (1 + (rng or _random).uniform(0, jitter))
-    return min(stretched, max_wait_s)
+    high = min(wait * (1 + jitter), max_wait_s)
+    low = wait if wait < max_wait_s else max_wait_s / (1 + jitter)
+    return (rng or _random).uniform(low, high)
 
 
 def _give_up(refusal: Backpressure, attempt: int, attempts: int) -> bool:

@@ -35,7 +35,16 @@ def test_without_a_hint_the_fallback_doubles_with_jitter() -> None:
 def test_no_jitter_waits_exactly_and_the_cap_holds() -> None:
     assert wait_for(_refusal(backoff_ms=250), 1, 30.0, jitter=0) == 0.25
     assert wait_for(_refusal(backoff_ms=0), 1, 30.0, jitter=0) == 0.01
-    assert wait_for(_refusal(backoff_ms=90_000), 1, 5.0) == 5.0
+    assert wait_for(_refusal(backoff_ms=90_000), 1, 5.0, jitter=0) == 5.0
+
+
+def test_capped_waits_still_spread_below_the_cap() -> None:
+    rng = random.Random(5)
+    waits = [wait_for(_refusal(backoff_ms=90_000), 1, 5.0, rng=rng) for _ in range(100)]
+    assert all(5.0 / (1 + DEFAULT_JITTER) <= wait <= 5.0 for wait in waits)
+    assert max(waits) - min(waits) > 0.5
+    near_cap = [wait_for(_refusal(backoff_ms=4_500), 1, 5.0, rng=rng) for _ in range(100)]
+    assert all(4.5 <= wait <= 5.0 for wait in near_cap)
 
 
 def test_retrying_reports_each_jittered_wait() -> None:

@@ -23,21 +23,26 @@ CONTRACT = yaml.safe_load(
 ENTRIES = {entry["name"]: entry for entry in CONTRACT["metrics"]}
 
 
-def _sample_every_family(client: CheckedClient) -> None:
-    """Give each event family one labelled child so its series appear in the scrape."""
+def _sample_every_family(client: CheckedClient, every_closed_value: bool = False) -> None:
+    """Give each event family one labelled child so its series appear in the scrape; with
+    `every_closed_value`, one child per value of each closed label."""
     metrics = client.app_state.metrics
     for entry in CONTRACT["metrics"]:
         if entry.get("source") == "scrape":
             continue
         closed = entry.get("label_values", {})
-        labels = {label: closed.get(label, ["x"])[0] for label in entry["labels"]}
-        family = metrics[entry["name"]].labels(**labels)
-        if entry["type"] == "histogram":
-            family.observe(3.0)
-        elif entry["type"] == "counter":
-            family.inc()
-        else:
-            family.set(0.5)
+        first = {label: closed.get(label, ["x"])[0] for label in entry["labels"]}
+        children = [first]
+        if every_closed_value:
+            children += [first | {label: v} for label, values in closed.items() for v in values]
+        for labels in children:
+            family = metrics[entry["name"]].labels(**labels)
+            if entry["type"] == "histogram":
+                family.observe(3.0)
+            elif entry["type"] == "counter":
+                family.inc()
+            else:
+                family.set(0.5)
 
 
 def _scrape(client: CheckedClient) -> dict[str, Any]:
@@ -83,8 +88,8 @@ def test_orch_3028_no_series_carries_a_forbidden_label(client: CheckedClient) ->
 
 def test_orch_3028_label_values_stay_closed_and_within_budget(client: CheckedClient) -> None:
     """Every value of a closed label is one the contract lists; across the whole scrape no
-    label takes more distinct values than its budget."""
-    _sample_every_family(client)
+    label takes more distinct values than its budget, even with every closed value shown."""
+    _sample_every_family(client, every_closed_value=True)
     client.post("/v1/tasks", json=TASK)  # a real refusal: its labels come from the core
     seen: dict[str, set[str]] = defaultdict(set)
     for name, labels, _ in _contract_samples(client):

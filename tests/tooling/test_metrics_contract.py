@@ -107,3 +107,19 @@ def test_prefixed_families_that_follow_the_naming_rules_render(tmp_path: Path) -
         "orchestratord_things_done_total",
         "orchestratord_things",
     ]
+
+
+def test_closed_values_of_a_label_over_all_families_must_fit_its_budget(tmp_path: Path) -> None:
+    """A scrape can show every closed value at once, so their union is what the budget
+    bounds, not each family's own list."""
+    doc = _fixture()
+    metrics = doc["metrics"]
+    assert isinstance(metrics, list)
+    metrics[0] = {**metrics[0], "label_values": {"engine": ["llamacpp", "vllm", "tgi"]}}
+    metrics[1] = {**metrics[1], "label_values": {"engine": ["triton"]}}
+    (tmp_path / "fits").mkdir()
+    metrics_contract.render(_repo_with(tmp_path / "fits", doc))
+    metrics[1] = {**metrics[1], "label_values": {"engine": ["triton", "sglang"]}}
+    (tmp_path / "over").mkdir()
+    with pytest.raises(CodegenError, match="engine has 5 closed values .* budget of 4"):
+        metrics_contract.render(_repo_with(tmp_path / "over", doc))
