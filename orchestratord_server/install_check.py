@@ -11,16 +11,14 @@ that never becomes Ready.
 
 from __future__ import annotations
 
-import importlib.util
-
 from orchestratord_server.config import EMBEDDED_MODEL_REF, Config, PoolConfig
 from orchestratord_server.engines.models import (
     SMOLLM2_INSTALL,
     ModelNotInstalledError,
     smollm2_gguf_path,
 )
+from orchestratord_server.versions import LLAMACPP_RUNTIME, installed_version
 
-LLAMACPP_RUNTIME_MODULE = "xllamacpp"
 LLAMACPP_INSTALL = "pip install 'orchestratord[llamacpp]'"
 
 
@@ -49,7 +47,7 @@ def missing_installs(config: Config) -> str | None:
     """None when everything `config` needs is installed, else the one line to print."""
     missing: list[tuple[str, list[str], str]] = []
     runtime_pools = [pool.id for pool in config.pools if _launches(pool)]
-    if runtime_pools and importlib.util.find_spec(LLAMACPP_RUNTIME_MODULE) is None:
+    if runtime_pools and installed_version(LLAMACPP_RUNTIME) is None:
         missing.append(("the llama.cpp runtime", runtime_pools, LLAMACPP_INSTALL))
     model_pools = [pool.id for pool in config.pools if _needs_embedded_model(pool, config)]
     if model_pools and not _model_installed():

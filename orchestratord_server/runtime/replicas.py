@@ -146,11 +146,17 @@ class ReplicaHandle:
 
     def device_env(self) -> dict[str, str]:
         """Device visibility for an engine the daemon starts: only the pool's mask, in mask
-        order (ORCH-3001); a CPU pool's engine sees the host as it is."""
+        order (ORCH-3001); a CPU pool's engine sees the host as it is. Masks are NVML
+        indices (those `nvidia-smi` and GPU telemetry show), so CUDA is told to number
+        devices the same way (PCI bus order) rather than fastest first."""
         if self.pool.device_kind.value != "gpu":
             return {}
         mask = ",".join(str(d) for d in (self.config.devices or self.pool.devices))
-        return {"CUDA_VISIBLE_DEVICES": mask, "HIP_VISIBLE_DEVICES": mask}
+        return {
+            "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
+            "CUDA_VISIBLE_DEVICES": mask,
+            "HIP_VISIBLE_DEVICES": mask,
+        }
 
     def _model_path(self) -> Path | None:
         """The model on this machine: the resolved model's file, or the URL replica's

@@ -92,6 +92,8 @@ def test_orch_3012_a_launched_llamacpp_gets_the_ratios_in_mask_order() -> None:
     argv = handle.launch_config(pool.replicas[0].launch, MODEL.path).command()
     assert argv[argv.index("--tensor-split") + 1] == "0.6,0.4"
     assert handle.device_env()["CUDA_VISIBLE_DEVICES"] == "3,1"
+    # The mask names NVML's (nvidia-smi's) indices; CUDA must number devices alike.
+    assert handle.device_env()["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
 
 
 def test_orch_3012_one_device_or_the_host_is_not_split() -> None:
