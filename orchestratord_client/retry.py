@@ -4,8 +4,9 @@
 says `retriable`, sleeping the refusal's `backoff_ms` (ORCH-2007, ORCH-3025); without a
 hint it backs off exponentially. Each wait is stretched by a random share of up to
 `jitter` (25 % by default, never shorter than the daemon asked unless that is beyond
-`max_wait_s`), so clients refused together do not all come back in the same instant. Any other error, or the last refusal
-once `attempts` calls were made, is raised. `retrying_async` does the same for coroutines.
+`max_wait_s`), so clients refused together do not all come back in the same instant. Any
+other error, or the last refusal once `attempts` calls were made, is raised.
+`retrying_async` does the same for coroutines.
 """
 
 from __future__ import annotations

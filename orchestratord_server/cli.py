@@ -174,7 +174,8 @@ def _serve(args: argparse.Namespace) -> int:
     except LogSettingError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    configure_logging(config.server.log_format, config.server.log_level)
+    settings = config.server
+    configure_logging(settings.log_format, settings.log_level, settings.engine_output)
     for warning in warnings:
         log_event(log, logging.WARNING, "config.warning", f"config: {warning}")
     try:

@@ -154,6 +154,14 @@ class ServerConfig(_Strict):
             "duration, client id); --access-log turns it on too."
         ),
     )
+    engine_output: bool = Field(
+        True,
+        description=(
+            "Log each line the engines this daemon starts write, as engine.output records of "
+            "the logger `engine` at info level; false drops them (a failing engine's last "
+            "lines still appear in the error that reports it)."
+        ),
+    )
     max_body_bytes: int = Field(
         1_048_576, ge=1024, description="Largest accepted request body, in bytes."
     )

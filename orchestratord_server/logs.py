@@ -28,6 +28,8 @@ from typing import Any, TextIO, TypeVar, get_args
 from orchestratord_server.config import LogFormat, LogLevel, ServerConfig
 
 TASK_LOGGER = "orchestratord.task"
+#: The logger of what the engines the daemon starts write (orchestratord_server.engines.output).
+ENGINE_LOGGER = "engine"
 FORMAT_ENV = "ORCHD_LOG_FORMAT"
 LEVEL_ENV = "ORCHD_LOG_LEVEL"
 LOG_LEVELS: tuple[LogLevel, ...] = get_args(LogLevel)
@@ -59,6 +61,8 @@ TASK_FIELDS: tuple[str, ...] = (
 )
 
 _task_log = logging.getLogger(TASK_LOGGER)
+#: A level above every real one: a logger set to it writes nothing.
+_SILENT = logging.CRITICAL + 1
 
 
 class LogSettingError(ValueError):
@@ -143,8 +147,9 @@ def resolve_format(log_format: LogFormat, stream: TextIO) -> LogFormat:
     return LogFormat.text if stream.isatty() else LogFormat.json
 
 
-def configure_logging(log_format: LogFormat, level: str) -> None:
-    """Send the daemon's logs to stderr in the given format (`auto` decided here)."""
+def configure_logging(log_format: LogFormat, level: str, engine_output: bool = True) -> None:
+    """Send the daemon's logs to stderr in the given format (`auto` decided here); without
+    `engine_output`, the `engine` logger writes nothing."""
     handler = logging.StreamHandler(sys.stderr)
     chosen = resolve_format(log_format, sys.stderr)
     handler.setFormatter(JsonLineFormatter() if chosen is LogFormat.json else TextFormatter())
@@ -153,6 +158,7 @@ def configure_logging(log_format: LogFormat, level: str) -> None:
     root.setLevel(level.upper())
     for noisy in ("connexion", "uvicorn.error"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger(ENGINE_LOGGER).setLevel(logging.NOTSET if engine_output else _SILENT)
 
 
 def log_event(logger: logging.Logger, level: int, event: str, message: str, **fields: Any) -> None:

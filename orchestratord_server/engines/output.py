@@ -21,9 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Literal
 
-from orchestratord_server.logs import log_event
+from orchestratord_server.logs import ENGINE_LOGGER, log_event
 
-ENGINE_LOGGER = "engine"
 MAX_LINE_BYTES = 4096
 #: Appended to a line cut at MAX_LINE_BYTES.
 CUT_MARK = "…"
@@ -58,13 +57,17 @@ NOT_A_REPLICA = EngineOutput()
 
 
 def read_lines(stream: IO[bytes], handle: Callable[[str], None]) -> None:
-    """Hand each line of `stream` to `handle` (decoded, without its line ending, cut at
-    MAX_LINE_BYTES) until the end of the stream, then close it."""
+    """Hand each line of `stream` to `handle` (decoded, without its line ending, only its
+    last carriage-return redraw, cut at MAX_LINE_BYTES) until the end of the stream, then
+    close it."""
     with stream:
         skipping = False
         while chunk := stream.readline(MAX_LINE_BYTES):
             whole = chunk.endswith(b"\n") or len(chunk) < MAX_LINE_BYTES
             if not skipping:
                 text = chunk.decode("utf-8", "replace").rstrip("\r\n")
+                # A progress bar redraws itself after carriage returns: keep what a
+                # terminal would show, the last redraw.
+                text = text.rsplit("\r", 1)[-1]
                 handle(text if whole else text + CUT_MARK)
             skipping = not whole

@@ -4,7 +4,10 @@
 masks use): utilisation, memory, name and UUID. It initialises NVML once, on first use,
 through the `pynvml` module of the `nvidia-ml-py` package, and keeps each reading for
 `MAX_AGE_S`, so scrapes and health reads in the same second cost one round of NVML calls.
-`GpuMonitor` knows which devices each replica of a GPU pool uses and answers per pool.
+`GpuMonitor` knows which devices each replica of a GPU pool uses and answers per pool from
+the last round of readings, which a sampler thread takes every `MAX_AGE_S`: NVML calls
+can take seconds (initialisation on a host without persistence mode, a GPU fallen off the
+bus), and a scrape or a health read must never make the event loop wait for them.
 What NVML cannot give is absent, never zero, and the reason is kept: no package, no
 driver, a device index that does not exist, a figure the device does not support.
 
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import importlib
 import ipaddress
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -33,6 +37,9 @@ CPU_POOL = "a CPU pool has no GPUs"
 
 #: Why a GPU pool whose engines all run elsewhere has none.
 REMOTE_ONLY = "no replica of the pool runs on this host"
+
+#: Why a GPU pool has no figures yet: the sampler has not finished its first round.
+NOT_READ_YET = "NVML has not been read yet"
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,36 +176,80 @@ def replica_devices(pool: PoolConfig) -> dict[str, tuple[int, ...]]:
     return {r.id: r.devices or pool.devices for r in pool.replicas if on_this_host(r)}
 
 
-class GpuMonitor:
-    """The GPU telemetry of every pool of one daemon."""
+#: One round of readings: why NVML cannot be used (None when it can), and each device's.
+Round = tuple[str | None, dict[int, DeviceReading]]
 
-    def __init__(self, config: Config, nvml: Nvml | None = None) -> None:
+
+class GpuMonitor:
+    """The GPU telemetry of every pool of one daemon.
+
+    With `background` (the daemon's way) the first question starts a sampler thread that
+    reads every device of this host's GPU pools once per `MAX_AGE_S`, and answers come from
+    its last round (none before the first one ends). Without it, each question reads NVML
+    inline (tests, scripts).
+    """
+
+    def __init__(self, config: Config, nvml: Nvml | None = None, background: bool = True) -> None:
         self._nvml = nvml or Nvml()
         self._kinds = {pool.id: pool.device_kind for pool in config.pools}
         self._replicas = {pool.id: replica_devices(pool) for pool in config.pools}
+        self._indices = sorted(
+            {index for devices in self._replicas.values() for d in devices.values() for index in d}
+        )
+        self._background = background
+        self._round: Round | None = None
+        self._sampler: threading.Thread | None = None
+        self._starting = threading.Lock()
+
+    def sample(self) -> None:
+        """Read every device of this host's GPU pools once."""
+        reason = self._nvml.unavailable
+        readings = {} if reason is not None else {i: self._nvml.read(i) for i in self._indices}
+        self._round = (reason, readings)
+
+    def _last_round(self) -> Round | None:
+        if not self._background:
+            self.sample()
+        elif self._sampler is None and self._indices:
+            with self._starting:
+                if self._sampler is None:
+                    self._sampler = threading.Thread(
+                        target=self._sample_forever, name="nvml-sampler", daemon=True
+                    )
+                    self._sampler.start()
+        return self._round
+
+    def _sample_forever(self) -> None:
+        while True:
+            self.sample()
+            time.sleep(MAX_AGE_S)
 
     def pool(self, pool_id: str) -> PoolGpus:
-        """A pool's devices as NVML reports them now, or why there are none."""
+        """A pool's devices as NVML last reported them, or why there are none."""
         if self._kinds[pool_id] is not DeviceKind.gpu:
             return PoolGpus(GpuTelemetryStatus.NOT_APPLICABLE, CPU_POOL)
         replicas = self._replicas[pool_id]
         if not replicas:
             return PoolGpus(GpuTelemetryStatus.NOT_APPLICABLE, REMOTE_ONLY)
-        reason = self._nvml.unavailable
+        last = self._last_round()
+        if last is None:
+            return PoolGpus(GpuTelemetryStatus.UNAVAILABLE, NOT_READ_YET)
+        reason, readings = last
         if reason is not None:
             return PoolGpus(GpuTelemetryStatus.UNAVAILABLE, reason)
         users: dict[int, list[str]] = {}
         for replica_id, indices in replicas.items():
             for index in indices:
                 users.setdefault(index, []).append(replica_id)
-        devices = tuple(
-            PoolDevice(self._nvml.read(index), tuple(users[index])) for index in sorted(users)
-        )
+        devices = tuple(PoolDevice(readings[index], tuple(users[index])) for index in sorted(users))
         return PoolGpus(GpuTelemetryStatus.AVAILABLE, devices=devices)
 
     def readings(self, pool_id: str) -> Iterator[tuple[str, DeviceReading]]:
         """(replica id, reading) for each device of each replica of the pool on this
-        host."""
+        host, from the last round; nothing while NVML cannot be used or was not read."""
+        last = self._last_round() if self._replicas[pool_id] else None
+        if last is None or last[0] is not None:
+            return
         for replica_id, devices in self._replicas[pool_id].items():
             for device in devices:
-                yield replica_id, self._nvml.read(device)
+                yield replica_id, last[1][device]

@@ -89,7 +89,6 @@ from orchestratord_server.runtime import task_records, transcribe
 from orchestratord_server.runtime.engine_actions import EngineActions
 from orchestratord_server.runtime.entries import Admission, Embedded, Entry, TokenOut
 from orchestratord_server.runtime.gauges import Gauges
-from orchestratord_server.runtime.gpu_gauges import GpuGauges
 from orchestratord_server.runtime.gpu_telemetry import GpuMonitor, PoolGpus
 from orchestratord_server.runtime.pool_manager import NotReloadable, PoolManager
 from orchestratord_server.runtime.pool_specs import core
@@ -171,9 +170,8 @@ class Runtime:
         self._engine_actions = EngineActions(self._manager, metrics, self._sequencer.send, clock)
         self._streams = TaskStreams(self._manager, self, clock)
         self._record = Recorder(metrics)
-        self._gauges = Gauges(metrics)
         self._gpus = GpuMonitor(config)
-        self._gpu_gauges = GpuGauges(metrics, self._gpus)
+        self._gauges = Gauges(metrics, self._gpus)
         self._tasks: dict[str, TaskContext] = {}
         self._leader = False
         self._started = False
@@ -679,7 +677,6 @@ class Runtime:
     def refresh_gauges(self) -> None:
         """Set the gauges from the core; called when /metrics is scraped."""
         self._gauges.refresh(self._core, self._now())
-        self._gpu_gauges.refresh(self._core, self._now())
 
     # -- the loop ----------------------------------------------------------------------
 

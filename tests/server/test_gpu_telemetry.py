@@ -9,6 +9,8 @@ utilisation and memory answers are pynvml's own ctypes structs, its failures pyn
 from __future__ import annotations
 
 import sys
+import threading
+import time
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -21,9 +23,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from orchestrator_core.vocabulary import GpuTelemetryStatus
 from orchestratord_server.config import Config, ReplicaConfig, parse_config
 from orchestratord_server.metrics import Metrics
-from orchestratord_server.runtime.gpu_gauges import GpuGauges
+from orchestratord_server.runtime.gauges import Gauges
 from orchestratord_server.runtime.gpu_telemetry import (
     CPU_POOL,
+    NOT_READ_YET,
     REMOTE_ONLY,
     GpuMonitor,
     Nvml,
@@ -243,7 +246,7 @@ def test_an_engine_the_daemon_starts_is_on_this_host_whatever_its_url() -> None:
 
 def test_a_cpu_pool_has_no_gpu_telemetry() -> None:
     fake = FakeNvml(two_gpus())
-    gpus = GpuMonitor(gpu_config(), Nvml(fake)).pool("pool-cpu")
+    gpus = GpuMonitor(gpu_config(), Nvml(fake), background=False).pool("pool-cpu")
     assert (gpus.status, gpus.reason, gpus.devices) == (
         GpuTelemetryStatus.NOT_APPLICABLE,
         CPU_POOL,
@@ -254,7 +257,7 @@ def test_a_cpu_pool_has_no_gpu_telemetry() -> None:
 
 def test_a_pool_whose_engines_run_elsewhere_has_none() -> None:
     config = gpu_config({"id": "r1", "url": "http://10.0.0.5:8080"})
-    gpus = GpuMonitor(config, Nvml(FakeNvml(two_gpus()))).pool("pool-a")
+    gpus = GpuMonitor(config, Nvml(FakeNvml(two_gpus())), background=False).pool("pool-a")
     assert (gpus.status, gpus.reason) == (GpuTelemetryStatus.NOT_APPLICABLE, REMOTE_ONLY)
 
 
@@ -264,7 +267,7 @@ def test_pool_devices_name_the_replicas_that_use_them() -> None:
         {"id": "r2", "url": "http://127.0.0.1:9002"},
         {"id": "far", "url": "http://10.0.0.5:9003", "devices": [0]},
     )
-    gpus = GpuMonitor(config, Nvml(FakeNvml(two_gpus()))).pool("pool-a")
+    gpus = GpuMonitor(config, Nvml(FakeNvml(two_gpus())), background=False).pool("pool-a")
     assert gpus.status is GpuTelemetryStatus.AVAILABLE
     assert gpus.reason is None
     assert [(d.reading.index, d.replicas) for d in gpus.devices] == [
@@ -276,10 +279,41 @@ def test_pool_devices_name_the_replicas_that_use_them() -> None:
 
 def test_unavailable_nvml_makes_the_gpu_pool_unavailable() -> None:
     fake = FakeNvml({}, init_failure=pynvml.NVML_ERROR_LIBRARY_NOT_FOUND)
-    gpus = GpuMonitor(gpu_config(), Nvml(fake)).pool("pool-a")
+    gpus = GpuMonitor(gpu_config(), Nvml(fake), background=False).pool("pool-a")
     assert gpus.status is GpuTelemetryStatus.UNAVAILABLE
     assert gpus.reason == "NVML unavailable: NVML Shared Library Not Found"
     assert gpus.devices == ()
+
+
+def test_the_daemons_monitor_never_waits_for_nvml() -> None:
+    """NVML runs on the sampler thread: while its initialisation hangs (a host without
+    persistence mode, a GPU fallen off the bus) the pool answers at once, saying why it
+    has no figures, and it has them once NVML answers."""
+    release = threading.Event()
+    fake = FakeNvml(two_gpus())
+    real_init = fake.nvmlInit
+
+    def hanging_init() -> None:
+        release.wait(10)
+        real_init()
+
+    fake.nvmlInit = hanging_init  # type: ignore[method-assign]
+    monitor = GpuMonitor(gpu_config(), Nvml(fake))
+    began = time.monotonic()
+    waiting = monitor.pool("pool-a")
+    assert time.monotonic() - began < 0.5
+    assert (waiting.status, waiting.reason) == (GpuTelemetryStatus.UNAVAILABLE, NOT_READ_YET)
+    assert list(monitor.readings("pool-a")) == []
+    assert threading.current_thread() is threading.main_thread()
+    release.set()
+    deadline = time.monotonic() + 5
+    while monitor.pool("pool-a").status is not GpuTelemetryStatus.AVAILABLE:
+        assert time.monotonic() < deadline, "the sampler never read NVML"
+        time.sleep(0.01)
+    assert [(r, reading.index) for r, reading in monitor.readings("pool-a")] == [
+        ("r1", 0),
+        ("r1", 1),
+    ]
 
 
 # -- the gauges -----------------------------------------------------------------------
@@ -292,7 +326,8 @@ def test_orch_3028_gpu_gauges_follow_the_readings_and_go_when_a_reading_does() -
     )
     gpus, clock = two_gpus(), Clock()
     registry = CollectorRegistry()
-    gauges = GpuGauges(Metrics(registry), GpuMonitor(config, Nvml(FakeNvml(gpus), clock=clock)))
+    monitor = GpuMonitor(config, Nvml(FakeNvml(gpus), clock=clock), background=False)
+    gauges = Gauges(Metrics(registry), monitor)
     orchestrator = core(config)
 
     def sample(name: str, replica: str, device: str) -> float | None:
@@ -325,6 +360,17 @@ def test_orch_3028_gpu_gauges_follow_the_readings_and_go_when_a_reading_does() -
 # -- the daemon: health and /metrics --------------------------------------------------
 
 
+def _read_health(client: Any, pool_id: str) -> dict[str, Any]:
+    """The pool's gpu_telemetry once the daemon's sampler thread has read NVML."""
+    deadline = time.monotonic() + 10
+    while True:
+        body: dict[str, Any] = client.get(f"/v1/pools/{pool_id}/health", key=CONTROL_KEY).json()
+        telemetry = body["gpu_telemetry"]
+        if telemetry.get("reason") != NOT_READ_YET or time.monotonic() > deadline:
+            return telemetry
+        time.sleep(0.02)
+
+
 def _gpu_samples(text: str) -> list[Any]:
     return [
         sample
@@ -340,8 +386,7 @@ def test_orch_3028_orch_2103_daemon_with_fake_nvml_shows_gpus_in_health_and_metr
     """The daemon imports `pynvml` itself; here it gets the fake one."""
     monkeypatch.setitem(sys.modules, "pynvml", FakeNvml(two_gpus()))
     client = make_client(gpu_config())
-    body = client.get("/v1/pools/pool-a/health", key=CONTROL_KEY).json()
-    assert body["gpu_telemetry"] == {
+    assert _read_health(client, "pool-a") == {
         "status": "available",
         "devices": [
             {
@@ -382,7 +427,7 @@ def test_orch_3028_orch_2103_daemon_with_fake_nvml_shows_gpus_in_health_and_metr
 def test_orch_3028_orch_2103_daemon_without_nvml_says_why_and_exports_no_gpu_series() -> None:
     """On this GPU-less host: the real pynvml, the real daemon."""
     client = make_client(gpu_config())
-    gpu_pool = client.get("/v1/pools/pool-a/health", key=CONTROL_KEY).json()["gpu_telemetry"]
+    gpu_pool = _read_health(client, "pool-a")
     assert gpu_pool["status"] == "unavailable"
     assert gpu_pool["reason"].startswith("NVML unavailable: ")
     assert "devices" not in gpu_pool

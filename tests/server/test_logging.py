@@ -37,6 +37,8 @@ from orchestratord_server.logs import (
     JsonLineFormatter,
     LogSettingError,
     TextFormatter,
+    configure_logging,
+    log_event,
     log_settings,
     resolve_format,
 )
@@ -218,6 +220,11 @@ def test_engine_lines_are_cut_at_4_kib_and_the_rest_of_the_line_dropped() -> Non
     assert read_all(b"y" * (MAX_LINE_BYTES - 1) + b"\n") == ["y" * (MAX_LINE_BYTES - 1)]
 
 
+def test_a_progress_bar_is_logged_as_its_last_redraw() -> None:
+    bar = b"Loading: 10%|#  |\rLoading: 60%|## |\rLoading: 100%|###|\n"
+    assert read_all(bar + b"done\r\n") == ["Loading: 100%|###|", "done"]
+
+
 def engine_lines(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
     return [
         {"message": r.getMessage(), **r.fields}  # type: ignore[attr-defined]
@@ -253,3 +260,20 @@ def test_a_command_engines_output_is_logged_line_by_line_to_its_last_line(
     ]
     assert {(line["pool_id"], line["replica_id"]) for line in lines} == {("pool-a", "r1")}
     assert {"fatal: out of memory", "last line"} <= set(process.output_tail().splitlines())
+
+
+def test_engine_output_can_be_switched_off(capsys: pytest.CaptureFixture[str]) -> None:
+    """`server.engine_output: false` drops the engine's lines and nothing else."""
+    saved = logging.getLogger().handlers[:], logging.getLogger().level
+    try:
+        for engine_output, expected in ((True, True), (False, False)):
+            configure_logging(LogFormat.json, "info", engine_output)
+            EngineOutput("pool-a", "r1").log("stderr", "llama_model_load: loaded")
+            log_event(logging.getLogger("orchestratord.pool"), logging.INFO, "pool.ready", "up")
+            lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+            assert ("engine.output" in [line["event"] for line in lines]) is expected
+            assert "pool.ready" in [line["event"] for line in lines]
+    finally:
+        logging.getLogger().handlers[:], level = saved
+        logging.getLogger().setLevel(level)
+        logging.getLogger("engine").setLevel(logging.NOTSET)

@@ -121,5 +121,5 @@ def test_closed_values_of_a_label_over_all_families_must_fit_its_budget(tmp_path
     metrics_contract.render(_repo_with(tmp_path / "fits", doc))
     metrics[1] = {**metrics[1], "label_values": {"engine": ["triton", "sglang"]}}
     (tmp_path / "over").mkdir()
-    with pytest.raises(CodegenError, match="engine has 5 closed values .* budget of 4"):
+    with pytest.raises(CodegenError, match=r"engine has 5 closed values .* budget of 4"):
         metrics_contract.render(_repo_with(tmp_path / "over", doc))
