@@ -245,7 +245,10 @@ def test_retry_helper_waits_and_succeeds_once_there_is_room(
         assert isinstance(refusal, TooManyRequests)
         assert refusal.backoff_ms is not None
         asked = max(refusal.backoff_ms / 1000, 0.01)
-        assert min(asked, 0.2) <= wait <= min(asked * (1 + DEFAULT_JITTER), 0.2)
+        # At least what the daemon asked, stretched by the jitter, within the cap; a hint
+        # beyond the cap spreads just below it.
+        lowest = asked if asked < 0.2 else 0.2 / (1 + DEFAULT_JITTER)
+        assert lowest <= wait <= min(asked * (1 + DEFAULT_JITTER), 0.2)
 
 
 def test_retry_helper_gives_up_after_its_attempts(client: Client, tracker: CheckedClient) -> None:
