@@ -407,6 +407,14 @@ class ReplicaConfig(_Strict):
         """The daemon starts this replica's engine (and can restart it on another model)."""
         return self.launch is not None or self.command is not None
 
+    @property
+    def needs_catalog_model(self) -> bool:
+        """The daemon starts this engine on the pool's model file: a `command`, or a
+        `launch` without its own `model_path`."""
+        return self.command is not None or (
+            self.launch is not None and self.launch.model_path is None
+        )
+
 
 class ModelEntry(_Strict):
     """A model the daemon can load, by reference (the model catalog; ORCH-3031, ORCH-3037).
@@ -730,10 +738,7 @@ class Config(_Strict):
         if len(set(refs)) != len(refs):
             raise ValueError("models: model refs must be unique")
         for pool in self.pools:
-            needs_file = any(
-                r.command is not None or (r.launch is not None and r.launch.model_path is None)
-                for r in pool.replicas
-            )
+            needs_file = any(r.needs_catalog_model for r in pool.replicas)
             known = (
                 pool.model in refs
                 or pool.model == EMBEDDED_MODEL_REF

@@ -29,10 +29,7 @@ def _launches(pool: PoolConfig) -> bool:
 def _needs_embedded_model(pool: PoolConfig, config: Config) -> bool:
     if pool.model != EMBEDDED_MODEL_REF or any(m.ref == pool.model for m in config.models):
         return False
-    return any(
-        r.command is not None or (r.launch is not None and r.launch.model_path is None)
-        for r in pool.replicas
-    )
+    return any(replica.needs_catalog_model for replica in pool.replicas)
 
 
 def _model_installed() -> bool:

@@ -35,8 +35,10 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         contract = metrics_contract()
         self._families: dict[str, MetricWrapperBase] = {}
+        self._scrape_entries: dict[str, dict[str, Any]] = {}
         for entry in contract["metrics"]:
             if entry.get("source") == "scrape":
+                self._scrape_entries[entry["name"]] = entry
                 continue
             name, labels, help_text = entry["name"], entry["labels"], entry["help"]
             family: MetricWrapperBase
@@ -52,6 +54,11 @@ class Metrics:
 
     def __getitem__(self, name: str) -> Any:
         return self._families[name]
+
+    def scrape_entries(self) -> dict[str, dict[str, Any]]:
+        """The contract entries of the `source: scrape` families, by name (a collector
+        serves them)."""
+        return dict(self._scrape_entries)
 
     def names(self) -> tuple[str, ...]:
         """The exposed names of every family."""

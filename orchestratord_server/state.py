@@ -41,7 +41,12 @@ class ServerState:
             self.runtime = Runtime(self.config, self.metrics)
         capacities = {pool.id: pool.queue.capacity for pool in self.config.pools}
         self.registry.register(
-            ScrapeCollector(self.runtime.pool_views, capacities, build_versions())
+            ScrapeCollector(
+                self.runtime.pool_views,
+                capacities,
+                build_versions(),
+                self.metrics.scrape_entries(),
+            )
         )
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)

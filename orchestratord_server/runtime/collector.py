@@ -20,7 +20,6 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from prometheus_client.registry import Collector
 
 from orchestrator_core import PoolView
-from orchestratord_server.metrics import metrics_contract
 from orchestratord_server.runtime.recording import UNKNOWN_VERSION
 from orchestratord_server.versions import BuildVersions
 
@@ -57,15 +56,13 @@ class ScrapeCollector(Collector):
         pool_views: Callable[[], Iterable[PoolView]],
         queue_capacities: Mapping[str, int],
         build: BuildVersions,
+        entries: Mapping[str, Mapping[str, Any]],
     ) -> None:
+        """`entries` are the contract's `source: scrape` families, by name."""
         self._pool_views = pool_views
         self._capacities = dict(queue_capacities)
         self._build = build
-        self._entries = {
-            entry["name"]: entry
-            for entry in metrics_contract()["metrics"]
-            if entry.get("source") == "scrape"
-        }
+        self._entries = entries
 
     def describe(self) -> Iterator[Metric]:
         """The families without samples: registration learns their names from them."""
