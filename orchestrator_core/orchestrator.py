@@ -94,9 +94,11 @@ from orchestrator_core.views import (
     ReplicaSetView,
     Route,
     TaskView,
+    live_tasks,
     pool_view,
     replica_sets,
     route,
+    task_view,
 )
 from orchestrator_core.vocabulary import (
     Engine,
@@ -1043,22 +1045,12 @@ class Orchestrator:
     def task(self, task_id: str) -> TaskView | None:
         """Where a known task is, or None."""
         task = self._tasks.get(task_id)
-        if task is None:
-            return None
-        spec, replica = task.spec, task.replica
-        return TaskView(
-            task_id,
-            task.state,
-            task.pool.pool_id,
-            None if replica is None else replica.replica_id,
-            spec.priority,
-            spec.session_id,
-            task.seed,
-            task.queue_position,
-            task.predicted_start_ms,
-            task.tokens,
-            task.outcome,
-        )
+        return None if task is None else task_view(task)
+
+    def pool_tasks(self, pool_id: str) -> tuple[TaskView, ...]:
+        """A pool's running and queued tasks, the queue in serving order with positions
+        and predicted starts as of now; raises UnknownPool."""
+        return live_tasks(self._pool(pool_id), self._tasks)
 
     def session_info(self, session_id: str, now_ms: int) -> SessionInfo | None:
         """`GET /v1/sessions/{id}`; None when unknown or expired (ORCH-2004)."""

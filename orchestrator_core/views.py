@@ -11,13 +11,15 @@ it. Views are frozen values: reading one changes nothing in the core.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from orchestrator_core._state import State
+from orchestrator_core._task import Task
 from orchestrator_core.decisions import Terminal
 from orchestrator_core.placement import ReplicaSetKey
 from orchestrator_core.pools import Pool
+from orchestrator_core.prediction import predict_start_ms
 from orchestrator_core.replica import FailureClass, PreloadOutcome, Replica
 from orchestrator_core.replica_states import ReplicaState
 from orchestrator_core.restarts import BreakerState
@@ -134,7 +136,14 @@ class Readiness:
 
 @dataclass(frozen=True, slots=True)
 class TaskView:
-    """Where a task is, for status queries and late stream subscribers."""
+    """Where a task is, for status queries, late stream subscribers and the control-plane
+    event stream.
+
+    From `Orchestrator.task`, `queue_position` and `predicted_start_ms` are the figures
+    given at admission; from `Orchestrator.pool_tasks` a queued task's are as of now.
+    `admitted_ms`, `dispatched_ms` and `first_token_ms` are instants on the core's clock
+    (None until they happened).
+    """
 
     task_id: str
     state: State
@@ -147,6 +156,58 @@ class TaskView:
     predicted_start_ms: int
     tokens: int
     outcome: Terminal | None
+    admitted_ms: int
+    dispatched_ms: int | None
+    first_token_ms: int | None
+
+    @property
+    def queue_time_ms(self) -> int | None:
+        """Admission to dispatch, once dispatched."""
+        return None if self.dispatched_ms is None else self.dispatched_ms - self.admitted_ms
+
+    @property
+    def time_to_first_token_ms(self) -> int | None:
+        """Admission to the first token, once it came (what a client waits)."""
+        return None if self.first_token_ms is None else self.first_token_ms - self.admitted_ms
+
+
+def task_view(task: Task, position: int | None = None, predicted_ms: int | None = None) -> TaskView:
+    """The view of one task; `position` and `predicted_ms` replace the admission figures."""
+    spec, replica = task.spec, task.replica
+    return TaskView(
+        spec.task_id,
+        task.state,
+        task.pool.pool_id,
+        None if replica is None else replica.replica_id,
+        spec.priority,
+        spec.session_id,
+        task.seed,
+        task.queue_position if position is None else position,
+        task.predicted_start_ms if predicted_ms is None else predicted_ms,
+        task.tokens,
+        task.outcome,
+        task.admitted_ms,
+        None if task.dispatched_ms < 0 else task.dispatched_ms,
+        task.first_token_ms,
+    )
+
+
+def live_tasks(pool: Pool, tasks: Mapping[str, Task]) -> tuple[TaskView, ...]:
+    """A pool's queued and running tasks: those running (replica by replica, in dispatch
+    order), then the queue in the order it will be served, each queued task with its
+    position and predicted start as of now (ORCH-3029)."""
+    running = [task_view(tasks[t]) for r in pool.replicas.values() for t in r.running]
+    queue = pool.queue
+    total, free = pool.slots()
+    service = pool.service.estimate_ms
+    queued = []
+    for priority in Priority:
+        for index, task_id in enumerate(queue.ids(priority)):
+            position = queue.position(priority, index)
+            predicted = predict_start_ms(position, total, free, service)
+            queued.append(task_view(tasks[task_id], position, predicted))
+    queued.sort(key=lambda view: view.queue_position)
+    return (*running, *queued)
 
 
 def replica_view(replica: Replica, now_ms: int) -> ReplicaView:

@@ -682,6 +682,41 @@ class CoreModel(RuleBasedStateMachine):
                 assert (view.state, view.live) == (ref.state, ref.live), view
                 assert view.usable == ref.usable(pool.mask)
 
+    def serving_order(self, pool: RefPool) -> list[str]:
+        """The reference queue's tasks in the order the burst rule will dispatch them."""
+        queues = {INTER: list(pool.queues[INTER]), BATCH: list(pool.queues[BATCH])}
+        streak, order = pool.streak, []
+        while queues[INTER] or queues[BATCH]:
+            batch_next = not queues[INTER] or (bool(queues[BATCH]) and streak >= self.burst)
+            if batch_next:
+                streak = 0
+            else:
+                streak = streak + 1 if queues[BATCH] else 0
+            order.append(queues[BATCH if batch_next else INTER].pop(0))
+        return order
+
+    @invariant()
+    def the_live_task_list_is_what_runs_then_the_queue_in_serving_order(self) -> None:
+        """What the console lists (ORCH-3029): every running task once with its replica
+        and tokens, then the queue in dispatch order, positions 0..n-1 as of now, and
+        predicted starts that never go down along the queue."""
+        for pool_id, pool in self.pools.items():
+            views = self.orch.pool_tasks(pool_id)
+            running = [v for v in views if v.state is not State.QUEUED]
+            queued = views[len(running) :]
+            assert all(v.state is State.QUEUED for v in queued)
+            expected_running = {
+                tid: rid for rid, r in pool.replicas.items() for tid in r.running
+            }
+            assert {v.task_id: v.replica_id for v in running} == expected_running
+            for view in running:
+                assert view.tokens == self.tasks[view.task_id].tokens
+                assert view.queue_time_ms is not None and view.queue_time_ms >= 0
+            assert [v.task_id for v in queued] == self.serving_order(pool)
+            assert [v.queue_position for v in queued] == list(range(len(queued)))
+            starts = [v.predicted_start_ms for v in queued]
+            assert starts == sorted(starts)
+
     @invariant()
     def every_task_has_one_fate(self) -> None:
         for tid, ref in self.tasks.items():
