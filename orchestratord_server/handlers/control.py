@@ -1,4 +1,4 @@
-"""Control-plane handlers: drain, reload, pool health and replica sets.
+"""Control-plane handlers: drain, reload, pool health, replica sets and the event stream.
 
 Drain and reload start the action and answer 202 at once (ORCH-2101, ORCH-2102); their
 progress shows in the pool's health, which renders the core's view of the pool: its
@@ -12,25 +12,25 @@ from __future__ import annotations
 from typing import Any
 
 from connexion import context as connexion_context
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
-from orchestrator_core import Priority, ReplicaView, SloObjectives, SloSnapshot, UnknownPool
+from orchestrator_core import UnknownPool
 from orchestratord_server.body_validation import validated_body
 from orchestratord_server.errors import error_response
 from orchestratord_server.generated.models import (
     DrainRequest,
     ErrorKind,
     FieldError,
-    GpuDevice,
-    GpuTelemetry,
     ListReplicaSetsResponse200,
     PoolAction,
     PoolActionAccepted,
-    PoolHealth,
     ReloadRequest,
     ReplicaSet,
     ReplicaSetMember,
 )
+from orchestratord_server.handlers.control_feed import ControlFeed
+from orchestratord_server.handlers.data import SSE_HEADERS
+from orchestratord_server.handlers.health import pool_health, slo_view
 from orchestratord_server.handlers.render import json_response, not_found
 from orchestratord_server.model_catalog import UnknownModel
 from orchestratord_server.runtime import NotReloadable
@@ -42,6 +42,13 @@ class ControlPlane:
 
     def __init__(self, state: ServerState) -> None:
         self._state = state
+        self._feed = ControlFeed(state.runtime)
+
+    async def streamControlEvents(self) -> Response:
+        """Pools, replicas and tasks as they change, as SSE (see `control_feed`)."""
+        return StreamingResponse(
+            self._feed.follow(), media_type="text/event-stream", headers=SSE_HEADERS
+        )
 
     async def drainPool(self, id: str, **_: Any) -> Response:
         """Take a pool out of service within a deadline (ORCH-2101)."""
@@ -80,57 +87,7 @@ class ControlPlane:
             status = self._state.runtime.pool_status(id)
         except UnknownPool:
             return not_found("pool")
-        health = status.view
-        digest = health.model_digest
-        gpus = self._state.runtime.pool_gpus(id)
-        devices = [
-            GpuDevice(
-                device=d.reading.index,
-                replicas=list(d.replicas),
-                name=d.reading.name,
-                uuid=d.reading.uuid,
-                utilization=d.reading.utilization,
-                memory_used_bytes=d.reading.memory_used_bytes,
-                memory_free_bytes=d.reading.memory_free_bytes,
-                memory_total_bytes=d.reading.memory_total_bytes,
-                error=d.reading.error,
-            )
-            for d in gpus.devices
-        ]
-        body = PoolHealth(
-            live=health.live,
-            ready=health.ready,
-            draining=health.draining,
-            phase=health.phase,
-            metrics={
-                "queue_depth": health.queue_depth,
-                "queue_depth_interactive": health.queue_depth_interactive,
-                "queue_depth_batch": health.queue_depth_batch,
-                "running": health.running,
-                "slots_total": health.slots_total,
-                "slots_free": health.slots_free,
-                "service_time_ms": health.service_time_ms,
-                "engine_version": health.engine_version,
-                "model_digest": digest,
-                "device_kind": status.device_kind,
-                "devices": list(status.devices),
-                "tensor_split": list(status.tensor_split) if status.tensor_split else None,
-                "slo": slo_view(status.slo),
-                "kv_cache_usage_ratio": status.kv_cache_usage_ratio,
-                "replicas": [_replica(r) for r in health.replicas],
-            },
-            pool_id=health.pool_id,
-            engine=health.engine,
-            engine_version=health.engine_version,
-            model_digest=digest,
-            desired_model_ref=health.desired_ref,
-            applied_model_ref=health.model_ref,
-            last_error=health.last_error,
-            gpu_telemetry=GpuTelemetry(
-                status=gpus.status, reason=gpus.reason, devices=devices or None
-            ),
-        )
-        return json_response(body)
+        return json_response(pool_health(self._state.runtime, status))
 
     async def listReplicaSets(self) -> Response:
         """Replica sets with load, slots, members and SLO objectives (ORCH-2104)."""
@@ -161,55 +118,3 @@ class ControlPlane:
                 )
             )
         return json_response(ListReplicaSetsResponse200(sets))
-
-
-def _replica(replica: ReplicaView) -> dict[str, Any]:
-    """One replica for health: its state and figures, its preload and restart history
-    (ORCH-3002, ORCH-3038, ORCH-3053); values not known yet are left out."""
-    figures: dict[str, Any] = {
-        "replica_id": replica.replica_id,
-        "state": replica.state.value,
-        "live": replica.live,
-        "ready": replica.ready,
-        "engine_version": replica.engine_version,
-        "model_digest": replica.model_digest,
-        "slots_total": replica.slots_total,
-        "slots_free": replica.slots_free,
-        "running": replica.running,
-        "kv_cache_usage_ratio": replica.kv_usage,
-        "restarts": replica.restarts,
-        "breaker": replica.breaker.value,
-        "last_preload_outcome": replica.last_preload_outcome,
-        "failure_class": replica.failure_class,
-        "last_error": replica.last_error,
-        "retry_in_ms": replica.retry_in_ms,
-    }
-    return {key: value for key, value in figures.items() if value is not None}
-
-
-def slo_view(snapshot: SloSnapshot) -> dict[str, dict[str, Any]]:
-    """A replica set's SLO figures next to their objectives, per priority that has tasks in
-    the window (ORCH-3041); figures that cannot be computed yet are left out."""
-    objectives = SloObjectives()
-    view: dict[str, dict[str, Any]] = {}
-    for priority in Priority:
-        figures = snapshot.of(priority)
-        if not figures.samples:
-            continue
-        goal = objectives.of(priority)
-        entry = {
-            "samples": figures.samples,
-            "window_ms": snapshot.window_ms,
-            "ttft_p95_ms": figures.first_token_p95_ms,
-            "ttft_p95_objective_ms": goal.first_token_p95_ms,
-            "tokens_64_p95_ms": figures.tokens_64_p95_ms,
-            "tokens_64_p95_objective_ms": goal.tokens_64_p95_ms,
-            "error_ratio": figures.error_rate,
-            "error_ratio_objective": goal.max_error_rate,
-            "throughput_ratio": figures.throughput_ratio,
-            "throughput_ratio_objective": goal.min_throughput_ratio,
-            "attainment_ratio": figures.attainment_ratio,
-            "met": figures.met,
-        }
-        view[priority.value] = {key: value for key, value in entry.items() if value is not None}
-    return view

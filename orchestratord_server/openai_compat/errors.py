@@ -25,7 +25,7 @@ from orchestratord_server.generated.models import FieldError
 JSON = "application/json"
 #: Path prefixes of the OrchQueue routes under `/v1`; every other `/v1/` path answers in
 #: OpenAI's shape.
-ORCHQUEUE_PATHS = ("/v1/tasks", "/v1/sessions", "/v1/pools", "/v1/replicasets")
+ORCHQUEUE_PATHS = ("/v1/tasks", "/v1/sessions", "/v1/pools", "/v1/replicasets", "/v1/events")
 #: Pydantic's names of model types in messages, for "a JSON object".
 _INSTANCE_OF = re.compile(r"(?:a valid )?dictionary or instance of \w+")
 #: OpenAI's error class for each client-error status; 5xx are `server_error`.

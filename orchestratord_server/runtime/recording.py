@@ -18,7 +18,6 @@ from orchestrator_core import (
     Admitted,
     BreakerState,
     Dispatch,
-    ErrorKind,
     PoolChanged,
     PoolPhase,
     Refused,
@@ -32,17 +31,14 @@ from orchestrator_core import (
 from orchestratord_server.generated.models import TaskRequest
 from orchestratord_server.logs import log_event, task_event
 from orchestratord_server.metrics import Metrics
+from orchestratord_server.runtime.recent_ends import EVICTIONS, outcome_result
 from orchestratord_server.runtime.tasks import TaskContext
 
 log = logging.getLogger("orchestratord.pool")
 
 UNKNOWN_VERSION = "unknown"
 
-#: Failures that are evictions from a full queue (ORCH-3005): logged as task.evicted.
-EVICTIONS = frozenset({ErrorKind.QUEUE_FULL_DROP_LRU, ErrorKind.ADMISSION_REJECT})
 _RELOAD_PHASES = (PoolPhase.RELOADING, PoolPhase.LOADING, PoolPhase.ROLLING_BACK)
-#: The `code` of a task that finished (`orchestratord_tasks_completed_total`).
-FINISHED_CODE = "ok"
 #: The `pool_id` of a refusal that came before a pool was chosen.
 NO_POOL = ""
 
@@ -142,9 +138,11 @@ class Recorder:
         if figures.tokens_in:  # the engine's own count, once it reported one
             self._metrics["tokens_in_total"].labels(*labels).inc(figures.tokens_in)
 
-    def _completed(self, task: TaskContext, result: str, code: str, figures: TaskFigures) -> None:
+    def _completed(self, task: TaskContext, outcome: TaskEnded | TaskCanceled | TaskFailed) -> None:
         """Count a terminal outcome once and observe the task's time from admission."""
         pool, priority = task.pool, task.request.priority.value
+        result, code = outcome_result(outcome)
+        figures = outcome.figures
         engine = pool.engine.value
         self._metrics["orchestratord_tasks_completed_total"].labels(
             engine, pool.id, priority, result, code
@@ -158,7 +156,7 @@ class Recorder:
         engine, version, pool_id, _ = self._labels(task, outcome.replica_id)
         priority = task.request.priority.value
         self._tokens(task, outcome.replica_id, figures)
-        self._completed(task, "finished", FINISHED_CODE, figures)
+        self._completed(task, outcome)
         if figures.first_token_ms is not None:
             self._metrics["latency_first_token_ms"].labels(
                 engine, version, pool_id, priority
@@ -178,7 +176,7 @@ class Recorder:
         self._metrics["tasks_canceled_total"].labels(
             *self._labels(task, outcome.replica_id), reason
         ).inc()
-        self._completed(task, "canceled", reason, outcome.figures)
+        self._completed(task, outcome)
         task_event(
             "task.canceled",
             f"task canceled ({reason})",
@@ -196,9 +194,7 @@ class Recorder:
             self._metrics["tasks_failed_total"].labels(
                 *self._labels(task, outcome.replica_id), outcome.kind.value
             ).inc()
-        self._completed(
-            task, "evicted" if evicted else "failed", outcome.kind.value, outcome.figures
-        )
+        self._completed(task, outcome)
 
         def fields() -> dict[str, Any]:
             return task.log_fields(outcome.figures, outcome.failure_class) | {

@@ -67,6 +67,7 @@ from orchestrator_core import (
     TaskEnded,
     TaskFailed,
     TaskSpec,
+    TaskView,
     TokenAccepted,
     persistence,
     set_scope,
@@ -92,6 +93,7 @@ from orchestratord_server.runtime.gauges import Gauges
 from orchestratord_server.runtime.gpu_telemetry import GpuMonitor, PoolGpus
 from orchestratord_server.runtime.pool_manager import NotReloadable, PoolManager
 from orchestratord_server.runtime.pool_specs import core
+from orchestratord_server.runtime.recent_ends import RecentEnds
 from orchestratord_server.runtime.recording import Recorder
 from orchestratord_server.runtime.sequencer import (
     PENDING,
@@ -181,6 +183,8 @@ class Runtime:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._retention_ms = config.server.transcript_retention_ms
         self._reaps: dict[str, asyncio.TimerHandle] = {}
+        #: The tasks that ended lately, for the control-plane event stream.
+        self.recent_ends = RecentEnds()
         self._leaving = False
 
     # -- life cycle --------------------------------------------------------------------
@@ -434,6 +438,7 @@ class Runtime:
             return
         depth = self._core.pool_view(outcome.pool_id, now).queue_depth
         transcribe.ended(task, outcome, depth, now)
+        self.recent_ends.add(task.request.priority, outcome)
         if not self._leader:
             return
         if isinstance(outcome, TaskEnded):
@@ -660,6 +665,19 @@ class Runtime:
             ReplicaSetStatus(view, self._core.slo(set_scope(view.set_id), now))
             for view in self._core.replica_sets()
         )
+
+    def task_view(self, task_id: str) -> TaskView | None:
+        """Where a known task is (it may have ended), or None once it was reaped."""
+        return self._core.task(task_id)
+
+    def pool_tasks(self, pool_id: str) -> tuple[TaskView, ...]:
+        """A pool's running tasks, then its queue in serving order (raises UnknownPool)."""
+        return self._core.pool_tasks(pool_id)
+
+    @property
+    def pool_ids(self) -> tuple[str, ...]:
+        """The configured pools, in configuration order."""
+        return self._core.pool_ids
 
     def pool_views(self) -> tuple[PoolView, ...]:
         """Every pool as the core sees it now; the scrape-time metrics read them."""

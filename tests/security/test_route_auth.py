@@ -55,6 +55,14 @@ def call(client: Client, op: Operation, headers: dict[str, str]) -> httpx.Respon
     """Call ``op`` with only ``headers`` as credentials; the answer is contract-checked."""
     path = op.path.replace("{id}", POOL_ID if "/pools/" in op.path else SOME_ID)
     body: Any = {} if op.request_model is not None else None
+    if op.sse_events and "{id}" not in op.path:
+        # The control-plane event stream never ends by itself: an accepted call is read
+        # no further than its status, a refused one whole.
+        with client.http.stream(op.method, path, headers=headers) as response:
+            if response.status_code != 200:
+                response.read()
+                assert_conforms(response)
+            return response
     return client.request(op.method, path, key=None, headers=headers, json=body)
 
 
