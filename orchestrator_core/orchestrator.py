@@ -1047,10 +1047,11 @@ class Orchestrator:
         task = self._tasks.get(task_id)
         return None if task is None else task_view(task)
 
-    def pool_tasks(self, pool_id: str) -> tuple[TaskView, ...]:
-        """A pool's running and queued tasks, the queue in serving order with positions
-        and predicted starts as of now; raises UnknownPool."""
-        return live_tasks(self._pool(pool_id), self._tasks)
+    def pool_tasks(self, pool_id: str, queued_limit: int | None = None) -> tuple[TaskView, ...]:
+        """A pool's running and queued tasks (the first `queued_limit` queued ones when
+        given), the queue in serving order with positions and predicted starts as of now;
+        raises UnknownPool."""
+        return live_tasks(self._pool(pool_id), self._tasks, queued_limit)
 
     def session_info(self, session_id: str, now_ms: int) -> SessionInfo | None:
         """`GET /v1/sessions/{id}`; None when unknown or expired (ORCH-2004)."""

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from enum import StrEnum
+from itertools import islice
 from typing import Any
 
 from orchestrator_core.vocabulary import Priority, QueuePolicy
@@ -85,9 +86,10 @@ class PoolQueue:
         """Tasks queued in one class."""
         return len(self._class(priority))
 
-    def ids(self, priority: Priority) -> list[str]:
-        """Queued ids of one class, oldest first."""
-        return list(self._class(priority))
+    def ids(self, priority: Priority, limit: int | None = None) -> list[str]:
+        """Queued ids of one class, oldest first; the first `limit` of them when given."""
+        queued = self._class(priority)
+        return list(queued if limit is None else islice(queued, limit))
 
     def blocking_limit(self, priority: Priority) -> Limit | None:
         """The limit a newcomer of `priority` would exceed, or None when it fits."""

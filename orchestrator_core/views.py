@@ -192,22 +192,26 @@ def task_view(task: Task, position: int | None = None, predicted_ms: int | None 
     )
 
 
-def live_tasks(pool: Pool, tasks: Mapping[str, Task]) -> tuple[TaskView, ...]:
+def live_tasks(
+    pool: Pool, tasks: Mapping[str, Task], queued_limit: int | None = None
+) -> tuple[TaskView, ...]:
     """A pool's queued and running tasks: those running (replica by replica, in dispatch
     order), then the queue in the order it will be served, each queued task with its
-    position and predicted start as of now (ORCH-3029)."""
+    position and predicted start as of now (ORCH-3029); with `queued_limit`, only the
+    queue's first `queued_limit` tasks (positions within a class grow with its order, so
+    they are among the first `queued_limit` of each class)."""
     running = [task_view(tasks[t]) for r in pool.replicas.values() for t in r.running]
     queue = pool.queue
     total, free = pool.slots()
     service = pool.service.estimate_ms
     queued = []
     for priority in Priority:
-        for index, task_id in enumerate(queue.ids(priority)):
+        for index, task_id in enumerate(queue.ids(priority, queued_limit)):
             position = queue.position(priority, index)
             predicted = predict_start_ms(position, total, free, service)
             queued.append(task_view(tasks[task_id], position, predicted))
     queued.sort(key=lambda view: view.queue_position)
-    return (*running, *queued)
+    return (*running, *queued[:queued_limit])
 
 
 def replica_view(replica: Replica, now_ms: int) -> ReplicaView:

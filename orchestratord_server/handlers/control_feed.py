@@ -10,15 +10,16 @@ over the time since (`stats`). Every event is a whole state keyed by its pool or
 so one sent twice changes nothing: a follower starts with a `snapshot` of everything,
 taken when it joins, and applies what follows. Nothing is computed while nobody follows.
 
-A follower that stops reading is dropped once `MAX_PENDING` frames wait for it; its
-client reconnects and starts again from a snapshot. When the daemon begins to shut down
+Only the first `QUEUED_SHOWN` queued tasks of each pool are followed, so a deep queue
+costs a look no more than a short one; the rest are counted in the pool's queue depth. A
+follower that stops reading is dropped once `MAX_PENDING` looks wait for it; its client
+reconnects and starts again from a snapshot. When the daemon begins to shut down
 the streams end (after the changes of that look), so they never hold its exit back.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import statistics
 import time
 from collections import deque
@@ -45,11 +46,10 @@ INTERVAL_MS = 250
 STATS_EVERY = 4
 #: Ended tasks per pool in a snapshot.
 RECENT_PER_POOL = 50
-#: Frames that may wait for one follower before it is dropped.
-MAX_PENDING = 4096
-#: A comment is sent when nothing else was for this long, so proxies keep the stream.
-KEEP_ALIVE_S = 15.0
-KEEP_ALIVE = b": keep-alive\n\n"
+#: Queued tasks per pool the stream follows, from the head of the queue.
+QUEUED_SHOWN = 200
+#: Looks (each one chunk of frames) that may wait for one follower before it is dropped.
+MAX_PENDING = 64
 
 
 def frame(event: str, data: str) -> bytes:
@@ -115,7 +115,7 @@ class _Follower:
     __slots__ = ("frames",)
 
     def __init__(self) -> None:
-        #: Frames to send; None ends the stream.
+        #: Chunks of frames to send, one per look; None ends the stream.
         self.frames: asyncio.Queue[bytes | None] = asyncio.Queue(MAX_PENDING)
 
 
@@ -153,32 +153,21 @@ class ControlFeed:
         self._followers.add(follower)
         try:
             yield frame("snapshot", _json(snapshot))
-            while True:
-                try:
-                    data = await asyncio.wait_for(follower.frames.get(), KEEP_ALIVE_S)
-                except TimeoutError:
-                    data = KEEP_ALIVE
-                if data is None:
-                    return
+            while (data := await follower.frames.get()) is not None:
                 yield data
         finally:
             self._followers.discard(follower)
-
-    async def close(self) -> None:
-        """End every stream and stop looking."""
-        self._end_streams()
-        ticker, self._ticker = self._ticker, None
-        if ticker is not None:
-            ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await ticker
 
     # -- looking ---------------------------------------------------------------------------
 
     def _snapshot(self) -> ControlSnapshot:
         runtime = self._runtime
         pools = [pool_health(runtime, runtime.pool_status(p)) for p in runtime.pool_ids]
-        tasks = [live_summary(v) for p in runtime.pool_ids for v in runtime.pool_tasks(p)]
+        tasks = [
+            live_summary(view)
+            for pool_id in runtime.pool_ids
+            for view in runtime.pool_tasks(pool_id, QUEUED_SHOWN)
+        ]
         recent: dict[str, deque[TaskSummary]] = {}
         for end in runtime.recent_ends.since(0):
             kept = recent.setdefault(end.outcome.pool_id, deque(maxlen=RECENT_PER_POOL))
@@ -207,13 +196,13 @@ class ControlFeed:
             while self._followers:
                 await asyncio.sleep(self._interval_ms / 1000)
                 frames = self.look()
-                for follower in list(self._followers):
-                    for data in frames:
+                if frames:
+                    chunk = b"".join(frames)
+                    for follower in list(self._followers):
                         try:
-                            follower.frames.put_nowait(data)
+                            follower.frames.put_nowait(chunk)
                         except asyncio.QueueFull:
                             self._drop(follower)
-                            break
                 if self._runtime.shutting_down:
                     self._end_streams()
         finally:
@@ -229,7 +218,7 @@ class ControlFeed:
             if self._pools_sent.get(pool_id) != health:
                 self._pools_sent[pool_id] = health
                 frames.append(frame("pool", health))
-            for view in runtime.pool_tasks(pool_id):
+            for view in runtime.pool_tasks(pool_id, QUEUED_SHOWN):
                 text = _json(live_summary(view))
                 live[view.task_id] = text
                 if self._tasks_sent.get(view.task_id) != text:
@@ -251,8 +240,9 @@ class ControlFeed:
         return frames
 
     def _vanished(self, task_id: str) -> list[bytes]:
-        """A task that left the live list without an end held for it (more ended since
-        the last look than are held): its end as the core still knows it."""
+        """A task that left the followed ones without an end held for it (more ended
+        since the last look than are held): its end as the core still knows it. One that
+        arrivals pushed back beyond `QUEUED_SHOWN` is still queued and sends nothing."""
         view = self._runtime.task_view(task_id)
         if view is None or view.outcome is None:
             return []
@@ -277,7 +267,7 @@ class ControlFeed:
         runtime = self._runtime
         ended = runtime.recent_ends.tokens_out
         return {
-            pool_id: ended.get(pool_id, 0) + sum(v.tokens for v in runtime.pool_tasks(pool_id))
+            pool_id: ended.get(pool_id, 0) + sum(v.tokens for v in runtime.pool_tasks(pool_id, 0))
             for pool_id in runtime.pool_ids
         }
 

@@ -670,9 +670,10 @@ class Runtime:
         """Where a known task is (it may have ended), or None once it was reaped."""
         return self._core.task(task_id)
 
-    def pool_tasks(self, pool_id: str) -> tuple[TaskView, ...]:
-        """A pool's running tasks, then its queue in serving order (raises UnknownPool)."""
-        return self._core.pool_tasks(pool_id)
+    def pool_tasks(self, pool_id: str, queued_limit: int | None = None) -> tuple[TaskView, ...]:
+        """A pool's running tasks, then its queue in serving order (the first
+        `queued_limit` of it when given); raises UnknownPool."""
+        return self._core.pool_tasks(pool_id, queued_limit)
 
     @property
     def pool_ids(self) -> tuple[str, ...]:

@@ -688,10 +688,7 @@ class CoreModel(RuleBasedStateMachine):
         streak, order = pool.streak, []
         while queues[INTER] or queues[BATCH]:
             batch_next = not queues[INTER] or (bool(queues[BATCH]) and streak >= self.burst)
-            if batch_next:
-                streak = 0
-            else:
-                streak = streak + 1 if queues[BATCH] else 0
+            streak = 0 if batch_next else (streak + 1 if queues[BATCH] else 0)
             order.append(queues[BATCH if batch_next else INTER].pop(0))
         return order
 
@@ -705,9 +702,7 @@ class CoreModel(RuleBasedStateMachine):
             running = [v for v in views if v.state is not State.QUEUED]
             queued = views[len(running) :]
             assert all(v.state is State.QUEUED for v in queued)
-            expected_running = {
-                tid: rid for rid, r in pool.replicas.items() for tid in r.running
-            }
+            expected_running = {tid: rid for rid, r in pool.replicas.items() for tid in r.running}
             assert {v.task_id: v.replica_id for v in running} == expected_running
             for view in running:
                 assert view.tokens == self.tasks[view.task_id].tokens
@@ -716,6 +711,9 @@ class CoreModel(RuleBasedStateMachine):
             assert [v.queue_position for v in queued] == list(range(len(queued)))
             starts = [v.predicted_start_ms for v in queued]
             assert starts == sorted(starts)
+            for limit in range(len(queued) + 1):
+                head = self.orch.pool_tasks(pool_id, queued_limit=limit)
+                assert head == (*running, *queued[:limit])
 
     @invariant()
     def every_task_has_one_fate(self) -> None:

@@ -107,7 +107,7 @@ def _config() -> schemathesis.Config:
 DATA = schemathesis.openapi.from_dict(contract("data"), config=_config())
 #: The control-plane event stream never ends by itself, so a fuzzer waiting for its body
 #: waits forever; tests/server/test_control_events.py checks its frames against the
-#: contract and its refusals instead.
+#: contract instead (and tests/security/test_route_auth.py its refusals).
 ENDLESS = "streamControlEvents"
 CONTROL = schemathesis.openapi.from_dict(contract("control"), config=_config()).exclude(
     operation_id=ENDLESS
