@@ -319,21 +319,18 @@ function chart(svg, values) {
   const top = Math.max(1, ...known);
   const step = 300 / Math.max(1, HISTORY - 1);
   const offset = 300 - step * (values.length - 1);
-  const points = values
-    .map((v, i) => (v === null || v === undefined ? null : `${(offset + i * step).toFixed(1)},${(58 - (v / top) * 54).toFixed(1)}`))
-    .filter(Boolean)
-    .join(" ");
-  const last = known.length ? known[known.length - 1] : null;
+  const xy = values
+    .map((v, i) => (v === null || v === undefined ? null : [offset + i * step, 58 - (v / top) * 54]))
+    .filter(Boolean);
+  if (xy.length === 1) xy.unshift([xy[0][0] - step, xy[0][1]]); // one point shows as a dash
   const line = document.createElementNS("http://www.w3.org/2000/svg", "polyline");
-  line.setAttribute("points", points);
+  line.setAttribute("points", xy.map(([x, y]) => `${x.toFixed(1)},${y.toFixed(1)}`).join(" "));
   line.setAttribute("class", "line");
-  const label = document.createElementNS("http://www.w3.org/2000/svg", "text");
-  label.setAttribute("x", "296");
-  label.setAttribute("y", "12");
-  label.setAttribute("text-anchor", "end");
-  label.textContent = last === null ? "—" : `${Math.round(last)} (max ${Math.round(top)})`;
-  svg.replaceChildren(line, label);
-  svg.setAttribute("aria-label", last === null ? "no data yet" : `latest ${Math.round(last)}, highest ${Math.round(top)}`);
+  svg.replaceChildren(line);
+  const last = known.length ? Math.round(known[known.length - 1]) : null;
+  const text = last === null ? "no data yet" : `now ${last}, highest ${Math.round(top)}`;
+  svg.setAttribute("aria-label", text);
+  svg.closest("figure").querySelector(".latest").textContent = last === null ? "" : `· ${text}`;
 }
 
 // -- actions ---------------------------------------------------------------------------
