@@ -9,6 +9,7 @@ the clients saw.
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import subprocess
 import time
@@ -26,6 +27,7 @@ from orchestratord_server.engines.llamacpp_process import LlamaCppProcess
 from tests.cluster import chaos
 from tests.cluster.conftest import cluster_config, instance_config
 from tests.integration.support import (
+    DATA_KEY,
     POOL_ID,
     Daemon,
     free_port,
@@ -115,6 +117,40 @@ def test_admit_on_one_instance_stream_and_cancel_on_another(
         info.pop("ttl_ms_remaining")  # read a few milliseconds apart
     assert seen[0] == seen[1]
     assert on_first.get("/v1/replicasets").json() == on_second.get("/v1/replicasets").json()
+
+
+def test_orch_2103_the_event_stream_of_any_instance_shows_the_clusters_tasks(
+    tmp_path: Path, engine: LlamaCppProcess, nats_node: NatsNode, instances: list[Daemon]
+) -> None:
+    """A task admitted on the scheduler is followed to its end on the stream of an
+    instance that does not schedule: every instance applies the same log."""
+    first, second = two_instances(instances, tmp_path, engine, nats_node)
+    leader = wait_leader([first, second])
+    watcher, admitter = (second, first) if leader is first else (first, second)
+    body = task_body(max_tokens=24)
+    seen: list[dict[str, Any]] = []
+    headers = {"Authorization": f"Bearer {DATA_KEY}"}
+    with (
+        httpx.Client(base_url=watcher.base_url, timeout=30) as http,
+        http.stream("GET", "/v1/events", headers=headers) as events,
+    ):
+        assert events.status_code == 200
+        lines = events.iter_lines()
+        assert next(lines) == "event: snapshot"
+        admitter.client().admit(body)
+        for line in lines:
+            if not line.startswith("data: "):
+                continue
+            data = json.loads(line[len("data: ") :])
+            if data.get("task_id") == body["task_id"]:
+                seen.append(data)
+                if "outcome" in data:
+                    break
+    transcript = watcher.client().transcript(body["task_id"])
+    assert seen[-1]["state"] == "ended"
+    assert seen[-1]["outcome"]["result"] == "finished"
+    assert seen[-1]["tokens_out"] == len(transcript.tokens)
+    assert all(event["pool_id"] == POOL_ID for event in seen)
 
 
 def test_admitted_tasks_survive_a_sigkill_of_the_only_instance(
