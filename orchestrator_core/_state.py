@@ -27,17 +27,11 @@ from enum import StrEnum
 from types import MappingProxyType
 
 from orchestrator_core.errors import IllegalTransition
+from orchestrator_core.vocabulary import TaskState
 
-
-class State(StrEnum):
-    """Where a task is in its life."""
-
-    QUEUED = "queued"
-    DISPATCHED = "dispatched"
-    STREAMING = "streaming"
-    ENDED = "ended"
-    CANCELED = "canceled"
-    FAILED = "failed"
+#: Where a task is in its life: the contract's TaskState, which the control-plane event
+#: stream reports as it is.
+State = TaskState
 
 
 class Event(StrEnum):

@@ -69,7 +69,7 @@ def live_summary(view: TaskView) -> TaskSummary:
         pool_id=view.pool_id,
         replica_id=view.replica_id,
         priority=view.priority,
-        state=TaskState(view.state.value),
+        state=view.state,
         tokens_out=view.tokens,
         queue_position=view.queue_position if queued else None,
         predicted_start_ms=view.predicted_start_ms if queued else None,
