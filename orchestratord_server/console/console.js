@@ -120,23 +120,7 @@ async function follow() {
   showBoard();
   setConnection("live", "live");
   state.retries = 0;
-  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-  let buffer = "";
-  try {
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      buffer += value;
-      let end;
-      while ((end = buffer.indexOf("\n\n")) >= 0) {
-        const block = buffer.slice(0, end);
-        buffer = buffer.slice(end + 2);
-        handleFrame(block);
-      }
-    }
-  } catch (error) {
-    if (controller.signal.aborted) return;
-  }
+  await readEvents(response, handleEvent);
   if (!controller.signal.aborted) retry("the daemon closed the event stream");
 }
 
@@ -147,7 +131,29 @@ function retry(why) {
   setTimeout(() => state.keys && follow(), wait);
 }
 
-function handleFrame(block) {
+// Reads a text/event-stream response to its end (or until it is aborted), calling
+// onEvent(name, payload) with each frame's event name and parsed JSON data.
+async function readEvents(response, onEvent) {
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      buffer += value;
+      let end;
+      while ((end = buffer.indexOf("\n\n")) >= 0) {
+        const frame = parseFrame(buffer.slice(0, end));
+        buffer = buffer.slice(end + 2);
+        if (frame) onEvent(frame.event, frame.payload);
+      }
+    }
+  } catch {
+    // aborted, or the connection dropped: the caller decides what follows
+  }
+}
+
+function parseFrame(block) {
   let event = "message";
   const data = [];
   for (const line of block.split("\n")) {
@@ -158,8 +164,10 @@ function handleFrame(block) {
     if (name === "event") event = value;
     else if (name === "data") data.push(value);
   }
-  if (!data.length) return;
-  const payload = JSON.parse(data.join("\n"));
+  return data.length ? { event, payload: JSON.parse(data.join("\n")) } : null;
+}
+
+function handleEvent(event, payload) {
   if (event === "snapshot") {
     state.pools = new Map(payload.pools.map((p) => [p.pool_id, p]));
     state.tasks = new Map(payload.tasks.map((t) => [t.task_id, t]));
@@ -417,29 +425,11 @@ async function showTranscript(taskId) {
     text.textContent = `The task's text cannot be read: ${problem({ status: response.status, body })}`;
     return;
   }
-  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-  let buffer = "";
-  try {
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      buffer += value;
-      let end;
-      while ((end = buffer.indexOf("\n\n")) >= 0) {
-        const block = buffer.slice(0, end);
-        buffer = buffer.slice(end + 2);
-        const event = /^event: (.*)$/m.exec(block)?.[1];
-        const data = /^data: (.*)$/m.exec(block)?.[1];
-        if (!data) continue;
-        const payload = JSON.parse(data);
-        if (event === "token") text.append(payload.t);
-        else if (event === "end") text.append(`\n\n[end: ${payload.finish_reason}, ${payload.tokens_out} tokens]`);
-        else if (event === "error") text.append(`\n\n[error ${payload.code}: ${payload.message}]`);
-      }
-    }
-  } catch {
-    // closed by the dialog
-  }
+  await readEvents(response, (event, payload) => {
+    if (event === "token") text.append(payload.t);
+    else if (event === "end") text.append(`\n\n[end: ${payload.finish_reason}, ${payload.tokens_out} tokens]`);
+    else if (event === "error") text.append(`\n\n[error ${payload.code}: ${payload.message}]`);
+  });
 }
 
 // -- sign in and out -------------------------------------------------------------------
