@@ -1,5 +1,5 @@
 """The client subcommands of `orchestratord`: submit, cancel, session, pools, drain, reload,
-status and metrics, next to the daemon's own `serve`. The light distribution
+events, status and metrics, next to the daemon's own `serve`. The light distribution
 (`orchestratord-client`, without the daemon) runs them through `main`.
 
 The daemon's URL comes from `--url` or `$ORCHD_URL` (default http://127.0.0.1:8080), the
@@ -40,6 +40,7 @@ from orchestratord_client.generated.models import (
     ErrorEvent,
     ErrorKind,
     FinishReason,
+    PoolStats,
     Priority,
     ReplicaSet,
     TokenEvent,
@@ -127,6 +128,12 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     reload = add("reload", _reload, "reload a pool with another model")
     reload.add_argument("pool_id")
     reload.add_argument("model_ref")
+
+    events = add("events", _events, "follow pools and tasks as they change (Ctrl-C stops)")
+    events.add_argument("--json", action="store_true", help="print each event as a JSON line")
+    events.add_argument(
+        "--stats", action="store_true", help="also print each pool's figures every second"
+    )
 
     status = add("status", _status, "show liveness and readiness (exit 3 when not ready)")
     status.add_argument("--json", action="store_true")
@@ -344,6 +351,16 @@ def _drain(client: Client, args: argparse.Namespace) -> int:
 def _reload(client: Client, args: argparse.Namespace) -> int:
     accepted = client.reload(args.pool_id, args.model_ref)
     print(f"reloading {accepted.pool_id} with {accepted.new_model_ref}")
+    return EXIT_OK
+
+
+def _events(client: Client, args: argparse.Namespace) -> int:
+    """Print the control-plane event stream until interrupted (or the daemon ends it)."""
+    for event in client.events():
+        if args.json:
+            _emit(render.event_line(event) + "\n")
+        elif args.stats or not isinstance(event, PoolStats):
+            _emit("".join(line + "\n" for line in render.control_lines(event)))
     return EXIT_OK
 
 

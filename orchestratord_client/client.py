@@ -30,7 +30,13 @@ from orchestratord_client.generated.models import (
     TaskRequest,
 )
 from orchestratord_client.protocol import Call, M
-from orchestratord_client.sse import EventReader, StreamEvent
+from orchestratord_client.sse import (
+    ControlEvent,
+    EventReader,
+    SseDecoder,
+    StreamEvent,
+    control_event,
+)
 
 Id = str | uuid.UUID
 
@@ -106,6 +112,22 @@ class Client:
 
     def pool_health(self, pool_id: str) -> PoolHealth:
         return self._typed(protocol.call("getPoolHealth", id=pool_id), PoolHealth)
+
+    def events(self) -> Generator[ControlEvent, None, None]:
+        """The control-plane event stream, typed: a ControlSnapshot, then PoolHealth,
+        TaskSummary and PoolStats events as things change. It does not end by itself:
+        close the generator to stop. A dropped connection raises httpx.TransportError;
+        call again for a new snapshot (the stream has nothing to resume)."""
+        response = self._open(protocol.call("streamControlEvents"), {})
+        try:
+            decoder = SseDecoder()
+            for line in response.iter_lines():
+                raw = decoder.feed(line)
+                event = None if raw is None else control_event(raw)
+                if event is not None:
+                    yield event
+        finally:
+            response.close()
 
     def drain(self, pool_id: str, deadline_ms: int) -> PoolActionAccepted:
         body = DrainRequest(deadline_ms=deadline_ms)

@@ -8,8 +8,16 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from orchestratord_client.generated.models import PoolHealth, Readiness, ReplicaSet, SessionInfo
-from orchestratord_client.sse import StreamEvent, event_name
+from orchestratord_client.generated.models import (
+    ControlSnapshot,
+    PoolHealth,
+    PoolStats,
+    Readiness,
+    ReplicaSet,
+    SessionInfo,
+    TaskSummary,
+)
+from orchestratord_client.sse import ControlEvent, StreamEvent, event_name
 
 MISSING = "-"
 
@@ -44,7 +52,7 @@ def json_line(data: Mapping[str, Any] | Sequence[Any]) -> str:
     return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
 
 
-def event_line(event: StreamEvent) -> str:
+def event_line(event: StreamEvent | ControlEvent) -> str:
     """`{"event": <name>, "data": <the event's data>}` on one line."""
     return json_line({"event": event_name(event), "data": plain(event)})
 
@@ -97,3 +105,50 @@ def readiness_table(readiness: Readiness) -> str:
 
 def session_table(info: SessionInfo) -> str:
     return table(("FIELD", "VALUE"), plain(info).items())
+
+
+def control_lines(event: ControlEvent) -> list[str]:
+    """A control-plane event for people: the snapshot as a pool table and its live tasks,
+    then one line per pool, task or stats event."""
+    if isinstance(event, ControlSnapshot):
+        return [pools_table(event.pools), *(task_line(t) for t in event.tasks)]
+    if isinstance(event, PoolHealth):
+        return [pool_line(event)]
+    if isinstance(event, TaskSummary):
+        return [task_line(event)]
+    return [stats_line(event)]
+
+
+def pool_line(health: PoolHealth) -> str:
+    m = health.metrics
+    phase = health.phase.value if health.phase else ("ready" if health.ready else "not ready")
+    line = (
+        f"pool {health.pool_id}: {phase}, queue {m.get('queue_depth', 0)}, "
+        f"running {m.get('running', 0)}/{m.get('slots_total', 0)}"
+    )
+    if health.desired_model_ref and health.desired_model_ref != health.applied_model_ref:
+        line += f", moving to {health.desired_model_ref}"
+    if m.get("drain_remaining_ms") is not None:
+        line += f", drain deadline in {m['drain_remaining_ms'] / 1000:.1f} s"
+    return line + (f", last error: {health.last_error}" if health.last_error else "")
+
+
+def task_line(task: TaskSummary) -> str:
+    head = f"task {task.task_id} ({task.pool_id}, {task.priority.value}): {task.state.value}"
+    if task.outcome is not None:
+        outcome = f"{task.outcome.result.value} ({task.outcome.code})"
+        return f"{head}, {outcome}, {task.tokens_out} tokens"
+    if task.queue_position is not None:
+        start = (task.predicted_start_ms or 0) / 1000
+        return f"{head} at position {task.queue_position}, starts in ~{start:.1f} s"
+    return f"{head} on {task.replica_id or MISSING}, {task.tokens_out} tokens"
+
+
+def stats_line(stats: PoolStats) -> str:
+    per_s = 1000 * stats.tokens_out / stats.interval_ms
+    first = MISSING if stats.first_token_p50_ms is None else f"{stats.first_token_p50_ms} ms"
+    return (
+        f"stats {stats.pool_id}: {per_s:.0f} tokens/s, {stats.tasks_ended} ended, "
+        f"first token p50 {first}, queue {stats.queue_depth}, "
+        f"running {stats.tasks_running}/{stats.slots_total}"
+    )

@@ -1,9 +1,10 @@
-"""Server-Sent Events of a task stream: decode lines into typed events, resume without repeats.
+"""Server-Sent Events: decode lines into typed events, resume a task stream without repeats.
 
 `SseDecoder` follows the SSE format (`id:`, `event:` and `data:` fields, multi-line data
 joined by newlines, the last event id kept until a frame sends another, comments and
 unknown fields ignored, a blank line dispatches). `typed_event` validates the data with
-the generated model of the event's name, from the streamTask operation's `x-sse-events`.
+the generated model of the event's name, from the streamTask operation's `x-sse-events`;
+`control_event` does the same for the control-plane event stream (streamControlEvents).
 `Resume` remembers what a reader already received: the id of the last event, which a
 reconnection sends as `Last-Event-ID` so that the daemon goes on right after it (nothing
 repeats, nothing is lost), and the index of the next token, so that a stream opened anew
@@ -16,10 +17,14 @@ from dataclasses import dataclass
 from typing import cast
 
 from orchestratord_client.generated.models import (
+    ControlSnapshot,
     EndEvent,
     ErrorEvent,
     MetricsEvent,
+    PoolHealth,
+    PoolStats,
     StartedEvent,
+    TaskSummary,
     TokenEvent,
 )
 from orchestratord_client.generated.operations import OPERATIONS
@@ -30,6 +35,10 @@ StreamEvent = StartedEvent | TokenEvent | MetricsEvent | EndEvent | ErrorEvent
 TERMINAL = (EndEvent, ErrorEvent)
 
 _EVENT_MODELS = OPERATIONS["streamTask"].sse_events
+
+#: One event of the control-plane event stream, as the generated model of its name.
+ControlEvent = ControlSnapshot | PoolHealth | TaskSummary | PoolStats
+_CONTROL_MODELS = OPERATIONS["streamControlEvents"].sse_events
 
 
 #: The request header that resumes a stream after the event it names.
@@ -83,6 +92,15 @@ def typed_event(raw: RawEvent) -> StreamEvent | None:
     if model is None:
         return None
     return cast(StreamEvent, model.model_validate_json(raw.data))
+
+
+def control_event(raw: RawEvent) -> ControlEvent | None:
+    """A control-plane event as its generated model; None for a name the contract does
+    not know (the stream only grows)."""
+    model = _CONTROL_MODELS.get(raw.event)
+    if model is None:
+        return None
+    return cast(ControlEvent, model.model_validate_json(raw.data))
 
 
 class Resume:
@@ -144,9 +162,9 @@ class EventReader:
         return event
 
 
-def event_name(event: StreamEvent) -> str:
-    """The SSE event name of a typed event (`token`, `end`, ...)."""
+def event_name(event: StreamEvent | ControlEvent) -> str:
+    """The SSE event name of a typed event (`token`, `end`, `task`, ...)."""
     return _EVENT_NAMES[type(event)]
 
 
-_EVENT_NAMES = {model: name for name, model in _EVENT_MODELS.items()}
+_EVENT_NAMES = {model: name for name, model in (*_EVENT_MODELS.items(), *_CONTROL_MODELS.items())}

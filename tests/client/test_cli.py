@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -261,3 +262,54 @@ def test_session_shows_and_deletes(env: dict[str, str], tracker: CheckedClient) 
     gone = orchestratord(env, "session", session)
     assert gone.returncode == EXIT_CLIENT
     assert "NOT_FOUND" in gone.stderr
+
+
+def test_events_follows_a_task_to_its_end_and_stops_on_interrupt(
+    env: dict[str, str], tracker: CheckedClient
+) -> None:
+    """ORCH-2103: `events --json` prints the control-plane event stream as JSON lines,
+    a snapshot first, then the task a client submits, to its end; Ctrl-C (SIGINT) ends
+    it with 130; without `--json` the same task reads as lines for people."""
+    follower = subprocess.Popen(
+        [*orchestratord_command(), "events", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    people = subprocess.Popen(
+        [*orchestratord_command(), "events"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert follower.stdout is not None and people.stdout is not None
+        first = json.loads(follower.stdout.readline())
+        assert first["event"] == "snapshot"
+        assert POOL_ID in {pool["pool_id"] for pool in first["data"]["pools"]}
+        assert people.stdout.readline().startswith("POOL ")
+        done = orchestratord(env, *submit_args(tracker, "Once upon a time"))
+        assert done.returncode == EXIT_OK, done.stderr
+        task_id = tracker.submitted[-1]
+        tokens = len(tracker.transcript(task_id).tokens)
+        seen: list[dict[str, object]] = []
+        for line in follower.stdout:
+            event = json.loads(line)
+            if event["event"] == "task" and event["data"]["task_id"] == task_id:
+                seen.append(event["data"])
+                if "outcome" in event["data"]:
+                    break
+        assert seen[-1]["state"] == "ended"
+        assert seen[-1]["tokens_out"] == tokens
+        ended = f"task {task_id} ({POOL_ID}, interactive): ended, finished (ok), {tokens} tokens"
+        for line in people.stdout:
+            if line.rstrip("\n") == ended:
+                break
+        follower.send_signal(signal.SIGINT)
+        assert follower.wait(TIMEOUT_S) == 130
+    finally:
+        for process in (follower, people):
+            process.kill()
+            process.wait(TIMEOUT_S)
