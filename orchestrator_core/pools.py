@@ -29,7 +29,7 @@ from orchestrator_core.ratelimit import TokenBuckets
 from orchestrator_core.replica import Replica
 from orchestrator_core.slo_book import set_scope
 from orchestrator_core.specs import PoolSpec
-from orchestrator_core.vocabulary import PoolPhase, Priority
+from orchestrator_core.vocabulary import PoolPhase, Priority, Workload
 from orchestrator_core.watchdog import Watchdog
 
 
@@ -91,7 +91,11 @@ class Pool:
             spec.batch.queue_capacity,
             spec.interactive_burst,
         )
-        self.watchdog = Watchdog(spec.wall_timeout_ms, spec.idle_timeout_ms)
+        # Only completions stream tokens; an embedding or rerank answers at once at its
+        # end, so the idle limit would be a second, shorter wall limit (ORCH-3016).
+        streams = spec.workload is Workload.COMPLETION
+        idle_ms = spec.idle_timeout_ms if streams else spec.wall_timeout_ms
+        self.watchdog = Watchdog(spec.wall_timeout_ms, idle_ms)
         self.service = ServiceTime(spec.initial_service_ms, spec.ewma_alpha)
         self.buckets: dict[Priority, TokenBuckets] = {}
         for priority in Priority:

@@ -10,7 +10,7 @@ from corekit import admit, dispatches, orchestrator, pool_spec, refuse, task
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator_core import Admitted, ErrorKind, Refused, Workload
+from orchestrator_core import Admitted, ErrorKind, Refused, TaskFailed, Workload
 
 WORKLOADS = (Workload.COMPLETION, Workload.EMBEDDING)
 
@@ -68,3 +68,24 @@ def test_every_dispatch_matches_the_workload_of_its_task(
             assert outcome.kind is ErrorKind.INVALID_PARAMS
     for dispatch in dispatches(orch.poll(0)):
         assert pools[int(dispatch.pool_id[1:])] is wanted[dispatch.task_id]
+
+
+def test_orch_3016_an_embedding_runs_to_the_wall_limit_not_the_idle_one() -> None:
+    """An embedding sends nothing until it ends, so only the wall limit bounds it: a long
+    batch outlives the idle limit and fails at the wall limit, named `wall`."""
+    orch = orchestrator(
+        pool_spec(
+            "vectors",
+            replicas=[("r0", 1)],
+            workload=Workload.EMBEDDING,
+            wall_timeout_ms=1_000,
+            idle_timeout_ms=50,
+        )
+    )
+    admit(orch, task(1, workload=Workload.EMBEDDING))
+    assert dispatches(orch.poll(0))
+    assert orch.next_deadline_ms() == 1_000
+    assert not [a for a in orch.poll(999) if isinstance(a, TaskFailed)]
+    failed = [a for a in orch.poll(1_000) if isinstance(a, TaskFailed)]
+    assert len(failed) == 1 and failed[0].kind is ErrorKind.DECODE_TIMEOUT
+    assert "wall" in failed[0].message
