@@ -133,22 +133,33 @@ def token_frame_bytes(transcript: Transcript) -> bytes:
     return b"".join(frame.event_bytes for frame in transcript.frames if frame.event == "token")
 
 
+#: Times a pair is run before its copies are held to have missed the second replica.
+PAIR_ATTEMPTS = 3
+
+
 def identical_across_replicas(client: Client, body: Task, replicas: tuple[str, str]) -> str:
     """ORCH-3050, ORCH-3045: ``body`` (a fixed prompt and seed) runs on both single-slot
     ``replicas`` at once and once more afterwards; the three runs report the same seed,
     engine version, model digest and sampler profile, end alike, and their token streams
-    are byte-identical. Returns their text."""
-    one, two = run_pair(client, body)
+    are byte-identical. Returns their text.
+
+    A short answer can end before its copy is admitted (on a loaded machine), and then
+    both run on the same replica; the pair is run again then, up to PAIR_ATTEMPTS times:
+    what is tested is that the replicas agree, placement has tests of its own."""
+    where = f"prompt {body['prompt']!r}, seed {body['seed']}"
+    for _ in range(PAIR_ATTEMPTS):
+        one, two = run_pair(client, body)
+        assert one.started is not None and two.started is not None, where
+        if {one.started["replica_id"], two.started["replica_id"]} == set(replicas):
+            break
+    else:
+        raise AssertionError(f"{where}: the concurrent copies did not run on both replicas")
     three = client.run(_fresh_copy(body))
     runs = (one, two, three)
-    where = f"prompt {body['prompt']!r}, seed {body['seed']}"
     started = []
     for run in runs:
         assert run.started is not None, f"{where}: {run.events[:2]}"
         started.append(run.started)
-    assert {started[0]["replica_id"], started[1]["replica_id"]} == set(replicas), (
-        f"{where}: the concurrent copies did not run on both replicas"
-    )
     for key in ("seed", "engine", "engine_version", "model_digest", "sampler_profile_version"):
         values = {s.get(key) for s in started}
         assert len(values) == 1, f"{where}: {key} differs: {values}"

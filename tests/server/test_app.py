@@ -57,7 +57,14 @@ def test_every_contract_operation_has_a_handler(config) -> None:
     assert set(table) == set(OPERATIONS)
 
 
-@pytest.mark.parametrize("operation_id", sorted(OPERATIONS))
+#: Operations this in-process check cannot call, and where they are reached instead.
+#: Starlette's test client returns only once the app has finished answering.
+ENDLESS = {
+    "streamControlEvents": "tests/server/test_control_events.py follows it on a real daemon",
+}
+
+
+@pytest.mark.parametrize("operation_id", sorted(OPERATIONS.keys() - ENDLESS.keys()))
 def test_every_contract_operation_is_routed(client: CheckedClient, operation_id: str) -> None:
     """A valid request reaches the operation's handler: never the router's own 404/405.
 
