@@ -25,7 +25,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator
 
-from orchestrator_core import State, TaskCanceled, TaskEnded, TaskView
+from orchestrator_core import State, TaskCanceled, TaskEnded, TaskView, Terminal
 from orchestratord_server.generated.models import (
     ControlSnapshot,
     PoolHealth,
@@ -38,7 +38,7 @@ from orchestratord_server.generated.models import (
 )
 from orchestratord_server.handlers.health import pool_health
 from orchestratord_server.runtime import Runtime
-from orchestratord_server.runtime.recent_ends import Ended, Terminal, outcome_result
+from orchestratord_server.runtime.recent_ends import Ended, outcome_result
 
 #: How often the feed looks for changes.
 INTERVAL_MS = 250
@@ -138,11 +138,6 @@ class ControlFeed:
         self._ended_before: dict[str, int] = {}
         self._stats_at = 0.0
         self._looks = 0
-
-    @property
-    def followers(self) -> int:
-        """Open streams."""
-        return len(self._followers)
 
     async def follow(self) -> AsyncIterator[bytes]:
         """One client's stream: a snapshot, then the changes, until the daemon ends it."""

@@ -14,9 +14,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from orchestrator_core import ErrorKind, Priority, TaskCanceled, TaskEnded, TaskFailed
-
-Terminal = TaskEnded | TaskCanceled | TaskFailed
+from orchestrator_core import ErrorKind, Priority, TaskCanceled, TaskEnded, Terminal
 
 #: Failures that are evictions from a full queue (ORCH-3005).
 EVICTIONS = frozenset({ErrorKind.QUEUE_FULL_DROP_LRU, ErrorKind.ADMISSION_REJECT})
