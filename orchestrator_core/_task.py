@@ -18,6 +18,7 @@ class Task:
 
     __slots__ = (
         "admitted_ms",
+        "busy_sum",
         "dispatched_ms",
         "first_token_ms",
         "outcome",
@@ -55,6 +56,8 @@ class Task:
         self.dispatched_ms = -1
         self.first_token_ms: int | None = None
         self.tokens = 0
+        #: The busy slots of its replica summed over its tokens: its mean concurrency.
+        self.busy_sum = 0
         self.tokens_in: int | None = None
         self.outcome: Terminal | None = None
 

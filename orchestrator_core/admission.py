@@ -31,10 +31,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from orchestrator_core import eta
 from orchestrator_core._task import Task
 from orchestrator_core.decisions import Refused
 from orchestrator_core.pools import Pool
-from orchestrator_core.prediction import backoff_ms, predict_start_ms
 from orchestrator_core.queue import Limit
 from orchestrator_core.ratelimit import TokenBuckets
 from orchestrator_core.seed import canary_bucket
@@ -94,7 +94,11 @@ def check_request(spec: TaskSpec) -> Refused | None:
 
 
 def select_pool(
-    spec: TaskSpec, candidates: Sequence[Pool], affine: Pool | None, now_ms: int
+    spec: TaskSpec,
+    candidates: Sequence[Pool],
+    affine: Pool | None,
+    tasks: Mapping[str, Task],
+    now_ms: int,
 ) -> Pool | Refused:
     """The pool the task goes to, or the refusal that says why none can take it."""
     if len(candidates) == 1 and spec.pool_id is None and spec.sampler_profile_version is None:
@@ -126,7 +130,7 @@ def select_pool(
     if len(ready) == 1:
         return ready[0]
     if ready:
-        return min(ready, key=lambda p: _rank(p, spec.priority, affine))
+        return min(ready, key=lambda p: _rank(p, spec.priority, affine, tasks, now_ms))
     live = [p for p in fitting if p.is_live]
     kind = ErrorKind.POOL_UNREADY if live else ErrorKind.POOL_UNAVAILABLE
     shown = live or fitting
@@ -158,13 +162,12 @@ def _canary_side(task_id: str, ready: list[Pool]) -> list[Pool]:
     return [p for p in ready if p.spec.canary_weight is None]
 
 
-def _rank(pool: Pool, priority: Priority, affine: Pool | None) -> tuple[bool, bool, int, int]:
-    queue = pool.queue
-    total, free = pool.slots()
-    wait = predict_start_ms(
-        queue.position(priority, queue.depth(priority)), total, free, pool.service.estimate_ms
-    )
-    return queue.blocking_limit(priority) is not None, pool is not affine, wait, -free
+def _rank(
+    pool: Pool, priority: Priority, affine: Pool | None, tasks: Mapping[str, Task], now_ms: int
+) -> tuple[bool, bool, int, int]:
+    queue, forecast = pool.queue, eta.forecast(pool, tasks, now_ms)
+    wait = eta.predicted_start_ms(pool, forecast, priority, queue.depth(priority), now_ms)
+    return queue.blocking_limit(priority) is not None, pool is not affine, wait, -pool.free_slots
 
 
 def check_rate(pool: Pool, buckets: TokenBuckets, spec: TaskSpec, now_ms: int) -> Refused | None:
@@ -190,7 +193,7 @@ def check_quota(
     if in_flight is None or len(in_flight) < quota:
         return None
     oldest = tasks[next(iter(in_flight))]
-    wait = max(1, oldest.expected_start_ms() + pool.service.estimate_ms - now_ms)
+    wait = max(1, oldest.expected_start_ms() + eta.service_ms(pool, oldest.spec) - now_ms)
     return Refused(
         spec.task_id,
         ErrorKind.QUOTA_EXCEEDED,
@@ -201,12 +204,12 @@ def check_quota(
     )
 
 
-def queue_backoff_ms(pool: Pool, priority: Priority, limit: Limit) -> int:
+def queue_backoff_ms(
+    pool: Pool, tasks: Mapping[str, Task], priority: Priority, limit: Limit, now_ms: int
+) -> int:
     """Predicted ms until a newcomer of `priority` would fit under `limit` again."""
-    total, free = pool.slots()
-    return backoff_ms(
-        pool.queue.dispatches_to_fit(priority, limit), total, free, pool.service.estimate_ms
-    )
+    dispatches = pool.queue.dispatches_to_fit(priority, limit)
+    return eta.forecast(pool, tasks, now_ms).backoff_ms(dispatches)
 
 
 def queue_full(pool: Pool, spec: TaskSpec, limit: Limit, backoff: int) -> Refused:

@@ -40,7 +40,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterable
 
-from orchestrator_core import admission, inputs, reloads, supervision
+from orchestrator_core import admission, eta, inputs, reloads, supervision
 from orchestrator_core._state import RUNNING, TERMINAL, Event, State, advance
 from orchestrator_core._task import Task
 from orchestrator_core.deadlines import Deadlines
@@ -73,7 +73,7 @@ from orchestrator_core.errors import (
 )
 from orchestrator_core.pool_states import SERVING, PoolEvent, advance_pool
 from orchestrator_core.pools import Pool, ReloadProgress
-from orchestrator_core.prediction import ServiceTime, predict_start_ms
+from orchestrator_core.prediction import ServiceModel
 from orchestrator_core.replica import (
     FailureClass,
     PreloadFailure,
@@ -504,7 +504,7 @@ class Orchestrator:
         members.append(pool)
         order = list(self._pools)
         members.sort(key=lambda p: order.index(p.pool_id))
-        pool.service = ServiceTime(pool.spec.initial_service_ms, pool.spec.ewma_alpha)
+        pool.service = ServiceModel(pool.spec.initial_service_ms, pool.spec.ewma_alpha)
         self._slo.forget(pool.pool_id)
 
     # -- admission ---------------------------------------------------------------------
@@ -525,7 +525,7 @@ class Orchestrator:
         refusal = self._check_limits(chosen, spec, now)
         if refusal is not None:
             return refusal
-        room = self._make_room(chosen, spec)
+        room = self._make_room(chosen, spec, now)
         if isinstance(room, Refused):
             return room
         return self._enqueue(chosen, spec, now, *room)
@@ -552,7 +552,7 @@ class Orchestrator:
             session = self._sessions.get(spec.session_id, now)
             if session is not None and session.pool_id is not None:
                 affine = self._pools.get(session.pool_id)
-        chosen = admission.select_pool(spec, candidates, affine, now)
+        chosen = admission.select_pool(spec, candidates, affine, self._tasks, now)
         if isinstance(chosen, Refused) and chosen.kind in (
             ErrorKind.POOL_UNREADY,
             ErrorKind.POOL_UNAVAILABLE,
@@ -573,14 +573,16 @@ class Orchestrator:
             return admission.check_quota(pool, quota, spec, now, self._tasks)
         return None
 
-    def _make_room(self, pool: Pool, spec: TaskSpec) -> tuple[int, TaskFailed | None] | Refused:
+    def _make_room(
+        self, pool: Pool, spec: TaskSpec, now: int
+    ) -> tuple[int, TaskFailed | None] | Refused:
         """The queue-full backoff and the task evicted to make room, or the refusal when the
         pool's full policy makes none (ORCH-3005)."""
         priority = spec.priority
         limit = pool.queue.blocking_limit(priority)
         if limit is None:
             return 0, None
-        backoff = admission.queue_backoff_ms(pool, priority, limit)
+        backoff = admission.queue_backoff_ms(pool, self._tasks, priority, limit, now)
         victim = pool.queue.victim(pool.spec.full_policy, priority, limit)
         if victim is None:
             return admission.queue_full(pool, spec, limit, backoff)
@@ -600,16 +602,19 @@ class Orchestrator:
         if spec.session_id is not None:
             self._sessions.begin_turn(spec.session_id, now, self._outbox.append)
         seed = spec.seed if spec.seed is not None else derive_seed(task_id)
-        position = queue.position(priority, queue.depth(priority))
-        total, free = pool.slots()
-        predicted = predict_start_ms(position, total, free, pool.service.estimate_ms)
+        index = queue.depth(priority)
+        position = queue.position(priority, index)
+        forecast = eta.forecast(pool, self._tasks, now)
+        predicted = eta.predicted_start_ms(pool, forecast, priority, index, now)
+        pool.arrivals.arrive(priority, now, eta.dispatch_interval_ms(pool, forecast))
         self._seq += 1
         self._tasks[task_id] = Task(spec, pool, self._seq, now, position, predicted, seed)
         queue.push(task_id, priority, self._seq)
+        pool.queued_budget += eta.token_budget(spec)
         if evicted is None:
             filled = queue.blocking_limit(priority)
             if filled is not None:
-                backoff = admission.queue_backoff_ms(pool, priority, filled)
+                backoff = admission.queue_backoff_ms(pool, self._tasks, priority, filled, now)
         if spec.deadline_ms is not None:
             self._deadlines.arm(task_id, now + spec.deadline_ms)
         return Admitted(task_id, pool.pool_id, position, predicted, backoff, seed, evicted)
@@ -731,6 +736,8 @@ class Orchestrator:
             task = tasks[queue.pop_next()]
             task_spec = task.spec
             task_id = task_spec.task_id
+            pool.queued_budget -= eta.token_budget(task_spec)
+            eta.record_start(pool, task, now)
             session_id = task_spec.session_id
             session = None if session_id is None else self._sessions.get(session_id, now)
             affine = None if session is None else self._affine_replica(session, pool)
@@ -775,6 +782,9 @@ class Orchestrator:
         task.state = advance(task.state, Event.TOKEN)
         index = task.tokens
         task.tokens = index + 1
+        replica = task.replica
+        assert replica is not None
+        task.busy_sum += replica.busy
         if index == 0:
             task.first_token_ms = now
         task.pool.watchdog.touch(task_id, now)
@@ -807,9 +817,8 @@ class Orchestrator:
         ended = TaskEnded(
             task_id, pool.pool_id, replica.replica_id, finish_reason, self._figures(task)
         )
-        decode_ms = now - task.dispatched_ms
+        eta.learn(pool, task, now)
         self._end(task, Event.FINISH, ended)
-        pool.service.observe(decode_ms)
         session_id = task.spec.session_id
         if session_id is not None:
             self._sessions.record_end(
@@ -987,6 +996,7 @@ class Orchestrator:
         replica = task.replica
         if previous is State.QUEUED:
             pool.queue.remove(task_id, spec.priority)
+            pool.queued_budget -= eta.token_budget(spec)
         else:
             assert replica is not None
             pool.vacate(replica, task_id)
@@ -1047,11 +1057,14 @@ class Orchestrator:
         task = self._tasks.get(task_id)
         return None if task is None else task_view(task)
 
-    def pool_tasks(self, pool_id: str, queued_limit: int | None = None) -> tuple[TaskView, ...]:
+    def pool_tasks(
+        self, pool_id: str, now_ms: int, queued_limit: int | None = None
+    ) -> tuple[TaskView, ...]:
         """A pool's running and queued tasks (the first `queued_limit` queued ones when
-        given), the queue in serving order with positions and predicted starts as of now;
-        raises UnknownPool."""
-        return live_tasks(self._pool(pool_id), self._tasks, queued_limit)
+        given), the queue in serving order with positions and predicted starts as of
+        `now_ms`; raises UnknownPool."""
+        pool = self._pool(pool_id)
+        return live_tasks(pool, self._tasks, max(now_ms, self._now), queued_limit)
 
     def session_info(self, session_id: str, now_ms: int) -> SessionInfo | None:
         """`GET /v1/sessions/{id}`; None when unknown or expired (ORCH-2004)."""

@@ -1,10 +1,11 @@
 """A core's whole state as JSON data (`snapshot`), and a core rebuilt from it (`restore`).
 
 A snapshot holds the configuration and everything the inputs so far have built: every
-pool (phase, model, reload under way, queue, watchdog, rate buckets, tenants, service-time
-average) and replica (life cycle, generation, slots, history, restart tracker), every
-known task with its figures, the reaped ids still remembered, the sessions, the task
-deadlines, the SLO windows, the clock and the outbox. Whatever is derived from these
+pool (phase, model, reload under way, queue, watchdog, rate buckets, tenants, learned
+service model, run of arrivals, recent prediction errors) and replica (life cycle,
+generation, slots, history, restart tracker), every known task with its figures, the
+reaped ids still remembered, the sessions, the task deadlines, the SLO windows, the clock
+and the outbox. Whatever is derived from these
 (readiness, usable replicas, free slots, the routing index, the timers' lower bounds) is
 recomputed on restore. Orders that decide behaviour (queues, sessions, tasks on a replica)
 are kept as lists, so a restored core decides exactly what the original would have:
@@ -20,7 +21,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any
 
-from orchestrator_core import codec
+from orchestrator_core import codec, eta
 from orchestrator_core._state import State
 from orchestrator_core._task import Task
 from orchestrator_core.decisions import Action, Terminal
@@ -32,7 +33,7 @@ from orchestrator_core.replica_states import ReplicaState
 from orchestrator_core.specs import CoreConfig, TaskSpec
 from orchestrator_core.vocabulary import PoolPhase, Priority
 
-FORMAT = 3
+FORMAT = 4
 
 
 def snapshot(core: Orchestrator) -> dict[str, Any]:
@@ -89,6 +90,9 @@ def restore(data: dict[str, Any]) -> Orchestrator:
     core._slo.tracker.restore_state(data["slo"]["tracker"])
     core._slo.best_rate = dict(data["slo"]["best_rate"])
     core._outbox = [codec.from_plain(Action, action) for action in data["outbox"]]
+    for task in core._tasks.values():
+        if task.state is State.QUEUED:
+            task.pool.queued_budget += eta.token_budget(task.spec)
     for pool in core._pools.values():
         pool.refresh()
     core._sync_timers()
@@ -105,6 +109,8 @@ def _pool(pool: Pool) -> dict[str, Any]:
         "pinned_version": pool.pinned_version,
         "drain_deadline_ms": pool.drain_deadline_ms,
         "service": pool.service.export_state(),
+        "eta_errors": [list(pair) for pair in pool.eta_errors],
+        "arrivals": pool.arrivals.export_state(),
         "queue": pool.queue.export_state(),
         "watchdog": pool.watchdog.export_state(),
         "buckets": {p.value: b.export_state() for p, b in pool.buckets.items()},
@@ -122,6 +128,8 @@ def _restore_pool(pool: Pool, data: dict[str, Any]) -> None:
     pool.pinned_version = data["pinned_version"]
     pool.drain_deadline_ms = data["drain_deadline_ms"]
     pool.service.restore_state(data["service"])
+    pool.eta_errors.extend((actual, predicted) for actual, predicted in data["eta_errors"])
+    pool.arrivals.restore_state(data["arrivals"])
     pool.queue.restore_state(data["queue"])
     pool.watchdog.restore_state(data["watchdog"])
     for priority, buckets in data["buckets"].items():
@@ -207,6 +215,7 @@ def _task(task: Task) -> dict[str, Any]:
         "dispatched_ms": task.dispatched_ms,
         "first_token_ms": task.first_token_ms,
         "tokens": task.tokens,
+        "busy_sum": task.busy_sum,
         "tokens_in": task.tokens_in,
         "outcome": codec.to_plain(task.outcome),
     }
@@ -229,6 +238,7 @@ def _restore_task(core: Orchestrator, data: dict[str, Any]) -> Task:
     task.dispatched_ms = data["dispatched_ms"]
     task.first_token_ms = data["first_token_ms"]
     task.tokens = data["tokens"]
+    task.busy_sum = data["busy_sum"]
     task.tokens_in = data["tokens_in"]
     task.outcome = codec.from_plain(Terminal | None, data["outcome"])
     return task

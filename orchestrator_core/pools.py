@@ -1,4 +1,4 @@
-"""The runtime state of one pool: phase, model, replicas, queue, watchdog, predictor, limits.
+"""The runtime state of one pool: phase, model, replicas, queue, watchdog, service model, limits.
 
 A pool is *live* when any replica is live, and *Ready* when it is in a serving phase
 (`pool_states`) and at least one replica is usable (see `placement`). Admission refuses a
@@ -18,12 +18,12 @@ admission and dispatch read them without scanning.
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 from orchestrator_core.placement import ReplicaSetKey, choose_replica, pin_version, usable
 from orchestrator_core.pool_states import SERVING
-from orchestrator_core.prediction import ServiceTime
+from orchestrator_core.prediction import ArrivalRun, ServiceModel
 from orchestrator_core.queue import PoolQueue
 from orchestrator_core.ratelimit import TokenBuckets
 from orchestrator_core.replica import Replica
@@ -31,6 +31,9 @@ from orchestrator_core.slo_book import set_scope
 from orchestrator_core.specs import PoolSpec
 from orchestrator_core.vocabulary import PoolPhase, Priority, Workload
 from orchestrator_core.watchdog import Watchdog
+
+#: How many recent starts of waiting tasks pool health's prediction error is taken over.
+ETA_ERRORS_KEPT = 128
 
 
 @dataclass(slots=True)
@@ -54,10 +57,12 @@ class Pool:
     """One configured pool and everything the core tracks about it."""
 
     __slots__ = (
+        "arrivals",
         "buckets",
         "desired_ref",
         "drain_deadline_ms",
         "draining",
+        "eta_errors",
         "ever_ready",
         "free_slots",
         "is_live",
@@ -68,6 +73,7 @@ class Pool:
         "phase",
         "pinned_version",
         "queue",
+        "queued_budget",
         "reload",
         "replicas",
         "running",
@@ -96,7 +102,10 @@ class Pool:
         streams = spec.workload is Workload.COMPLETION
         idle_ms = spec.idle_timeout_ms if streams else spec.wall_timeout_ms
         self.watchdog = Watchdog(spec.wall_timeout_ms, idle_ms)
-        self.service = ServiceTime(spec.initial_service_ms, spec.ewma_alpha)
+        self.service = ServiceModel(spec.initial_service_ms, spec.ewma_alpha)
+        self.queued_budget = 0
+        self.arrivals = ArrivalRun()
+        self.eta_errors: deque[tuple[int, int]] = deque(maxlen=ETA_ERRORS_KEPT)
         self.buckets: dict[Priority, TokenBuckets] = {}
         for priority in Priority:
             limits = spec.limits(priority)

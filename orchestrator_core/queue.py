@@ -140,6 +140,34 @@ class PoolQueue:
             return index + min(waiting, 1 + (index - lead) // burst)
         return index + min(len(self._interactive), lead + index * burst)
 
+    def serving_order(self, limit: int) -> list[tuple[str, Priority]]:
+        """The first `limit` queued tasks in the order `pop_next` would take them, if
+        nobody arrives."""
+        interactive = self.ids(Priority.INTERACTIVE, limit)
+        batch = self.ids(Priority.BATCH, limit)
+        order: list[tuple[str, Priority]] = []
+        streak, i, b = self._streak, 0, 0
+        while len(order) < limit and (i < len(interactive) or b < len(batch)):
+            batch_waits = b < len(batch)
+            if i == len(interactive) or (batch_waits and streak >= self.burst):
+                order.append((batch[b], Priority.BATCH))
+                b, streak = b + 1, 0
+            else:
+                order.append((interactive[i], Priority.INTERACTIVE))
+                i += 1
+                streak = streak + 1 if batch_waits else 0
+        return order
+
+    def crowded_position(self, priority: Priority, index: int) -> int:
+        """The latest `position` the task at `index` can take however many tasks of the
+        other class arrive: the burst rule's bound (at least its position now)."""
+        lead = max(0, self.burst - self._streak)
+        if priority is Priority.INTERACTIVE:
+            crowded = index if index < lead else index + 1 + (index - lead) // self.burst
+        else:
+            crowded = index + lead + index * self.burst
+        return max(crowded, self.position(priority, index))
+
     def dispatches_to_fit(self, priority: Priority, limit: Limit) -> int:
         """How many dispatches bring the queue under `limit` for a newcomer of `priority`."""
         if limit is Limit.POOL:

@@ -187,7 +187,8 @@ class TaskSpec:
     counted by the caller (adapter tokenizer or estimate). `client_id` keys the rate
     limiter and `tenant_id` the concurrency quota; an empty string is the anonymous
     caller. `deadline_ms`, when given, is the task's budget from admission: spent,
-    queued or running, it fails DECODE_TIMEOUT.
+    queued or running, it fails DECODE_TIMEOUT. `expected_tokens` is the client's guess
+    of its output, a hint for start-time prediction only.
     """
 
     task_id: str
@@ -206,6 +207,7 @@ class TaskSpec:
     kv_hint: KvHint | None = None
     deadline_ms: int | None = None
     workload: Workload = Workload.COMPLETION
+    expected_tokens: int | None = None
 
 
 def _positive(where: str, name: str, value: int) -> None:

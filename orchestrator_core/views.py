@@ -14,12 +14,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from orchestrator_core import eta
 from orchestrator_core._state import State
 from orchestrator_core._task import Task
 from orchestrator_core.decisions import Terminal
 from orchestrator_core.placement import ReplicaSetKey
 from orchestrator_core.pools import Pool
-from orchestrator_core.prediction import predict_start_ms
 from orchestrator_core.replica import FailureClass, PreloadOutcome, Replica
 from orchestrator_core.replica_states import ReplicaState
 from orchestrator_core.restarts import BreakerState
@@ -72,6 +72,8 @@ class PoolView:
     drain_remaining_ms: int | None
     last_error: str | None
     replicas: tuple[ReplicaView, ...]
+    eta_error_median_ms: int | None = None
+    eta_error_median_ratio: float | None = None
 
     @property
     def queue_depth(self) -> int:
@@ -193,7 +195,7 @@ def task_view(task: Task, position: int | None = None, predicted_ms: int | None 
 
 
 def live_tasks(
-    pool: Pool, tasks: Mapping[str, Task], queued_limit: int | None = None
+    pool: Pool, tasks: Mapping[str, Task], now_ms: int, queued_limit: int | None = None
 ) -> tuple[TaskView, ...]:
     """A pool's queued and running tasks: those running (replica by replica, in dispatch
     order), then the queue in the order it will be served, each queued task with its
@@ -202,16 +204,20 @@ def live_tasks(
     they are among the first `queued_limit` of each class)."""
     running = [task_view(tasks[t]) for r in pool.replicas.values() for t in r.running]
     queue = pool.queue
-    total, free = pool.slots()
-    service = pool.service.estimate_ms
+    forecast = eta.forecast(pool, tasks, now_ms)
     queued = []
     for priority in Priority:
         for index, task_id in enumerate(queue.ids(priority, queued_limit)):
             position = queue.position(priority, index)
-            predicted = predict_start_ms(position, total, free, service)
-            queued.append(task_view(tasks[task_id], position, predicted))
-    queued.sort(key=lambda view: view.queue_position)
-    return (*running, *queued[:queued_limit])
+            predicted = eta.predicted_start_ms(pool, forecast, priority, index, now_ms)
+            queued.append((position, predicted, task_id))
+    queued.sort()
+    # A task starts no sooner than the one dispatched before it.
+    shown, latest = [], 0
+    for position, predicted, task_id in queued[:queued_limit]:
+        latest = max(latest, predicted)
+        shown.append(task_view(tasks[task_id], position, latest))
+    return (*running, *shown)
 
 
 def replica_view(replica: Replica, now_ms: int) -> ReplicaView:
@@ -261,10 +267,11 @@ def pool_view(pool: Pool, now_ms: int) -> PoolView:
         pool.running,
         total,
         free,
-        pool.service.estimate_ms,
+        eta.typical_service_ms(pool),
         remaining,
         last_error,
         replicas,
+        *eta.error_medians(pool),
     )
 
 

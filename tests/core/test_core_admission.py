@@ -232,8 +232,9 @@ def test_orch_3005_backoff_grows_with_the_queue_and_the_service_time() -> None:
     # 2 interactive tasks wait, so it is the third dispatch: 3 waves of 1000 ms.
     assert refuse(orch, task(5, BATCH)).backoff_ms == 3000
     for _ in range(5):
-        orch.on_finish(uid(0), FinishReason.STOP, 1, 0)  # only the first one counts
-    assert orch.pool_view("p0", 0).service_time_ms == 800  # EWMA: 1000 + 0.2 * (0 - 1000)
+        orch.on_finish(uid(0), FinishReason.STOP, 1, 400)  # only the first one counts
+    # The first task finished replaces the configured estimate of 1000 ms.
+    assert orch.pool_view("p0", 400).service_time_ms == 400
 
 
 def test_orch_2007_a_client_honouring_the_backoff_finds_room() -> None:

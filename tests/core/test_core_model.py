@@ -374,6 +374,12 @@ class CoreModel(RuleBasedStateMachine):
                 self.policy is QueuePolicy.SHED_LOW_PRIORITY
                 and (priority is BATCH or class_full or not pool.queues[BATCH])
             )
+            # ORCH-2007, ORCH-3029: the hint comes from the forecast the queue's own
+            # predictions do: room comes no later than the last queued task is predicted
+            # to start.
+            views = self.orch.pool_tasks(refused.pool_id or "", self.now)
+            starts = [v.predicted_start_ms for v in views if v.state is State.QUEUED]
+            assert refused.backoff_ms <= max(1, *starts)
 
     def check_eviction(self, pool: RefPool, priority: Priority, evicted: TaskFailed) -> None:
         class_full = (
@@ -698,7 +704,7 @@ class CoreModel(RuleBasedStateMachine):
         and tokens, then the queue in dispatch order, positions 0..n-1 as of now, and
         predicted starts that never go down along the queue."""
         for pool_id, pool in self.pools.items():
-            views = self.orch.pool_tasks(pool_id)
+            views = self.orch.pool_tasks(pool_id, self.now)
             running = [v for v in views if v.state is not State.QUEUED]
             queued = views[len(running) :]
             assert all(v.state is State.QUEUED for v in queued)
@@ -712,7 +718,7 @@ class CoreModel(RuleBasedStateMachine):
             starts = [v.predicted_start_ms for v in queued]
             assert starts == sorted(starts)
             for limit in range(len(queued) + 1):
-                head = self.orch.pool_tasks(pool_id, queued_limit=limit)
+                head = self.orch.pool_tasks(pool_id, self.now, queued_limit=limit)
                 assert head == (*running, *queued[:limit])
 
     @invariant()

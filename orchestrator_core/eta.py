@@ -1,0 +1,152 @@
+"""A pool's start-time forecast as of now, and what its finished tasks teach (ORCH-3029).
+
+`prediction` holds the model and the arithmetic; this module feeds it from the core's
+records: the tasks running on a pool's usable replicas, the token budgets of the tasks
+queued, and each task that finished normally. It also keeps the window of recent
+prediction errors that pool health reports.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+from orchestrator_core._task import Task
+from orchestrator_core.pools import Pool
+from orchestrator_core.prediction import Forecast
+from orchestrator_core.specs import TaskSpec
+from orchestrator_core.vocabulary import Priority, Workload
+
+#: How many queued tasks a forecast places one by one by their own expected service;
+#: those after them are taken at the mean, which keeps a forecast's cost bounded
+#: however deep the queue.
+HEAD = 32
+
+
+def token_budget(spec: TaskSpec) -> int:
+    """The tokens a task is planned for: the client's `expected_tokens` when given (within
+    `max_tokens`, at least 1), else `max_tokens`; 0 for a workload without tokens."""
+    if spec.workload is not Workload.COMPLETION:
+        return 0
+    if spec.expected_tokens is not None:
+        return min(max(1, spec.expected_tokens), spec.max_tokens)
+    return spec.max_tokens
+
+
+def _widest(pool: Pool) -> int:
+    """The slots of the pool's widest replica: the concurrency its tasks run at when busy."""
+    return max(1, max((r.slots_total for r in pool.replicas.values()), default=1))
+
+
+def service_ms(pool: Pool, spec: TaskSpec) -> int:
+    """The expected ms from dispatch to end of a task of `spec` on a busy replica."""
+    model = pool.service
+    tokens = model.expected_tokens(token_budget(spec), spec.max_tokens)
+    return math.ceil(model.service_ms(tokens, _widest(pool)))
+
+
+def forecast(pool: Pool, tasks: Mapping[str, Task], now_ms: int) -> Forecast:
+    """When each usable slot of `pool` frees, the first `HEAD` queued tasks placed onto
+    them by their own expected service, and the mean service of a queued task."""
+    model = pool.service
+    queued = len(pool.queue)
+    completion = pool.spec.workload is Workload.COMPLETION
+    if not completion:
+        mean_tokens = 0.0
+    elif queued:
+        mean_tokens = model.expected_tokens(pool.queued_budget / queued, float("inf"))
+    else:
+        mean_tokens = model.typical_tokens()
+    free_at: list[float] = []
+    service = 0.0
+    for replica in pool.usable_replicas:
+        level = max(1, replica.slots_total)
+        free_at.extend([0.0] * replica.slots_free)
+        for task_id in replica.running:
+            task = tasks[task_id]
+            spec = task.spec
+            free_at.append(
+                model.remaining_ms(
+                    model.expected_tokens(token_budget(spec), spec.max_tokens),
+                    spec.max_tokens,
+                    level,
+                    task.tokens,
+                    now_ms - task.dispatched_ms,
+                )
+            )
+        service += replica.slots_total * model.service_ms(mean_tokens, level)
+    slots = sum(r.slots_total for r in pool.usable_replicas)
+    level = _widest(pool)
+    step = service / slots if slots else model.service_ms(mean_tokens, level)
+    head = (
+        model.service_ms(
+            model.expected_tokens(token_budget(spec), spec.max_tokens) if completion else 0.0,
+            level,
+        )
+        for spec in (tasks[task_id].spec for task_id, _ in pool.queue.serving_order(HEAD))
+    )
+    return Forecast(free_at, step, head if queued else ())
+
+
+def dispatch_interval_ms(pool: Pool, forecast: Forecast) -> float:
+    """The mean time between two dispatches of the busy pool: admissions closer together
+    than this make the queue grow (an `ArrivalRun`)."""
+    return forecast.step_ms / max(1, pool.total_slots)
+
+
+def predicted_start_ms(
+    pool: Pool, forecast: Forecast, priority: Priority, index: int, now_ms: int
+) -> int:
+    """The predicted wait of the task at `index` of its class: its position now, pushed
+    back by the tasks of the other class the current run of admissions is expected to
+    bring still, as far as the burst rule lets them (`PoolQueue.crowded_position`)."""
+    queue = pool.queue
+    position = queue.position(priority, index)
+    room = queue.crowded_position(priority, index) - position
+    if room:
+        other = Priority.BATCH if priority is Priority.INTERACTIVE else Priority.INTERACTIVE
+        more = pool.arrivals.expected_more(other, now_ms, dispatch_interval_ms(pool, forecast))
+        position += min(room, more)
+    return forecast.start_ms(position)
+
+
+def learn(pool: Pool, task: Task, now_ms: int) -> None:
+    """Teach `pool` what its task that just finished normally took."""
+    replica = task.replica
+    assert replica is not None
+    first = task.first_token_ms
+    sent = task.tokens
+    level = round(task.busy_sum / sent) if sent else 1
+    pool.service.observe(
+        (now_ms if first is None else first) - task.dispatched_ms,
+        sent,
+        0 if first is None else now_ms - first,
+        token_budget(task.spec),
+        min(max(1, level), max(1, replica.slots_total)),
+    )
+
+
+def record_start(pool: Pool, task: Task, now_ms: int) -> None:
+    """Keep how far the start of a task that waited was from its prediction."""
+    waited = now_ms - task.admitted_ms
+    if waited > 0 or task.predicted_start_ms > 0:
+        pool.eta_errors.append((waited, task.predicted_start_ms))
+
+
+def typical_service_ms(pool: Pool) -> int:
+    """The expected ms from dispatch to end of the pool's typical task on a busy replica."""
+    model = pool.service
+    tokens = model.typical_tokens() if pool.spec.workload is Workload.COMPLETION else 0.0
+    return math.ceil(model.service_ms(tokens, _widest(pool)))
+
+
+def error_medians(pool: Pool) -> tuple[int | None, float | None]:
+    """Over the recent starts of tasks that waited: the median of actual - predicted wait
+    in ms, and the median of |actual - predicted| / actual (None before any)."""
+    kept = pool.eta_errors
+    if not kept:
+        return None, None
+    middle = (len(kept) - 1) // 2
+    signed = sorted(actual - predicted for actual, predicted in kept)
+    relative = sorted(abs(actual - predicted) / max(actual, 1) for actual, predicted in kept)
+    return signed[middle], relative[middle]
