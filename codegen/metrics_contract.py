@@ -3,14 +3,15 @@
 The server registers its Prometheus metrics from the generated JSON, so what `/metrics`
 serves cannot drift from the contract (ORCH-3028). Rendering refuses a contract whose
 entries are malformed or that puts a forbidden label on a metric, a histogram without a
-bucket list for its unit, and an operator family (prefix `orchestratord_`) that breaks the
-Prometheus naming rules: base units only, counters end `_total`, histograms end
-`_seconds` or `_bytes`.
+bucket list (its own `buckets`, else the one for its unit), and an operator family
+(prefix `orchestratord_`) that breaks the Prometheus naming rules: base units only,
+counters end `_total`, histograms end `_seconds` or `_bytes`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import re
 from pathlib import Path
@@ -78,7 +79,9 @@ def _check(doc: Any, source: str) -> None:
         if kind == "counter" and not name.endswith("_total"):
             raise CodegenError(f"{where}: a counter's exposed name ends in _total")
         _check_name(name, kind, where)
-        if kind == "histogram" and f"histogram_buckets_{_unit(name)}" not in doc:
+        if "buckets" in metric:
+            _check_buckets(metric["buckets"], kind, where)
+        elif kind == "histogram" and f"histogram_buckets_{_unit(name)}" not in doc:
             raise CodegenError(f"{where}: no histogram_buckets_{_unit(name)} for its unit")
         if metric.get("source", "events") not in SOURCES:
             raise CodegenError(f"{where}: source must be one of {sorted(SOURCES)}")
@@ -93,6 +96,17 @@ def _check(doc: Any, source: str) -> None:
         if not isinstance(metric.get("help"), str) or not metric["help"].strip():
             raise CodegenError(f"{where}: help text is required")
     _check_closed_values_fit_budget(doc["metrics"], budget, source)
+
+
+def _check_buckets(buckets: Any, kind: str, where: str) -> None:
+    """A family's own bucket list: a histogram's, numbers in increasing order."""
+    if kind != "histogram":
+        raise CodegenError(f"{where}: only a histogram has buckets")
+    numbers = isinstance(buckets, list) and all(
+        isinstance(b, int | float) and not isinstance(b, bool) for b in buckets
+    )
+    if not numbers or not buckets or any(a >= b for a, b in itertools.pairwise(buckets)):
+        raise CodegenError(f"{where}: buckets must be numbers in increasing order")
 
 
 def _check_closed_values_fit_budget(

@@ -45,6 +45,7 @@ from orchestrator_core.errors import (
     UnknownPool,
     UnknownReplica,
 )
+from orchestrator_core.eta import informative_start
 from orchestrator_core.inputs import Input, InputSink
 from orchestrator_core.journal import Journal, replay
 from orchestrator_core.orchestrator import Orchestrator
@@ -188,6 +189,7 @@ __all__ = [
     "Workload",
     "advance",
     "derive_seed",
+    "informative_start",
     "not_served",
     "replay",
     "restore",

@@ -17,6 +17,9 @@ from orchestrator_core.prediction import Forecast
 from orchestrator_core.specs import TaskSpec
 from orchestrator_core.vocabulary import Priority, Workload
 
+#: The shortest wait that says something of a prediction of "at once" (ms).
+NOTICEABLE_WAIT_MS = 50
+
 #: How many queued tasks a forecast places one by one by their own expected service;
 #: those after them are taken at the mean, which keeps a forecast's cost bounded
 #: however deep the queue.
@@ -126,11 +129,17 @@ def learn(pool: Pool, task: Task, now_ms: int) -> None:
     )
 
 
+def informative_start(actual_ms: int, predicted_ms: int) -> bool:
+    """Whether a start tells how good the prediction was: the task was predicted to wait,
+    or it did wait noticeably (a task started at once, a poll later, tells nothing)."""
+    return predicted_ms > 0 or actual_ms >= NOTICEABLE_WAIT_MS
+
+
 def record_start(pool: Pool, task: Task, now_ms: int) -> None:
     """Keep how far the start of a task that waited was from its prediction."""
-    waited = now_ms - task.admitted_ms
-    if waited > 0 or task.predicted_start_ms > 0:
-        pool.eta_errors.append((waited, task.predicted_start_ms))
+    actual = now_ms - task.admitted_ms
+    if informative_start(actual, task.predicted_start_ms):
+        pool.eta_errors.append((actual, task.predicted_start_ms))
 
 
 def typical_service_ms(pool: Pool) -> int:
@@ -142,11 +151,14 @@ def typical_service_ms(pool: Pool) -> int:
 
 def error_medians(pool: Pool) -> tuple[int | None, float | None]:
     """Over the recent starts of tasks that waited: the median of actual - predicted wait
-    in ms, and the median of |actual - predicted| / actual (None before any)."""
+    in ms, and the median of |actual - predicted| / actual, the actual wait taken as at
+    least `NOTICEABLE_WAIT_MS` (None before any)."""
     kept = pool.eta_errors
     if not kept:
         return None, None
     middle = (len(kept) - 1) // 2
     signed = sorted(actual - predicted for actual, predicted in kept)
-    relative = sorted(abs(actual - predicted) / max(actual, 1) for actual, predicted in kept)
+    relative = sorted(
+        abs(actual - predicted) / max(actual, NOTICEABLE_WAIT_MS) for actual, predicted in kept
+    )
     return signed[middle], relative[middle]

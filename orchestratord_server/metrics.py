@@ -3,8 +3,9 @@
 Names, types, label sets, help texts and histogram buckets all come from
 `contracts/metrics.yaml` (served from its generated JSON copy), so `/metrics` cannot
 drift from the contract. Handlers and the runtime reach a family by its exposed name:
-`metrics["tasks_enqueued_total"].labels(...).inc()`. A histogram takes the bucket list of
-the unit its name ends with (`histogram_buckets_ms`, `histogram_buckets_seconds`).
+`metrics["tasks_enqueued_total"].labels(...).inc()`. A histogram takes its own
+`buckets`, else the bucket list of the unit its name ends with (`histogram_buckets_ms`,
+`histogram_buckets_seconds`).
 Families marked `source: scrape` are not registered here: a collector computes them from
 the core's views at each scrape (`orchestratord_server.runtime.collector`). Labels never
 carry task, session or client ids or prompt text.
@@ -48,7 +49,8 @@ class Metrics:
                 family = Gauge(name, help_text, labels, registry=registry)
             else:
                 unit = name.rsplit("_", 1)[-1]
-                buckets = [float(b) for b in contract[f"histogram_buckets_{unit}"]]
+                bounds = entry.get("buckets") or contract[f"histogram_buckets_{unit}"]
+                buckets = [float(b) for b in bounds]
                 family = Histogram(name, help_text, labels, buckets=buckets, registry=registry)
             self._families[name] = family
 

@@ -57,6 +57,8 @@ def pool_health(runtime: Runtime, status: PoolStatus) -> PoolHealth:
             "kv_cache_usage_ratio": status.kv_cache_usage_ratio,
             "replicas": [_replica(r) for r in health.replicas],
             "drain_remaining_ms": health.drain_remaining_ms,
+            "eta_error_median_ms": health.eta_error_median_ms,
+            "eta_error_median_ratio": health.eta_error_median_ratio,
         },
         pool_id=health.pool_id,
         engine=health.engine,

@@ -27,6 +27,7 @@ from orchestrator_core import (
     TaskEnded,
     TaskFailed,
     TaskFigures,
+    informative_start,
 )
 from orchestratord_server.generated.models import TaskRequest
 from orchestratord_server.logs import log_event, task_event
@@ -110,9 +111,15 @@ class Recorder:
             dispatch.replica_id,
             task.request.priority.value,
         ).inc()
-        self._metrics["orchestratord_queue_wait_seconds"].labels(
-            pool.engine.value, pool.id, task.request.priority.value
-        ).observe(dispatch.queue_time_ms / 1000)
+        labels = (pool.engine.value, pool.id, task.request.priority.value)
+        self._metrics["orchestratord_queue_wait_seconds"].labels(*labels).observe(
+            dispatch.queue_time_ms / 1000
+        )
+        if informative_start(dispatch.queue_time_ms, dispatch.predicted_start_ms):
+            error_ms = dispatch.queue_time_ms - dispatch.predicted_start_ms
+            self._metrics["orchestratord_queue_eta_error_seconds"].labels(*labels).observe(
+                error_ms / 1000
+            )
         task_event(
             "task.dispatched",
             f"task dispatched to {pool.id}/{dispatch.replica_id}",

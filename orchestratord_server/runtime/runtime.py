@@ -142,6 +142,7 @@ def _task_spec(request: TaskRequest, client_id: str, prompt_tokens: int) -> Task
         kv_hint=request.kv_hint,
         deadline_ms=request.deadline_ms,
         workload=request.workload,
+        expected_tokens=request.expected_tokens,
     )
 
 
@@ -673,7 +674,7 @@ class Runtime:
     def pool_tasks(self, pool_id: str, queued_limit: int | None = None) -> tuple[TaskView, ...]:
         """A pool's running tasks, then its queue in serving order (the first
         `queued_limit` of it when given); raises UnknownPool."""
-        return self._core.pool_tasks(pool_id, queued_limit)
+        return self._core.pool_tasks(pool_id, self._now(), queued_limit)
 
     @property
     def pool_ids(self) -> tuple[str, ...]:

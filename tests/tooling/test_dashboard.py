@@ -277,8 +277,9 @@ def _family_of(name: str, typed: dict[str, str]) -> str | None:
 
 def _exercise(client: Client) -> None:
     """Run tasks so that the event families get series: two finish (one per priority);
-    with the one slot taken and the queue of one full, a task is refused; a queued one is
-    canceled and another's deadline passes while it waits; the running one is canceled."""
+    with the one slot taken and the queue of one full, a task is refused; the running one
+    is canceled, so the queued one starts after its wait (the start prediction's error);
+    another's deadline passes while it waits behind it; then it is canceled too."""
     from tests.integration.support import long_task_body, task_body, wait_until
 
     for priority in ("interactive", "batch"):
@@ -292,13 +293,16 @@ def _exercise(client: Client) -> None:
     refused = client.submit(task_body())
     assert refused.status_code == 429, refused.text
     assert refused.json()["code"] == "ADMISSION_REJECT"
-    assert client.cancel(queued["task_id"]).status_code == 204
+    assert client.cancel(running["task_id"]).status_code == 204
+    assert client.transcript(running["task_id"]).terminal.data["finish_reason"] == "canceled"
+    with client.open_stream(queued["task_id"]) as stream:
+        assert stream.next_frame().event == "started"
     expiring = long_task_body(deadline_ms=300)
     client.admit(expiring)
     failed = client.transcript(expiring["task_id"]).terminal
     assert (failed.event, failed.data["code"]) == ("error", "DECODE_TIMEOUT"), failed.data
-    assert client.cancel(running["task_id"]).status_code == 204
-    assert client.transcript(running["task_id"]).terminal.data["finish_reason"] == "canceled"
+    assert client.cancel(queued["task_id"]).status_code == 204
+    assert client.transcript(queued["task_id"]).terminal.data["finish_reason"] == "canceled"
     client.wait_idle()
 
 

@@ -14,7 +14,7 @@ from tests.tooling.support import FIXTURES, REPO
 
 
 def _repo_with(tmp_path: Path, doc: dict[str, object]) -> Path:
-    (tmp_path / "contracts").mkdir()
+    (tmp_path / "contracts").mkdir(parents=True)
     (tmp_path / "contracts/metrics.yaml").write_text(yaml.safe_dump(doc))
     return tmp_path
 
@@ -107,6 +107,41 @@ def test_prefixed_families_that_follow_the_naming_rules_render(tmp_path: Path) -
         "orchestratord_things_done_total",
         "orchestratord_things",
     ]
+
+
+@pytest.mark.parametrize(
+    ("buckets", "fragment"),
+    [
+        ([1, 1, 2], "increasing order"),
+        ([2, 1], "increasing order"),
+        ([], "increasing order"),
+        (["1"], "increasing order"),
+        ("1,2", "increasing order"),
+    ],
+)
+def test_a_histograms_own_buckets_must_increase(
+    tmp_path: Path, buckets: object, fragment: str
+) -> None:
+    doc = _fixture()
+    metrics = doc["metrics"]
+    assert isinstance(metrics, list)
+    metrics[1] = {**metrics[1], "buckets": buckets}
+    with pytest.raises(CodegenError, match=fragment):
+        metrics_contract.render(_repo_with(tmp_path, doc))
+
+
+def test_a_histogram_with_its_own_signed_buckets_needs_no_unit_list(tmp_path: Path) -> None:
+    """A signed error has negative bounds, which no unit's list has."""
+    doc = _fixture()
+    metrics = doc["metrics"]
+    assert isinstance(metrics, list)
+    signed = {**metrics[1], "name": "orchestratord_thing_error_seconds", "buckets": [-1, 0, 1]}
+    metrics.append(signed)
+    rendered = json.loads(metrics_contract.render(_repo_with(tmp_path, doc)))
+    assert rendered["metrics"][-1]["buckets"] == [-1, 0, 1]
+    metrics[-1] = {**metrics[0], "name": "orchestratord_things_total", "buckets": [1]}
+    with pytest.raises(CodegenError, match="only a histogram has buckets"):
+        metrics_contract.render(_repo_with(tmp_path / "counter", doc))
 
 
 def test_closed_values_of_a_label_over_all_families_must_fit_its_budget(tmp_path: Path) -> None:

@@ -1,0 +1,101 @@
+"""Queue ETAs on a real engine: the prediction error is measured and shown (ORCH-3029).
+
+A daemon with two slots of the tiny model takes a burst of tasks with mixed priorities and
+token budgets. Every task's stream tells what it was promised and what it got (`started`:
+`predicted_start_ms` and `queue_time_ms`); the histogram on /metrics
+and the median in pool health must be exactly those figures. How close the promises are
+is the benchmark's business (`python -m bench eta`), not a timing assertion here.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.support import (
+    POOL_ID,
+    Client,
+    Daemon,
+    Transcript,
+    daemon_config,
+    running_daemon,
+    task_body,
+    tiny_pool_config,
+)
+
+pytestmark = pytest.mark.integration
+
+FAMILY = "orchestratord_queue_eta_error_seconds"
+
+
+@pytest.fixture(scope="module")
+def eta_daemon(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Iterator[Daemon]:
+    pool = tiny_pool_config(tiny_model, slots=2, capacity=32, pool_ctx=2048, ctx_per_slot=2048)
+    with running_daemon(tmp_path_factory.mktemp("eta-daemon"), daemon_config(pool)) as daemon:
+        yield daemon
+
+
+def run_burst(client: Client, bodies: list[dict[str, object]]) -> list[Transcript]:
+    """Admit every task at once, then read each stream to its end."""
+    for body in bodies:
+        client.admit(body)
+    with concurrent.futures.ThreadPoolExecutor(len(bodies)) as pool:
+        return list(pool.map(lambda b: client.transcript(str(b["task_id"])), bodies))
+
+
+def promised_and_waited(transcript: Transcript) -> tuple[int, int]:
+    """(predicted, actual) wait of one task, in ms, from its own stream."""
+    started = transcript.started
+    assert started is not None, transcript.events
+    return started["predicted_start_ms"], started["queue_time_ms"]
+
+
+def test_orch_3029_the_prediction_error_is_on_metrics_and_in_pool_health(
+    eta_daemon: Daemon,
+) -> None:
+    client = eta_daemon.client()
+    client.wait_idle()
+    before = client.metrics()
+    assert before.total(f"{FAMILY}_count", pool_id=POOL_ID) == 0
+    assert client.health()["metrics"]["eta_error_median_ms"] is None
+    # Warm-up: the pool learns from what it finishes.
+    warm_up = run_burst(client, [task_body(max_tokens=64, seed=n) for n in range(2)])
+    budgets = (16, 48, 96, 160)
+    burst = [
+        task_body(
+            max_tokens=budgets[n % 4],
+            priority="batch" if n % 3 == 2 else "interactive",
+            seed=100 + n,
+            **({"expected_tokens": 24} if n % 5 == 4 else {}),
+        )
+        for n in range(12)
+    ]
+    transcripts = run_burst(client, burst)
+    for transcript in transcripts:
+        assert transcript.terminal.event == "end", transcript.terminal
+    figures = [promised_and_waited(t) for t in warm_up + transcripts]
+    # What counts: predicted to wait, or waited at least 50 ms (a task started at once,
+    # a poll later, says nothing of the prediction).
+    waited = [(p, a) for p, a in figures if p > 0 or a >= 50]
+    assert len(waited) >= 8, figures  # two slots, twelve tasks: most of them waited
+    client.wait_idle()
+
+    metrics = client.metrics()
+    assert metrics.total(f"{FAMILY}_count", pool_id=POOL_ID) == len(waited)
+    errors = [(a - p) / 1000 for p, a in waited]
+    buckets = [s for s in metrics.samples if s.name == f"{FAMILY}_bucket"]
+    assert len({s.labels["le"] for s in buckets}) == 21  # its 20 signed bounds and +Inf
+    for bound in {s.labels["le"] for s in buckets}:
+        counted = metrics.total(f"{FAMILY}_bucket", pool_id=POOL_ID, le=bound)
+        assert counted == sum(e <= float(bound) for e in errors), bound
+
+    health = client.health()["metrics"]
+    middle = (len(waited) - 1) // 2
+    assert health["eta_error_median_ms"] == sorted(a - p for p, a in waited)[middle]
+    relative = sorted(abs(a - p) / max(a, 50) for p, a in waited)[middle]
+    assert health["eta_error_median_ratio"] == pytest.approx(relative)
+    # The pool learned its service time from the tasks it finished.
+    assert health["service_time_ms"] >= 1
