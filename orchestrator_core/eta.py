@@ -68,13 +68,16 @@ def forecast(pool: Pool, tasks: Mapping[str, Task], now_ms: int) -> Forecast:
         for task_id in replica.running:
             task = tasks[task_id]
             spec = task.spec
+            first, sent = task.first_token_ms, task.tokens
+            own = None if first is None or sent < 2 else (now_ms - first) / (sent - 1)
             free_at.append(
                 model.remaining_ms(
                     model.expected_tokens(token_budget(spec), spec.max_tokens),
                     spec.max_tokens,
                     level,
-                    task.tokens,
+                    sent,
                     now_ms - task.dispatched_ms,
+                    own,
                 )
             )
         service += replica.slots_total * model.service_ms(mean_tokens, level)

@@ -98,6 +98,7 @@ from orchestrator_core.views import (
     pool_view,
     replica_sets,
     route,
+    task_now,
     task_view,
 )
 from orchestrator_core.vocabulary import (
@@ -1052,10 +1053,15 @@ class Orchestrator:
 
     # -- queries (they change nothing) -------------------------------------------------
 
-    def task(self, task_id: str) -> TaskView | None:
-        """Where a known task is, or None."""
+    def task(self, task_id: str, now_ms: int | None = None) -> TaskView | None:
+        """Where a known task is, or None; with `now_ms`, a queued task's position and
+        predicted start are as of then (ORCH-3029), else its admission's."""
         task = self._tasks.get(task_id)
-        return None if task is None else task_view(task)
+        if task is None:
+            return None
+        if now_ms is None:
+            return task_view(task)
+        return task_now(task.pool, self._tasks, task, max(now_ms, self._now))
 
     def pool_tasks(
         self, pool_id: str, now_ms: int, queued_limit: int | None = None

@@ -136,14 +136,23 @@ class ServiceModel:
         return max(MIN_SERVICE_MS, self.first_ms + rest)
 
     def remaining_ms(
-        self, tokens: float, max_tokens: int, level: int, sent: int, elapsed_ms: int
+        self,
+        tokens: float,
+        max_tokens: int,
+        level: int,
+        sent: int,
+        elapsed_ms: int,
+        own_token_ms: float | None = None,
     ) -> float:
-        """Expected ms left of a running task that has sent `sent` tokens in `elapsed_ms`."""
-        if self.first_ms is None:
-            return max(0.0, self.initial_ms - elapsed_ms)
-        step = self.per_token_ms(level)
+        """Expected ms left of a running task that has sent `sent` tokens in `elapsed_ms`;
+        before the pool learned a per-token time, the task's own pace so far
+        (`own_token_ms`) stands in for it."""
+        step: float | None = self.per_token_ms(level) if self.token_ms else own_token_ms
+        if step is None:
+            return max(0.0, (self.first_ms or self.initial_ms) - elapsed_ms)
         if sent == 0:
-            return max(0.0, self.first_ms - elapsed_ms) + max(0.0, tokens - 1) * step
+            first = self.initial_ms if self.first_ms is None else self.first_ms
+            return max(0.0, first - elapsed_ms) + max(0.0, tokens - 1) * step
         # A task past its expectation may still send up to max_tokens: one more at least.
         left = max(tokens - sent, 1.0 if sent < max_tokens else 0.0)
         return left * step

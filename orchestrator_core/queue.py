@@ -86,6 +86,13 @@ class PoolQueue:
         """Tasks queued in one class."""
         return len(self._class(priority))
 
+    def index(self, task_id: str, priority: Priority) -> int:
+        """Where a queued task stands in its class (0 is its oldest); O(that index)."""
+        for index, queued in enumerate(self._class(priority)):
+            if queued == task_id:
+                return index
+        raise KeyError(task_id)
+
     def ids(self, priority: Priority, limit: int | None = None) -> list[str]:
         """Queued ids of one class, oldest first; the first `limit` of them when given."""
         queued = self._class(priority)

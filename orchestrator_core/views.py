@@ -194,6 +194,18 @@ def task_view(task: Task, position: int | None = None, predicted_ms: int | None 
     )
 
 
+def task_now(pool: Pool, tasks: Mapping[str, Task], task: Task, now_ms: int) -> TaskView:
+    """The view of one task; a queued one with its position and predicted start as of
+    `now_ms` (ORCH-3029), the same figures `live_tasks` gives it."""
+    if task.state is not State.QUEUED:
+        return task_view(task)
+    priority = task.spec.priority
+    index = pool.queue.index(task.spec.task_id, priority)
+    forecast = eta.forecast(pool, tasks, now_ms)
+    predicted = eta.predicted_start_ms(pool, forecast, priority, index, now_ms)
+    return task_view(task, pool.queue.position(priority, index), predicted)
+
+
 def live_tasks(
     pool: Pool, tasks: Mapping[str, Task], now_ms: int, queued_limit: int | None = None
 ) -> tuple[TaskView, ...]:
@@ -210,14 +222,9 @@ def live_tasks(
         for index, task_id in enumerate(queue.ids(priority, queued_limit)):
             position = queue.position(priority, index)
             predicted = eta.predicted_start_ms(pool, forecast, priority, index, now_ms)
-            queued.append((position, predicted, task_id))
-    queued.sort()
-    # A task starts no sooner than the one dispatched before it.
-    shown, latest = [], 0
-    for position, predicted, task_id in queued[:queued_limit]:
-        latest = max(latest, predicted)
-        shown.append(task_view(tasks[task_id], position, latest))
-    return (*running, *shown)
+            queued.append(task_view(tasks[task_id], position, predicted))
+    queued.sort(key=lambda view: view.queue_position)
+    return (*running, *queued[:queued_limit])
 
 
 def replica_view(replica: Replica, now_ms: int) -> ReplicaView:

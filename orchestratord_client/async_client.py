@@ -28,6 +28,7 @@ from orchestratord_client.generated.models import (
     ReplicaSet,
     SessionInfo,
     TaskRequest,
+    TaskStatus,
 )
 from orchestratord_client.protocol import Call, M
 from orchestratord_client.sse import EventReader, StreamEvent
@@ -75,6 +76,10 @@ class AsyncClient:
     def stream(self, task_id: Id, *, from_index: int = 0, reconnects: int = 3) -> AsyncTaskStream:
         """The task's events, typed; see `Client.stream`."""
         return AsyncTaskStream(self, str(task_id), from_index, reconnects)
+
+    async def task(self, task_id: Id) -> TaskStatus:
+        """Where the task is now; a queued one's position and predicted start as of now."""
+        return await self._typed(protocol.call("getTask", id=task_id), TaskStatus)
 
     async def cancel(self, task_id: Id) -> None:
         await self._empty(protocol.call("cancelTask", id=task_id))

@@ -1,4 +1,4 @@
-"""The client subcommands of `orchestratord`: submit, cancel, session, pools, drain, reload,
+"""The client subcommands of `orchestratord`: submit, task, cancel, session, pools, drain, reload,
 events, status and metrics, next to the daemon's own `serve`. The light distribution
 (`orchestratord-client`, without the daemon) runs them through `main`.
 
@@ -109,6 +109,10 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     submit.add_argument(
         "--detach", action="store_true", help="print the task id and exit; do not stream"
     )
+
+    task = add("task", _task, "show where a task is; a queued one's predicted start now")
+    task.add_argument("task_id", type=uuid.UUID)
+    task.add_argument("--json", action="store_true")
 
     cancel = add("cancel", _cancel, "cancel a queued or running task")
     cancel.add_argument("task_id", type=uuid.UUID)
@@ -308,6 +312,12 @@ def _ended(event: EndEvent | ErrorEvent) -> int:
 
 
 # -- the other commands
+
+
+def _task(client: Client, args: argparse.Namespace) -> int:
+    status = client.task(args.task_id)
+    print(render.json_line(render.plain(status)) if args.json else render.task_line(status))
+    return EXIT_OK
 
 
 def _cancel(client: Client, args: argparse.Namespace) -> int:

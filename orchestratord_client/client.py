@@ -28,6 +28,7 @@ from orchestratord_client.generated.models import (
     ReplicaSet,
     SessionInfo,
     TaskRequest,
+    TaskStatus,
 )
 from orchestratord_client.protocol import Call, M
 from orchestratord_client.sse import (
@@ -94,6 +95,10 @@ class Client:
         read: none is repeated or lost.
         """
         return TaskStream(self, str(task_id), from_index, reconnects)
+
+    def task(self, task_id: Id) -> TaskStatus:
+        """Where the task is now; a queued one's position and predicted start as of now."""
+        return self._typed(protocol.call("getTask", id=task_id), TaskStatus)
 
     def cancel(self, task_id: Id) -> None:
         """Cancel a queued or running task; canceling a finished one is fine too."""

@@ -15,6 +15,7 @@ from orchestratord_client.generated.models import (
     Readiness,
     ReplicaSet,
     SessionInfo,
+    TaskStatus,
     TaskSummary,
 )
 from orchestratord_client.sse import ControlEvent, StreamEvent, event_name
@@ -133,11 +134,11 @@ def pool_line(health: PoolHealth) -> str:
     return line + (f", last error: {health.last_error}" if health.last_error else "")
 
 
-def task_line(task: TaskSummary) -> str:
+def task_line(task: TaskSummary | TaskStatus) -> str:
     head = f"task {task.task_id} ({task.pool_id}, {task.priority.value}): {task.state.value}"
-    if task.outcome is not None:
-        outcome = f"{task.outcome.result.value} ({task.outcome.code})"
-        return f"{head}, {outcome}, {task.tokens_out} tokens"
+    outcome = task.outcome if isinstance(task, TaskSummary) else None
+    if outcome is not None:
+        return f"{head}, {outcome.result.value} ({outcome.code}), {task.tokens_out} tokens"
     if task.queue_position is not None:
         start = (task.predicted_start_ms or 0) / 1000
         return f"{head} at position {task.queue_position}, starts in ~{start:.1f} s"

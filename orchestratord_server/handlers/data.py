@@ -17,7 +17,7 @@ from connexion import context as connexion_context
 from starlette.datastructures import Headers
 from starlette.responses import Response, StreamingResponse
 
-from orchestrator_core import CancelStatus, Refused, Route
+from orchestrator_core import CancelStatus, Refused, Route, State
 from orchestratord_server.body_validation import validated_body
 from orchestratord_server.errors import error_response
 from orchestratord_server.generated.models import (
@@ -26,6 +26,7 @@ from orchestratord_server.generated.models import (
     FieldError,
     SessionInfo,
     TaskRequest,
+    TaskStatus,
     Workload,
 )
 from orchestratord_server.handlers.render import (
@@ -182,6 +183,29 @@ class DataPlane:
         finally:
             if not transcript.closed and transcript.subscribers == 0:
                 self._state.runtime.stream_abandoned(task_id)
+
+    async def getTask(self, id: str) -> Response:
+        """A task's state now; a queued one's position and predicted start as of now
+        (ORCH-3029)."""
+        task_id = path_uuid(id)
+        if isinstance(task_id, Response):
+            return task_id
+        view = self._state.runtime.task_view(task_id)
+        if view is None:
+            return not_found("task")
+        queued = view.state is State.QUEUED
+        body = TaskStatus(
+            task_id=view.task_id,
+            pool_id=view.pool_id,
+            replica_id=view.replica_id,
+            priority=view.priority,
+            state=view.state,
+            tokens_out=view.tokens,
+            queue_position=view.queue_position if queued else None,
+            predicted_start_ms=view.predicted_start_ms if queued else None,
+            queue_time_ms=view.queue_time_ms,
+        )
+        return json_response(body)
 
     async def cancelTask(self, id: str) -> Response:
         """Cancel; idempotent, and no token follows the 204 (ORCH-2003, ORCH-3026)."""

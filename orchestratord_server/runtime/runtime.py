@@ -668,8 +668,9 @@ class Runtime:
         )
 
     def task_view(self, task_id: str) -> TaskView | None:
-        """Where a known task is (it may have ended), or None once it was reaped."""
-        return self._core.task(task_id)
+        """Where a known task is (it may have ended), or None once it was reaped; a queued
+        one with its position and predicted start as of now."""
+        return self._core.task(task_id, self._now())
 
     def pool_tasks(self, pool_id: str, queued_limit: int | None = None) -> tuple[TaskView, ...]:
         """A pool's running tasks, then its queue in serving order (the first

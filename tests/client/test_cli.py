@@ -250,6 +250,33 @@ def test_pools_prints_replica_sets_and_pool_health(env: dict[str, str]) -> None:
     assert row.split()[:7] == [POOL_ID, "yes", "yes", "no", "0", "0", f"{SLOTS}/{SLOTS}"]
 
 
+def test_task_shows_where_a_task_is_and_when_a_queued_one_starts(
+    env: dict[str, str], tracker: CheckedClient
+) -> None:
+    """ORCH-3029: `task ID` reads a task now: a queued one with its position and the
+    predicted start as of now, a running one on its replica; an unknown id exits 2."""
+    running, queued = long_task_body(), long_task_body()
+    for body in (running, queued):
+        tracker.admit(body)
+        tracker.submitted.append(body["task_id"])
+    wait_until(
+        lambda: tracker.health()["metrics"]["running"] == SLOTS, timeout=TIMEOUT_S, what="start"
+    )
+    shown = orchestratord(env, "task", queued["task_id"], "--json")
+    assert shown.returncode == EXIT_OK, shown.stderr
+    status = json.loads(shown.stdout)
+    assert (status["state"], status["queue_position"]) == ("queued", 0)
+    assert status["predicted_start_ms"] >= 1  # behind a task of 16k tokens
+    line = orchestratord(env, "task", queued["task_id"]).stdout
+    assert f"task {queued['task_id']} ({POOL_ID}, interactive): queued at position 0" in line
+    line = orchestratord(env, "task", running["task_id"]).stdout
+    assert f"task {running['task_id']} ({POOL_ID}, interactive): " in line
+    assert " on " in line and "tokens" in line
+    unknown = orchestratord(env, "task", str(uuid.uuid4()))
+    assert unknown.returncode == EXIT_CLIENT
+    assert "NOT_FOUND" in unknown.stderr
+
+
 def test_session_shows_and_deletes(env: dict[str, str], tracker: CheckedClient) -> None:
     """ORCH-2004, ORCH-2005: `session ID` shows a session after its turn; `--delete`
     forgets it, after which it is unknown (exit 2)."""

@@ -702,7 +702,8 @@ class CoreModel(RuleBasedStateMachine):
     def the_live_task_list_is_what_runs_then_the_queue_in_serving_order(self) -> None:
         """What the console lists (ORCH-3029): every running task once with its replica
         and tokens, then the queue in dispatch order, positions 0..n-1 as of now, and
-        predicted starts that never go down along the queue."""
+        predicted starts that never go down along the queue (each the figure a read of
+        that one task gives)."""
         for pool_id, pool in self.pools.items():
             views = self.orch.pool_tasks(pool_id, self.now)
             running = [v for v in views if v.state is not State.QUEUED]
@@ -717,6 +718,9 @@ class CoreModel(RuleBasedStateMachine):
             assert [v.queue_position for v in queued] == list(range(len(queued)))
             starts = [v.predicted_start_ms for v in queued]
             assert starts == sorted(starts)
+            # A task read (GET /v1/tasks/{id}) says what the list says of it.
+            for view in queued:
+                assert self.orch.task(view.task_id, self.now) == view
             for limit in range(len(queued) + 1):
                 head = self.orch.pool_tasks(pool_id, self.now, queued_limit=limit)
                 assert head == (*running, *queued[:limit])

@@ -62,6 +62,8 @@ def test_expected_tokens_scale_the_budget_within_one_and_max_tokens() -> None:
 def test_a_running_task_has_its_untaken_tokens_left() -> None:
     model = ServiceModel(1000, 1.0)
     assert model.remaining_ms(10, 10, 1, sent=0, elapsed_ms=300) == 700  # the prior
+    # Nothing learned yet, but the task's own pace so far: 89 tokens more at 10 ms.
+    assert model.remaining_ms(100, 100, 1, sent=11, elapsed_ms=5000, own_token_ms=10.0) == 890
     model.observe(first_ms=50, tokens=11, rest_ms=100, budget=10, level=1)
     assert model.remaining_ms(10, 10, 1, sent=0, elapsed_ms=20) == 30 + 9 * 10
     assert model.remaining_ms(10, 10, 1, sent=4, elapsed_ms=100) == 6 * 10

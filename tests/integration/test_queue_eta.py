@@ -24,6 +24,7 @@ from tests.integration.support import (
     running_daemon,
     task_body,
     tiny_pool_config,
+    wait_until,
 )
 
 pytestmark = pytest.mark.integration
@@ -99,3 +100,42 @@ def test_orch_3029_the_prediction_error_is_on_metrics_and_in_pool_health(
     assert health["eta_error_median_ratio"] == pytest.approx(relative)
     # The pool learned its service time from the tasks it finished.
     assert health["service_time_ms"] >= 1
+
+
+def test_orch_3029_a_task_read_gives_the_estimate_as_the_queue_moves(
+    eta_daemon: Daemon,
+) -> None:
+    """GET /v1/tasks/{id}: while queued, the position and predicted start as of now; the
+    task ahead leaving moves both up; once running, how long it waited instead."""
+    client = eta_daemon.client()
+    client.wait_idle()
+    long = {"ctx": 2048, "max_tokens": 1900}
+    holders = [task_body(**long) for _ in range(2)]
+    waiting = [task_body(**long) for _ in range(3)]
+    client.submitted.extend(str(body["task_id"]) for body in holders + waiting)
+    try:
+        for body in holders + waiting:
+            client.admit(body)
+        last = str(waiting[-1]["task_id"])
+        before = client.get(f"/v1/tasks/{last}").json()
+        assert (before["state"], before["queue_position"]) == ("queued", 2)
+        assert before["predicted_start_ms"] >= 1
+        assert "replica_id" not in before and "queue_time_ms" not in before
+        assert client.cancel(str(waiting[0]["task_id"])).status_code == 204
+        after = client.get(f"/v1/tasks/{last}").json()
+        assert after["queue_position"] == 1
+        assert after["predicted_start_ms"] < before["predicted_start_ms"]
+        for body in holders:
+            assert client.cancel(str(body["task_id"])).status_code == 204
+        running = wait_until(
+            lambda: (r := client.get(f"/v1/tasks/{last}").json())["state"] != "queued" and r,
+            timeout=10,
+            what="its dispatch",
+        )
+        assert running["state"] in ("dispatched", "streaming"), running
+        assert running["replica_id"] and running["queue_time_ms"] >= 0
+        assert "queue_position" not in running and "predicted_start_ms" not in running
+        unknown = client.get(f"/v1/tasks/{task_body()['task_id']}")
+        assert (unknown.status_code, unknown.json()["code"]) == (404, "NOT_FOUND")
+    finally:
+        client.cancel_all()
