@@ -73,9 +73,16 @@ class AsyncClient:
         """Admit a task; TooManyRequests (429) when its queue is full."""
         return await self._typed(protocol.call("createTask", request), AdmissionResponse)
 
-    def stream(self, task_id: Id, *, from_index: int = 0, reconnects: int = 3) -> AsyncTaskStream:
+    def stream(
+        self,
+        task_id: Id,
+        *,
+        from_index: int = 0,
+        reconnects: int = 3,
+        queue_updates: bool = False,
+    ) -> AsyncTaskStream:
         """The task's events, typed; see `Client.stream`."""
-        return AsyncTaskStream(self, str(task_id), from_index, reconnects)
+        return AsyncTaskStream(self, str(task_id), from_index, reconnects, queue_updates)
 
     async def task(self, task_id: Id) -> TaskStatus:
         """Where the task is now; a queued one's position and predicted start as of now."""
@@ -150,8 +157,16 @@ class AsyncClient:
 class AsyncTaskStream:
     """A task's events as they arrive: `async for` over it, and `aclose()` it when done."""
 
-    def __init__(self, client: AsyncClient, task_id: str, from_index: int, reconnects: int) -> None:
+    def __init__(
+        self,
+        client: AsyncClient,
+        task_id: str,
+        from_index: int,
+        reconnects: int,
+        queue_updates: bool = False,
+    ) -> None:
         self.task_id = task_id
+        self._query = {"queue_updates": "true"} if queue_updates else None
         self._client = client
         self._reader = EventReader(from_index)
         self._reconnects = reconnects
@@ -184,7 +199,7 @@ class AsyncTaskStream:
         await self._events.aclose()
 
     async def _follow(self) -> AsyncGenerator[StreamEvent, None]:
-        call = protocol.call("streamTask", id=self.task_id)
+        call = protocol.call("streamTask", query=self._query, id=self.task_id)
         failures = 0
         while True:
             try:

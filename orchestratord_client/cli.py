@@ -40,6 +40,7 @@ from orchestratord_client.generated.models import (
     ErrorEvent,
     ErrorKind,
     FinishReason,
+    MetricsEvent,
     PoolStats,
     Priority,
     ReplicaSet,
@@ -287,13 +288,16 @@ def _follow(client: Client, task_id: str, *, json_lines: bool) -> int:
     """
     wrote_text = False
     last: StreamEvent | None = None
-    with client.stream(task_id) as stream:
+    # People are told how the wait goes; JSON lines stay the transcript's events.
+    with client.stream(task_id, queue_updates=not json_lines) as stream:
         for last in stream:
             if json_lines:
                 _emit(render.event_line(last) + "\n")
             elif isinstance(last, TokenEvent):
                 _emit(last.t)
                 wrote_text = True
+            elif isinstance(last, MetricsEvent) and (line := render.queue_line(last)):
+                print(f"orchestratord: {line}", file=sys.stderr)
     if wrote_text:
         _emit("\n")
     assert isinstance(last, TERMINAL)

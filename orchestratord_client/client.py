@@ -86,15 +86,24 @@ class Client:
         """Admit a task; TooManyRequests (429) when its queue is full."""
         return self._typed(protocol.call("createTask", request), AdmissionResponse)
 
-    def stream(self, task_id: Id, *, from_index: int = 0, reconnects: int = 3) -> TaskStream:
-        """The task's events, typed; token events before `from_index` are skipped.
+    def stream(
+        self,
+        task_id: Id,
+        *,
+        from_index: int = 0,
+        reconnects: int = 3,
+        queue_updates: bool = False,
+    ) -> TaskStream:
+        """The task's events, typed; token events before `from_index` are skipped. With
+        `queue_updates`, while the task waits, MetricsEvents with its `queue_position`
+        and `predicted_start_ms` as of now come first (they carry no id).
 
         Closing the only open stream of an unfinished task cancels the task (the daemon
         frees its slot). A dropped connection is reopened up to `reconnects` times in a
         row, each time with `Last-Event-ID`, so the daemon resumes after the last event
         read: none is repeated or lost.
         """
-        return TaskStream(self, str(task_id), from_index, reconnects)
+        return TaskStream(self, str(task_id), from_index, reconnects, queue_updates)
 
     def task(self, task_id: Id) -> TaskStatus:
         """Where the task is now; a queued one's position and predicted start as of now."""
@@ -189,8 +198,16 @@ class TaskStream:
     `from_index` to carry on. `last_event_id` is the id of the last event read.
     """
 
-    def __init__(self, client: Client, task_id: str, from_index: int, reconnects: int) -> None:
+    def __init__(
+        self,
+        client: Client,
+        task_id: str,
+        from_index: int,
+        reconnects: int,
+        queue_updates: bool = False,
+    ) -> None:
         self.task_id = task_id
+        self._query = {"queue_updates": "true"} if queue_updates else None
         self._client = client
         self._reader = EventReader(from_index)
         self._reconnects = reconnects
@@ -223,7 +240,7 @@ class TaskStream:
         self._events.close()
 
     def _follow(self) -> Generator[StreamEvent, None, None]:
-        call = protocol.call("streamTask", id=self.task_id)
+        call = protocol.call("streamTask", query=self._query, id=self.task_id)
         failures = 0
         while True:
             try:

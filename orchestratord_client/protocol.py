@@ -12,7 +12,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import httpx
 from pydantic import BaseModel
@@ -47,8 +47,15 @@ class Call:
         return self.operation.method
 
 
-def call(operation_id: str, body: BaseModel | None = None, **path_params: object) -> Call:
-    """The request of `operation_id`, its path ids escaped and its body serialised."""
+def call(
+    operation_id: str,
+    body: BaseModel | None = None,
+    *,
+    query: Mapping[str, str] | None = None,
+    **path_params: object,
+) -> Call:
+    """The request of `operation_id`, its path ids escaped, its `query` encoded and its
+    body serialised."""
     operation = OPERATIONS[operation_id]
     model = operation.request_model
     if model is None and body is not None:
@@ -56,6 +63,8 @@ def call(operation_id: str, body: BaseModel | None = None, **path_params: object
     if model is not None and not isinstance(body, model):
         raise TypeError(f"{operation_id} takes a {model.__name__}")
     path = operation.path.format(**{k: quote(str(v), safe="") for k, v in path_params.items()})
+    if query:
+        path += "?" + urlencode(query)
     json = body.model_dump(mode="json", exclude_none=True) if body is not None else None
     return Call(operation, path, json)
 

@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from orchestratord_client.generated.models import (
     ControlSnapshot,
+    MetricsEvent,
     PoolHealth,
     PoolStats,
     Readiness,
@@ -143,6 +144,15 @@ def task_line(task: TaskSummary | TaskStatus) -> str:
         start = (task.predicted_start_ms or 0) / 1000
         return f"{head} at position {task.queue_position}, starts in ~{start:.1f} s"
     return f"{head} on {task.replica_id or MISSING}, {task.tokens_out} tokens"
+
+
+def queue_line(update: MetricsEvent) -> str | None:
+    """A queue update (a MetricsEvent sent while the task waits) for people; None for
+    any other metrics event."""
+    position, start = update.queue_position, update.predicted_start_ms
+    if position is None or start is None:
+        return None
+    return f"queued at position {position}, starts in ~{start / 1000:.1f} s"
 
 
 def stats_line(stats: PoolStats) -> str:

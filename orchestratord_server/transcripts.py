@@ -91,7 +91,9 @@ class Transcript:
             if not waiter.done():
                 waiter.set_result(None)
 
-    async def follow(self, start: int = 0) -> AsyncGenerator[bytes, None]:
+    async def follow(
+        self, start: int = 0, idle_tick_s: float | None = None
+    ) -> AsyncGenerator[bytes, None]:
         """Yield every frame from frame ``start`` on, waiting for new ones, until the terminal.
 
         Until frame ``start`` exists nothing is yielded and the follower waits for it (an
@@ -100,23 +102,34 @@ class Transcript:
         out joined in one chunk, so a subscriber that fell behind (or arrived late)
         catches up in one write instead of one per frame. Frames recorded while the
         subscriber is suspended at a `yield` (its client is slow to take the previous
-        chunk) go out with the next one.
+        chunk) go out with the next one. With ``idle_tick_s``, while no frame has gone
+        out yet, an empty chunk is yielded each time that long passes without one: the
+        caller's chance to send something of its own meanwhile.
         """
         self.subscribers += 1
         try:
             sent = start
             frames = self.frames
+            waiter: asyncio.Future[None] | None = None
             while True:
                 end = len(frames)
                 if end > sent:
                     yield frames[sent] if end - sent == 1 else b"".join(frames[sent:end])
                     sent = end
+                    idle_tick_s = None
                     continue
                 if self.closed:
                     return
-                waiter = asyncio.get_running_loop().create_future()
-                self._waiters.append(waiter)
-                await waiter
+                if waiter is None or waiter.done():
+                    waiter = asyncio.get_running_loop().create_future()
+                    self._waiters.append(waiter)
+                if idle_tick_s is None:
+                    await waiter
+                    continue
+                try:
+                    await asyncio.wait_for(asyncio.shield(waiter), idle_tick_s)
+                except TimeoutError:
+                    yield b""
         finally:
             self.subscribers -= 1
 

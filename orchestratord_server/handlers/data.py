@@ -24,6 +24,7 @@ from orchestratord_server.generated.models import (
     AdmissionResponse,
     ErrorKind,
     FieldError,
+    MetricsEvent,
     SessionInfo,
     TaskRequest,
     TaskStatus,
@@ -40,6 +41,8 @@ from orchestratord_server.state import ServerState
 from orchestratord_server.transcripts import Transcript
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+#: How often a stream asked for queue updates looks whether its task moved in the queue.
+QUEUE_UPDATE_S = 1.0
 #: The request header of a client resuming a stream: the id of the last event it has.
 LAST_EVENT_ID = "Last-Event-ID"
 
@@ -154,8 +157,9 @@ class DataPlane:
         )
         return json_response(body, 202, decision.headers())
 
-    async def streamTask(self, id: str) -> Response:
-        """The task's events as SSE, from the first or after `Last-Event-ID` (ORCH-2002)."""
+    async def streamTask(self, id: str, queue_updates: bool = False) -> Response:
+        """The task's events as SSE, from the first or after `Last-Event-ID` (ORCH-2002);
+        with `queue_updates`, id-less `metrics` events while it waits (ORCH-3029)."""
         task_id = path_uuid(id)
         if isinstance(task_id, Response):
             return task_id
@@ -168,21 +172,40 @@ class DataPlane:
         if not transcript.closed:
             self._state.runtime.stream_opened(task_id)
         return StreamingResponse(
-            self._follow(task_id, transcript, start),
+            self._follow(task_id, transcript, start, queue_updates),
             media_type="text/event-stream",
             headers=SSE_HEADERS,
         )
 
     async def _follow(
-        self, task_id: str, transcript: Transcript, start: int
+        self, task_id: str, transcript: Transcript, start: int, queue_updates: bool
     ) -> AsyncIterator[bytes]:
         try:
-            async with contextlib.aclosing(transcript.follow(start)) as frames:
+            shown = self._queue_update(task_id) if queue_updates else None
+            if shown is not None:
+                yield shown
+            tick = QUEUE_UPDATE_S if shown is not None else None
+            async with contextlib.aclosing(transcript.follow(start, tick)) as frames:
                 async for frame in frames:
-                    yield frame
+                    if frame:
+                        yield frame
+                    elif (update := self._queue_update(task_id)) not in (None, shown):
+                        shown = update
+                        yield update
         finally:
             if not transcript.closed and transcript.subscribers == 0:
                 self._state.runtime.stream_abandoned(task_id)
+
+    def _queue_update(self, task_id: str) -> bytes | None:
+        """A `metrics` frame without an id: where the task is in the queue now and when it
+        is predicted to start; None once it has left the queue."""
+        view = self._state.runtime.task_view(task_id)
+        if view is None or view.state is not State.QUEUED:
+            return None
+        data = MetricsEvent(
+            queue_position=view.queue_position, predicted_start_ms=view.predicted_start_ms
+        ).model_dump_json(exclude_none=True)
+        return f"event: metrics\ndata: {data}\n\n".encode()
 
     async def getTask(self, id: str) -> Response:
         """A task's state now; a queued one's position and predicted start as of now

@@ -277,6 +277,31 @@ def test_task_shows_where_a_task_is_and_when_a_queued_one_starts(
     assert "NOT_FOUND" in unknown.stderr
 
 
+def test_submit_tells_people_how_the_wait_goes(env: dict[str, str], tracker: CheckedClient) -> None:
+    """ORCH-3029: a submitted task that waits shows its position and predicted start on
+    stderr (the stream's queue updates), then its text on stdout once it runs."""
+    running = long_task_body()
+    tracker.admit(running)
+    wait_until(
+        lambda: tracker.health()["metrics"]["running"] == SLOTS, timeout=TIMEOUT_S, what="start"
+    )
+    with subprocess.Popen(
+        [*orchestratord_command(), *submit_args(tracker, "Once upon a time")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    ) as submit:
+        assert submit.stderr is not None
+        assert "admitted at queue position 0" in submit.stderr.readline()
+        waiting = submit.stderr.readline()
+        assert waiting.startswith("orchestratord: queued at position 0, starts in ~"), waiting
+        assert tracker.cancel(running["task_id"]).status_code == 204
+        out, _ = submit.communicate(timeout=TIMEOUT_S)
+    assert submit.returncode == EXIT_OK
+    assert out.strip()
+
+
 def test_session_shows_and_deletes(env: dict[str, str], tracker: CheckedClient) -> None:
     """ORCH-2004, ORCH-2005: `session ID` shows a session after its turn; `--delete`
     forgets it, after which it is unknown (exit 2)."""

@@ -34,6 +34,7 @@ from orchestratord_client.generated.models import (
     AdmissionResponse,
     ErrorKind,
     FinishReason,
+    MetricsEvent,
     PoolAction,
     PoolActionAccepted,
     QueuePolicy,
@@ -267,11 +268,38 @@ def test_retry_helper_gives_up_after_its_attempts(client: Client, tracker: Check
     assert calls == 3
 
 
+def test_orch_3029_a_waiting_task_is_read_and_followed_with_its_estimate(
+    client: Client, tracker: CheckedClient
+) -> None:
+    """`task` reads a queued task's position and predicted start now; a stream asked for
+    queue updates yields them as MetricsEvents before `started`, and its ids (and so a
+    resume) count only the transcript's events."""
+    running, waiting = long_task(), short_task()
+    for task in (running, waiting):
+        admit(client, tracker, task)
+    status = client.task(waiting.task_id)
+    assert (status.state.value, status.queue_position) == ("queued", 0)
+    assert status.predicted_start_ms is not None and status.predicted_start_ms >= 1
+    with client.stream(waiting.task_id, queue_updates=True) as stream:
+        events = iter(stream)
+        update = next(events)
+        assert isinstance(update, MetricsEvent), update
+        assert (update.queue_position, stream.last_event_id) == (0, None)
+        client.cancel(running.task_id)
+        rest = list(events)
+    began = next(i for i, e in enumerate(rest) if isinstance(e, StartedEvent))
+    assert all(isinstance(e, MetricsEvent) and e.queue_position == 0 for e in rest[:began])
+    check_events(rest[began:], waiting)
+    assert stream.last_event_id == str(len(rest) - began - 1)  # the terminal's id
+    assert client.task(waiting.task_id).state.value == "ended"
+
+
 def test_unknown_ids_are_typed_404s(client: Client) -> None:
     """ORCH-2006: every operation on an unknown id raises NotFound with its envelope."""
     unknown = uuid.uuid4()
     calls: dict[str, Callable[[], object]] = {
         "stream": lambda: next(iter(client.stream(unknown))),
+        "task": lambda: client.task(unknown),
         "cancel": lambda: client.cancel(unknown),
         "session": lambda: client.session(unknown),
         "delete_session": lambda: client.delete_session(unknown),

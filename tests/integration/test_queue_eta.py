@@ -10,6 +10,7 @@ is the benchmark's business (`python -m bench eta`), not a timing assertion here
 from __future__ import annotations
 
 import concurrent.futures
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from tests.integration.support import (
     tiny_pool_config,
     wait_until,
 )
+from tests.support.contract import assert_conforms
 
 pytestmark = pytest.mark.integration
 
@@ -112,7 +114,6 @@ def test_orch_3029_a_task_read_gives_the_estimate_as_the_queue_moves(
     long = {"ctx": 2048, "max_tokens": 1900}
     holders = [task_body(**long) for _ in range(2)]
     waiting = [task_body(**long) for _ in range(3)]
-    client.submitted.extend(str(body["task_id"]) for body in holders + waiting)
     try:
         for body in holders + waiting:
             client.admit(body)
@@ -137,5 +138,59 @@ def test_orch_3029_a_task_read_gives_the_estimate_as_the_queue_moves(
         assert "queue_position" not in running and "predicted_start_ms" not in running
         unknown = client.get(f"/v1/tasks/{task_body()['task_id']}")
         assert (unknown.status_code, unknown.json()["code"]) == (404, "NOT_FOUND")
+    finally:
+        client.cancel_all()
+
+
+def sse_blocks(chunks: Iterator[bytes], received: list[bytes]) -> Iterator[str]:
+    """The frames of an event stream, one text block each, as they arrive; the bytes
+    read go in `received`."""
+    pending = ""
+    for chunk in chunks:
+        received.append(chunk)
+        pending += chunk.decode()
+        *blocks, pending = pending.split("\n\n")
+        yield from blocks
+
+
+def test_orch_3029_a_stream_asked_for_queue_updates_tells_the_wait_as_it_moves(
+    eta_daemon: Daemon,
+) -> None:
+    """`?queue_updates=true`: id-less `metrics` events with the position and predicted
+    start while the task waits, a new one when the task ahead leaves, then the numbered
+    transcript from `started` (id 0) as always; without it, none."""
+    client = eta_daemon.client()
+    client.wait_idle()
+    long = {"ctx": 2048, "max_tokens": 1900}
+    holders = [task_body(**long) for _ in range(2)]
+    ahead, waiting = task_body(**long), task_body(**long)
+    try:
+        for body in [*holders, ahead, waiting]:
+            client.admit(body)
+        path = f"/v1/tasks/{waiting['task_id']}/stream"
+        auth = {"Authorization": f"Bearer {client.key}"}
+        with client.http.stream(
+            "GET", path, params={"queue_updates": "true"}, headers=auth
+        ) as response:
+            assert response.status_code == 200
+            received: list[bytes] = []
+            blocks = sse_blocks(response.iter_raw(), received)
+            first = next(blocks)
+            assert first.startswith("event: metrics\ndata: "), first
+            update = json.loads(first.partition("data: ")[2])
+            assert update["queue_position"] == 1 and update["predicted_start_ms"] >= 1
+            assert client.cancel(str(ahead["task_id"])).status_code == 204
+            moved = json.loads(next(blocks).partition("data: ")[2])
+            assert moved["queue_position"] == 0, moved
+            for body in holders:
+                assert client.cancel(str(body["task_id"])).status_code == 204
+            block = next(blocks)
+            while not block.startswith("id: "):  # updates until it leaves the queue
+                assert json.loads(block.partition("data: ")[2])["queue_position"] == 0
+                block = next(blocks)
+            assert block.startswith("id: 0\nevent: started\n"), block
+            assert_conforms(response, b"".join(received))
+        with client.open_stream(str(waiting["task_id"])) as plain:
+            assert plain.next_frame().event == "started"  # no updates unless asked
     finally:
         client.cancel_all()

@@ -90,11 +90,15 @@ def test_the_guard_refuses_an_sse_frame_outside_its_event_schema() -> None:
 
 
 def test_the_guard_refuses_a_stream_frame_without_its_id() -> None:
-    """ORCH-2002: every frame of a task stream carries an `id:`."""
+    """ORCH-2002: every frame of a task stream carries an `id:`, but a queue update
+    (ORCH-3029: a `metrics` event sent while the task waits)."""
     request = httpx.Request("GET", f"{BASE}/v1/tasks/{TASK_ID}/stream")
     headers = {"content-type": "text/event-stream; charset=utf-8"}
     frames = b'id: 0\nevent: token\ndata: {"t":"a","i":0}\n\n'
     assert_conforms(httpx.Response(200, request=request, headers=headers, content=frames))
+    update = b'event: metrics\ndata: {"queue_position":0,"predicted_start_ms":40}\n\n'
+    content = update + frames
+    assert_conforms(httpx.Response(200, request=request, headers=headers, content=content))
     assert_conforms(httpx.Response(200, request=request, headers=headers, content=b""))
     for content in (frames.removeprefix(b"id: 0\n"), frames + frames.replace(b"0\n", b"x\n", 1)):
         response = httpx.Response(200, request=request, headers=headers, content=content)
