@@ -15,13 +15,23 @@ import argparse
 import time
 from collections.abc import Callable, Sequence
 
-from bench import admission, cluster, core_bench, profile, scale, streaming, token_path
+from bench import (
+    admission,
+    cluster,
+    core_bench,
+    profile,
+    queue_eta,
+    scale,
+    streaming,
+    token_path,
+)
 from bench.results import conditions, write_section
 
 BENCHES: dict[str, Callable[[Sequence[str]], int]] = {
     "admission": admission.main,
     "cluster": cluster.main,
     "core": core_bench.main,
+    "eta": queue_eta.main,
     "profile": profile.main,
     "scale": scale.main,
     "streaming": streaming.main,
@@ -37,6 +47,7 @@ ALL: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("streaming", ("--model", "smollm2", "--rounds", "2", "--tokens", "64")),
     ("profile", ()),
     ("cluster", ()),
+    ("eta", ()),
 )
 FULL_RUN = "## Full run"
 
