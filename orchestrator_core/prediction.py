@@ -41,7 +41,8 @@ the position. Without a usable slot the task at p is taken to start after (p + 1
 A queued task's position (`PoolQueue.position`) assumes nobody arrives; under the burst
 rule tasks of the other class that arrive later can still go before it, up to the rule's
 bound (`PoolQueue.crowded_position`). While admissions keep coming faster than the pool
-dispatches (an `ArrivalRun`), the run is expected to bring as many more of each class as
+dispatches and without a gap of several times their mean (an `ArrivalRun`), the run is
+expected to bring as many more of each class as
 it has so far — a run seen so far is as likely to be in its first half as in its second —
 and the prediction takes that many of the other class ahead, within the bound. Once the
 run is over nobody more is expected.
@@ -176,20 +177,32 @@ class ServiceModel:
         self.tokens = data["tokens"]
 
 
+#: A run of admissions is over once no admission came for this many times its mean gap.
+RUN_GAP_FACTOR = 8
+
+
 class ArrivalRun:
     """The run of admissions a pool is in: admissions that each came within one dispatch
-    interval of the one before, so the queue grows faster than it drains; how many of
-    each class it has brought so far."""
+    interval of the one before (so the queue grows faster than it drains) and within
+    `RUN_GAP_FACTOR` times the run's mean gap (so a burst is over soon after its last
+    task, not a dispatch interval later); how many of each class it has brought so far."""
 
-    __slots__ = ("counts", "last_ms")
+    __slots__ = ("counts", "first_ms", "last_ms")
 
     def __init__(self) -> None:
+        self.first_ms: int | None = None
         self.last_ms: int | None = None
         self.counts: dict[Priority, int] = dict.fromkeys(Priority, 0)
 
     def ongoing(self, now_ms: int, interval_ms: float) -> bool:
         """Whether an admission at `now_ms` continues the run."""
-        return self.last_ms is not None and now_ms - self.last_ms <= interval_ms
+        if self.first_ms is None or self.last_ms is None:
+            return False
+        arrived = sum(self.counts.values())
+        if arrived > 1:
+            mean_gap = max(1.0, (self.last_ms - self.first_ms) / (arrived - 1))
+            interval_ms = min(interval_ms, RUN_GAP_FACTOR * mean_gap)
+        return now_ms - self.last_ms <= interval_ms
 
     def expected_more(self, priority: Priority, now_ms: int, interval_ms: float) -> int:
         """How many more of `priority` the run is expected to bring: as many as it has
@@ -201,15 +214,21 @@ class ArrivalRun:
         """One task of `priority` was admitted at `now_ms`."""
         if not self.ongoing(now_ms, interval_ms):
             self.counts = dict.fromkeys(Priority, 0)
+            self.first_ms = now_ms
         self.counts[priority] += 1
         self.last_ms = now_ms
 
     def export_state(self) -> dict[str, Any]:
-        """The last admission and the counts so far."""
-        return {"last_ms": self.last_ms, "counts": {p.value: n for p, n in self.counts.items()}}
+        """The run's first and last admissions and the counts so far."""
+        return {
+            "first_ms": self.first_ms,
+            "last_ms": self.last_ms,
+            "counts": {p.value: n for p, n in self.counts.items()},
+        }
 
     def restore_state(self, data: dict[str, Any]) -> None:
         """Take back what `export_state` gave."""
+        self.first_ms = data["first_ms"]
         self.last_ms = data["last_ms"]
         self.counts = {Priority(p): n for p, n in data["counts"].items()}
 

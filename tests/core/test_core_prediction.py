@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from simengine import SimEngine, Start
 
 from orchestrator_core import FinishReason, Priority, TaskSpec
-from orchestrator_core.prediction import Forecast, ServiceModel
+from orchestrator_core.prediction import ArrivalRun, Forecast, ServiceModel
 
 INTER, BATCH = Priority.INTERACTIVE, Priority.BATCH
 
@@ -97,6 +97,20 @@ def test_finished_tasks_teach_first_token_and_per_token_time_at_their_concurrenc
     assert admit(orch, task(2, max_tokens=10), 210).predicted_start_ms == 0
     orch.poll(210)
     assert admit(orch, task(3, max_tokens=10), 210).predicted_start_ms == 20
+
+
+def test_a_run_of_admissions_expects_as_many_more_and_ends_after_a_long_gap() -> None:
+    run = ArrivalRun()
+    assert run.expected_more(BATCH, 0, 500) == 0  # nothing seen
+    for now in (0, 10, 20):  # every 10 ms: the run goes on
+        run.arrive(INTER, now, 500)
+    run.arrive(BATCH, 30, 500)
+    assert (run.expected_more(INTER, 30, 500), run.expected_more(BATCH, 30, 500)) == (3, 1)
+    assert run.expected_more(INTER, 110, 500) == 3  # 80 ms: within 8 mean gaps
+    assert run.expected_more(INTER, 111, 500) == 0  # over: a burst ends soon after it
+    assert run.expected_more(INTER, 40, 5) == 0  # slower than the pool dispatches: no run
+    run.arrive(BATCH, 200, 500)  # a new run
+    assert (run.expected_more(INTER, 200, 500), run.expected_more(BATCH, 200, 500)) == (0, 1)
 
 
 # -- the forecast ---------------------------------------------------------------------
