@@ -123,6 +123,57 @@ def test_orch_3029_position_matches_the_real_dispatch_order(
     assert predicted == actual
 
 
+@given(
+    st.lists(st.sampled_from([INTER, BATCH]), max_size=40),
+    st.integers(0, 8),
+    st.integers(1, 5),
+    st.integers(0, 50),
+)
+def test_orch_3029_the_forecasts_head_is_the_real_dispatch_order(
+    arrivals: list[Priority], warm_pops: int, burst: int, limit: int
+) -> None:
+    """The head a forecast places one by one (`serving_order`) is what `pop_next` takes."""
+    queue = PoolQueue(1000, None, None, burst)
+    for n in range(12):
+        queue.push(f"w{n}", INTER if n % 3 else BATCH, n)
+    for _ in range(warm_pops):
+        queue.pop_next()
+    for n, priority in enumerate(arrivals, start=100):
+        queue.push(str(n), priority, n)
+    head = queue.serving_order(limit)
+    assert [tid for tid, _ in head] == drain_order(queue)[:limit]
+
+
+@given(
+    st.lists(st.sampled_from([INTER, BATCH]), max_size=30),
+    st.integers(0, 8),
+    st.integers(1, 5),
+    st.lists(st.sampled_from([INTER, BATCH]), max_size=60),
+)
+def test_orch_3029_no_later_arrival_pushes_a_task_past_its_crowded_position(
+    queued: list[Priority], warm_pops: int, burst: int, later: list[Priority]
+) -> None:
+    """`crowded_position` bounds how far tasks arriving later can push a queued one back
+    under the burst rule (what the prediction of overtaking is capped by)."""
+    queue = PoolQueue(1000, None, None, burst)
+    for n in range(12):
+        queue.push(f"w{n}", INTER if n % 3 else BATCH, n)
+    for _ in range(warm_pops):
+        queue.pop_next()
+    for n, priority in enumerate(queued, start=100):
+        queue.push(str(n), priority, n)
+    bound = {
+        tid: queue.crowded_position(p, i)
+        for p in (INTER, BATCH)
+        for i, tid in enumerate(queue.ids(p))
+    }
+    for n, priority in enumerate(later, start=1000):
+        queue.push(str(n), priority, n)
+    order = drain_order(queue)
+    for tid, crowded in bound.items():
+        assert order.index(tid) <= crowded
+
+
 @given(st.integers(0, 12), st.integers(0, 12), st.integers(1, 4), st.integers(1, 4))
 def test_dispatches_to_fit_a_class_cap_matches_simulation(
     n_i: int, n_b: int, cap: int, burst: int
