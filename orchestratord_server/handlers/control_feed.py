@@ -25,7 +25,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator
 
-from orchestrator_core import State, TaskCanceled, TaskEnded, TaskView, Terminal
+from orchestrator_core import TaskCanceled, TaskEnded, TaskView, Terminal
 from orchestratord_server.generated.models import (
     ControlSnapshot,
     PoolHealth,
@@ -37,6 +37,7 @@ from orchestratord_server.generated.models import (
     TaskSummary,
 )
 from orchestratord_server.handlers.health import pool_health
+from orchestratord_server.handlers.render import live_task_fields
 from orchestratord_server.runtime import Runtime
 from orchestratord_server.runtime.recent_ends import Ended, outcome_result
 
@@ -63,19 +64,7 @@ def _json(model: PoolHealth | TaskSummary | PoolStats | ControlSnapshot) -> str:
 
 def live_summary(view: TaskView) -> TaskSummary:
     """A queued or running task."""
-    queued = view.state is State.QUEUED
-    return TaskSummary(
-        task_id=view.task_id,
-        pool_id=view.pool_id,
-        replica_id=view.replica_id,
-        priority=view.priority,
-        state=view.state,
-        tokens_out=view.tokens,
-        queue_position=view.queue_position if queued else None,
-        predicted_start_ms=view.predicted_start_ms if queued else None,
-        queue_time_ms=view.queue_time_ms,
-        first_token_ms=view.time_to_first_token_ms,
-    )
+    return TaskSummary(**live_task_fields(view))
 
 
 def ended_summary(priority: Priority, outcome: Terminal) -> TaskSummary:

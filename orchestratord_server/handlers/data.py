@@ -33,6 +33,7 @@ from orchestratord_server.generated.models import (
 from orchestratord_server.handlers.render import (
     caller,
     json_response,
+    live_task_fields,
     not_found,
     path_uuid,
     refusal,
@@ -216,18 +217,7 @@ class DataPlane:
         view = self._state.runtime.task_view(task_id)
         if view is None:
             return not_found("task")
-        queued = view.state is State.QUEUED
-        body = TaskStatus(
-            task_id=view.task_id,
-            pool_id=view.pool_id,
-            replica_id=view.replica_id,
-            priority=view.priority,
-            state=view.state,
-            tokens_out=view.tokens,
-            queue_position=view.queue_position if queued else None,
-            predicted_start_ms=view.predicted_start_ms if queued else None,
-            queue_time_ms=view.queue_time_ms,
-        )
+        body = TaskStatus(**live_task_fields(view))
         return json_response(body)
 
     async def cancelTask(self, id: str) -> Response:

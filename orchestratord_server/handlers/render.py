@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from connexion.context import context
 from pydantic import BaseModel
 from starlette.responses import Response
 
-from orchestrator_core import Refused
+from orchestrator_core import Refused, State, TaskView
 from orchestratord_server.errors import error_response
 from orchestratord_server.generated.models import ErrorKind, FieldError
 
@@ -65,3 +66,21 @@ def caller() -> str:
     """Who is calling: the key fingerprint the auth layer recorded, else anonymous."""
     user = context.get("user") if context else None
     return str(user) if user else ANONYMOUS
+
+
+def live_task_fields(view: TaskView) -> dict[str, Any]:
+    """A queued or running task's fields as the task read (TaskStatus) and the control
+    plane (TaskSummary) both show them: a queued one's position and predicted start."""
+    queued = view.state is State.QUEUED
+    return {
+        "task_id": view.task_id,
+        "pool_id": view.pool_id,
+        "replica_id": view.replica_id,
+        "priority": view.priority,
+        "state": view.state,
+        "tokens_out": view.tokens,
+        "queue_position": view.queue_position if queued else None,
+        "predicted_start_ms": view.predicted_start_ms if queued else None,
+        "queue_time_ms": view.queue_time_ms,
+        "first_token_ms": view.time_to_first_token_ms,
+    }

@@ -105,10 +105,9 @@ def test_orch_3051_batch_waits_at_most_burst_interactive_dispatches(
                 streak = 0
 
 
-@given(st.lists(st.sampled_from([INTER, BATCH]), max_size=40), st.integers(0, 8), st.integers(1, 5))
-def test_orch_3029_position_matches_the_real_dispatch_order(
-    arrivals: list[Priority], warm_pops: int, burst: int
-) -> None:
+def warm_queue(burst: int, warm_pops: int, arrivals: list[Priority]) -> PoolQueue:
+    """A queue that has served `warm_pops` of twelve mixed tasks (so its burst streak is
+    anywhere), then took `arrivals` (ids "100", "101", ...)."""
     queue = PoolQueue(1000, None, None, burst)
     for n in range(12):
         queue.push(f"w{n}", INTER if n % 3 else BATCH, n)
@@ -116,6 +115,14 @@ def test_orch_3029_position_matches_the_real_dispatch_order(
         queue.pop_next()
     for n, priority in enumerate(arrivals, start=100):
         queue.push(str(n), priority, n)
+    return queue
+
+
+@given(st.lists(st.sampled_from([INTER, BATCH]), max_size=40), st.integers(0, 8), st.integers(1, 5))
+def test_orch_3029_position_matches_the_real_dispatch_order(
+    arrivals: list[Priority], warm_pops: int, burst: int
+) -> None:
+    queue = warm_queue(burst, warm_pops, arrivals)
     predicted = {
         tid: queue.position(p, i) for p in (INTER, BATCH) for i, tid in enumerate(queue.ids(p))
     }
@@ -133,13 +140,7 @@ def test_orch_3029_the_forecasts_head_is_the_real_dispatch_order(
     arrivals: list[Priority], warm_pops: int, burst: int, limit: int
 ) -> None:
     """The head a forecast places one by one (`serving_order`) is what `pop_next` takes."""
-    queue = PoolQueue(1000, None, None, burst)
-    for n in range(12):
-        queue.push(f"w{n}", INTER if n % 3 else BATCH, n)
-    for _ in range(warm_pops):
-        queue.pop_next()
-    for n, priority in enumerate(arrivals, start=100):
-        queue.push(str(n), priority, n)
+    queue = warm_queue(burst, warm_pops, arrivals)
     head = queue.serving_order(limit)
     assert [tid for tid, _ in head] == drain_order(queue)[:limit]
 
@@ -155,13 +156,7 @@ def test_orch_3029_no_later_arrival_pushes_a_task_past_its_crowded_position(
 ) -> None:
     """`crowded_position` bounds how far tasks arriving later can push a queued one back
     under the burst rule (what the prediction of overtaking is capped by)."""
-    queue = PoolQueue(1000, None, None, burst)
-    for n in range(12):
-        queue.push(f"w{n}", INTER if n % 3 else BATCH, n)
-    for _ in range(warm_pops):
-        queue.pop_next()
-    for n, priority in enumerate(queued, start=100):
-        queue.push(str(n), priority, n)
+    queue = warm_queue(burst, warm_pops, queued)
     bound = {
         tid: queue.crowded_position(p, i)
         for p in (INTER, BATCH)
