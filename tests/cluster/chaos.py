@@ -307,8 +307,14 @@ class Faults(threading.Thread):
     def run(self) -> None:
         try:
             round_ = 0
-            while time.monotonic() + self.period < self.until:
-                time.sleep(self.period * self.rng.uniform(0.8, 1.2))
+            began = time.monotonic()
+            # Faults are due on a schedule from the start (a period apart, give or take a
+            # fifth), not a period after the last restart ended: a slow machine's restarts
+            # would otherwise squeeze the run's later faults out of it.
+            while (due := began + self.period * (round_ + self.rng.uniform(0.8, 1.2))) < (
+                self.until - self.period / 2
+            ):
+                time.sleep(max(0.0, due - time.monotonic()))
                 round_ += 1
                 if round_ == 3:
                     self.nats_kill()
