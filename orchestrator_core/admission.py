@@ -165,8 +165,11 @@ def _canary_side(task_id: str, ready: list[Pool]) -> list[Pool]:
 def _rank(
     pool: Pool, priority: Priority, affine: Pool | None, tasks: Mapping[str, Task], now_ms: int
 ) -> tuple[bool, bool, int, int]:
-    queue, forecast = pool.queue, eta.forecast(pool, tasks, now_ms)
-    wait = eta.predicted_start_ms(pool, forecast, priority, queue.depth(priority), now_ms)
+    queue, index = pool.queue, pool.queue.depth(priority)
+    head = eta.head_for(queue.position(priority, index))
+    wait = eta.predicted_start_ms(
+        pool, eta.forecast(pool, tasks, now_ms, head), priority, index, now_ms
+    )
     return queue.blocking_limit(priority) is not None, pool is not affine, wait, -pool.free_slots
 
 
@@ -209,7 +212,8 @@ def queue_backoff_ms(
 ) -> int:
     """Predicted ms until a newcomer of `priority` would fit under `limit` again."""
     dispatches = pool.queue.dispatches_to_fit(priority, limit)
-    return eta.forecast(pool, tasks, now_ms).backoff_ms(dispatches)
+    head = eta.head_for(dispatches - 1)
+    return eta.forecast(pool, tasks, now_ms, head).backoff_ms(dispatches)
 
 
 def queue_full(pool: Pool, spec: TaskSpec, limit: Limit, backoff: int) -> Refused:

@@ -48,8 +48,15 @@ def service_ms(pool: Pool, spec: TaskSpec) -> int:
     return math.ceil(model.service_ms(tokens, _widest(pool)))
 
 
-def forecast(pool: Pool, tasks: Mapping[str, Task], now_ms: int) -> Forecast:
-    """When each usable slot of `pool` frees, the first `HEAD` queued tasks placed onto
+def head_for(position: int) -> int:
+    """How much of the queue's head a prediction for `position` replays one by one: the
+    tasks before it, while they are within `HEAD`; none past it, where the mean serves
+    (so an admission behind a deep queue costs no replay at all)."""
+    return position if position < HEAD else 0
+
+
+def forecast(pool: Pool, tasks: Mapping[str, Task], now_ms: int, head: int = HEAD) -> Forecast:
+    """When each usable slot of `pool` frees, the first `head` queued tasks placed onto
     them by their own expected service, and the mean service of a queued task."""
     model = pool.service
     queued = len(pool.queue)
@@ -84,14 +91,14 @@ def forecast(pool: Pool, tasks: Mapping[str, Task], now_ms: int) -> Forecast:
     slots = sum(r.slots_total for r in pool.usable_replicas)
     level = _widest(pool)
     step = service / slots if slots else model.service_ms(mean_tokens, level)
-    head = (
+    placed = (
         model.service_ms(
             model.expected_tokens(token_budget(spec), spec.max_tokens) if completion else 0.0,
             level,
         )
-        for spec in (tasks[task_id].spec for task_id, _ in pool.queue.serving_order(HEAD))
+        for spec in (tasks[task_id].spec for task_id, _ in pool.queue.serving_order(head))
     )
-    return Forecast(free_at, step, head if queued else ())
+    return Forecast(free_at, step, placed if queued and head else ())
 
 
 def dispatch_interval_ms(pool: Pool, forecast: Forecast) -> float:

@@ -605,7 +605,7 @@ class Orchestrator:
         seed = spec.seed if spec.seed is not None else derive_seed(task_id)
         index = queue.depth(priority)
         position = queue.position(priority, index)
-        forecast = eta.forecast(pool, self._tasks, now)
+        forecast = eta.forecast(pool, self._tasks, now, eta.head_for(position))
         predicted = eta.predicted_start_ms(pool, forecast, priority, index, now)
         pool.arrivals.arrive(priority, now, eta.dispatch_interval_ms(pool, forecast))
         self._seq += 1
