@@ -100,8 +100,9 @@ def test_orch_3029_the_prediction_error_is_on_metrics_and_in_pool_health(
     assert health["eta_error_median_ms"] == sorted(a - p for p, a in waited)[middle]
     relative = sorted(abs(a - p) / max(a, 50) for p, a in waited)[middle]
     assert health["eta_error_median_ratio"] == pytest.approx(relative)
-    # The pool learned its service time from the tasks it finished.
-    assert health["service_time_ms"] >= 1
+    # The pool learned its service time from the tasks it finished: the configured
+    # estimate (1,000 ms by default) is gone.
+    assert health["service_time_ms"] != 1000
 
 
 def test_orch_3029_a_task_read_gives_the_estimate_as_the_queue_moves(
