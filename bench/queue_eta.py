@@ -580,12 +580,7 @@ def render(
     for label, bursts in groups:
         for cls in ("all", "interactive", "batch"):
             for side in (BEFORE, AFTER):
-                chosen = [
-                    s
-                    for s in samples
-                    if s.side == side and s.burst in bursts and cls in ("all", s.priority)
-                ]
-                m = summarize(chosen)
+                m = summarize(_cell(samples, side, bursts, cls))
                 lines.append(
                     f"| {label} | {cls} | {side} | {m.tasks} | {m.waited} | "
                     f"{_pct(m.rel_median)} | {_pct(m.rel_p90)} | "
@@ -595,6 +590,13 @@ def render(
                 )
     lines += ["", *_reread_table(samples, groups), "", *_footer(samples)]
     return "\n".join(lines) + "\n"
+
+
+def _cell(samples: list[Sample], side: str, bursts: list[int], cls: str) -> list[Sample]:
+    """The samples of one table row: a side, some bursts, a class ("all" or a priority)."""
+    return [
+        s for s in samples if s.side == side and s.burst in bursts and cls in ("all", s.priority)
+    ]
 
 
 def _reread_table(samples: list[Sample], groups: list[tuple[str, list[int]]]) -> list[str]:
@@ -628,12 +630,7 @@ def _reread_table(samples: list[Sample], groups: list[tuple[str, list[int]]]) ->
     for label, bursts in groups:
         for cls in ("all", "interactive", "batch"):
             for side in sides:
-                chosen = [
-                    s
-                    for s in samples
-                    if s.side == side and s.burst in bursts and cls in ("all", s.priority)
-                ]
-                m = summarize_reread(chosen)
+                m = summarize_reread(_cell(samples, side, bursts, cls))
                 lines.append(
                     f"| {label} | {cls} | {side} | {m.queued} | {m.judged} | "
                     f"{_pct(m.rel_median)} | {_pct(m.rel_p90)} | "
