@@ -37,6 +37,7 @@ from orchestratord_server.body_validation import validator_map
 from orchestratord_server.console import console_routes
 from orchestratord_server.errors import install_error_handlers
 from orchestratord_server.handlers import handler_table
+from orchestratord_server.prepared_layers import PreparedAsyncApp
 from orchestratord_server.state import ServerState
 
 PLANES = ("control", "data")
@@ -96,7 +97,7 @@ def build_app(state: ServerState) -> AsyncApp:
         finally:
             await state.runtime.stop()
 
-    app = AsyncApp("orchestratord", strict_validation=True, lifespan=lifespan)
+    app = PreparedAsyncApp("orchestratord", strict_validation=True, lifespan=lifespan)
     resolver = _resolver(handler_table(state))
     validators = validator_map(config.server.max_body_bytes)
     specs = {plane: apply_route_security(contract(plane), config.auth) for plane in PLANES}

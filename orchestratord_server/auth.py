@@ -35,6 +35,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from orchestratord_server.config import AuthConfig
 from orchestratord_server.errors import InvalidRequest
 from orchestratord_server.generated.models import FieldError
+from orchestratord_server.prepared_layers import accepts_kwarg
 
 log = logging.getLogger("orchestratord.auth")
 
@@ -138,8 +139,10 @@ def security_map(ring: KeyRing, other: KeyRing | None = None) -> dict[str, type]
     def resolve(_self: Any, _scheme: Mapping[str, Any]) -> Callable[..., Any]:
         return verify
 
-    bearer = type(f"{ring.plane}Bearer", (BearerSecurityHandler,), {"_resolve_func": resolve})
-    api_key = type(f"{ring.plane}ApiKey", (ApiKeySecurityHandler,), {"_resolve_func": resolve})
+    # connexion reads the verifier's signature twice per request unless told it is fixed.
+    fixed = {"_resolve_func": resolve, "_accepts_kwarg": staticmethod(accepts_kwarg)}
+    bearer = type(f"{ring.plane}Bearer", (BearerSecurityHandler,), fixed)
+    api_key = type(f"{ring.plane}ApiKey", (ApiKeySecurityHandler,), fixed)
     return {"bearer": bearer, "apiKey": api_key}
 
 
