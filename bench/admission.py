@@ -7,11 +7,14 @@ carries a fresh task_id (a Lua script makes a random UUID per request), passes p
 validation and API-key auth, and is admitted into a Ready pool whose queue is large. The
 pool's one slot is held by a deliberately slow stand-in engine (one token every few
 seconds), so every admitted task stays queued: the figure is the cost of admission
-alone, not of decoding. The daemon logs at `warning` (no line per task) except in one
-row at the default `info` (one JSON line per admitted task, to a file), which prices the
-task log. A last run fills a small queue first and measures the 429 path.
+alone, not of decoding. The daemon logs at the default level `info` (one JSON line per
+admitted task, to a file), except in one row at `warning` (no line per task), which
+prices the task log. A last run fills a small queue first and measures the 429 path.
 
-Run: `python -m bench admission` (needs `wrk` and `taskset` on PATH).
+Each case runs on the working tree's daemon and on the daemon of `--baseline-rev`
+(bench/baseline.py), a fresh daemon each, one after the other, the order alternating.
+
+Run: `python -m bench admission [--baseline-rev REV]` (needs `wrk` and `taskset` on PATH).
 """
 
 from __future__ import annotations
@@ -38,12 +41,18 @@ from pathlib import Path
 import yaml
 from aiohttp import web
 
+from bench.baseline import (
+    DAEMON_ENV,
+    SPEED_BASELINE_REV,
+    Baseline,
+    check_imports,
+    checked_out,
+    daemon_command,
+    working_tree,
+)
 from bench.results import conditions, write_section
 
 KEY = "bench-admission-key"
-#: A command to run instead of the installed `orchestratord` (for A/B experiments on a
-#: patched daemon); it is given `serve --config FILE`.
-DAEMON_ENV = "ORCHD_BENCH_DAEMON"
 MODEL = "bench-model"
 WRK_SCRIPT = r"""
 local random = math.random
@@ -215,10 +224,18 @@ def daemon_process(
 
 
 @contextlib.contextmanager
-def daemon(config: dict[str, object], workdir: Path, *, pin: bool = True) -> Iterator[str]:
-    """:func:`daemon_process`, yielding only the base URL."""
-    with daemon_process(config, workdir, pin=pin) as running:
-        yield running.base
+def daemon_of(
+    baseline: Baseline | None, config: dict[str, object], workdir: Path, *, pin: bool = True
+) -> Iterator[RunningDaemon]:
+    """:func:`daemon_process` of the working tree (`baseline` None) or of a checked-out
+    baseline, whose imports are checked to be its own."""
+    with (
+        daemon_command(None if baseline is None else baseline.command),
+        daemon_process(config, workdir, pin=pin) as running,
+    ):
+        if baseline is not None:
+            check_imports(workdir / "daemon.log", baseline.tree)
+        yield running
 
 
 def _wrk(
@@ -261,47 +278,69 @@ def _ms(value: str) -> float:
 
 SECTION = "## Admission (POST /v1/tasks)"
 #: (label, queue capacity, wrk connections, log level): admission alone at the issue's
-#: concurrency 64 and at 32, at the default log level (one JSON line per admitted task)
-#: and at `warning` (no per-task line), then the 429 path of a full queue.
+#: concurrency 64 at the default log level `info` (one JSON line per admitted task), at
+#: `warning` (no per-task line) and at 32 connections, then the 429 path of a full queue.
 CASES = (
-    ("202 admitted (queue 10M)", 10_000_000, 64, "warning"),
     ("202 admitted (queue 10M)", 10_000_000, 64, "info"),
-    ("202 admitted (queue 10M)", 10_000_000, 32, "warning"),
-    ("429 queue full", 1, 64, "warning"),
+    ("202 admitted (queue 10M)", 10_000_000, 64, "warning"),
+    ("202 admitted (queue 10M)", 10_000_000, 32, "info"),
+    ("429 queue full", 1, 64, "info"),
 )
+BEFORE = "before"
+AFTER = "after"
 
 
-def run() -> str:
-    """Run both measurements; return the Markdown section for RESULTS.md."""
+def _measure(
+    baseline: Baseline, engine: str, work: Path, script: Path
+) -> list[tuple[str, int, str, str, dict[str, float]]]:
+    """Every case on both daemons, a fresh daemon each time, the order alternating."""
+    rows = []
+    for number, (label, capacity, connections, level) in enumerate(CASES):
+        results: dict[str, dict[str, float]] = {}
+        for side in (BEFORE, AFTER) if number % 2 == 0 else (AFTER, BEFORE):
+            config = _config(engine, _free_port(), capacity, level)
+            with daemon_of(baseline if side == BEFORE else None, config, work) as running:
+                _wrk(running.base, script, 3, connections)
+                results[side] = _wrk(running.base, script, 10, connections)
+        rows += [(label, connections, level, side, results[side]) for side in (BEFORE, AFTER)]
+    return rows
+
+
+def run(rev: str) -> str:
+    """Measure the working tree and `rev` side by side; the Markdown section."""
     for tool in ("wrk", "taskset"):
         if shutil.which(tool) is None:
             raise SystemExit(f"bench admission needs `{tool}` on PATH")
     machine = conditions()
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp, slow_engine() as engine:
+    after = working_tree()
+    with (
+        tempfile.TemporaryDirectory(prefix="orchd-bench-admission-") as tmp,
+        slow_engine() as engine,
+    ):
         work = Path(tmp)
         script = work / "admit.lua"
         script.write_text(WRK_SCRIPT)
-        for label, capacity, connections, level in CASES:
-            config = _config(engine, _free_port(), capacity, level)
-            with daemon(config, work) as base:
-                _wrk(base, script, 3, connections)
-                result = _wrk(base, script, 10, connections)
-            rows.append((label, connections, level, result))
+        with checked_out(rev, work) as baseline:
+            rows = _measure(baseline, engine, work, script)
+            short = baseline.short
     lines = [
         SECTION,
         "",
         f"{machine} Command: "
         "`python -m bench admission`. Daemon pinned to core 0, `wrk -t1 -c<conc> -d10s` on core 1 "
         "after a 3 s warm-up; a fresh UUID per request; pydantic validation and API-key auth on; "
-        "admitted tasks stay queued behind a slow stand-in engine (admission cost only).",
+        "admitted tasks stay queued behind a slow stand-in engine (admission cost only). "
+        f"{BEFORE} = commit `{short}` (a git worktree, its own code on PYTHONPATH, imports "
+        f"checked), {AFTER} = {after}; a fresh daemon per row, both sides of a case one after "
+        "the other (the order alternating). The goal row: concurrency 64 at the default log "
+        "level.",
         "",
-        "| case | concurrency | log level | req/s | p50 ms | p90 ms | p99 ms | non-2xx |",
-        "|---|---:|---|---:|---:|---:|---:|---:|",
+        "| case | concurrency | log level | build | req/s | p50 ms | p90 ms | p99 ms | non-2xx |",
+        "|---|---:|---|---|---:|---:|---:|---:|---:|",
     ]
-    for label, connections, level, r in rows:
+    for label, connections, level, side, r in rows:
         lines.append(
-            f"| {label} | {connections} | {level} | {r['rps']:,.0f} | {r['p50']:.2f} "
+            f"| {label} | {connections} | {level} | {side} | {r['rps']:,.0f} | {r['p50']:.2f} "
             f"| {r['p90']:.2f} | {r['p99']:.2f} | {r['non2xx']:,.0f} |"
         )
     lines += [
@@ -317,11 +356,13 @@ def run() -> str:
 
 
 def main(argv: Sequence[str]) -> int:
-    """`python -m bench admission [--no-write]`: measure, then update RESULTS.md."""
+    """`python -m bench admission [--baseline-rev REV] [--no-write]`: measure, then update
+    RESULTS.md."""
     parser = argparse.ArgumentParser(prog="python -m bench admission", description=__doc__)
+    parser.add_argument("--baseline-rev", default=SPEED_BASELINE_REV, help="the 'before' commit")
     parser.add_argument("--no-write", action="store_true", help="do not touch RESULTS.md")
     ns = parser.parse_args(argv)
-    text = run()
+    text = run(ns.baseline_rev)
     print(text)
     if not ns.no_write:
         write_section(SECTION, text)

@@ -45,30 +45,35 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import dataclasses
 import json
 import os
 import random
-import shlex
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from bench.admission import DAEMON_ENV, KEY, _free_port, daemon_process
+from bench.admission import KEY, _free_port, daemon_process
+from bench.baseline import (
+    DAEMON_ENV,
+    LAUNCHER,
+    baseline_command,
+    baseline_tree,
+    check_imports,
+    daemon_command,
+    working_tree,
+)
 from bench.results import conditions, write_section
 
 SECTION = "## Queue ETA accuracy (predicted vs actual start)"
-REPO = Path(__file__).resolve().parent.parent
 BASELINE_REV = "e8173c5"
 MODEL_REF = "SmolLM2-135M-Instruct-Q4_1"  # the embedded default's model (EMBEDDED_MODEL_REF)
 CTX = 2048
@@ -92,16 +97,6 @@ BEFORE = "before"
 AFTER = "after"
 #: Written next to the daemon's config and run in place of `orchestratord`: it says on
 #: standard error (the daemon's log) which files the core and the server came from.
-LAUNCHER = """\
-import sys
-import orchestrator_core
-import orchestratord_server
-print("bench-eta-imports", orchestrator_core.__file__, orchestratord_server.__file__,
-      file=sys.stderr, flush=True)
-from orchestratord_server.cli import main
-sys.exit(main())
-"""
-IMPORTS_MARK = "bench-eta-imports"
 
 
 @dataclass(frozen=True)
@@ -333,82 +328,6 @@ async def _scenario(base: str, side: str, round_: int, bursts: list[list[Spec]])
         for burst in bursts:
             samples += await _burst(http, base, side, round_, burst)
     return samples
-
-
-def _git(*args: str) -> str:
-    return subprocess.run(
-        ["git", "--no-optional-locks", "-C", str(REPO), *args],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-
-
-def working_tree() -> str:
-    """The working tree's HEAD, and whether it holds changes not committed."""
-    dirty = ", with uncommitted changes" if _git("status", "--porcelain") else ""
-    return f"the working tree (HEAD `{_git('rev-parse', '--short', 'HEAD')}`{dirty})"
-
-
-@contextlib.contextmanager
-def baseline_tree(rev: str, parent: Path) -> Iterator[tuple[Path, str]]:
-    """`git worktree add --detach` of `rev` under `parent`; yields (tree, short hash) and
-    removes the worktree afterwards."""
-    tree = parent / "baseline"
-    short = _git("rev-parse", "--short", f"{rev}^{{commit}}")
-    _git("worktree", "add", "--detach", str(tree), short)
-    try:
-        yield tree, short
-    finally:
-        subprocess.run(
-            ["git", "-C", str(REPO), "worktree", "remove", "--force", str(tree)],
-            capture_output=True,
-            check=False,
-        )
-
-
-def baseline_command(tree: Path, launcher: Path) -> str:
-    """The ORCHD_BENCH_DAEMON value that runs the tree's daemon with this venv's Python:
-    the tree first on PYTHONPATH and as working directory (the engine runner the daemon
-    starts with `python -m` puts its working directory first on its path)."""
-    return shlex.join(
-        [
-            "env",
-            f"--chdir={tree}",
-            f"PYTHONPATH={tree}",
-            sys.executable,
-            str(launcher),
-        ]
-    )
-
-
-@contextlib.contextmanager
-def daemon_command(command: str | None) -> Iterator[None]:
-    """Set ORCHD_BENCH_DAEMON to `command` (None: leave it as it is) for the block."""
-    if command is None:
-        yield
-        return
-    old = os.environ.get(DAEMON_ENV)
-    os.environ[DAEMON_ENV] = command
-    try:
-        yield
-    finally:
-        if old is None:
-            del os.environ[DAEMON_ENV]
-        else:
-            os.environ[DAEMON_ENV] = old
-
-
-def check_imports(log: Path, tree: Path) -> str:
-    """The files the baseline daemon imported (from its log); raises unless they lie in
-    `tree`."""
-    for line in log.read_text(errors="replace").splitlines():
-        if line.startswith(IMPORTS_MARK):
-            files = line.split()[1:]
-            if files and all(Path(f).resolve().is_relative_to(tree.resolve()) for f in files):
-                return " ".join(files)
-            raise RuntimeError(f"baseline daemon imported {files}, not from {tree}")
-    raise RuntimeError(f"baseline daemon did not report its imports; see {log}")
 
 
 def run_side(

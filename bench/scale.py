@@ -19,7 +19,11 @@ the streams are opened, and during phase 3 (streams open and tasks being admitte
 
 The open-files limit is raised to its hard limit here; the daemon inherits it.
 
-Run: `python -m bench scale [--tasks N] [--streams 1000,5000]` (needs `taskset`).
+The baseline's daemon (`--baseline-rev`, see bench/baseline.py) goes through the same
+phases first, then the working tree's.
+
+Run: `python -m bench scale [--tasks N] [--streams 1000,5000] [--baseline-rev REV]`
+(needs `taskset`).
 """
 
 from __future__ import annotations
@@ -42,7 +46,8 @@ from typing import Any
 
 import aiohttp
 
-from bench.admission import KEY, MODEL, _config, _free_port, daemon_process, slow_engine
+from bench.admission import KEY, MODEL, _config, _free_port, daemon_of, slow_engine
+from bench.baseline import SPEED_BASELINE_REV, checked_out, working_tree
 from bench.results import conditions, write_section
 
 SECTION = "## Scale (queued tasks, open streams, event-loop lag)"
@@ -230,72 +235,105 @@ async def _measure(
     return result
 
 
-def run(tasks: int, streams: list[int]) -> str:
-    """Measure; return the RESULTS.md section."""
+BEFORE = "before"
+AFTER = "after"
+
+
+def run(tasks: int, streams: list[int], rev: str) -> str:
+    """Measure the baseline's daemon, then the working tree's; the RESULTS.md section."""
     machine = conditions()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    before = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {1} if len(before) > 1 else before)
+    affinity = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {1} if len(affinity) > 1 else affinity)
+    results: dict[str, dict[str, Any]] = {}
     try:
-        with tempfile.TemporaryDirectory() as tmp, slow_engine() as engine:
-            port = _free_port()
-            config = _config(engine, port, 1_000_000)
-            with daemon_process(config, Path(tmp)) as running:
-                limit = open_files_limit(running.pid)
-                result = asyncio.run(_measure(running.base, port, running.pid, tasks, streams))
+        with (
+            tempfile.TemporaryDirectory(prefix="orchd-bench-scale-") as tmp,
+            slow_engine() as engine,
+            checked_out(rev, Path(tmp)) as baseline,
+        ):
+            for side, tree in ((BEFORE, baseline), (AFTER, None)):
+                port = _free_port()
+                config = _config(engine, port, 1_000_000, "info")
+                workdir = Path(tmp) / side
+                workdir.mkdir()
+                with daemon_of(tree, config, workdir) as running:
+                    limit = open_files_limit(running.pid)
+                    results[side] = asyncio.run(
+                        _measure(running.base, port, running.pid, tasks, streams)
+                    )
+            sides = {BEFORE: f"commit `{baseline.short}`", AFTER: working_tree()}
     finally:
-        os.sched_setaffinity(0, before)
+        os.sched_setaffinity(0, affinity)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-    return _render(result, tasks, streams, limit, machine)
+    return _render(results, sides, tasks, streams, limit, machine)
 
 
 def _render(
-    result: dict[str, Any], tasks: int, streams: list[int], limit: str, machine: str
+    results: dict[str, dict[str, Any]],
+    sides: dict[str, str],
+    tasks: int,
+    streams: list[int],
+    limit: str,
+    machine: str,
 ) -> str:
     mib = 1024 * 1024
-    rss1 = result["rss1"]
     lines = [
         SECTION,
         "",
         f"{machine} Command: `python -m bench scale --tasks {tasks} --streams "
         f"{','.join(map(str, streams))}`. Daemon pinned to core 0, the bench and its probe "
         f"on core 1; the daemon's open-files limit: {limit} (inherited from the bench, "
-        "which raised its soft limit to the hard one). One pool, one slot held by the slow "
-        "stand-in engine, so every admitted task stays queued; memory is the daemon's "
-        "VmRSS after each phase settles for 1 s.",
+        "which raised its soft limit to the hard one); default settings (log level "
+        "`info`). One pool, one slot held by the slow stand-in engine, so every admitted "
+        "task stays queued; memory is the daemon's VmRSS after each phase settles for 1 s. "
+        f"{BEFORE} = {sides[BEFORE]} (a git worktree, its own code on PYTHONPATH, imports "
+        f"checked), {AFTER} = {sides[AFTER]}; one daemon after the other.",
         "",
-        "| what | count | RSS before | RSS after | per item |",
-        "|---|---:|---:|---:|---:|",
-        f"| queued tasks | {tasks:,} | {result['rss0'] / mib:.1f} MiB | {rss1 / mib:.1f} MiB "
-        f"| {result['per_task'] / 1024:.2f} KiB |",
+        "| what | count | build | RSS before | RSS after | per item |",
+        "|---|---:|---|---:|---:|---:|",
     ]
-    for entry in result["streams"]:
-        per = (entry["rss"] - rss1) / entry["open"]
+    for side, result in results.items():
         lines.append(
-            f"| open SSE streams (on queued tasks) | {entry['open']:,} | {rss1 / mib:.1f} MiB "
-            f"| {entry['rss'] / mib:.1f} MiB | {per / 1024:.2f} KiB |"
+            f"| queued tasks | {tasks:,} | {side} | {result['rss0'] / mib:.1f} MiB "
+            f"| {result['rss1'] / mib:.1f} MiB | {result['per_task'] / 1024:.2f} KiB |"
+        )
+    for index in range(len(streams)):
+        for side, result in results.items():
+            entry = result["streams"][index]
+            rss1 = result["rss1"]
+            per = (entry["rss"] - rss1) / entry["open"]
+            lines.append(
+                f"| open SSE streams (on queued tasks) | {entry['open']:,} | {side} "
+                f"| {rss1 / mib:.1f} MiB | {entry['rss'] / mib:.1f} MiB | {per / 1024:.2f} KiB |"
+            )
+    lines.append("")
+    for side, result in results.items():
+        lines.append(
+            f"{side}: admission of the first {tasks:,} tasks took {result['admit_s']:.1f} s "
+            f"({tasks / result['admit_s']:,.0f} req/s at concurrency {ADMIT_CONCURRENCY}, "
+            "client and daemon on one core each); daemon RSS at the end "
+            f"({2 * tasks + 1:,} tasks queued, {result['streams'][-1]['open']:,} streams "
+            f"open): {result['rss_end'] / mib:.1f} MiB."
         )
     lines += [
-        "",
-        f"Admission of the first {tasks:,} tasks took {result['admit_s']:.1f} s "
-        f"({tasks / result['admit_s']:,.0f} req/s at concurrency {ADMIT_CONCURRENCY}, "
-        "client and daemon on one core each). Daemon RSS at the end "
-        f"({2 * tasks + 1:,} tasks queued, {result['streams'][-1]['open']:,} streams open): "
-        f"{result['rss_end'] / mib:.1f} MiB.",
         "",
         "Event-loop lag, measured from outside: latency of GET /livez sent every "
         f"{PROBE_INTERVAL_S * 1000:.0f} ms on one keep-alive connection by a separate "
         "process; /livez does no work, so the excess over the idle figure is time spent "
         "waiting for the daemon's event loop.",
         "",
-        "| phase | samples | p50 ms | p99 ms | max ms |",
-        "|---|---:|---:|---:|---:|",
+        "| phase | build | samples | p50 ms | p99 ms | max ms |",
+        "|---|---|---:|---:|---:|---:|",
     ]
-    for phase, lag in result["lag"].items():
-        lines.append(
-            f"| {phase} | {lag['n']:,} | {lag['p50']:.2f} | {lag['p99']:.2f} | {lag['max']:.2f} |"
-        )
+    for phase in results[AFTER]["lag"]:
+        for side, result in results.items():
+            lag = result["lag"][phase]
+            lines.append(
+                f"| {phase} | {side} | {lag['n']:,} | {lag['p50']:.2f} | {lag['p99']:.2f} "
+                f"| {lag['max']:.2f} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -304,10 +342,11 @@ def main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench scale", description=__doc__)
     parser.add_argument("--tasks", type=int, default=10_000)
     parser.add_argument("--streams", default="1000,5000", help="comma-separated, ascending")
+    parser.add_argument("--baseline-rev", default=SPEED_BASELINE_REV, help="the 'before' commit")
     parser.add_argument("--no-write", action="store_true", help="do not touch RESULTS.md")
     ns = parser.parse_args(argv)
     streams = sorted(int(s) for s in ns.streams.split(","))
-    text = run(ns.tasks, streams)
+    text = run(ns.tasks, streams, ns.baseline_rev)
     print(text)
     if not ns.no_write:
         write_section(SECTION, text)

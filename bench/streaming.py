@@ -10,8 +10,14 @@ identical prompts, seeds and token counts; the order rotates each round so drift
 machine hits every route alike. Reported per N and route: aggregate tokens/s, the ratio
 to the route's direct counterpart, and time to first token p50/p99 with the difference.
 
+Beside the working tree's daemon, the daemon of `--baseline-rev` (bench/baseline.py)
+fronts the same engine as a route of its own, so before and after are measured in the
+same rounds. Then the added first-token latency at 1 stream on an idle engine: 40 streams
+per route by default, one at a time, routes interleaved, timed from the POST as a client
+does. The daemons run on default settings (log level included).
+
 Run: `python -m bench streaming [--model tiny|smollm2] [--rounds R] [--tokens T]
-[--no-peer]`.
+[--no-peer] [--baseline-rev REV|none] [--first-token-samples N]`.
 """
 
 from __future__ import annotations
@@ -32,7 +38,8 @@ from typing import Any
 
 import aiohttp
 
-from bench.admission import KEY, RunningDaemon, _free_port, daemon_process
+from bench.admission import KEY, RunningDaemon, _free_port, daemon_of
+from bench.baseline import SPEED_BASELINE_REV, checked_out, working_tree
 from bench.litellm_peer import (
     MASTER_KEY,
     VENV,
@@ -53,6 +60,8 @@ from tests.support.tiny_gguf import write_tiny_gguf
 SECTION = "## Streaming overhead, {model} model (direct vs orchestratord vs LiteLLM)"
 DIRECT = "direct"
 OURS = "orchestratord"
+#: The same daemon at the baseline commit, on the same engine.
+OURS_BEFORE = "orchestratord (before)"
 DIRECT_OAI = "direct (OpenAI)"
 PEER = "LiteLLM"
 # llama.cpp closes the connection after a stream although it announces keep-alive, so
@@ -61,6 +70,9 @@ ENGINE_HEADERS = {"Connection": "close"}
 PROMPT = "Once upon a time, in a lighthouse on a rocky island, there lived"
 MODEL_REF = "bench-stream-model"
 CONCURRENCY = (1, 8, 32)
+#: Tokens per stream of the first-token samples (enough for a stream, short to keep the
+#: engine idle between samples).
+FIRST_TOKEN_TOKENS = 16
 CTX_PER_SLOT = 512
 
 
@@ -153,13 +165,23 @@ async def _openai_one(
     return await openai_stream(http, url, openai_body(PROMPT, tokens, seed), headers)
 
 
-def routes(engine: str, daemon: RunningDaemon, peer: tuple[str, int] | None) -> list[Route]:
-    """Direct and through orchestratord; with a peer (base URL, pid), the engine's OpenAI
-    route direct and through the peer (each compared with its own direct route)."""
+def routes(
+    engine: str,
+    daemon: RunningDaemon,
+    before: RunningDaemon | None,
+    peer: tuple[str, int] | None,
+) -> list[Route]:
+    """Direct and through orchestratord (and through the baseline's daemon, if given);
+    with a peer (base URL, pid), the engine's OpenAI route direct and through the peer
+    (each compared with its own direct route)."""
     result = [
         Route(DIRECT, DIRECT, functools.partial(_direct_one, engine)),
         Route(OURS, DIRECT, functools.partial(_through_one, daemon.base), daemon.pid),
     ]
+    if before is not None:
+        result.append(
+            Route(OURS_BEFORE, DIRECT, functools.partial(_through_one, before.base), before.pid)
+        )
     if peer is not None:
         peer_base, peer_pid = peer
         peer_headers = {"Authorization": f"Bearer {MASTER_KEY}"}
@@ -234,10 +256,33 @@ async def _measure(all_routes: list[Route], rounds: int, tokens: int) -> list[di
     return rows
 
 
+async def _first_tokens(all_routes: list[Route], samples: int) -> list[dict[str, Any]]:
+    """`samples` streams per route, one at a time on the idle engine, routes interleaved:
+    first-token latency p50/p99 per route."""
+    timeout = aiohttp.ClientTimeout(total=600)
+    firsts: dict[str, list[float]] = {r.name: [] for r in all_routes}
+    async with aiohttp.ClientSession(timeout=timeout) as http:
+        for i in range(samples):
+            shift = i % len(all_routes)
+            for route in all_routes[shift:] + all_routes[:shift]:
+                _, first = await _round(http, route, 1, FIRST_TOKEN_TOKENS, 100_000 + i)
+                firsts[route.name] += first
+    return [
+        {
+            "route": r.name,
+            "baseline": r.baseline,
+            "samples": len(firsts[r.name]),
+            "p50": _quantile(firsts[r.name], 0.5),
+            "p99": _quantile(firsts[r.name], 0.99),
+        }
+        for r in all_routes
+    ]
+
+
 def _config(engine: str, port: int, slots: int) -> dict[str, object]:
     return {
         "allow_cpu_pools": True,
-        "server": {"port": port, "log_level": "warning"},
+        "server": {"port": port},
         "auth": {"api_keys": [KEY]},
         "pools": [
             {
@@ -255,12 +300,16 @@ def _config(engine: str, port: int, slots: int) -> dict[str, object]:
     }
 
 
-def run(model: str, rounds: int, tokens: int, peer: bool) -> str:
+def run(
+    model: str, rounds: int, tokens: int, peer: bool, rev: str | None, first_samples: int
+) -> str:
     """Measure and return the RESULTS.md section."""
     machine = conditions()
     slots = max(CONCURRENCY)
     peer_note = "not run (`--no-peer`)."
-    with tempfile.TemporaryDirectory() as tmp:
+    before_note = "not run (`--baseline-rev none`)."
+    after = working_tree()
+    with tempfile.TemporaryDirectory(prefix="orchd-bench-streaming-") as tmp:
         work = Path(tmp)
         path = write_tiny_gguf(work / "tiny.gguf") if model == "tiny" else smollm2_gguf_path()
         engine = LlamaCppProcess(
@@ -274,9 +323,21 @@ def run(model: str, rounds: int, tokens: int, peer: bool) -> str:
         asyncio.run(engine.start())
         try:
             with contextlib.ExitStack() as stack:
-                running = stack.enter_context(
-                    daemon_process(_config(engine.base_url, _free_port(), slots), work, pin=False)
-                )
+                config = _config(engine.base_url, _free_port(), slots)
+                (work / "after").mkdir()
+                running = stack.enter_context(daemon_of(None, config, work / "after", pin=False))
+                before = None
+                if rev is not None:
+                    baseline = stack.enter_context(checked_out(rev, work))
+                    (work / "before").mkdir()
+                    config = _config(engine.base_url, _free_port(), slots)
+                    before = stack.enter_context(
+                        daemon_of(baseline, config, work / "before", pin=False)
+                    )
+                    before_note = (
+                        f"`{OURS_BEFORE}` = commit `{baseline.short}` (a git worktree, its "
+                        f"own code on PYTHONPATH, imports checked); `{OURS}` = {after}."
+                    )
                 peer_proxy = None
                 if peer:
                     try:
@@ -286,22 +347,26 @@ def run(model: str, rounds: int, tokens: int, peer: bool) -> str:
                         peer_note = f"LiteLLM {litellm_version(ensure_venv())} ({VENV})."
                     except PeerUnavailable as exc:
                         peer_note = f"LiteLLM could not run here: {exc}"
-                all_routes = routes(engine.base_url, running, peer_proxy)
+                all_routes = routes(engine.base_url, running, before, peer_proxy)
                 rows = asyncio.run(_measure(all_routes, rounds, tokens))
+                firsts = asyncio.run(_first_tokens(all_routes, first_samples))
         finally:
             asyncio.run(engine.stop())
-    return _render(rows, model, rounds, tokens, slots, machine, peer_note)
+    notes = (peer_note, before_note)
+    return _render(rows, firsts, model, (rounds, tokens, first_samples), slots, machine, notes)
 
 
 def _render(
     rows: list[dict[str, Any]],
+    firsts: list[dict[str, Any]],
     model: str,
-    rounds: int,
-    tokens: int,
+    sizes: tuple[int, int, int],
     slots: int,
     machine: str,
-    peer_note: str,
+    notes: tuple[str, str],
 ) -> str:
+    rounds, tokens, first_samples = sizes
+    peer_note, before_note = notes
     lines = [
         SECTION.format(model=model),
         "",
@@ -309,7 +374,8 @@ def _render(
         f"--tokens {tokens}`. One llama.cpp server ({model} model, {slots} slots, 1 thread) "
         "serves every route. Routes: `direct` = the engine's native `/completion` (the "
         "route orchestratord uses); `orchestratord` = `POST /v1/tasks` + `GET "
-        ".../stream`, auth and validation on; `direct (OpenAI)` = the engine's "
+        ".../stream` on default settings (log level `info`), auth and validation on, a "
+        "fresh task and session id per stream; `direct (OpenAI)` = the engine's "
         "`/v1/completions` (the route LiteLLM uses); `LiteLLM` = its proxy in front of that "
         "route, master key on. Each round runs N concurrent streams over every route in "
         "turn (the order rotates each round, so drift hits all alike), same prompt, seeds "
@@ -319,7 +385,7 @@ def _render(
         "/v1/tasks) to the first token received; added = route minus its direct route; "
         "CPU/token = CPU time (all threads, /proc schedstat) of the process in between "
         "(the daemon, or LiteLLM's proxy) over the tokens it relayed, admission included. "
-        f"Peer: {peer_note}",
+        f"Baseline: {before_note} Peer: {peer_note}",
         "",
         "| N | route | tok/s | ratio | TTFT p50 | added p50 | TTFT p99 | added p99 | CPU/token |",
         "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
@@ -338,6 +404,25 @@ def _render(
             f"| {r['n']} | {r['route']} | {r['tps']:,.0f} | {ratio} | {r['p50']:.1f} ms | "
             f"{added50} | {r['p99']:.1f} ms | {added99} | {cpu} |"
         )
+    lines += [
+        "",
+        f"Added first-token latency at 1 stream on an idle engine: {first_samples} streams "
+        f"of {FIRST_TOKEN_TOKENS} tokens per route, one at a time, the routes interleaved; "
+        "from the request (POST, then GET of the stream, as a client does) to the first "
+        "token.",
+        "",
+        "| route | samples | TTFT p50 | added p50 | TTFT p99 | added p99 |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    by_route = {r["route"]: r for r in firsts}
+    for r in firsts:
+        base = by_route[r["baseline"]]
+        added50 = "" if r is base else f"{r['p50'] - base['p50']:+.2f} ms"
+        added99 = "" if r is base else f"{r['p99'] - base['p99']:+.2f} ms"
+        lines.append(
+            f"| {r['route']} | {r['samples']} | {r['p50']:.2f} ms | {added50} | "
+            f"{r['p99']:.2f} ms | {added99} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -348,9 +433,18 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--no-peer", action="store_true", help="skip the LiteLLM routes")
+    parser.add_argument(
+        "--baseline-rev",
+        default=SPEED_BASELINE_REV,
+        help="the commit whose daemon is measured beside the working tree's ('none': skip)",
+    )
+    parser.add_argument(
+        "--first-token-samples", type=int, default=40, help="first-token samples per route"
+    )
     parser.add_argument("--no-write", action="store_true", help="do not touch RESULTS.md")
     ns = parser.parse_args(argv)
-    text = run(ns.model, ns.rounds, ns.tokens, not ns.no_peer)
+    rev = None if ns.baseline_rev == "none" else ns.baseline_rev
+    text = run(ns.model, ns.rounds, ns.tokens, not ns.no_peer, rev, ns.first_token_samples)
     print(text)
     if not ns.no_write:
         write_section(SECTION.format(model=ns.model), text)
