@@ -3,7 +3,8 @@
 Names, types, label sets, help texts and histogram buckets all come from
 `contracts/metrics.yaml` (served from its generated JSON copy), so `/metrics` cannot
 drift from the contract. Handlers and the runtime reach a family by its exposed name:
-`metrics["tasks_enqueued_total"].labels(...).inc()`. A histogram takes its own
+`metrics["tasks_enqueued_total"].labels(...).inc()`, or a child through
+`metrics.labeled(name, *values)`, which keeps it. A histogram takes its own
 `buckets`, else the bucket list of the unit its name ends with (`histogram_buckets_ms`,
 `histogram_buckets_seconds`).
 Families marked `source: scrape` are not registered here: a collector computes them from
@@ -37,6 +38,7 @@ class Metrics:
         contract = metrics_contract()
         self._families: dict[str, MetricWrapperBase] = {}
         self._scrape_entries: dict[str, dict[str, Any]] = {}
+        self._children: dict[tuple[str, ...], Any] = {}
         for entry in contract["metrics"]:
             if entry.get("source") == "scrape":
                 self._scrape_entries[entry["name"]] = entry
@@ -56,6 +58,17 @@ class Metrics:
 
     def __getitem__(self, name: str) -> Any:
         return self._families[name]
+
+    def labeled(self, name: str, *values: str) -> Any:
+        """The child of family `name` for label `values`, looked up once: prometheus_client
+        checks and locks on every `labels()` call, a per-task cost on the hot path. For
+        families whose children are never removed (the counters and histograms the
+        recorder moves); the scrape-time gauges remove theirs and use `labels()`."""
+        key = (name, *values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self._families[name].labels(*values)
+        return child
 
     def scrape_entries(self) -> dict[str, dict[str, Any]]:
         """The contract entries of the `source: scrape` families, by name (a collector

@@ -54,7 +54,8 @@ class Recorder:
 
     def admitted(self, task: TaskContext, decision: Admitted, version: str | None) -> None:
         pool = task.pool
-        self._metrics["tasks_enqueued_total"].labels(
+        self._metrics.labeled(
+            "tasks_enqueued_total",
             pool.engine.value,
             version or UNKNOWN_VERSION,
             pool.id,
@@ -77,13 +78,16 @@ class Recorder:
             self.backpressure(pool.engine.value, pool.queue.full_policy.value)
 
     def backpressure(self, engine: str, policy: str) -> None:
-        self._metrics["admission_backpressure_events_total"].labels(engine, policy).inc()
+        self._metrics.labeled("admission_backpressure_events_total", engine, policy).inc()
 
     def refused(self, request: TaskRequest, decision: Refused) -> None:
         engine = request.engine.value
-        self._metrics["tasks_rejected_total"].labels(engine, decision.kind.value).inc()
-        self._metrics["orchestratord_admission_refusals_total"].labels(
-            engine, decision.pool_id or NO_POOL, decision.kind.value
+        self._metrics.labeled("tasks_rejected_total", engine, decision.kind.value).inc()
+        self._metrics.labeled(
+            "orchestratord_admission_refusals_total",
+            engine,
+            decision.pool_id or NO_POOL,
+            decision.kind.value,
         ).inc()
         if decision.policy is not None:
             self.backpressure(engine, decision.policy.value)
@@ -104,7 +108,8 @@ class Recorder:
 
     def dispatched(self, task: TaskContext, dispatch: Dispatch) -> None:
         pool = task.pool
-        self._metrics["tasks_started_total"].labels(
+        self._metrics.labeled(
+            "tasks_started_total",
             pool.engine.value,
             dispatch.engine_version or UNKNOWN_VERSION,
             pool.id,
@@ -112,12 +117,12 @@ class Recorder:
             task.request.priority.value,
         ).inc()
         labels = (pool.engine.value, pool.id, task.request.priority.value)
-        self._metrics["orchestratord_queue_wait_seconds"].labels(*labels).observe(
+        self._metrics.labeled("orchestratord_queue_wait_seconds", *labels).observe(
             dispatch.queue_time_ms / 1000
         )
         if informative_start(dispatch.queue_time_ms, dispatch.predicted_start_ms):
             error_ms = dispatch.queue_time_ms - dispatch.predicted_start_ms
-            self._metrics["orchestratord_queue_eta_error_seconds"].labels(*labels).observe(
+            self._metrics.labeled("orchestratord_queue_eta_error_seconds", *labels).observe(
                 error_ms / 1000
             )
         task_event(
@@ -141,9 +146,9 @@ class Recorder:
     def _tokens(self, task: TaskContext, replica_id: str | None, figures: TaskFigures) -> None:
         labels = self._labels(task, replica_id)
         if figures.tokens_out:
-            self._metrics["tokens_out_total"].labels(*labels).inc(figures.tokens_out)
+            self._metrics.labeled("tokens_out_total", *labels).inc(figures.tokens_out)
         if figures.tokens_in:  # the engine's own count, once it reported one
-            self._metrics["tokens_in_total"].labels(*labels).inc(figures.tokens_in)
+            self._metrics.labeled("tokens_in_total", *labels).inc(figures.tokens_in)
 
     def _completed(self, task: TaskContext, outcome: TaskEnded | TaskCanceled | TaskFailed) -> None:
         """Count a terminal outcome once and observe the task's time from admission."""
@@ -151,11 +156,11 @@ class Recorder:
         result, code = outcome_result(outcome)
         figures = outcome.figures
         engine = pool.engine.value
-        self._metrics["orchestratord_tasks_completed_total"].labels(
-            engine, pool.id, priority, result, code
+        self._metrics.labeled(
+            "orchestratord_tasks_completed_total", engine, pool.id, priority, result, code
         ).inc()
-        self._metrics["orchestratord_task_duration_seconds"].labels(
-            engine, pool.id, priority, result
+        self._metrics.labeled(
+            "orchestratord_task_duration_seconds", engine, pool.id, priority, result
         ).observe((figures.queue_time_ms + (figures.decode_ms or 0)) / 1000)
 
     def ended(self, task: TaskContext, outcome: TaskEnded) -> None:
@@ -165,10 +170,10 @@ class Recorder:
         self._tokens(task, outcome.replica_id, figures)
         self._completed(task, outcome)
         if figures.first_token_ms is not None:
-            self._metrics["latency_first_token_ms"].labels(
-                engine, version, pool_id, priority
+            self._metrics.labeled(
+                "latency_first_token_ms", engine, version, pool_id, priority
             ).observe(figures.queue_time_ms + figures.first_token_ms)
-        self._metrics["latency_decode_ms"].labels(engine, version, pool_id, priority).observe(
+        self._metrics.labeled("latency_decode_ms", engine, version, pool_id, priority).observe(
             figures.decode_ms or 0
         )
         task_event(
@@ -180,8 +185,8 @@ class Recorder:
     def canceled(self, task: TaskContext, outcome: TaskCanceled) -> None:
         reason = outcome.reason.value
         self._tokens(task, outcome.replica_id, outcome.figures)
-        self._metrics["tasks_canceled_total"].labels(
-            *self._labels(task, outcome.replica_id), reason
+        self._metrics.labeled(
+            "tasks_canceled_total", *self._labels(task, outcome.replica_id), reason
         ).inc()
         self._completed(task, outcome)
         task_event(
@@ -194,12 +199,12 @@ class Recorder:
         self._tokens(task, outcome.replica_id, outcome.figures)
         evicted = outcome.kind in EVICTIONS
         if evicted:
-            self._metrics["tasks_rejected_total"].labels(
-                task.pool.engine.value, outcome.kind.value
+            self._metrics.labeled(
+                "tasks_rejected_total", task.pool.engine.value, outcome.kind.value
             ).inc()
         else:
-            self._metrics["tasks_failed_total"].labels(
-                *self._labels(task, outcome.replica_id), outcome.kind.value
+            self._metrics.labeled(
+                "tasks_failed_total", *self._labels(task, outcome.replica_id), outcome.kind.value
             ).inc()
         self._completed(task, outcome)
 
