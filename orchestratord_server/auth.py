@@ -118,9 +118,15 @@ def client_id(key: str, secret: bytes) -> str:
 
 
 def _verifier(ring: KeyRing, other: KeyRing | None) -> Callable[..., dict[str, Any] | None]:
+    # The id of each accepted key, computed once (only the ring's keys ever get in).
+    ids: dict[str, str] = {}
+
     def verify(token: str, *_args: Any, **_kwargs: Any) -> dict[str, Any] | None:
         if ring.accepts(token):
-            return {"sub": client_id(token, ring.id_secret), "plane": ring.plane}
+            known = ids.get(token)
+            if known is None:
+                known = ids[token] = client_id(token, ring.id_secret)
+            return {"sub": known, "plane": ring.plane}
         if other is not None and other.accepts(token):
             raise Forbidden(detail=f"this key is for the {other.plane} plane, not the {ring.plane}")
         return None
