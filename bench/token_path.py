@@ -3,8 +3,9 @@
 A token crosses four steps between the engine's socket and the client's: the SSE decoder
 splits the engine's bytes into events (`adapters/sse.py`), the adapter turns an event
 into a chunk (`adapters/llamacpp.py`), the runtime encodes the SSE frame
-(`transcripts.token_frame`) and appends it to the task's transcript, which wakes the
-subscriber that yields it (`Transcript.follow`; on uvloop, as in the daemon). This bench
+(`transcripts.token_frame`) and appends it to the task's transcript, which hands the
+frames of each loop turn to the stream parked on it (`Transcript.park`; the write is a
+list append here, a socket write in the daemon; on asyncio's loop, as in the daemon). This bench
 feeds real llama.cpp token frames (as the engine writes them, one frame per read)
 through those steps and reports the cost of each and of the whole, in microseconds per
 token: the part of the per-token cost that code in this repository decides (the rest is
@@ -20,8 +21,6 @@ import asyncio
 import json
 import time
 from collections.abc import Callable, Sequence
-
-import uvloop
 
 from bench.results import conditions, write_section
 from orchestratord_server.adapters.llamacpp import chunks_from_event
@@ -80,28 +79,29 @@ def measure(count: int) -> dict[str, float]:
             token_frame(text, index)
 
     def deliver() -> None:
-        uvloop.run(_deliver(encoded))
+        asyncio.run(_deliver(encoded))
 
     def whole() -> None:
-        uvloop.run(_whole(frames))
+        asyncio.run(_whole(frames))
 
     return {
         "SSE decode (SseDecoder.feed)": _best(decode, count),
         "event to chunk (chunks_from_event)": _best(parse, count),
         "frame encode (token_frame)": _best(encode, count),
-        "transcript append, wake, follow (one loop turn)": _best(deliver, count),
+        "transcript append, flush to a parked stream (one loop turn)": _best(deliver, count),
         "whole path": _best(whole, count),
     }
 
 
 async def _consume(transcript: Transcript) -> None:
-    async for _ in transcript.follow():
-        pass
+    """A stream parked on `transcript` until its end, as the daemon's HTTP streams are."""
+    written: list[bytes] = []
+    await transcript.park(0, lambda data: written.append(data) is None).woken
 
 
 async def _deliver(frames: list[bytes]) -> None:
-    """Append each frame to a transcript whose subscriber waits for it, and let the
-    subscriber take it before the next (one token per engine read)."""
+    """Append each frame to a transcript a stream is parked on, and let the frame go out
+    before the next (one token per engine read)."""
     transcript = Transcript()
     subscriber = asyncio.create_task(_consume(transcript))
     await asyncio.sleep(0)

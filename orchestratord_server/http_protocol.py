@@ -24,6 +24,10 @@ returns uvicorn's `HttpToolsProtocol` with these rules, from `server.*` in the c
 - **HTTP/1.0.** A response without a Content-Length to an HTTP/1.0 request (a stream) is
   sent close-delimited: raw body bytes, `connection: close`, closed at its end.
 
+**Streams.** A streaming response may write its body chunks straight to the connection
+and learn at once that the client went away, without a task waiting on `receive`
+(`stream_connection`).
+
 A refusal is the daemon's JSON ErrorEnvelope (408 REQUEST_TIMEOUT, 431 HEADERS_TOO_LARGE,
 503 SERVER_BUSY; the retriable ones with `Retry-After`, `X-Backoff-Ms` and `retry_after_ms`)
 whatever the route, since it can come before the route is known. It is logged once
@@ -33,7 +37,7 @@ stops writing, then reads and drops what the client still sends until the client
 refused connection no longer counts toward the cap.
 
 This depends on uvicorn internals (the parser callbacks, `_start_asgi_task`, the request
-cycle's framing fields), so pyproject.toml pins uvicorn to the 0.55 series.
+cycle's framing fields, its flow control), so pyproject.toml pins uvicorn to the 0.55 series.
 """
 
 from __future__ import annotations
@@ -41,6 +45,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
+from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -80,6 +86,10 @@ _RETRY_FIELDS = (
 RESERVED_FDS = 256
 
 _Wait = Literal["header", "body"]
+#: The connection whose request the running ASGI task serves (set for the task only).
+_CONNECTION: ContextVar[HygienicHttpProtocol | None] = ContextVar(
+    "orchestratord_connection", default=None
+)
 
 
 @dataclass(frozen=True)
@@ -142,6 +152,8 @@ class HygienicHttpProtocol(HttpToolsProtocol):
     streams; `protocol_class` sets `limits`."""
 
     limits: ClassVar[ConnectionLimits]
+    #: Called once when the connection is lost (`StreamConnection.on_lost`).
+    on_lost: Callable[[], None] | None = None
 
     def __init__(
         self,
@@ -177,6 +189,9 @@ class HygienicHttpProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         super().connection_lost(exc)
+        on_lost, self.on_lost = self.on_lost, None
+        if on_lost is not None:
+            on_lost()
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
@@ -231,7 +246,11 @@ class HygienicHttpProtocol(HttpToolsProtocol):
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
         if cycle.scope["http_version"] == "1.0":
             app = _close_delimited(app, cycle)
-        super()._start_asgi_task(cycle, app)
+        token = _CONNECTION.set(self)  # the task copies the context as it is created
+        try:
+            super()._start_asgi_task(cycle, app)
+        finally:
+            _CONNECTION.reset(token)
 
     # -- deadlines
 
@@ -342,3 +361,51 @@ def _close_delimited(app: ASGI3Application, cycle: RequestResponseCycle) -> ASGI
         await app(scope, receive, send_raw)
 
     return close_delimited
+
+
+class StreamConnection:
+    """The connection of the request the running task serves, for a streaming response:
+    `on_lost` tells it at once that the client went away (no task waiting on `receive`),
+    and `write` puts a body chunk on the wire directly: the chunked framing uvicorn's
+    `send` writes, without the coroutine chain of the middleware `send` wrappers. Direct
+    writes are only for chunks between the response's start and its final message, which
+    go through `send` as usual (middleware see a response begin and end), and never while
+    the response is itself in `send`.
+    """
+
+    __slots__ = ("_cycle", "_protocol", "direct")
+
+    def __init__(self, protocol: HygienicHttpProtocol) -> None:
+        self._protocol = protocol
+        cycle = self._cycle = protocol.cycle
+        #: Whether `write` can write at all: the response has started, chunked (not a
+        #: HEAD request, an HTTP/1.0 stream, a response with a length, or while another
+        #: request on the connection is pipelined behind it).
+        self.direct = (
+            cycle is not None
+            and cycle.response_started
+            and not cycle.response_complete
+            and cycle.chunked_encoding is True
+            and cycle.scope["method"] != "HEAD"
+        )
+
+    def write(self, data: bytes) -> bool:
+        """Write one body chunk now; False (nothing written) when the client is gone or
+        applies backpressure: then `send` it, which waits for the client to drain."""
+        cycle = self._cycle
+        if cycle.disconnected or cycle.response_complete or cycle.flow.write_paused:
+            return False
+        cycle.transport.write(b"%x\r\n%b\r\n" % (len(data), data))
+        return True
+
+    def on_lost(self, callback: Callable[[], None] | None) -> None:
+        """Call ``callback`` once when the connection is lost (None: no longer)."""
+        self._protocol.on_lost = callback
+
+
+def stream_connection() -> StreamConnection | None:
+    """The running task's connection, once its response has started; None unless the
+    request came through `HygienicHttpProtocol` (then wait on `receive` to learn of a
+    disconnect)."""
+    protocol = _CONNECTION.get()
+    return None if protocol is None else StreamConnection(protocol)

@@ -10,6 +10,14 @@ the same transcript send the same ids, and a client resuming with `Last-Event-ID
 exactly the frames after its last one. The transcript also counts its open subscribers,
 which lets the runtime tell when the only stream of a running task went away.
 
+A subscriber waits in one of two ways. A follower (`follow`, `follow_events`) is woken by
+the first frame after its wait and takes everything recorded by then, so the frames of one
+loop turn reach it together. A parked subscriber (`park`, for HTTP streams) is not woken
+at all while it keeps up: once per loop turn in which frames arrive, the transcript hands
+them, joined, to the subscriber's `write` (one socket write per turn, no task switch);
+the subscriber is woken only when `write` refuses (its client is slow or gone) or when
+the terminal frame arrives, and sends the rest itself.
+
 A transcript made with ``keep_events=True`` also keeps each event in typed form
 (:class:`TaskEvent`, its name and data) for in-process followers such as the
 OpenAI-compatible handlers, which render the same events in another wire format without
@@ -20,7 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,10 +64,22 @@ class TaskEvent:
     data: Mapping[str, Any]
 
 
+class Parked:
+    """A subscriber parked on a transcript (`Transcript.park`): the frames up to ``sent``
+    have reached it; ``woken`` resolves when it must take over again."""
+
+    __slots__ = ("sent", "woken", "write")
+
+    def __init__(self, sent: int, write: Callable[[bytes], bool]) -> None:
+        self.sent = sent
+        self.write = write
+        self.woken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+
 class Transcript:
     """The frames of one task, in order, and the subscribers waiting for more."""
 
-    __slots__ = ("_waiters", "closed", "events", "frames", "subscribers")
+    __slots__ = ("_flushing", "_parked", "_waiters", "closed", "events", "frames", "subscribers")
 
     def __init__(self, *, keep_events: bool = False) -> None:
         self.frames: list[bytes] = []
@@ -67,6 +87,8 @@ class Transcript:
         self.closed = False
         self.subscribers = 0
         self._waiters: list[asyncio.Future[None]] = []
+        self._parked: tuple[Parked, ...] = ()
+        self._flushing = False
 
     def append(self, frame: bytes, event: TaskEvent | None = None) -> None:
         """Record a non-terminal frame (and its typed event, if kept) and wake subscribers.
@@ -78,18 +100,64 @@ class Transcript:
         self.frames.append(b"id: %d\n%b" % (len(self.frames), frame))
         if event is not None and self.events is not None:
             self.events.append(event)
-        self._wake()
+        if self._waiters:
+            self._wake()
+        if self._parked and not self._flushing:
+            self._flushing = True
+            asyncio.get_running_loop().call_soon(self._flush)
 
     def close(self, frame: bytes, event: TaskEvent | None = None) -> None:
-        """Record the terminal frame; later appends raise TranscriptClosed."""
+        """Record the terminal frame; later appends raise TranscriptClosed. Parked
+        subscribers are woken to send the rest themselves."""
         self.append(frame, event)
         self.closed = True
+        parked, self._parked = self._parked, ()
+        for subscriber in parked:
+            _resolve(subscriber.woken)
 
     def _wake(self) -> None:
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+            _resolve(waiter)
+
+    def next_frame(self) -> asyncio.Future[None]:
+        """A future that resolves when the next frame is recorded (the terminal included)."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        return waiter
+
+    def park(self, sent: int, write: Callable[[bytes], bool]) -> Parked:
+        """Park a subscriber that has every frame before ``sent``: from now on, once per
+        loop turn in which frames arrive, they go to ``write`` joined in one chunk. Its
+        `Parked.woken` resolves, and the parking ends, when ``write`` returns False (the
+        chunk was not taken: the subscriber sends it) or the terminal frame is recorded
+        (the subscriber sends it, then ends). A subscriber that stops waiting must
+        `unpark`."""
+        subscriber = Parked(sent, write)
+        if self.closed or sent < len(self.frames):
+            _resolve(subscriber.woken)
+        else:
+            self._parked = (*self._parked, subscriber)
+        return subscriber
+
+    def unpark(self, subscriber: Parked) -> None:
+        """End a parking (a no-op once it has ended)."""
+        self._parked = tuple(other for other in self._parked if other is not subscriber)
+
+    def _flush(self) -> None:
+        """Hand the frames of this loop turn to the parked subscribers."""
+        self._flushing = False
+        frames = self.frames
+        end = len(frames)
+        for subscriber in self._parked:
+            sent = subscriber.sent
+            if sent == end:
+                continue
+            if subscriber.write(frames[sent] if end - sent == 1 else b"".join(frames[sent:end])):
+                subscriber.sent = end
+            else:
+                self.unpark(subscriber)
+                _resolve(subscriber.woken)
 
     async def follow(
         self, start: int = 0, idle_tick_s: float | None = None
@@ -121,8 +189,7 @@ class Transcript:
                 if self.closed:
                     return
                 if waiter is None or waiter.done():
-                    waiter = asyncio.get_running_loop().create_future()
-                    self._waiters.append(waiter)
+                    waiter = self.next_frame()
                 if idle_tick_s is None:
                     await waiter
                     continue
@@ -149,11 +216,14 @@ class Transcript:
                     yield batch
                 if self.closed:
                     return
-                waiter = asyncio.get_running_loop().create_future()
-                self._waiters.append(waiter)
-                await waiter
+                await self.next_frame()
         finally:
             self.subscribers -= 1
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def emit(

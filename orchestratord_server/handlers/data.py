@@ -10,12 +10,11 @@ stream of an unfinished task closes, the task is canceled unless a stream opens 
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Callable, Sequence
 
 from connexion import context as connexion_context
 from starlette.datastructures import Headers
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from orchestrator_core import CancelStatus, Refused, Route, State
 from orchestratord_server.body_validation import validated_body
@@ -38,10 +37,12 @@ from orchestratord_server.handlers.render import (
     path_uuid,
     refusal,
 )
+from orchestratord_server.sse_response import TranscriptResponse, raw_headers
 from orchestratord_server.state import ServerState
 from orchestratord_server.transcripts import Transcript
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+_STREAM_HEADERS = raw_headers(SSE_HEADERS)
 #: How often a stream asked for queue updates looks whether its task moved in the queue.
 QUEUE_UPDATE_S = 1.0
 #: The request header of a client resuming a stream: the id of the last event it has.
@@ -102,6 +103,21 @@ def _as_completion(request: TaskRequest) -> TaskRequest:
     if request.inputs is None or request.workload is not Workload.COMPLETION:
         return request
     return request.model_copy(update={"prompt": request.inputs[0], "inputs": None})
+
+
+def _changed(read: Callable[[], bytes | None], shown: bytes) -> Callable[[], bytes | None]:
+    """``read`` made to return only what differs from what it returned before (and from
+    ``shown``); None otherwise."""
+
+    def changed() -> bytes | None:
+        nonlocal shown
+        update = read()
+        if update is None or update == shown:
+            return None
+        shown = update
+        return update
+
+    return changed
 
 
 def _resume_at(transcript: Transcript) -> int | Response:
@@ -172,30 +188,20 @@ class DataPlane:
             return start
         if not transcript.closed:
             self._state.runtime.stream_opened(task_id)
-        return StreamingResponse(
-            self._follow(task_id, transcript, start, queue_updates),
-            media_type="text/event-stream",
-            headers=SSE_HEADERS,
+        first = self._queue_update(task_id) if queue_updates else None
+        return TranscriptResponse(
+            transcript,
+            start,
+            _STREAM_HEADERS,
+            on_end=lambda: self._stream_closed(task_id, transcript),
+            first=first,
+            idle=None if first is None else _changed(lambda: self._queue_update(task_id), first),
+            idle_s=QUEUE_UPDATE_S,
         )
 
-    async def _follow(
-        self, task_id: str, transcript: Transcript, start: int, queue_updates: bool
-    ) -> AsyncIterator[bytes]:
-        try:
-            shown = self._queue_update(task_id) if queue_updates else None
-            if shown is not None:
-                yield shown
-            tick = QUEUE_UPDATE_S if shown is not None else None
-            async with contextlib.aclosing(transcript.follow(start, tick)) as frames:
-                async for frame in frames:
-                    if frame:
-                        yield frame
-                    elif (update := self._queue_update(task_id)) not in (None, shown):
-                        shown = update
-                        yield update
-        finally:
-            if not transcript.closed and transcript.subscribers == 0:
-                self._state.runtime.stream_abandoned(task_id)
+    def _stream_closed(self, task_id: str, transcript: Transcript) -> None:
+        if not transcript.closed and transcript.subscribers == 0:
+            self._state.runtime.stream_abandoned(task_id)
 
     def _queue_update(self, task_id: str) -> bytes | None:
         """A `metrics` frame without an id: where the task is in the queue now and when it
