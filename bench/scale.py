@@ -256,6 +256,9 @@ def run(tasks: int, streams: list[int], rev: str) -> str:
             for side, tree in ((BEFORE, baseline), (AFTER, None)):
                 port = _free_port()
                 config = _config(engine, port, 1_000_000, "info")
+                # Room for every stream, the admitting clients and the probe: the default
+                # cap (server.max_connections) would refuse streams past 1,000.
+                config["server"]["max_connections"] = max(streams) + 512  # type: ignore[index]
                 workdir = Path(tmp) / side
                 workdir.mkdir()
                 with daemon_of(tree, config, workdir) as running:
@@ -286,7 +289,8 @@ def _render(
         f"{','.join(map(str, streams))}`. Daemon pinned to core 0, the bench and its probe "
         f"on core 1; the daemon's open-files limit: {limit} (inherited from the bench, "
         "which raised its soft limit to the hard one); default settings (log level "
-        "`info`). One pool, one slot held by the slow stand-in engine, so every admitted "
+        "`info`) but `server.max_connections` raised to fit every stream. One pool, one "
+        "slot held by the slow stand-in engine, so every admitted "
         "task stays queued; memory is the daemon's VmRSS after each phase settles for 1 s. "
         f"{BEFORE} = {sides[BEFORE]} (a git worktree, its own code on PYTHONPATH, imports "
         f"checked), {AFTER} = {sides[AFTER]}; one daemon after the other.",
