@@ -7,6 +7,7 @@ tokens in and out) lives here and nowhere else; terminal decisions carry them ou
 from __future__ import annotations
 
 from orchestrator_core._state import State
+from orchestrator_core.backlog import token_budget
 from orchestrator_core.decisions import Terminal
 from orchestrator_core.pools import Pool
 from orchestrator_core.replica import Replica
@@ -18,6 +19,7 @@ class Task:
 
     __slots__ = (
         "admitted_ms",
+        "budget",
         "busy_sum",
         "dispatched_ms",
         "first_token_ms",
@@ -45,6 +47,8 @@ class Task:
         seed: int,
     ) -> None:
         self.spec = spec
+        #: The tokens it is planned for (`backlog.token_budget`), a function of its spec.
+        self.budget = token_budget(spec)
         self.pool = pool
         self.seq = seq
         self.state = State.QUEUED

@@ -166,10 +166,9 @@ def _rank(
     pool: Pool, priority: Priority, affine: Pool | None, tasks: Mapping[str, Task], now_ms: int
 ) -> tuple[bool, bool, int, int]:
     queue, index = pool.queue, pool.queue.depth(priority)
-    head = eta.head_for(queue.position(priority, index))
-    wait = eta.predicted_start_ms(
-        pool, eta.forecast(pool, tasks, now_ms, head), priority, index, now_ms
-    )
+    position = queue.position(priority, index)
+    forecast = eta.forecast(pool, tasks, now_ms, eta.head_for(position))
+    wait = eta.predicted_start_ms(pool, forecast, priority, index, position, now_ms)
     return queue.blocking_limit(priority) is not None, pool is not affine, wait, -pool.free_slots
 
 

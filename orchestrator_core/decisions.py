@@ -1,6 +1,7 @@
 """What the core decides: admission results and the actions the server carries out.
 
-Every decision is a frozen, slotted dataclass. The server only renders them: a `Refused`
+Every decision is a frozen, slotted dataclass (built by `_records.quick_init`'s cheaper
+`__init__`, as the core builds several per task). The server only renders them: a `Refused`
 knows its HTTP status, whether a retry can help and the backoff headers (ORCH-2007,
 ORCH-3025); a `Dispatch` names the replica and everything the `started` event needs
 (ORCH-3029); the three terminal decisions map one-to-one to the stream's last event and
@@ -17,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from orchestrator_core._records import quick_init
 from orchestrator_core.errors import HTTP_STATUS, RETRIABLE
 from orchestrator_core.replica import FailureClass, PreloadOutcome
 from orchestrator_core.replica_states import ReplicaState
@@ -65,6 +67,7 @@ def _retry_after_s(backoff_ms: int) -> int:
     return max(1, -(-backoff_ms // 1000))
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class TaskFigures:
     """A task's figures when it ended, all from the core's clock (ORCH-3027, ORCH-3041).
@@ -83,6 +86,7 @@ class TaskFigures:
     tokens_out: int
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Dispatch:
     """Start a task on a replica; carries the `started` event's fields (ORCH-3029).
@@ -108,6 +112,7 @@ class Dispatch:
     kv_migrated: bool | None = None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class TokenAccepted:
     """A token the server may emit, with its 0-based index (no gaps)."""
@@ -116,6 +121,7 @@ class TokenAccepted:
     index: int
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class TaskEnded:
     """The engine finished the task: the stream ends with `end`."""
@@ -127,6 +133,7 @@ class TaskEnded:
     figures: TaskFigures
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class TaskCanceled:
     """The task was canceled: the stream ends with `end`, finish reason `canceled`."""
@@ -143,6 +150,7 @@ class TaskCanceled:
         return FinishReason.CANCELED
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class TaskFailed:
     """The task failed: the stream ends with `error` carrying `kind`; `backoff_ms` > 0 is
@@ -164,6 +172,7 @@ class TaskFailed:
         return self.kind in RETRIABLE
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Abort:
     """Close the upstream engine request of a task that no longer runs."""
@@ -174,6 +183,7 @@ class Abort:
     reason: AbortReason
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class SessionEvicted:
     """Forget a session; tell the engine to drop its KV where it can (ORCH-2005, ORCH-3022)."""
@@ -185,6 +195,7 @@ class SessionEvicted:
     replica_id: str | None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Preload:
     """Make a replica Ready on `model_ref`: verify the model (ORCH-3037), check headroom
@@ -197,6 +208,7 @@ class Preload:
     model_ref: str
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class StopEngine:
     """Stop the replica's engine if the daemon runs it (cancelling any preload of it under
@@ -206,6 +218,7 @@ class StopEngine:
     replica_id: str
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Probe:
     """Ask the replica's engine for its health; answer quoting `generation`."""
@@ -215,6 +228,7 @@ class Probe:
     generation: int
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class ReplicaChanged:
     """A replica moved in its life cycle (ORCH-3038, ORCH-3053): for logs and operators.
@@ -237,6 +251,7 @@ class ReplicaChanged:
     outcome: PreloadOutcome | None = None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class PoolChanged:
     """A pool moved in its life cycle (ORCH-2101, ORCH-2102): for logs and operators.
@@ -268,6 +283,7 @@ Action = (
 )
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Admitted:
     """The task is queued (HTTP 202).
@@ -294,6 +310,7 @@ class Admitted:
         }
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Refused:
     """The task is not admitted; the server renders this as the error envelope.
@@ -341,6 +358,7 @@ class Refused:
         return headers
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class CancelOutcome:
     """The result of a cancel request (ORCH-3017, ORCH-3026).

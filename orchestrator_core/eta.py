@@ -12,6 +12,7 @@ import math
 from collections.abc import Mapping
 
 from orchestrator_core._task import Task
+from orchestrator_core.backlog import token_budget
 from orchestrator_core.pools import Pool
 from orchestrator_core.prediction import Forecast
 from orchestrator_core.specs import TaskSpec
@@ -26,26 +27,11 @@ NOTICEABLE_WAIT_MS = 50
 HEAD = 32
 
 
-def token_budget(spec: TaskSpec) -> int:
-    """The tokens a task is planned for: the client's `expected_tokens` when given (within
-    `max_tokens`, at least 1), else `max_tokens`; 0 for a workload without tokens."""
-    if spec.workload is not Workload.COMPLETION:
-        return 0
-    if spec.expected_tokens is not None:
-        return min(max(1, spec.expected_tokens), spec.max_tokens)
-    return spec.max_tokens
-
-
-def _widest(pool: Pool) -> int:
-    """The slots of the pool's widest replica: the concurrency its tasks run at when busy."""
-    return max(1, max((r.slots_total for r in pool.replicas.values()), default=1))
-
-
 def service_ms(pool: Pool, spec: TaskSpec) -> int:
     """The expected ms from dispatch to end of a task of `spec` on a busy replica."""
     model = pool.service
     tokens = model.expected_tokens(token_budget(spec), spec.max_tokens)
-    return math.ceil(model.service_ms(tokens, _widest(pool)))
+    return math.ceil(model.service_ms(tokens, pool.widest_slots))
 
 
 def head_for(position: int) -> int:
@@ -64,62 +50,82 @@ def forecast(pool: Pool, tasks: Mapping[str, Task], now_ms: int, head: int = HEA
     if not completion:
         mean_tokens = 0.0
     elif queued:
-        mean_tokens = model.expected_tokens(pool.queued_budget / queued, float("inf"))
+        mean_tokens = model.expected_tokens(pool.backlog.budget / queued, math.inf)
     else:
         mean_tokens = model.typical_tokens()
     free_at: list[float] = []
     service = 0.0
+    slots = 0
     for replica in pool.usable_replicas:
-        level = max(1, replica.slots_total)
+        total = replica.slots_total
+        level = total if total > 1 else 1
         free_at.extend([0.0] * replica.slots_free)
         for task_id in replica.running:
             task = tasks[task_id]
-            spec = task.spec
             first, sent = task.first_token_ms, task.tokens
             own = None if first is None or sent < 2 else (now_ms - first) / (sent - 1)
+            max_tokens = task.spec.max_tokens
             free_at.append(
                 model.remaining_ms(
-                    model.expected_tokens(token_budget(spec), spec.max_tokens),
-                    spec.max_tokens,
+                    model.expected_tokens(task.budget, max_tokens),
+                    max_tokens,
                     level,
                     sent,
                     now_ms - task.dispatched_ms,
                     own,
                 )
             )
-        service += replica.slots_total * model.service_ms(mean_tokens, level)
-    slots = sum(r.slots_total for r in pool.usable_replicas)
-    level = _widest(pool)
+        service += total * model.service_ms(mean_tokens, level)
+        slots += total
+    level = pool.widest_slots
     step = service / slots if slots else model.service_ms(mean_tokens, level)
-    placed = (
-        model.service_ms(
-            model.expected_tokens(token_budget(spec), spec.max_tokens) if completion else 0.0,
-            level,
-        )
-        for spec in (tasks[task_id].spec for task_id, _ in pool.queue.serving_order(head))
-    )
-    return Forecast(free_at, step, placed if queued and head else ())
+    if not (queued and head and free_at):
+        return Forecast(free_at, step)
+    return Forecast(free_at, step, _head_services(pool, tasks, min(head, queued), level))
+
+
+def _head_services(pool: Pool, tasks: Mapping[str, Task], count: int, level: int) -> list[float]:
+    """The expected service of each of the first `count` queued tasks in serving order,
+    on a busy replica of `level` slots. Tasks of one budget and max_tokens share one
+    figure, so a queue of like tasks (`Backlog.alike`) is not walked at all."""
+    model = pool.service
+    if pool.spec.workload is not Workload.COMPLETION:
+        return [model.service_ms(0.0, level)] * count
+    alike = pool.backlog.alike()
+    if alike is not None:
+        budget, max_tokens = alike
+        return [model.expected_service_ms(budget, max_tokens, level)] * count
+    known: dict[tuple[int, int], float] = {}
+    services: list[float] = []
+    for task_id, _ in pool.queue.serving_order(count):
+        task = tasks[task_id]
+        kind = (task.budget, task.spec.max_tokens)
+        expected = known.get(kind)
+        if expected is None:
+            expected = known[kind] = model.expected_service_ms(*kind, level)
+        services.append(expected)
+    return services
 
 
 def dispatch_interval_ms(pool: Pool, forecast: Forecast) -> float:
     """The mean time between two dispatches of the busy pool: admissions closer together
     than this make the queue grow (an `ArrivalRun`)."""
-    return forecast.step_ms / max(1, pool.total_slots)
+    slots = pool.total_slots
+    return forecast.step_ms / (slots if slots > 1 else 1)
 
 
 def predicted_start_ms(
-    pool: Pool, forecast: Forecast, priority: Priority, index: int, now_ms: int
+    pool: Pool, forecast: Forecast, priority: Priority, index: int, position: int, now_ms: int
 ) -> int:
-    """The predicted wait of the task at `index` of its class: its position now, pushed
-    back by the tasks of the other class the current run of admissions is expected to
-    bring still, as far as the burst rule lets them (`PoolQueue.crowded_position`)."""
-    queue = pool.queue
-    position = queue.position(priority, index)
-    room = queue.crowded_position(priority, index) - position
+    """The predicted wait of the task at `index` of its class, `position` in the queue
+    (`PoolQueue.position`): that position, pushed back by the tasks of the other class
+    the current run of admissions is expected to bring still, as far as the burst rule
+    lets them (`PoolQueue.crowded_position`)."""
+    room = pool.queue.crowded_position(priority, index) - position
     if room:
         other = Priority.BATCH if priority is Priority.INTERACTIVE else Priority.INTERACTIVE
         more = pool.arrivals.expected_more(other, now_ms, dispatch_interval_ms(pool, forecast))
-        position += min(room, more)
+        position += more if more < room else room
     return forecast.start_ms(position)
 
 
@@ -130,12 +136,15 @@ def learn(pool: Pool, task: Task, now_ms: int) -> None:
     first = task.first_token_ms
     sent = task.tokens
     level = round(task.busy_sum / sent) if sent else 1
+    # The level is taken within 1 and the replica's slots (at least 1).
+    slots = replica.slots_total
+    slots = slots if slots > 1 else 1
     pool.service.observe(
         (now_ms if first is None else first) - task.dispatched_ms,
         sent,
         0 if first is None else now_ms - first,
-        token_budget(task.spec),
-        min(max(1, level), max(1, replica.slots_total)),
+        task.budget,
+        (level if level > 1 else 1) if level < slots else slots,
     )
 
 
@@ -156,7 +165,7 @@ def typical_service_ms(pool: Pool) -> int:
     """The expected ms from dispatch to end of the pool's typical task on a busy replica."""
     model = pool.service
     tokens = model.typical_tokens() if pool.spec.workload is Workload.COMPLETION else 0.0
-    return math.ceil(model.service_ms(tokens, _widest(pool)))
+    return math.ceil(model.service_ms(tokens, pool.widest_slots))
 
 
 def error_medians(pool: Pool) -> tuple[int | None, float | None]:

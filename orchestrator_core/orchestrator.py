@@ -606,12 +606,13 @@ class Orchestrator:
         index = queue.depth(priority)
         position = queue.position(priority, index)
         forecast = eta.forecast(pool, self._tasks, now, eta.head_for(position))
-        predicted = eta.predicted_start_ms(pool, forecast, priority, index, now)
+        predicted = eta.predicted_start_ms(pool, forecast, priority, index, position, now)
         pool.arrivals.arrive(priority, now, eta.dispatch_interval_ms(pool, forecast))
         self._seq += 1
-        self._tasks[task_id] = Task(spec, pool, self._seq, now, position, predicted, seed)
+        task = Task(spec, pool, self._seq, now, position, predicted, seed)
+        self._tasks[task_id] = task
         queue.push(task_id, priority, self._seq)
-        pool.queued_budget += eta.token_budget(spec)
+        pool.backlog.add(task.budget, spec.max_tokens)
         if evicted is None:
             filled = queue.blocking_limit(priority)
             if filled is not None:
@@ -737,7 +738,7 @@ class Orchestrator:
             task = tasks[queue.pop_next()]
             task_spec = task.spec
             task_id = task_spec.task_id
-            pool.queued_budget -= eta.token_budget(task_spec)
+            pool.backlog.remove(task.budget, task_spec.max_tokens)
             eta.record_start(pool, task, now)
             session_id = task_spec.session_id
             session = None if session_id is None else self._sessions.get(session_id, now)
@@ -997,7 +998,7 @@ class Orchestrator:
         replica = task.replica
         if previous is State.QUEUED:
             pool.queue.remove(task_id, spec.priority)
-            pool.queued_budget -= eta.token_budget(spec)
+            pool.backlog.remove(task.budget, spec.max_tokens)
         else:
             assert replica is not None
             pool.vacate(replica, task_id)

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any
 
-from orchestrator_core import codec, eta
+from orchestrator_core import codec
 from orchestrator_core._state import State
 from orchestrator_core._task import Task
 from orchestrator_core.decisions import Action, Terminal
@@ -92,7 +92,7 @@ def restore(data: dict[str, Any]) -> Orchestrator:
     core._outbox = [codec.from_plain(Action, action) for action in data["outbox"]]
     for task in core._tasks.values():
         if task.state is State.QUEUED:
-            task.pool.queued_budget += eta.token_budget(task.spec)
+            task.pool.backlog.add(task.budget, task.spec.max_tokens)
     for pool in core._pools.values():
         pool.refresh()
     core._sync_timers()

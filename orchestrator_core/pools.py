@@ -13,7 +13,9 @@ reload runs, `reload` holds its progress.
 Readiness, the pinned engine version and the list of usable replicas only change when a
 replica's state changes or the pool changes phase; `refresh` recomputes them then, and
 the slot totals of usable replicas are kept up to date on every dispatch and release, so
-admission and dispatch read them without scanning.
+admission and dispatch read them without scanning. `refresh` also keeps the slots of the
+widest replica, the concurrency the forecast takes a busy replica's tasks to run at
+(slot counts change only with a preload, which a refresh follows).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
+from orchestrator_core.backlog import Backlog
 from orchestrator_core.placement import ReplicaSetKey, choose_replica, pin_version, usable
 from orchestrator_core.pool_states import SERVING
 from orchestrator_core.prediction import ArrivalRun, ServiceModel
@@ -58,6 +61,7 @@ class Pool:
 
     __slots__ = (
         "arrivals",
+        "backlog",
         "buckets",
         "desired_ref",
         "drain_deadline_ms",
@@ -73,7 +77,6 @@ class Pool:
         "phase",
         "pinned_version",
         "queue",
-        "queued_budget",
         "reload",
         "replicas",
         "running",
@@ -83,6 +86,7 @@ class Pool:
         "total_slots",
         "usable_replicas",
         "watchdog",
+        "widest_slots",
     )
 
     def __init__(self, spec: PoolSpec, rate_limit_clients: int) -> None:
@@ -103,7 +107,7 @@ class Pool:
         idle_ms = spec.idle_timeout_ms if streams else spec.wall_timeout_ms
         self.watchdog = Watchdog(spec.wall_timeout_ms, idle_ms)
         self.service = ServiceModel(spec.initial_service_ms, spec.ewma_alpha)
-        self.queued_budget = 0
+        self.backlog = Backlog()
         self.arrivals = ArrivalRun()
         self.eta_errors: deque[tuple[int, int]] = deque(maxlen=ETA_ERRORS_KEPT)
         self.buckets: dict[Priority, TokenBuckets] = {}
@@ -129,6 +133,7 @@ class Pool:
         self.is_ready = False
         self.total_slots = 0
         self.free_slots = 0
+        self.widest_slots = 1
         self.refresh()
 
     @property
@@ -150,6 +155,7 @@ class Pool:
             replica.slo_scopes = (self.pool_id, set_scope(self.key_of(replica).set_id))
         self.total_slots = sum(r.slots_total for r in self.usable_replicas)
         self.free_slots = sum(r.slots_free for r in self.usable_replicas)
+        self.widest_slots = max(1, max((r.slots_total for r in replicas), default=1))
         self.is_live = any(r.live for r in replicas)
         self.draining = self.phase not in SERVING
         self.is_ready = bool(self.usable_replicas) and not self.draining

@@ -58,6 +58,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Iterable
+from itertools import accumulate
 from typing import Any
 
 from orchestrator_core.vocabulary import Priority
@@ -123,7 +124,10 @@ class ServiceModel:
         """The tokens a task of this budget is expected to send (0 without a budget)."""
         if budget <= 0:
             return 0.0
-        return min(max_tokens, max(1.0, self.ratio * budget))
+        # min(max_tokens, max(1.0, ratio x budget)), without the builtins' call cost.
+        tokens = self.ratio * budget
+        tokens = tokens if tokens > 1.0 else 1.0
+        return tokens if tokens < max_tokens else max_tokens
 
     def typical_tokens(self) -> float:
         """Tokens of the typical finished task (0 before any, or without tokens)."""
@@ -133,8 +137,14 @@ class ServiceModel:
         """Expected ms from dispatch to end of a task expected to send `tokens`."""
         if self.first_ms is None:
             return float(self.initial_ms)
-        rest = max(0.0, tokens - 1) * self.per_token_ms(level)
-        return max(MIN_SERVICE_MS, self.first_ms + rest)
+        # max(MIN_SERVICE_MS, first_ms + max(0.0, tokens - 1) x per-token ms), inlined.
+        rest = (tokens - 1 if tokens - 1 > 0.0 else 0.0) * self.per_token_ms(level)
+        service = self.first_ms + rest
+        return service if service > MIN_SERVICE_MS else MIN_SERVICE_MS
+
+    def expected_service_ms(self, budget: float, max_tokens: float, level: int) -> float:
+        """`service_ms` of a task of this budget and `max_tokens` (`expected_tokens`)."""
+        return self.service_ms(self.expected_tokens(budget, max_tokens), level)
 
     def remaining_ms(
         self,
@@ -180,6 +190,8 @@ class ServiceModel:
 #: A run of admissions is over once no admission came for this many times its mean gap.
 RUN_GAP_FACTOR = 8
 
+_CLASSES = tuple(Priority)
+
 
 class ArrivalRun:
     """The run of admissions a pool is in: admissions that each came within one dispatch
@@ -187,21 +199,26 @@ class ArrivalRun:
     `RUN_GAP_FACTOR` times the run's mean gap (so a burst is over soon after its last
     task, not a dispatch interval later); how many of each class it has brought so far."""
 
-    __slots__ = ("counts", "first_ms", "last_ms")
+    __slots__ = ("arrived", "counts", "first_ms", "last_ms")
 
     def __init__(self) -> None:
         self.first_ms: int | None = None
         self.last_ms: int | None = None
-        self.counts: dict[Priority, int] = dict.fromkeys(Priority, 0)
+        self.counts: dict[Priority, int] = dict.fromkeys(_CLASSES, 0)
+        #: The sum of `counts`: how many the run has brought so far.
+        self.arrived = 0
 
     def ongoing(self, now_ms: int, interval_ms: float) -> bool:
         """Whether an admission at `now_ms` continues the run."""
         if self.first_ms is None or self.last_ms is None:
             return False
-        arrived = sum(self.counts.values())
+        arrived = self.arrived
         if arrived > 1:
-            mean_gap = max(1.0, (self.last_ms - self.first_ms) / (arrived - 1))
-            interval_ms = min(interval_ms, RUN_GAP_FACTOR * mean_gap)
+            # interval_ms = min(interval_ms, RUN_GAP_FACTOR x max(1.0, mean gap)), inlined.
+            mean_gap = (self.last_ms - self.first_ms) / (arrived - 1)
+            gap_limit = RUN_GAP_FACTOR * (mean_gap if mean_gap > 1.0 else 1.0)
+            if gap_limit < interval_ms:
+                interval_ms = gap_limit
         return now_ms - self.last_ms <= interval_ms
 
     def expected_more(self, priority: Priority, now_ms: int, interval_ms: float) -> int:
@@ -213,9 +230,11 @@ class ArrivalRun:
     def arrive(self, priority: Priority, now_ms: int, interval_ms: float) -> None:
         """One task of `priority` was admitted at `now_ms`."""
         if not self.ongoing(now_ms, interval_ms):
-            self.counts = dict.fromkeys(Priority, 0)
+            self.counts = dict.fromkeys(_CLASSES, 0)
+            self.arrived = 0
             self.first_ms = now_ms
         self.counts[priority] += 1
+        self.arrived += 1
         self.last_ms = now_ms
 
     def export_state(self) -> dict[str, Any]:
@@ -231,6 +250,7 @@ class ArrivalRun:
         self.first_ms = data["first_ms"]
         self.last_ms = data["last_ms"]
         self.counts = {Priority(p): n for p, n in data["counts"].items()}
+        self.arrived = sum(self.counts.values())
 
 
 class Forecast:
@@ -240,9 +260,15 @@ class Forecast:
     __slots__ = ("_free_at", "_head", "_step", "_tidy")
 
     def __init__(self, free_at: list[float], step_ms: float, head: Iterable[float] = ()) -> None:
-        self._step = max(MIN_SERVICE_MS, step_ms)
+        self._step = step_ms if step_ms > MIN_SERVICE_MS else MIN_SERVICE_MS
         self._head: list[float] = []
-        if free_at:
+        if len(free_at) == 1:
+            # One slot: each task of the head starts when the one before it ends.
+            floor = MIN_SERVICE_MS
+            services = [service if service > floor else floor for service in head]
+            self._head = list(accumulate(services, initial=free_at[0]))
+            free_at[0] = self._head.pop()
+        elif free_at:
             heapq.heapify(free_at)
             for service in head:
                 start = free_at[0]

@@ -43,6 +43,7 @@ class PoolQueue:
 
     __slots__ = (
         "_batch",
+        "_classes",
         "_interactive",
         "_streak",
         "batch_cap",
@@ -60,6 +61,7 @@ class PoolQueue:
         self.burst = burst
         self._interactive: OrderedDict[str, int] = OrderedDict()
         self._batch: OrderedDict[str, int] = OrderedDict()
+        self._classes = self._by_priority()
         self._streak = 0
 
     def __len__(self) -> int:
@@ -77,31 +79,33 @@ class PoolQueue:
         """Take back what `export_state` gave."""
         self._interactive = OrderedDict((task_id, seq) for task_id, seq in data["interactive"])
         self._batch = OrderedDict((task_id, seq) for task_id, seq in data["batch"])
+        self._classes = self._by_priority()
         self._streak = data["streak"]
 
-    def _class(self, priority: Priority) -> OrderedDict[str, int]:
-        return self._interactive if priority is Priority.INTERACTIVE else self._batch
+    def _by_priority(self) -> dict[Priority, OrderedDict[str, int]]:
+        """Each class's map by its priority (looked up on every push, removal, depth)."""
+        return {Priority.INTERACTIVE: self._interactive, Priority.BATCH: self._batch}
 
     def depth(self, priority: Priority) -> int:
         """Tasks queued in one class."""
-        return len(self._class(priority))
+        return len(self._classes[priority])
 
     def index(self, task_id: str, priority: Priority) -> int:
         """Where a queued task stands in its class (0 is its oldest); O(that index)."""
-        for index, queued in enumerate(self._class(priority)):
+        for index, queued in enumerate(self._classes[priority]):
             if queued == task_id:
                 return index
         raise KeyError(task_id)
 
     def ids(self, priority: Priority, limit: int | None = None) -> list[str]:
         """Queued ids of one class, oldest first; the first `limit` of them when given."""
-        queued = self._class(priority)
+        queued = self._classes[priority]
         return list(queued if limit is None else islice(queued, limit))
 
     def blocking_limit(self, priority: Priority) -> Limit | None:
         """The limit a newcomer of `priority` would exceed, or None when it fits."""
         cap = self.interactive_cap if priority is Priority.INTERACTIVE else self.batch_cap
-        if cap is not None and len(self._class(priority)) >= cap:
+        if cap is not None and len(self._classes[priority]) >= cap:
             return Limit.CLASS
         if len(self._interactive) + len(self._batch) >= self.capacity:
             return Limit.POOL
@@ -109,11 +113,11 @@ class PoolQueue:
 
     def push(self, task_id: str, priority: Priority, seq: int) -> None:
         """Append a task to the tail of its class."""
-        self._class(priority)[task_id] = seq
+        self._classes[priority][task_id] = seq
 
     def remove(self, task_id: str, priority: Priority) -> None:
         """Take a queued task out (cancel, eviction, drain)."""
-        del self._class(priority)[task_id]
+        del self._classes[priority][task_id]
 
     def _batch_next(self) -> bool:
         if not self._interactive:
@@ -140,12 +144,15 @@ class PoolQueue:
         if priority is Priority.INTERACTIVE and waiting == 0:
             return index
         burst = self.burst
-        lead = max(0, burst - self._streak)
+        lead = burst - self._streak  # interactive tasks that may still go in a row
+        lead = lead if lead > 0 else 0
         if priority is Priority.INTERACTIVE:
             if index < lead:
                 return index
-            return index + min(waiting, 1 + (index - lead) // burst)
-        return index + min(len(self._interactive), lead + index * burst)
+            ahead, bound = 1 + (index - lead) // burst, waiting
+        else:
+            ahead, bound = lead + index * burst, len(self._interactive)
+        return index + (ahead if ahead < bound else bound)
 
     def serving_order(self, limit: int) -> list[tuple[str, Priority]]:
         """The first `limit` queued tasks in the order `pop_next` would take them, if
@@ -167,20 +174,21 @@ class PoolQueue:
 
     def crowded_position(self, priority: Priority, index: int) -> int:
         """The latest `position` the task at `index` can take however many tasks of the
-        other class arrive: the burst rule's bound (at least its position now)."""
-        lead = max(0, self.burst - self._streak)
+        other class arrive: the burst rule's bound. It is never less than its position
+        now, which takes the same terms with the other class's tasks queued now as
+        their bound."""
+        lead = self.burst - self._streak
+        lead = lead if lead > 0 else 0
         if priority is Priority.INTERACTIVE:
-            crowded = index if index < lead else index + 1 + (index - lead) // self.burst
-        else:
-            crowded = index + lead + index * self.burst
-        return max(crowded, self.position(priority, index))
+            return index if index < lead else index + 1 + (index - lead) // self.burst
+        return index + lead + index * self.burst
 
     def dispatches_to_fit(self, priority: Priority, limit: Limit) -> int:
         """How many dispatches bring the queue under `limit` for a newcomer of `priority`."""
         if limit is Limit.POOL:
             return len(self) - self.capacity + 1
         cap = self.interactive_cap if priority is Priority.INTERACTIVE else self.batch_cap
-        excess = len(self._class(priority)) - (cap or 0)
+        excess = len(self._classes[priority]) - (cap or 0)
         return self.position(priority, excess) + 1
 
     def victim(
@@ -189,7 +197,7 @@ class PoolQueue:
         """The queued task the full policy evicts for a newcomer, or None to refuse it."""
         if policy is QueuePolicy.DROP_LRU:
             if limit is Limit.CLASS:
-                return next(iter(self._class(priority))), priority
+                return next(iter(self._classes[priority])), priority
             return self._oldest()
         if (
             policy is QueuePolicy.SHED_LOW_PRIORITY

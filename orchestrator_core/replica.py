@@ -177,7 +177,8 @@ class Replica:
     @property
     def slots_free(self) -> int:
         """Slots the core may still fill (never negative)."""
-        return max(0, self.slots_total - self.busy - self.external)
+        free = self.slots_total - self.busy - self.external
+        return free if free > 0 else 0
 
     def within(self, mask: frozenset[int]) -> bool:
         """Whether every device this replica uses lies inside `mask` (ORCH-3011)."""

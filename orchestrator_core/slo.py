@@ -222,7 +222,7 @@ class SloTracker:
             scopes = (scopes,)
         if GLOBAL_SCOPE in scopes:
             raise InvalidArgument(f"scope {GLOBAL_SCOPE!r} aggregates the others")
-        if tokens_out < 0 or min(first_token_ms or 0, decode_ms or 0) < 0:
+        if tokens_out < 0 or (first_token_ms or 0) < 0 or (decode_ms or 0) < 0:
             raise InvalidArgument("tokens_out, first_token_ms and decode_ms must not be negative")
         now = self._advance(now_ms)
         gaps, tokens_64_ms = 0, None
@@ -232,13 +232,14 @@ class SloTracker:
                 tokens_64_ms = first_token_ms - (-decode_ms * (REFERENCE_TOKENS - 1) // gaps)
         outcome = _Outcome(now, ok, first_token_ms, tokens_64_ms, gaps, decode_ms or 0)
         windows = self._windows
+        cutoff = now - self.window_ms
         for scope in (*scopes, GLOBAL_SCOPE):
             key = (scope, priority)
             window = windows.get(key)
             if window is None:
                 window = windows[key] = deque(maxlen=self.max_samples)
             window.append(outcome)
-            if window[0].at_ms <= now - self.window_ms:
+            if window[0].at_ms <= cutoff:
                 self._expire(window, now)
 
     def set_theoretical_tokens_per_s(self, scope: str, rate: float | None) -> None:
@@ -302,7 +303,8 @@ class SloTracker:
         return SloSnapshot(scope, now, self.window_ms, interactive, batch)
 
     def _advance(self, now_ms: int) -> int:
-        self._now_ms = max(self._now_ms, now_ms)
+        if now_ms > self._now_ms:
+            self._now_ms = now_ms
         return self._now_ms
 
     def _expire(self, window: deque[_Outcome], now: int) -> None:

@@ -201,9 +201,10 @@ def task_now(pool: Pool, tasks: Mapping[str, Task], task: Task, now_ms: int) -> 
         return task_view(task)
     priority = task.spec.priority
     index = pool.queue.index(task.spec.task_id, priority)
+    position = pool.queue.position(priority, index)
     forecast = eta.forecast(pool, tasks, now_ms)
-    predicted = eta.predicted_start_ms(pool, forecast, priority, index, now_ms)
-    return task_view(task, pool.queue.position(priority, index), predicted)
+    predicted = eta.predicted_start_ms(pool, forecast, priority, index, position, now_ms)
+    return task_view(task, position, predicted)
 
 
 def live_tasks(
@@ -221,7 +222,7 @@ def live_tasks(
     for priority in Priority:
         for index, task_id in enumerate(queue.ids(priority, queued_limit)):
             position = queue.position(priority, index)
-            predicted = eta.predicted_start_ms(pool, forecast, priority, index, now_ms)
+            predicted = eta.predicted_start_ms(pool, forecast, priority, index, position, now_ms)
             queued.append(task_view(tasks[task_id], position, predicted))
     queued.sort(key=lambda view: view.queue_position)
     return (*running, *queued[:queued_limit])

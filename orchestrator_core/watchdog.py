@@ -28,11 +28,13 @@ class Timeout(StrEnum):
 class Watchdog:
     """The running tasks of one pool with their dispatch and last-activity times."""
 
-    __slots__ = ("_activity", "_check_at", "_started", "idle_ms", "wall_ms")
+    __slots__ = ("_activity", "_check_at", "_first_due_ms", "_started", "idle_ms", "wall_ms")
 
     def __init__(self, wall_ms: int, idle_ms: int) -> None:
         self.wall_ms = wall_ms
         self.idle_ms = idle_ms
+        #: How soon after its dispatch a task's first deadline can fall.
+        self._first_due_ms = min(wall_ms, idle_ms)
         self._started: OrderedDict[str, int] = OrderedDict()
         self._activity: OrderedDict[str, int] = OrderedDict()
         self._check_at = NEVER
@@ -41,7 +43,7 @@ class Watchdog:
         """Start watching a task that was just dispatched."""
         self._started[task_id] = now_ms
         self._activity[task_id] = now_ms
-        due = now_ms + min(self.wall_ms, self.idle_ms)
+        due = now_ms + self._first_due_ms
         if due < self._check_at:
             self._check_at = due
 
