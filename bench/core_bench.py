@@ -16,6 +16,10 @@ Two reference figures go with the table: random cancels at 400k queued tasks (do
 growth level off, as cache misses do, or keep going, as a scan would?) and the floor cost
 of building one task life's frozen decisions and seed.
 
+The same scenarios also run on the core of `--baseline-rev` (bench/baseline.py; that
+commit's own bench module, in a subprocess on its tree, its imports checked), before this
+tree's, so the table holds both builds of one run.
+
 `python -m bench core` writes the "## Core operations" section of bench/RESULTS.md.
 """
 
@@ -25,11 +29,17 @@ import argparse
 import os
 import platform
 import random
+import re
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import cast
 
+from bench.baseline import SPEED_BASELINE_REV, checked_out, tree_python, working_tree
 from bench.results import RESULTS, write_section
 from orchestrator_core import (
     Admitted,
@@ -51,6 +61,10 @@ SECTION = "## Core operations"
 DEPTHS = (10, 10_000, 100_000)
 DEEP = 400_000
 AIM = 200_000
+#: Operations per run and runs per cell by default (a run of every cell on both builds
+#: takes about ten minutes on a 2-core machine of 2026).
+OPS = 30_000
+REPEATS = 3
 ENGINE, MODEL = "llamacpp", "sha256:" + "ab" * 32
 
 
@@ -209,6 +223,56 @@ def measure(ops: int, repeats: int) -> tuple[dict[str, dict[int, float]], float,
     return table, floor_us, deep
 
 
+#: A line `measure` prints per cell, as the baseline's bench prints it too.
+_CELL = re.compile(r"^(?P<name>.+?)\s+depth\s+(?P<depth>\d+): +(?P<rate>[\d,]+) ops/s$")
+_FLOOR = re.compile(r"^decisions floor: (?P<us>[\d.]+) us per task$")
+_IMPORTS = "bench-core-imports"
+
+
+def measure_baseline(rev: str, ops: int, repeats: int) -> tuple[str, BaselineFigures]:
+    """The scenarios on `rev`'s core, run by that commit's own bench in a subprocess: its
+    short hash and its table and floor."""
+    with (
+        tempfile.TemporaryDirectory(prefix="orchd-bench-core-") as tmp,
+        checked_out(rev, Path(tmp)) as baseline,
+    ):
+        code = (
+            "import sys, orchestrator_core; "
+            f"print({_IMPORTS!r}, orchestrator_core.__file__, flush=True); "
+            "from bench.__main__ import main; "
+            f"sys.exit(main(['core', '--no-write', '--ops', '{ops}', '--repeats', '{repeats}']))"
+        )
+        out = subprocess.run(
+            [*tree_python(baseline.tree), "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        short, tree = baseline.short, baseline.tree
+    table: dict[str, dict[int, float]] = {}
+    floor_us = 0.0
+    for line in out.splitlines():
+        if line.startswith(_IMPORTS):
+            if not Path(line.split()[1]).resolve().is_relative_to(tree.resolve()):
+                raise RuntimeError(f"the baseline's bench imported {line.split()[1]}")
+        elif cell := _CELL.match(line):
+            rate = float(cell["rate"].replace(",", ""))
+            table.setdefault(cell["name"], {})[int(cell["depth"])] = rate
+        elif floor := _FLOOR.match(line):
+            floor_us = float(floor["us"])
+    if _IMPORTS not in out or table.keys() != SCENARIOS.keys():
+        raise RuntimeError(f"the baseline's bench printed no table:\n{out[-2000:]}")
+    return short, BaselineFigures(table, floor_us)
+
+
+@dataclass(frozen=True)
+class BaselineFigures:
+    """The baseline's figures: ops/s per scenario and depth, and its decisions floor."""
+
+    table: dict[str, dict[int, float]]
+    floor_us: float
+
+
 def render(
     table: dict[str, dict[int, float]],
     floor_us: float,
@@ -216,25 +280,38 @@ def render(
     command: str,
     ops: int,
     repeats: int,
+    before: tuple[str, BaselineFigures] | None = None,
 ) -> str:
     head = " | ".join(f"{d:,} queued" for d in DEPTHS)
+    compared = (
+        ""
+        if before is None
+        else f" Rows `before`: commit `{before[0]}`'s core and bench, measured first in the "
+        f"same run (a git worktree, imports checked); `after`: {working_tree()}."
+    )
     lines = [
         SECTION,
         "",
         f"Machine: {os.cpu_count()} CPUs (`nproc`), {platform.machine()}, "
         f"Python {platform.python_version()} ({platform.python_implementation()}), "
         "one process, one core.",
-        f"Command: `{command}` — {ops:,} operations per run, best of {repeats} runs.",
+        f"Command: `{command}` — {ops:,} operations per run, best of {repeats} runs.{compared}",
         "",
-        f"| operation | {head} | cost at 100k vs 10 |",
-        "|---|" + "---:|" * (len(DEPTHS) + 1),
+        f"| operation | build | {head} | cost at 100k vs 10 |",
+        "|---|---|" + "---:|" * (len(DEPTHS) + 1),
     ]
     growths = []
     for name, row in table.items():
         growth = row[DEPTHS[0]] / row[DEPTHS[-1]]
         growths.append(growth)
-        cells = " | ".join(f"{row[d]:,.0f} ops/s ({1e6 / row[d]:.1f} µs)" for d in DEPTHS)
-        lines.append(f"| {name} | {cells} | x{growth:.2f} |")
+        builds = [("after", row)]
+        if before is not None:
+            builds.insert(0, ("before", before[1].table[name]))
+        for build, rates in builds:
+            cells = " | ".join(f"{rates[d]:,.0f} ops/s ({1e6 / rates[d]:.1f} µs)" for d in DEPTHS)
+            lines.append(
+                f"| {name} | {build} | {cells} | x{rates[DEPTHS[0]] / rates[DEPTHS[-1]]:.2f} |"
+            )
     lines += [
         "",
         f"Growth with queue size: from 10 to 100,000 queued tasks the cost per operation "
@@ -252,6 +329,16 @@ def render(
     cycle = table["admit+dispatch+complete"]
     best = max(cycle.values())
     verdict = "is met" if best >= AIM else "is not met"
+    if before is not None:
+        old = before[1]
+        speedups = ", ".join(
+            f"x{cycle[d] / old.table['admit+dispatch+complete'][d]:.2f} at {d:,}" for d in DEPTHS
+        )
+        lines += [
+            f"Same run, after vs before: admit+dispatch+complete {speedups} queued; decisions "
+            f"floor {old.floor_us:.2f} → {floor_us:.2f} µs.",
+            "",
+        ]
     lines += [
         f"Aim: >= {AIM:,} admit+dispatch+complete per second on one core {verdict} here "
         f"(best {best:,.0f}/s, {1e6 / best:.1f} µs per task life, reap included). Of that, "
@@ -271,17 +358,28 @@ def main(argv: Sequence[str]) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--ops", type=int, default=100_000, help="operations per run")
-    parser.add_argument("--repeats", type=int, default=5, help="runs per cell; best is kept")
+    parser.add_argument("--ops", type=int, default=OPS, help="operations per run")
+    parser.add_argument("--repeats", type=int, default=REPEATS, help="runs per cell; best is kept")
+    parser.add_argument(
+        "--baseline-rev",
+        default=SPEED_BASELINE_REV,
+        help="the commit whose core is measured first ('none': skip)",
+    )
     parser.add_argument("--no-write", action="store_true", help="do not touch RESULTS.md")
     ns = parser.parse_args(argv)
+    before = None
+    if ns.baseline_rev != "none":
+        before = measure_baseline(ns.baseline_rev, ns.ops, ns.repeats)
+        print(f"baseline {before[0]} measured", flush=True)
     table, floor_us, deep = measure(ns.ops, ns.repeats)
     command = (
         "python -m bench core"
-        + ("" if ns.ops == 100_000 else f" --ops {ns.ops}")
-        + ("" if ns.repeats == 5 else f" --repeats {ns.repeats}")
+        + ("" if ns.ops == OPS else f" --ops {ns.ops}")
+        + ("" if ns.repeats == REPEATS else f" --repeats {ns.repeats}")
+        + ("" if ns.baseline_rev == SPEED_BASELINE_REV else f" --baseline-rev {ns.baseline_rev}")
     )
     if not ns.no_write:
-        write_section(SECTION, render(table, floor_us, deep, command, ns.ops, ns.repeats))
+        text = render(table, floor_us, deep, command, ns.ops, ns.repeats, before)
+        write_section(SECTION, text)
         print(f"wrote {RESULTS}", file=sys.stderr)
     return 0
