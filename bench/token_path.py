@@ -7,9 +7,11 @@ into a chunk (`adapters/llamacpp.py`), the runtime encodes the SSE frame
 frames of each loop turn to the stream parked on it (`Transcript.park`; the write is a
 list append here, a socket write in the daemon; on asyncio's loop, as in the daemon). This bench
 feeds real llama.cpp token frames (as the engine writes them, one frame per read)
-through those steps and reports the cost of each and of the whole, in microseconds per
-token: the part of the per-token cost that code in this repository decides (the rest is
-the HTTP server, the HTTP client and the kernel, see the profile section).
+through those steps, and once more as HTTP chunks through the protocol that reads
+llama.cpp's stream in its data callback (`adapters/push.py`), and reports the cost of
+each and of the whole, in microseconds per token: the part of the per-token cost that
+code in this repository decides (the rest is the HTTP server, the HTTP client and the
+kernel, see the profile section).
 
 Run: `python -m bench tokens [--tokens N]`.
 """
@@ -23,7 +25,9 @@ import time
 from collections.abc import Callable, Sequence
 
 from bench.results import conditions, write_section
+from orchestratord_server.adapters.base import FinalChunk, StreamChunk
 from orchestratord_server.adapters.llamacpp import chunks_from_event
+from orchestratord_server.adapters.push import StreamProtocol
 from orchestratord_server.adapters.sse import SseDecoder, SseEvent
 from orchestratord_server.transcripts import Transcript, token_frame
 
@@ -84,12 +88,18 @@ def measure(count: int) -> dict[str, float]:
     def whole() -> None:
         asyncio.run(_whole(frames))
 
+    def pushed() -> None:
+        asyncio.run(_pushed(frames))
+
     return {
         "SSE decode (SseDecoder.feed)": _best(decode, count),
         "event to chunk (chunks_from_event)": _best(parse, count),
         "frame encode (token_frame)": _best(encode, count),
         "transcript append, flush to a parked stream (one loop turn)": _best(deliver, count),
         "whole path": _best(whole, count),
+        "whole path read by the push protocol (HTTP chunk parse, decode, parse, take)": _best(
+            pushed, count
+        ),
     }
 
 
@@ -126,6 +136,45 @@ async def _whole(frames: list[bytes]) -> None:
         await asyncio.sleep(0)
     transcript.close(b"event: end\ndata: {}\n\n")
     await subscriber
+
+
+class _Socket(asyncio.Transport):
+    """The engine connection's transport, without a socket."""
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+async def _pushed(frames: list[bytes]) -> None:
+    """`_whole`, with the frames arriving as HTTP chunks at the llama.cpp relay's
+    protocol (`adapters/push.py`), which runs the steps in its data callback."""
+    transcript = Transcript()
+    subscriber = asyncio.create_task(_consume(transcript))
+    await asyncio.sleep(0)
+    index = 0
+
+    def take(chunk: StreamChunk) -> bool:
+        nonlocal index
+        if isinstance(chunk, FinalChunk):
+            transcript.close(b"event: end\ndata: {}\n\n")
+            return False
+        transcript.append(token_frame(chunk.text, index))
+        index += 1
+        return True
+
+    protocol = StreamProtocol(b"", chunks_from_event, take, "bench", 60.0)
+    protocol.connection_made(_Socket())
+    protocol.data_received(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+    final = b'data: {"content":"","stop":true,"stop_type":"limit","tokens_predicted":1,'
+    final += b'"tokens_evaluated":1}\n\n'
+    for frame in [*frames, final]:
+        protocol.data_received(b"%x\r\n%s\r\n" % (len(frame), frame))
+        await asyncio.sleep(0)
+    await subscriber
+    await protocol.done
 
 
 def _render(result: dict[str, float], count: int, machine: str) -> str:

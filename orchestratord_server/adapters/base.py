@@ -14,7 +14,7 @@ engine's knobs and switch off every other sampler the engine has.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -270,6 +270,11 @@ class EngineAdapter(Protocol):
 
     def stream(self, req: CompletionRequest) -> AsyncGenerator[StreamChunk, None]:
         """Token chunks, then exactly one final chunk. ``aclose()`` cancels upstream."""
+        ...
+
+    async def relay(self, req: CompletionRequest, take: Callable[[StreamChunk], bool]) -> None:
+        """The chunks of `stream`, each handed to ``take`` as it arrives, up to the final
+        one or until ``take`` returns False; cancelling closes the stream upstream."""
         ...
 
     async def embed(self, inputs: Sequence[str]) -> Embeddings:

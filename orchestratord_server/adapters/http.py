@@ -4,10 +4,12 @@ One pooled aiohttp session per engine base URL (connection reuse), the timeouts,
 one mapping of transport failures and HTTP statuses onto :class:`EngineError` kinds (so
 a refused request, a crashed worker and a silent one mean the same on every engine), the
 one loop that turns a streamed SSE response into chunks (`sse_stream`), which each
-adapter feeds with its own frame parser, and `HttpAdapter`, the base every adapter
-builds on: settings, session, health, the model digest (computed once, off the event
-loop), the engine's metrics text, optional routes, close. The helpers below it read
-what every engine sends alike: a JSON frame, a count, a Prometheus sample.
+adapter feeds with its own frame parser (llama.cpp's stream is read by `push.py`
+instead, with the same mapping), and `HttpAdapter`, the base every adapter builds on:
+settings, session, health, the model digest (computed once, off the event loop), the
+engine's metrics text, the relay of a stream's chunks, optional routes, close. The
+helpers below it read what every engine sends alike: a JSON frame, a count, a
+Prometheus sample.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import aiohttp
+from httptools import HttpParserError
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic_core import from_json
 
@@ -36,6 +39,7 @@ from orchestrator_core import Engine, ErrorKind, FinishReason
 from orchestratord_server.adapters import embeddings
 from orchestratord_server.adapters.base import (
     AdapterSettings,
+    CompletionRequest,
     Embeddings,
     EngineError,
     EngineHealth,
@@ -110,6 +114,20 @@ def error_from_response(status: int, text: str) -> EngineError:
     return EngineError(kind_for_status(status), text.strip()[:500] or f"HTTP {status}", status)
 
 
+def cannot_connect(what: str, exc: BaseException) -> EngineError:
+    """No connection to the engine within the connect timeout."""
+    return EngineError(
+        ErrorKind.WORKER_RESET, f"{what}: cannot connect to the engine", detail=repr(exc)
+    )
+
+
+def ended_early(what: str) -> EngineError:
+    """A stream's body ended before its final chunk."""
+    return EngineError(
+        ErrorKind.WORKER_RESET, f"{what}: the engine closed the stream before its end"
+    )
+
+
 @contextlib.contextmanager
 def translated(what: str) -> Iterator[None]:
     """Turn transport and framing failures into :class:`EngineError`."""
@@ -118,9 +136,7 @@ def translated(what: str) -> Iterator[None]:
     except EngineError:
         raise
     except aiohttp.ConnectionTimeoutError as exc:
-        raise EngineError(
-            ErrorKind.WORKER_RESET, f"{what}: cannot connect to the engine", detail=repr(exc)
-        ) from exc
+        raise cannot_connect(what, exc) from exc
     except TimeoutError as exc:
         raise EngineError(
             ErrorKind.DECODE_TIMEOUT, f"{what}: the engine stopped answering"
@@ -131,7 +147,7 @@ def translated(what: str) -> Iterator[None]:
             f"{what}: the connection to the engine was lost",
             detail=repr(exc),
         ) from exc
-    except (aiohttp.ClientError, SseError, UnicodeDecodeError) as exc:
+    except (aiohttp.ClientError, SseError, UnicodeDecodeError, HttpParserError) as exc:
         raise EngineError(
             ErrorKind.ENGINE_ERROR, f"{what}: the engine's answer is malformed", detail=repr(exc)
         ) from exc
@@ -263,10 +279,7 @@ async def sse_stream(
                             return
                 decoder.check()
                 if not data:
-                    raise EngineError(
-                        ErrorKind.WORKER_RESET,
-                        f"{what}: the engine closed the stream before its end",
-                    )
+                    raise ended_early(what)
     finally:
         response.close()
         if on_close is not None:
@@ -347,6 +360,21 @@ class HttpAdapter:
                         detail=f"{local}: {exc!r}",
                     ) from None
         return self._digest
+
+    async def relay(self, req: CompletionRequest, take: Callable[[StreamChunk], bool]) -> None:
+        """Hand `take` the chunks of `stream` up to the final one, or until it returns
+        False (then the stream is closed, which cancels it upstream)."""
+        chunks = self.stream(req)
+        try:
+            async for chunk in chunks:
+                if not take(chunk):
+                    return
+        finally:
+            await chunks.aclose()
+
+    def stream(self, req: CompletionRequest) -> AsyncGenerator[StreamChunk, None]:
+        """Token chunks, then exactly one final chunk (each engine's own)."""
+        raise NotImplementedError
 
     async def close(self) -> None:
         await self._http.close()

@@ -11,8 +11,11 @@ rendered with the model's chat template, no generation),
 frame that has ``"stop": true``, ``stop_type`` (``limit`` | ``eos`` | ``word``),
 ``tokens_predicted`` and ``tokens_evaluated``; there is no ``[DONE]`` sentinel.
 
-Cancel (ORCH-3017): closing the stream's async generator closes its HTTP connection;
-llama.cpp notices at its next write and frees the slot.
+Streams (issue 18): `relay` reads the answer in the socket's callback (`push.push_stream`),
+on a connection of its own: llama.cpp closes the connection after a streamed answer
+although it announces keep-alive, so a request sent on that socket right away would fail.
+Cancel (ORCH-3017): cancelling the relay, or closing the `stream` generator, closes that
+connection; llama.cpp notices at its next write and frees the slot.
 
 Determinism (ORCH-3045, ORCH-3058): every request states all sampler parameters of its
 :class:`SamplerProfile`, switches off llama.cpp's other samplers (DRY, XTC, mirostat,
@@ -31,7 +34,7 @@ local path, computed once in a worker thread.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from typing import Any
 
 from orchestrator_core import Engine, ErrorKind, FinishReason
@@ -54,8 +57,8 @@ from orchestratord_server.adapters.http import (
     error_from_payload,
     frame_object,
     optional,
-    sse_stream,
 )
+from orchestratord_server.adapters.push import pulled, push_stream
 from orchestratord_server.adapters.sse import SseEvent
 
 #: llama.cpp's "pick a random seed" value (``LLAMA_DEFAULT_SEED``); never sent for a seed.
@@ -67,10 +70,6 @@ _FINISH_REASONS: Mapping[str, FinishReason] = {
     "eos": FinishReason.STOP,
     "word": FinishReason.STOP,
 }
-# llama.cpp closes the connection after a streamed answer although it announces
-# keep-alive; a request sent on that socket right away fails. Streams therefore ask for
-# their own connection, and closing it is also how a stream is cancelled.
-_STREAM_HEADERS = {"Connection": "close"}
 
 
 def engine_seed(seed: int) -> int:
@@ -271,10 +270,16 @@ class LlamaCppAdapter(HttpAdapter):
             raise EngineError(ErrorKind.ENGINE_ERROR, "/apply-template answered without a prompt")
         return prompt
 
-    def stream(self, req: CompletionRequest) -> AsyncGenerator[StreamChunk, None]:
-        body = completion_body(req, stream=True)
-        return sse_stream(
-            lambda: self._http.open_stream("/completion", body, _STREAM_HEADERS),
+    async def relay(self, req: CompletionRequest, take: Callable[[StreamChunk], bool]) -> None:
+        """The completion stream read from the socket's callback (`push_stream`)."""
+        await push_stream(
+            self._http,
+            "/completion",
+            completion_body(req, stream=True),
             lambda event: chunks_from_event(event, req.logprobs),
+            take,
             "completion stream",
         )
+
+    def stream(self, req: CompletionRequest) -> AsyncGenerator[StreamChunk, None]:
+        return pulled(lambda take: self.relay(req, take))

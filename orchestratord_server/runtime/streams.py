@@ -152,16 +152,10 @@ class TaskStreams:
         key = (dispatch.pool_id, dispatch.replica_id)
         tool_answer = ToolAnswerChunks(task_id, task.request) if task.request.tools else None
         relay = _Relay(task_id, sink, clock, published)
+        take = relay.take if tool_answer is None else _through(tool_answer, relay.take)
         try:
             engine = self._manager.handles[key].engine()
-            chunks = engine.stream(await engine_request(engine, task, dispatch.seed))
-            try:
-                async for received in chunks:
-                    for chunk in tool_answer.feed(received) if tool_answer else (received,):
-                        if not relay.take(chunk):
-                            return
-            finally:
-                await chunks.aclose()
+            await engine.relay(await engine_request(engine, task, dispatch.seed), take)
         except EngineError as exc:
             await self._failed(task_id, key, exc)
         except PreloadFailed as exc:
@@ -239,6 +233,18 @@ class _Relay:
             sink.finish(task_id, FinishReason(chunk.finish_reason), chunk.tokens_in, clock())
             return False
         return sink.token(task_id, chunk.text, clock(), chunk.extra())
+
+
+def _through(
+    tool_answer: ToolAnswerChunks, take: Callable[[StreamChunk], bool]
+) -> Callable[[StreamChunk], bool]:
+    """``take`` behind the tool-call parser: the chunks it makes of each received one."""
+    feed = tool_answer.feed
+
+    def take_parsed(received: StreamChunk) -> bool:
+        return all(take(chunk) for chunk in feed(received))
+
+    return take_parsed
 
 
 def _migration(cause: str) -> str:
