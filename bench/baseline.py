@@ -16,6 +16,7 @@ import os
 import shlex
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,3 +129,31 @@ def checked_out(rev: str, work: Path) -> Iterator[Baseline]:
     launcher.write_text(LAUNCHER)
     with baseline_tree(rev, work) as (tree, short):
         yield Baseline(tree, short, baseline_command(tree, launcher))
+
+
+#: The first line `own_bench` has the baseline's Python print: the core it imported.
+_IMPORTS = "bench-own-imports"
+
+
+def own_bench(rev: str, args: list[str]) -> tuple[str, str]:
+    """Run `python -m bench <args>` of commit `rev` on its own tree (for in-process
+    benches, whose measuring code is that commit's too); its short hash and standard
+    output. Raises unless it imported that tree's core."""
+    with (
+        tempfile.TemporaryDirectory(prefix="orchd-bench-own-") as tmp,
+        baseline_tree(rev, Path(tmp)) as (tree, short),
+    ):
+        code = (
+            "import sys, orchestrator_core, orchestratord_server; "
+            f"print({_IMPORTS!r}, orchestrator_core.__file__, orchestratord_server.__file__, "
+            "flush=True); "
+            f"from bench.__main__ import main; sys.exit(main({args!r}))"
+        )
+        out = subprocess.run(
+            [*tree_python(tree), "-c", code], capture_output=True, text=True, check=True
+        ).stdout
+        first, _, rest = out.partition("\n")
+        files = first.split()[1:] if first.startswith(_IMPORTS) else []
+        if not files or not all(Path(f).resolve().is_relative_to(tree.resolve()) for f in files):
+            raise RuntimeError(f"the baseline's bench imported {files}, not from {tree}")
+    return short, rest

@@ -30,16 +30,13 @@ import os
 import platform
 import random
 import re
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import cast
 
-from bench.baseline import SPEED_BASELINE_REV, checked_out, tree_python, working_tree
+from bench.baseline import SPEED_BASELINE_REV, own_bench, working_tree
 from bench.results import RESULTS, write_section
 from orchestrator_core import (
     Admitted,
@@ -226,41 +223,22 @@ def measure(ops: int, repeats: int) -> tuple[dict[str, dict[int, float]], float,
 #: A line `measure` prints per cell, as the baseline's bench prints it too.
 _CELL = re.compile(r"^(?P<name>.+?)\s+depth\s+(?P<depth>\d+): +(?P<rate>[\d,]+) ops/s$")
 _FLOOR = re.compile(r"^decisions floor: (?P<us>[\d.]+) us per task$")
-_IMPORTS = "bench-core-imports"
 
 
 def measure_baseline(rev: str, ops: int, repeats: int) -> tuple[str, BaselineFigures]:
     """The scenarios on `rev`'s core, run by that commit's own bench in a subprocess: its
     short hash and its table and floor."""
-    with (
-        tempfile.TemporaryDirectory(prefix="orchd-bench-core-") as tmp,
-        checked_out(rev, Path(tmp)) as baseline,
-    ):
-        code = (
-            "import sys, orchestrator_core; "
-            f"print({_IMPORTS!r}, orchestrator_core.__file__, flush=True); "
-            "from bench.__main__ import main; "
-            f"sys.exit(main(['core', '--no-write', '--ops', '{ops}', '--repeats', '{repeats}']))"
-        )
-        out = subprocess.run(
-            [*tree_python(baseline.tree), "-c", code],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        short, tree = baseline.short, baseline.tree
+    args = ["core", "--no-write", "--ops", str(ops), "--repeats", str(repeats)]
+    short, out = own_bench(rev, args)
     table: dict[str, dict[int, float]] = {}
     floor_us = 0.0
     for line in out.splitlines():
-        if line.startswith(_IMPORTS):
-            if not Path(line.split()[1]).resolve().is_relative_to(tree.resolve()):
-                raise RuntimeError(f"the baseline's bench imported {line.split()[1]}")
-        elif cell := _CELL.match(line):
+        if cell := _CELL.match(line):
             rate = float(cell["rate"].replace(",", ""))
             table.setdefault(cell["name"], {})[int(cell["depth"])] = rate
         elif floor := _FLOOR.match(line):
             floor_us = float(floor["us"])
-    if _IMPORTS not in out or table.keys() != SCENARIOS.keys():
+    if table.keys() != SCENARIOS.keys():
         raise RuntimeError(f"the baseline's bench printed no table:\n{out[-2000:]}")
     return short, BaselineFigures(table, floor_us)
 

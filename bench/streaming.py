@@ -349,7 +349,9 @@ def run(
                         peer_note = f"LiteLLM could not run here: {exc}"
                 all_routes = routes(engine.base_url, running, before, peer_proxy)
                 rows = asyncio.run(_measure(all_routes, rounds, tokens))
-                firsts = asyncio.run(_first_tokens(all_routes, first_samples))
+                firsts = (
+                    asyncio.run(_first_tokens(all_routes, first_samples)) if first_samples else []
+                )
         finally:
             asyncio.run(engine.stop())
     notes = (peer_note, before_note)
@@ -404,6 +406,8 @@ def _render(
             f"| {r['n']} | {r['route']} | {r['tps']:,.0f} | {ratio} | {r['p50']:.1f} ms | "
             f"{added50} | {r['p99']:.1f} ms | {added99} | {cpu} |"
         )
+    if not firsts:
+        return "\n".join(lines) + "\n"
     lines += [
         "",
         f"Added first-token latency at 1 stream on an idle engine: {first_samples} streams "

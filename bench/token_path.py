@@ -13,7 +13,10 @@ each and of the whole, in microseconds per token: the part of the per-token cost
 code in this repository decides (the rest is the HTTP server, the HTTP client and the
 kernel, see the profile section).
 
-Run: `python -m bench tokens [--tokens N]`.
+The commit of `--baseline-rev` runs its own token bench first (bench/baseline.py), so the
+section holds the figures of both builds of one run.
+
+Run: `python -m bench tokens [--tokens N] [--baseline-rev REV|none]`.
 """
 
 from __future__ import annotations
@@ -21,9 +24,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import time
 from collections.abc import Callable, Sequence
 
+from bench.baseline import SPEED_BASELINE_REV, own_bench
 from bench.results import conditions, write_section
 from orchestratord_server.adapters.base import FinalChunk, StreamChunk
 from orchestratord_server.adapters.llamacpp import chunks_from_event
@@ -106,7 +111,12 @@ def measure(count: int) -> dict[str, float]:
 async def _consume(transcript: Transcript) -> None:
     """A stream parked on `transcript` until its end, as the daemon's HTTP streams are."""
     written: list[bytes] = []
-    await transcript.park(0, lambda data: written.append(data) is None).woken
+
+    def write(data: bytes) -> bool:
+        written.append(data)
+        return True
+
+    await transcript.park(0, write).woken
 
 
 async def _deliver(frames: list[bytes]) -> None:
@@ -177,7 +187,24 @@ async def _pushed(frames: list[bytes]) -> None:
     await protocol.done
 
 
-def _render(result: dict[str, float], count: int, machine: str) -> str:
+_ROW = re.compile(r"^\| (?P<step>[^|]+?) \| (?P<cost>[\d.]+) \|$")
+
+
+def measure_baseline(rev: str, count: int) -> tuple[str, dict[str, float]]:
+    """`rev`'s own token bench (its own steps, on its own code): short hash and rows."""
+    short, out = own_bench(rev, ["tokens", "--no-write", "--tokens", str(count)])
+    rows = {m["step"]: float(m["cost"]) for line in out.splitlines() if (m := _ROW.match(line))}
+    if not rows:
+        raise RuntimeError(f"the baseline's token bench printed no table:\n{out[-2000:]}")
+    return short, rows
+
+
+def _render(
+    result: dict[str, float],
+    count: int,
+    machine: str,
+    before: tuple[str, dict[str, float]] | None,
+) -> str:
     lines = [
         SECTION,
         "",
@@ -188,6 +215,17 @@ def _render(result: dict[str, float], count: int, machine: str) -> str:
         "|---|---:|",
     ]
     lines += [f"| {step} | {cost:.2f} |" for step, cost in result.items()]
+    if before is not None:
+        short, rows = before
+        lines += [
+            "",
+            f"Same run, commit `{short}` (its own bench on its own code, in a git worktree, "
+            "imports checked; its steps were the path of that commit):",
+            "",
+            "| step (before) | µs per token |",
+            "|---|---:|",
+            *(f"| {step} | {cost:.2f} |" for step, cost in rows.items()),
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -195,10 +233,16 @@ def main(argv: Sequence[str]) -> int:
     """`python -m bench tokens`: measure, then update RESULTS.md."""
     parser = argparse.ArgumentParser(prog="python -m bench tokens", description=__doc__)
     parser.add_argument("--tokens", type=int, default=50_000)
+    parser.add_argument(
+        "--baseline-rev",
+        default=SPEED_BASELINE_REV,
+        help="the commit whose own token bench runs first ('none': skip)",
+    )
     parser.add_argument("--no-write", action="store_true", help="do not touch RESULTS.md")
     ns = parser.parse_args(argv)
     machine = conditions()
-    text = _render(measure(ns.tokens), ns.tokens, machine)
+    before = None if ns.baseline_rev == "none" else measure_baseline(ns.baseline_rev, ns.tokens)
+    text = _render(measure(ns.tokens), ns.tokens, machine, before)
     print(text)
     if not ns.no_write:
         write_section(SECTION, text)
