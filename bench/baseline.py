@@ -51,7 +51,9 @@ def _git(*args: str) -> str:
 
 def working_tree() -> str:
     """The working tree's HEAD, and whether it holds changes not committed."""
-    dirty = ", with uncommitted changes" if _git("status", "--porcelain") else ""
+    # Benches rewrite RESULTS.md as they go; only a change to the code is worth saying.
+    changed = _git("status", "--porcelain", "--", ".", ":(exclude)bench/RESULTS.md")
+    dirty = ", with uncommitted changes" if changed else ""
     return f"the working tree (HEAD `{_git('rev-parse', '--short', 'HEAD')}`{dirty})"
 
 
