@@ -219,7 +219,7 @@ function draw() {
 }
 
 function badge(node, text, kind) {
-  node.textContent = text;
+  setText(node, text);
   node.dataset.kind = kind;
 }
 
@@ -279,9 +279,7 @@ function drawPool(article, health) {
   const running = tasks.filter((t) => !t.outcome && t.state !== "queued");
   const queued = tasks.filter((t) => t.state === "queued").sort((a, b) => a.queue_position - b.queue_position);
   const ended = tasks.filter((t) => t.outcome).slice(-ENDED_SHOWN).reverse();
-  const rows = [...running, ...queued, ...ended].map(taskRow);
-  if (!rows.length) rows.push(el("tr", {}, el("td", { colspan: 8, class: "empty", text: "No tasks yet." })));
-  $(".tasks tbody", article).replaceChildren(...rows);
+  drawTasks($(".tasks tbody", article), [...running, ...queued, ...ended]);
 
   const points = state.stats.get(health.pool_id) || [];
   chart($(".chart.queue", article), points.map((p) => p.queue_depth));
@@ -289,18 +287,27 @@ function drawPool(article, health) {
   chart($(".chart.first-token", article), points.map((p) => p.first_token_p50_ms ?? null));
 }
 
-function taskRow(task) {
-  const where =
-    task.state === "queued"
-      ? `#${task.queue_position} · starts in ~${((task.predicted_start_ms ?? 0) / 1000).toFixed(1)} s`
-      : task.replica_id || "—";
-  const outcome = task.outcome
-    ? `${task.outcome.result} (${task.outcome.code})${task.outcome.message ? `: ${task.outcome.message}` : ""}`
-    : "";
-  const live = !task.outcome;
+// Task rows are kept per task and changed in place: the list is redrawn several times a
+// second while tokens stream, and a row (or its Cancel button) made anew each time could
+// swallow an operator's click that began on the one it replaced.
+function drawTasks(tbody, tasks) {
+  const kept = new Map();
+  for (const row of tbody.children) if (row.dataset.taskId) kept.set(row.dataset.taskId, row);
+  const rows = tasks.map((task) => {
+    const row = kept.get(task.task_id) || taskRow(task.task_id);
+    fillTaskRow(row, task);
+    return row;
+  });
+  if (!rows.length) rows.push(el("tr", {}, el("td", { colspan: 8, class: "empty", text: "No tasks yet." })));
+  const shown = tbody.children;
+  if (rows.length !== shown.length || rows.some((row, i) => row !== shown[i])) tbody.replaceChildren(...rows);
+}
+
+function taskRow(taskId) {
+  const cell = (name) => el("td", { class: name });
   return el(
     "tr",
-    { "data-task-id": task.task_id, "data-state": task.state },
+    { "data-task-id": taskId },
     el(
       "th",
       { scope: "row" },
@@ -308,18 +315,40 @@ function taskRow(task) {
         type: "button",
         class: "link",
         title: "Show the task's text",
-        text: task.task_id.slice(0, 8),
-        onclick: () => showTranscript(task.task_id),
+        text: taskId.slice(0, 8),
+        onclick: () => showTranscript(taskId),
       }),
     ),
-    el("td", { text: task.priority }),
-    el("td", {}, el("span", { class: "badge", "data-kind": task.state, text: task.state })),
-    el("td", { text: where }),
-    el("td", { text: String(task.tokens_out) }),
-    el("td", { text: task.first_token_ms !== undefined ? `${task.first_token_ms} ms` : "" }),
-    el("td", { text: outcome }),
-    el("td", {}, live ? el("button", { type: "button", class: "cancel", text: "Cancel", onclick: () => askCancel(task) }) : ""),
+    cell("priority"),
+    el("td", { class: "state" }, el("span", { class: "badge" })),
+    cell("where"),
+    cell("tokens"),
+    cell("first-token"),
+    cell("outcome"),
+    el("td", { class: "action" }, el("button", { type: "button", class: "cancel", text: "Cancel", onclick: () => askCancel(taskId) })),
   );
+}
+
+function setText(node, text) {
+  if (node.textContent !== text) node.textContent = text;
+}
+
+function fillTaskRow(row, task) {
+  const where =
+    task.state === "queued"
+      ? `#${task.queue_position} · starts in ~${((task.predicted_start_ms ?? 0) / 1000).toFixed(1)} s`
+      : task.replica_id || "—";
+  const outcome = task.outcome
+    ? `${task.outcome.result} (${task.outcome.code})${task.outcome.message ? `: ${task.outcome.message}` : ""}`
+    : "";
+  row.dataset.state = task.state;
+  setText($(".priority", row), task.priority);
+  badge($(".state .badge", row), task.state, task.state);
+  setText($(".where", row), where);
+  setText($(".tokens", row), String(task.tokens_out));
+  setText($(".first-token", row), task.first_token_ms !== undefined ? `${task.first_token_ms} ms` : "");
+  setText($(".outcome", row), outcome);
+  $(".cancel", row).hidden = Boolean(task.outcome);
 }
 
 function chart(svg, values) {
@@ -391,11 +420,13 @@ async function askReload(poolId) {
   noteFor(poolId, answer.ok ? `reload to ${answer.body.new_model_ref} accepted` : `reload refused: ${problem(answer)}`);
 }
 
-async function askCancel(task) {
-  const ok = await confirmDialog(`Cancel task ${task.task_id.slice(0, 8)}?`, `Task ${task.task_id} on ${task.pool_id} ends with finish reason "canceled"; its client sees the end of its stream.`);
+async function askCancel(taskId) {
+  const task = state.tasks.get(taskId);
+  if (!task) return;
+  const ok = await confirmDialog(`Cancel task ${taskId.slice(0, 8)}?`, `Task ${taskId} on ${task.pool_id} ends with finish reason "canceled"; its client sees the end of its stream.`);
   if (!ok) return;
-  const answer = await call("data", "POST", `/v1/tasks/${task.task_id}/cancel`);
-  noteFor(task.pool_id, answer.ok ? `task ${task.task_id.slice(0, 8)} canceled` : `cancel refused: ${problem(answer)}`);
+  const answer = await call("data", "POST", `/v1/tasks/${taskId}/cancel`);
+  noteFor(task.pool_id, answer.ok ? `task ${taskId.slice(0, 8)} canceled` : `cancel refused: ${problem(answer)}`);
 }
 
 async function showTranscript(taskId) {

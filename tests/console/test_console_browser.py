@@ -191,6 +191,32 @@ def test_orch_3026_cancel_from_the_console_ends_a_running_task(page: Page, daemo
         settle(client)
 
 
+def test_a_click_held_across_redraws_still_cancels(page: Page, daemon: Daemon) -> None:
+    """The list is redrawn several times a second while a task streams; a press on its
+    Cancel button released after some of those redraws is still a click (a row made anew
+    on each redraw swallowed it)."""
+    sign_in(page, daemon)
+    client = daemon.client()
+    try:
+        task_id = submit(client)
+        task = row(page, task_id)
+        expect(task).to_have_attribute("data-state", "streaming", timeout=WAIT_MS)
+        tokens = task.locator("td").nth(3)  # priority, state, where, tokens
+        button = task.get_by_role("button", name="Cancel")
+        box = button.bounding_box()
+        assert box is not None
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        before = tokens.inner_text()
+        page.mouse.down()
+        expect(tokens).not_to_have_text(before, timeout=WAIT_MS)  # redrawn meanwhile
+        page.mouse.up()
+        expect(page.locator("#confirm")).to_be_visible()
+        page.locator("#confirm").get_by_role("button", name="Confirm").click()
+        expect(task).to_have_attribute("data-state", "canceled", timeout=WAIT_MS)
+    finally:
+        settle(client)
+
+
 def test_a_tasks_text_opens_from_the_list(page: Page, daemon: Daemon) -> None:
     sign_in(page, daemon)
     client = daemon.client()
