@@ -96,7 +96,13 @@ def test_chaos_every_admission_ends_once_and_no_client_sees_a_gap(
         verdict = check(history, cluster, POOL_ID)
         record_property("figures", verdict.figures)
         assert not verdict.problems, "\n".join(verdict.problems[:30])
-        assert verdict.figures["acknowledged"] > 50
+        # The run exercised what the checker proves, whatever the machine's speed (its
+        # tasks per minute vary threefold with it): work admitted through every client,
+        # running tasks taken over after a kill, streams resumed elsewhere, cancels.
+        figures = verdict.figures
+        assert figures["acknowledged"] >= 4 * CLIENTS, figures
+        assert figures["tasks_migrated"] >= 1, figures
+        assert figures["resumes"] >= 1 and figures["cancels_checked"] >= 1, figures
         assert len(history.kills) >= 4
     finally:
         for daemon in daemons:
