@@ -10,13 +10,13 @@ the same transcript send the same ids, and a client resuming with `Last-Event-ID
 exactly the frames after its last one. The transcript also counts its open subscribers,
 which lets the runtime tell when the only stream of a running task went away.
 
-A subscriber waits in one of two ways. A follower (`follow`, `follow_events`) is woken by
-the first frame after its wait and takes everything recorded by then, so the frames of one
-loop turn reach it together. A parked subscriber (`park`, for HTTP streams) is not woken
-at all while it keeps up: once per loop turn in which frames arrive, the transcript hands
-them, joined, to the subscriber's `write` (one socket write per turn, no task switch);
-the subscriber is woken only when `write` refuses (its client is slow or gone) or when
-the terminal frame arrives, and sends the rest itself.
+A subscriber waits in one of two ways. A follower (`next_frame`, `follow_events`) is
+woken by the first frame after its wait and takes everything recorded by then, so the
+frames of one loop turn reach it together. A parked subscriber (`park`, for HTTP streams)
+is not woken at all while it keeps up: once per loop turn in which frames arrive, the
+transcript hands them, joined, to the subscriber's `write` (one socket write per turn, no
+task switch); the subscriber is woken only when `write` refuses (its client is slow or
+gone) or when the terminal frame arrives, and sends the rest itself.
 
 A transcript made with ``keep_events=True`` also keeps each event in typed form
 (:class:`TaskEvent`, its name and data) for in-process followers such as the
@@ -159,50 +159,10 @@ class Transcript:
                 self.unpark(subscriber)
                 _resolve(subscriber.woken)
 
-    async def follow(
-        self, start: int = 0, idle_tick_s: float | None = None
-    ) -> AsyncGenerator[bytes, None]:
-        """Yield every frame from frame ``start`` on, waiting for new ones, until the terminal.
-
-        Until frame ``start`` exists nothing is yielded and the follower waits for it (an
-        instance may be asked to resume beyond what it has recorded yet); a transcript
-        that closes before reaching it yields nothing. Frames that are already waiting go
-        out joined in one chunk, so a subscriber that fell behind (or arrived late)
-        catches up in one write instead of one per frame. Frames recorded while the
-        subscriber is suspended at a `yield` (its client is slow to take the previous
-        chunk) go out with the next one. With ``idle_tick_s``, while no frame has gone
-        out yet, an empty chunk is yielded each time that long passes without one: the
-        caller's chance to send something of its own meanwhile.
-        """
-        self.subscribers += 1
-        try:
-            sent = start
-            frames = self.frames
-            waiter: asyncio.Future[None] | None = None
-            while True:
-                end = len(frames)
-                if end > sent:
-                    yield frames[sent] if end - sent == 1 else b"".join(frames[sent:end])
-                    sent = end
-                    idle_tick_s = None
-                    continue
-                if self.closed:
-                    return
-                if waiter is None or waiter.done():
-                    waiter = self.next_frame()
-                if idle_tick_s is None:
-                    await waiter
-                    continue
-                try:
-                    await asyncio.wait_for(asyncio.shield(waiter), idle_tick_s)
-                except TimeoutError:
-                    yield b""
-        finally:
-            self.subscribers -= 1
-
     async def follow_events(self) -> AsyncGenerator[list[TaskEvent], None]:
-        """Like :meth:`follow`, for typed events: every batch of new events until the
-        terminal one. Counts as a subscriber, as a stream does. Needs ``keep_events``."""
+        """Every batch of new typed events until the terminal one: the events already
+        recorded first, then those of each loop turn together. Counts as a subscriber,
+        as a stream does. Needs ``keep_events``."""
         events = self.events
         if events is None:
             raise ValueError("this transcript keeps no typed events")

@@ -1,16 +1,21 @@
 """Per-task transcripts: every subscriber, early or late, sees the same frames in order,
 ending with exactly one terminal frame, each frame carrying its index as its id; a
-subscriber may start after any frame (ORCH-2002)."""
+subscriber may start after any frame (ORCH-2002). Subscribers here are task streams'
+HTTP responses (`TranscriptResponse`) driven over ASGI, as a server other than the
+daemon's own (a test client) drives them."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from starlette.types import Message
 
+from orchestratord_server.sse_response import TranscriptResponse
 from orchestratord_server.transcripts import (
     Transcript,
     TranscriptClosed,
@@ -42,8 +47,32 @@ def test_token_frame_is_one_line_of_json_holding_the_exact_text(text: str) -> No
     assert _frames([frame]) == [(0, "token", {"t": text, "i": 7})]
 
 
+async def _stream(
+    transcript: Transcript, start: int, take: Callable[[bytes], Awaitable[None]]
+) -> None:
+    """A task stream's response from frame ``start``, each chunk of its body to ``take``;
+    its client never goes away."""
+
+    async def receive() -> Message:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    async def send(message: Message) -> None:
+        if message["type"] == "http.response.body" and message["body"]:
+            await take(message["body"])
+
+    response = TranscriptResponse(transcript, start, (), on_end=lambda: None)
+    await response({"type": "http"}, receive, send)
+
+
 async def _collect(transcript: Transcript, start: int = 0) -> list[bytes]:
-    return [chunk async for chunk in transcript.follow(start)]
+    chunks: list[bytes] = []
+
+    async def take(chunk: bytes) -> None:
+        chunks.append(chunk)
+
+    await _stream(transcript, start, take)
+    return chunks
 
 
 def _record(transcript: Transcript, texts: list[str]) -> None:
@@ -152,13 +181,12 @@ def test_frames_recorded_while_a_subscriber_is_sending_still_reach_it() -> None:
         sending = asyncio.Event()
         release = asyncio.Event()
 
-        async def slow_client() -> None:
-            async for chunk in transcript.follow():
-                received.append(chunk)
-                sending.set()
-                await release.wait()
+        async def slow_client(chunk: bytes) -> None:
+            received.append(chunk)
+            sending.set()
+            await release.wait()
 
-        client = asyncio.create_task(slow_client())
+        client = asyncio.create_task(_stream(transcript, 0, slow_client))
         await asyncio.sleep(0)
         transcript.append(token_frame("a", 0))
         await asyncio.wait_for(sending.wait(), 5)
