@@ -95,9 +95,10 @@ def test_engine_output_is_logged_under_engine_to_its_last_line(
     ]
     assert lines, "no engine output was logged"
     assert all((fields["pool_id"], fields["replica_id"]) == ("pool-a", "r1") for _, fields in lines)
-    last_message, last_fields = lines[-1]
-    assert "cannot start llama.cpp server" in last_message
-    assert last_fields["stream"] == "stderr"
+    # The runner's reason is the last thing it writes before it exits; llama.cpp's own log
+    # lines come from a thread of their own and may still land after it (or around it).
+    reasons = [fields for message, fields in lines if "cannot start llama.cpp server" in message]
+    assert [fields["stream"] for fields in reasons] == ["stderr"], lines[-5:]
 
 
 def test_missing_model_fails_before_spawning(tmp_path: Path) -> None:
