@@ -131,6 +131,21 @@ def row(page: Page, task_id: str) -> Any:
     return page.locator(f'tr[data-task-id="{task_id}"]')
 
 
+def streaming_task(page: Page, client: Client) -> tuple[str, Any]:
+    """A long task submitted, once the console lists it streaming: its id and its row."""
+    task_id = submit(client)
+    task = row(page, task_id)
+    expect(task).to_have_attribute("data-state", "streaming", timeout=WAIT_MS)
+    return task_id, task
+
+
+def confirm_cancel(page: Page, task: Any) -> None:
+    """Confirm the cancel the console asks about; the task's row turns canceled."""
+    expect(page.locator("#confirm")).to_be_visible()
+    page.locator("#confirm").get_by_role("button", name="Confirm").click()
+    expect(task).to_have_attribute("data-state", "canceled", timeout=WAIT_MS)
+
+
 def test_orch_2103_the_console_shows_the_embedded_pool_with_its_replica(
     page: Page, daemon: Daemon
 ) -> None:
@@ -176,14 +191,11 @@ def test_orch_3026_cancel_from_the_console_ends_a_running_task(page: Page, daemo
     sign_in(page, daemon)
     client = daemon.client()
     try:
-        task_id = submit(client)
-        task = row(page, task_id)
-        expect(task).to_have_attribute("data-state", "streaming", timeout=WAIT_MS)
+        task_id, task = streaming_task(page, client)
         task.get_by_role("button", name="Cancel").click()
         expect(page.locator("#confirm")).to_be_visible()
         shot(page, "cancel-confirmation")
-        page.locator("#confirm").get_by_role("button", name="Confirm").click()
-        expect(task).to_have_attribute("data-state", "canceled", timeout=WAIT_MS)
+        confirm_cancel(page, task)
         expect(task).to_contain_text("canceled (client)")
         stream = client.get(f"/v1/tasks/{task_id}/stream")
         assert '"finish_reason":"canceled"' in stream.text
@@ -198,9 +210,7 @@ def test_a_click_held_across_redraws_still_cancels(page: Page, daemon: Daemon) -
     sign_in(page, daemon)
     client = daemon.client()
     try:
-        task_id = submit(client)
-        task = row(page, task_id)
-        expect(task).to_have_attribute("data-state", "streaming", timeout=WAIT_MS)
+        _, task = streaming_task(page, client)
         tokens = task.locator("td").nth(3)  # priority, state, where, tokens
         button = task.get_by_role("button", name="Cancel")
         box = button.bounding_box()
@@ -210,9 +220,7 @@ def test_a_click_held_across_redraws_still_cancels(page: Page, daemon: Daemon) -
         page.mouse.down()
         expect(tokens).not_to_have_text(before, timeout=WAIT_MS)  # redrawn meanwhile
         page.mouse.up()
-        expect(page.locator("#confirm")).to_be_visible()
-        page.locator("#confirm").get_by_role("button", name="Confirm").click()
-        expect(task).to_have_attribute("data-state", "canceled", timeout=WAIT_MS)
+        confirm_cancel(page, task)
     finally:
         settle(client)
 
