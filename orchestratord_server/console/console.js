@@ -298,7 +298,10 @@ function drawTasks(tbody, tasks) {
     fillTaskRow(row, task);
     return row;
   });
-  if (!rows.length) rows.push(el("tr", {}, el("td", { colspan: 8, class: "empty", text: "No tasks yet." })));
+  if (!rows.length) {
+    const empty = $("td.empty", tbody);
+    rows.push(empty ? empty.parentElement : el("tr", {}, el("td", { colspan: 8, class: "empty", text: "No tasks yet." })));
+  }
   const shown = tbody.children;
   if (rows.length !== shown.length || rows.some((row, i) => row !== shown[i])) tbody.replaceChildren(...rows);
 }

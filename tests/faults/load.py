@@ -49,28 +49,19 @@ class Streamed:
 class AsyncClients:
     """Clients of one daemon sharing a connection pool; everything they saw is kept.
 
-    ``http`` is an httpx client for the odd request a scenario makes beside the load.
-    Requests of the load raise ``aiohttp.ClientError`` when the daemon cannot be reached
-    or drops the connection.
+    Requests raise ``aiohttp.ClientError`` when the daemon cannot be reached or drops the
+    connection.
     """
 
     base_url: str
     ledger: Ledger = field(default_factory=Ledger)
     refused: list[httpx.Response] = field(default_factory=list)
     kept: list[tuple[httpx.Response, bytes]] = field(default_factory=list)
-    http: httpx.AsyncClient = field(init=False)
     _session: aiohttp.ClientSession | None = field(init=False, default=None)
-
-    def __post_init__(self) -> None:
-        self.http = httpx.AsyncClient(
-            base_url=self.base_url,
-            headers={"Authorization": f"Bearer {DATA_KEY}"},
-            timeout=httpx.Timeout(30.0, read=90.0),
-        )
 
     @property
     def session(self) -> aiohttp.ClientSession:
-        """The load's session, made on first use inside the running loop."""
+        """The clients' session, made on first use inside the running loop."""
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 base_url=self.base_url,
@@ -81,7 +72,6 @@ class AsyncClients:
         return self._session
 
     async def close(self) -> None:
-        await self.http.aclose()
         if self._session is not None:
             await self._session.close()
 
@@ -89,7 +79,7 @@ class AsyncClients:
         """POST /v1/tasks; the answer goes to the ledger (refusals are kept)."""
         async with self.session.post("/v1/tasks", json=body) as answer:
             content = await answer.read()
-        request = httpx.Request("POST", answer.url.human_repr(), json=body)
+        request = httpx.Request("POST", str(answer.url), json=body)
         response = _kept(answer, request, content)
         if not self.ledger.submitted(body, response):
             self.refused.append(response)
@@ -120,7 +110,7 @@ class AsyncClients:
                             first_token.set()
                     frames.append(frame)
             assert buffer == b"", f"stream ended inside a frame: {buffer!r}"
-        self.kept.append((_kept(answer, httpx.Request("GET", answer.url.human_repr())), received))
+        self.kept.append((_kept(answer, httpx.Request("GET", str(answer.url))), received))
         self.ledger.finished(task_id, check_transcript(frames, task_id=task_id))
         return Streamed(task_id, submitted_at, first_token_at)
 

@@ -94,7 +94,8 @@ async def drive(daemon: Daemon) -> Shutdown:
         for body in bodies:
             response = await clients.submit(body)
             assert response.status_code == 202, response.text
-        health = (await clients.http.get("/v1/pools/tiny/health")).json()["metrics"]
+        async with clients.session.get("/v1/pools/tiny/health") as answer:
+            health = (await answer.json())["metrics"]
         assert (health["running"], health["queue_depth"]) == (SLOTS, QUEUED), health
         short_started = asyncio.Event()
         readers = [
@@ -105,8 +106,8 @@ async def drive(daemon: Daemon) -> Shutdown:
             )
             for b in bodies
         ]
-        response = await clients.http.post(f"/v1/tasks/{canceled['task_id']}/cancel")
-        assert response.status_code == 204, response.text
+        async with clients.session.post(f"/v1/tasks/{canceled['task_id']}/cancel") as answer:
+            assert answer.status == 204, await answer.text()
         await asyncio.wait_for(short_started.wait(), 30)
 
         sent = time.monotonic()
